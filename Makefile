@@ -1,0 +1,50 @@
+# Sextant — `make run` runs everything locally; `make test` runs every check.
+SHELL := bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PY := $(UV) run --frozen
+export UV_PYTHON ?= 3.11
+
+.PHONY: help setup run kafka test lint typecheck unit integration e2e schemas bench soak clean
+
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## Create the Python environment from uv.lock and fetch Kafka into .local/
+	@[ -x "$(UV)" ] || python3 -m pip install --quiet --user 'uv>=0.5'
+	$(UV) sync --frozen --all-packages
+	bash deploy/local/kafka.sh fetch
+
+run: setup ## Run Sextant: Kafka, every part, the demo project (Ctrl-C stops it)
+	$(PY) python deploy/local/run.py
+
+kafka: setup ## Run only the local Kafka broker on 127.0.0.1:9092
+	bash deploy/local/kafka.sh start
+
+lint: setup ## ruff
+	$(PY) ruff check .
+	$(PY) ruff format --check .
+
+typecheck: setup ## mypy --strict
+	$(PY) mypy
+
+schemas: setup ## Regenerate the exported JSON Schemas in schemas/json/
+	$(PY) python -m sextant.schemas.export
+
+unit: setup ## Unit tests (no infrastructure)
+	$(PY) pytest tests/unit -q
+
+integration: setup ## Integration tests (starts a Kafka broker for the session)
+	$(PY) pytest tests/integration -q
+
+e2e: setup ## End-to-end tests (the parts as processes)
+	$(PY) pytest tests/e2e -q
+
+test: lint typecheck ## Lint, types, unit, integration and end-to-end tests
+	$(PY) pytest tests -q
+
+bench: setup ## Benchmarks; writes bench/RESULTS.md
+	$(PY) python -m bench.run_all
+
+clean: ## Remove local data (Kafka logs, warehouse), keep the Kafka download
+	rm -rf .local/kafka-data .local/warehouse

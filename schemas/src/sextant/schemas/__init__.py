@@ -1,0 +1,1 @@
+"""The contract between Sextant's parts: events, config documents, derived records, topics."""

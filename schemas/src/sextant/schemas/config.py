@@ -1,0 +1,239 @@
+"""Config-plane documents: projects, keys, metrics, experiments, alert rules, tracking plans.
+
+Each document is one record on the compacted ``config`` topic, keyed ``kind:project_id:id``;
+a tombstone (null value) deletes it. Every part follows the topic into memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from sextant.schemas.events import IpPolicy
+
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+"""Keys of projects, metrics, experiments and rules: safe in URLs, logs and topic keys."""
+
+PROPERTY_NAME = r"^[A-Za-z_$][A-Za-z0-9_$.\- ]{0,127}$"
+PROPERTY_PATTERN = re.compile(PROPERTY_NAME)
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
+PropertyName = Annotated[str, Field(pattern=PROPERTY_NAME)]
+EventName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ConfigKind(StrEnum):
+    PROJECT = "project"
+    API_KEY = "api_key"
+    METRIC = "metric"
+    EXPERIMENT = "experiment"
+    ALERT_RULE = "alert_rule"
+    TRACKING_PLAN = "tracking_plan"
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Identifier
+    project_id: Identifier
+
+    def config_key(self) -> str:
+        kind: str = getattr(self, "kind")  # noqa: B009 - every subclass defines a Literal kind
+        return f"{kind}:{self.project_id}:{self.id}"
+
+
+class Project(_Document):
+    kind: Literal["project"] = "project"
+    name: str = Field(min_length=1, max_length=200)
+    allowed_lateness_seconds: int = Field(default=300, ge=0, le=86_400)
+    ip_policy: IpPolicy = IpPolicy.KEEP
+    rate_limit_per_second: int = Field(default=10_000, gt=0)
+
+    @model_validator(mode="after")
+    def _project_id_is_id(self) -> Project:
+        if self.project_id != self.id:
+            raise ValueError("a project's project_id must equal its id")
+        return self
+
+
+class KeyKind(StrEnum):
+    WRITE = "write"
+    READ = "read"
+    ADMIN = "admin"
+
+
+def hash_key(secret: str) -> str:
+    """Keys are stored and compared only as SHA-256 hex digests."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+ALL_PROJECTS = "*"
+"""The ``project_id`` of admin keys: they manage every project."""
+
+
+class ApiKey(_Document):
+    kind: Literal["api_key"] = "api_key"
+    project_id: Annotated[str, Field(pattern=rf"^(\*|{IDENTIFIER[1:-1]})$")]
+    key_kind: KeyKind
+    key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    name: str = ""
+    revoked: bool = False
+    created_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _admin_keys_span_projects(self) -> ApiKey:
+        if (self.key_kind is KeyKind.ADMIN) != (self.project_id == ALL_PROJECTS):
+            raise ValueError("admin keys, and only they, have project_id '*'")
+        return self
+
+
+class MetricKind(StrEnum):
+    COUNT = "count"
+    UNIQUE_USERS = "unique_users"
+    SUM = "sum"
+    MEAN = "mean"
+    PERCENTILES = "percentiles"
+    CONVERSION = "conversion"
+
+
+class FilterOp(StrEnum):
+    EQ = "eq"
+    NEQ = "neq"
+    IN = "in"
+    GT = "gt"
+    GTE = "gte"
+    LT = "lt"
+    LTE = "lte"
+    EXISTS = "exists"
+
+
+class PropertyFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    property: PropertyName
+    op: FilterOp
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> PropertyFilter:
+        if self.op is FilterOp.IN and not isinstance(self.value, list):
+            raise ValueError("'in' needs a list value")
+        numeric = (FilterOp.GT, FilterOp.GTE, FilterOp.LT, FilterOp.LTE)
+        if self.op in numeric and (
+            isinstance(self.value, bool) or not isinstance(self.value, int | float)
+        ):
+            raise ValueError(f"'{self.op.value}' needs a numeric value")
+        return self
+
+
+class MetricDefinition(_Document):
+    kind: Literal["metric"] = "metric"
+    name: str = ""
+    metric_kind: MetricKind
+    event: EventName
+    property: PropertyName | None = None
+    conversion_event: EventName | None = None
+    conversion_window_seconds: int = Field(default=86_400, gt=0)
+    filters: list[PropertyFilter] = Field(default_factory=list)
+    breakdown: PropertyName | None = None
+    breakdown_limit: int = Field(default=10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> MetricDefinition:
+        needs_property = (MetricKind.SUM, MetricKind.MEAN, MetricKind.PERCENTILES)
+        if self.metric_kind in needs_property and self.property is None:
+            raise ValueError(f"a {self.metric_kind.value} metric needs 'property'")
+        if self.metric_kind is MetricKind.CONVERSION and self.conversion_event is None:
+            raise ValueError("a conversion metric needs 'conversion_event'")
+        return self
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Identifier
+    name: str = ""
+    weight: float = Field(ge=0, le=1)
+
+
+class Experiment(_Document):
+    kind: Literal["experiment"] = "experiment"
+    name: str = ""
+    variants: list[Variant] = Field(min_length=2)
+    coverage: float = Field(default=1.0, ge=0, le=1)
+    seed: str | None = None
+    hash_version: Literal[1, 2] = 2
+    unit: Literal["userId", "anonymousId"] = "userId"
+    primary_metric: Identifier | None = None
+    guardrail_metrics: list[Identifier] = Field(default_factory=list)
+    correction: Literal["holm", "benjamini_hochberg"] = "holm"
+    min_sample_per_variant: int = Field(default=100, ge=1)
+    start: datetime | None = None
+    stop: datetime | None = None
+
+
+class AlertRuleKind(StrEnum):
+    THRESHOLD = "threshold"
+    RELATIVE_CHANGE = "relative_change"
+    ANOMALY = "anomaly"
+    EXPERIMENT_GUARDRAIL = "experiment_guardrail"
+    SRM = "srm"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class WebhookTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s@]+$", max_length=2000)]
+    secret: str = Field(default="", max_length=200)
+    format: Literal["json", "slack"] = "json"
+
+
+class AlertRule(_Document):
+    kind: Literal["alert_rule"] = "alert_rule"
+    name: str = ""
+    rule_kind: AlertRuleKind
+    metric: Identifier | None = None
+    experiment: Identifier | None = None
+    direction: Literal["above", "below", "either"] = "above"
+    threshold: float | None = None
+    baseline: Literal["day", "week", "trailing"] = "day"
+    change_percent: float | None = None
+    k_sigma: float = Field(default=3.0, gt=0)
+    ewma_alpha: float = Field(default=0.1, gt=0, le=1)
+    min_volume: int = Field(default=0, ge=0)
+    min_effect: float = Field(default=0.0, ge=0)
+    evaluation_window_minutes: int = Field(default=1, ge=1, le=1440)
+    pending_windows: int = Field(default=1, ge=1)
+    recovery_windows: int = Field(default=1, ge=1)
+    severity: Severity = Severity.WARNING
+    targets: list[WebhookTarget] = Field(default_factory=list)
+
+
+class TrackingPlan(_Document):
+    kind: Literal["tracking_plan"] = "tracking_plan"
+    mode: Literal["enforce", "flag"] = "enforce"
+    events: dict[EventName, dict[str, Any]] = Field(default_factory=dict)
+
+
+ConfigDocument = Annotated[
+    Project | ApiKey | MetricDefinition | Experiment | AlertRule | TrackingPlan,
+    Field(discriminator="kind"),
+]
+CONFIG_DOCUMENT: TypeAdapter[ConfigDocument] = TypeAdapter(ConfigDocument)
+
+
+def parse_config_key(key: str) -> tuple[ConfigKind, str, str]:
+    """Split a ``kind:project_id:id`` key; raises ``ValueError`` for anything else."""
+    kind, project_id, doc_id = key.split(":", 2)
+    return ConfigKind(kind), project_id, doc_id

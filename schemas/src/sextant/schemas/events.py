@@ -1,0 +1,239 @@
+"""The event envelope: the one definition of an event, from the wire to the warehouse.
+
+Clients send Segment's Tracking API shape (:class:`IncomingEvent`); the collector enriches it
+into an :class:`Envelope` (project, receive time, distinct id, clock-skew corrected timestamp)
+which is what ``events.raw`` carries and the ``events`` table stores. Events that fail
+validation travel as :class:`InvalidEvent` to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal, Self
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+MAX_EVENT_NAME = 200
+MAX_ID_LENGTH = 256
+EXPERIMENT_VIEWED = "Experiment Viewed"
+
+
+class EventType(StrEnum):
+    TRACK = "track"
+    IDENTIFY = "identify"
+    PAGE = "page"
+    SCREEN = "screen"
+    GROUP = "group"
+    ALIAS = "alias"
+
+
+class IpPolicy(StrEnum):
+    """What the collector keeps of the client's IP address."""
+
+    KEEP = "keep"
+    TRUNCATE = "truncate"
+    DROP = "drop"
+
+
+def _as_optional_id(value: Any) -> str | None:
+    """Segment clients may send numeric ids; they are the same user as their string form."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be a string or an integer")
+    text = str(value)
+    if len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"longer than {MAX_ID_LENGTH} characters")
+    return text
+
+
+class IncomingEvent(BaseModel):
+    """One event as a Segment-compatible client sends it (camelCase on the wire)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    type: EventType
+    event: str | None = Field(default=None, min_length=1, max_length=MAX_EVENT_NAME)
+    user_id: str | None = Field(default=None, alias="userId")
+    anonymous_id: str | None = Field(default=None, alias="anonymousId")
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime | None = None
+    sent_at: datetime | None = Field(
+        default=None,
+        validation_alias=AliasChoices("sentAt", "sent_at"),
+        serialization_alias="sentAt",
+    )
+    message_id: str | None = Field(default=None, alias="messageId", max_length=MAX_ID_LENGTH)
+    name: str | None = Field(default=None, max_length=MAX_EVENT_NAME)
+    group_id: str | None = Field(default=None, alias="groupId")
+    previous_id: str | None = Field(default=None, alias="previousId")
+
+    @field_validator("user_id", "anonymous_id", "group_id", "previous_id", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> str | None:
+        return _as_optional_id(value)
+
+    @field_validator("timestamp", "sent_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _required_by_type(self) -> Self:
+        if self.user_id is None and self.anonymous_id is None:
+            raise ValueError("userId or anonymousId is required")
+        if self.type is EventType.TRACK and not self.event:
+            raise ValueError("event is required for a track call")
+        if self.type is EventType.GROUP and self.group_id is None:
+            raise ValueError("groupId is required for a group call")
+        if self.type is EventType.ALIAS and (self.previous_id is None or self.user_id is None):
+            raise ValueError("previousId and userId are required for an alias call")
+        return self
+
+
+class Envelope(BaseModel):
+    """An accepted event as it travels on ``events.raw`` and lands in the ``events`` table."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    project_id: str
+    type: EventType
+    event: str
+    distinct_id: str
+    user_id: str | None = Field(default=None, alias="userId")
+    anonymous_id: str | None = Field(default=None, alias="anonymousId")
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime
+    original_timestamp: datetime | None = Field(default=None, alias="originalTimestamp")
+    sent_at: datetime | None = Field(default=None, alias="sentAt")
+    received_at: datetime
+    message_id: str = Field(alias="messageId")
+    group_id: str | None = Field(default=None, alias="groupId")
+    previous_id: str | None = Field(default=None, alias="previousId")
+    ip: str | None = None
+    plan_violations: list[str] = Field(default_factory=list)
+
+    def kafka_key(self) -> str:
+        return f"{self.project_id}:{self.distinct_id}"
+
+
+class FieldError(BaseModel):
+    """Where an event is wrong (a dotted path into the event) and why."""
+
+    field: str
+    message: str
+
+
+class InvalidEvent(BaseModel):
+    """A rejected event on the dead-letter topic: nothing is dropped silently."""
+
+    project_id: str
+    received_at: datetime
+    payload: str
+    errors: list[FieldError]
+    message_id: str | None = None
+    source: Literal["collector", "sink"] = "collector"
+
+
+def event_name(event: IncomingEvent) -> str:
+    """The name the warehouse stores: the track name, else the call type (``$page`` …)."""
+    if event.type is EventType.TRACK and event.event:
+        return event.event
+    return f"${event.type.value}"
+
+
+def corrected_timestamp(
+    timestamp: datetime | None, sent_at: datetime | None, received_at: datetime
+) -> datetime:
+    """Clock-skew correction: ``received_at - (sentAt - timestamp)``, never later than receipt.
+
+    A device whose clock runs ahead or behind shifts both ``timestamp`` and ``sentAt`` by the
+    same amount, so their difference is the true age of the event when it was sent.
+    """
+    if timestamp is None:
+        return received_at
+    corrected = timestamp if sent_at is None else received_at - (sent_at - timestamp)
+    return min(corrected, received_at)
+
+
+def truncate_ip(ip: str | None, policy: IpPolicy) -> str | None:
+    """Apply the project's IP policy: keep it, zero the host part, or drop it."""
+    if ip is None or policy is IpPolicy.DROP:
+        return None
+    if policy is IpPolicy.KEEP:
+        return ip
+    if ":" in ip:
+        groups = ip.split(":")
+        return ":".join(groups[:3]) + "::"
+    octets = ip.split(".")
+    return ".".join([*octets[:3], "0"]) if len(octets) == 4 else None
+
+
+def new_message_id() -> str:
+    """A time-ordered id (UUIDv7) for events that arrive without a ``messageId``."""
+    millis = int(datetime.now(UTC).timestamp() * 1000)
+    rand = uuid.uuid4().int & ((1 << 74) - 1)
+    value = (
+        (millis << 80)
+        | (0x7 << 76)
+        | ((rand >> 62) << 64)
+        | (0b10 << 62)
+        | (rand & ((1 << 62) - 1))
+    )
+    return str(uuid.UUID(int=value))
+
+
+def enrich(
+    incoming: IncomingEvent,
+    *,
+    project_id: str,
+    received_at: datetime,
+    batch_sent_at: datetime | None = None,
+    client_ip: str | None = None,
+    ip_policy: IpPolicy = IpPolicy.KEEP,
+    plan_violations: list[str] | None = None,
+) -> Envelope:
+    """Turn a validated client event into the envelope the pipeline carries."""
+    sent_at = incoming.sent_at or batch_sent_at
+    distinct_id = incoming.user_id or incoming.anonymous_id
+    assert distinct_id is not None  # guaranteed by IncomingEvent's validator
+    context_ip = incoming.context.get("ip")
+    ip = truncate_ip(context_ip if isinstance(context_ip, str) else client_ip, ip_policy)
+    properties = dict(incoming.properties)
+    if incoming.type in (EventType.PAGE, EventType.SCREEN) and incoming.name:
+        properties.setdefault("name", incoming.name)
+    return Envelope(
+        project_id=project_id,
+        type=incoming.type,
+        event=event_name(incoming),
+        distinct_id=distinct_id,
+        user_id=incoming.user_id,
+        anonymous_id=incoming.anonymous_id,
+        properties=properties,
+        traits=incoming.traits,
+        context=incoming.context,
+        timestamp=corrected_timestamp(incoming.timestamp, sent_at, received_at),
+        original_timestamp=incoming.timestamp,
+        sent_at=sent_at,
+        received_at=received_at,
+        message_id=incoming.message_id or new_message_id(),
+        group_id=incoming.group_id,
+        previous_id=incoming.previous_id,
+        ip=ip,
+        plan_violations=plan_violations or [],
+    )

@@ -1,0 +1,119 @@
+"""The YAML config file format of ``sextant config apply`` and ``deploy/config/*.yaml``.
+
+Keys are given as secrets in the file (so a demo can print them) and become hashed
+``ApiKey`` documents; nothing stores a secret.
+
+```yaml
+admin_keys: [{id: ops, secret: "..."}]
+projects:
+  - id: demo
+    name: Demo shop
+    keys: [{id: web, kind: write, secret: "..."}]
+    metrics: [{id: signups, metric_kind: count, event: Signed Up}]
+    experiments: []
+    alert_rules: []
+    tracking_plans: []
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from sextant.schemas.config import (
+    ALL_PROJECTS,
+    CONFIG_DOCUMENT,
+    ApiKey,
+    ConfigDocument,
+    Identifier,
+    KeyKind,
+    Project,
+    hash_key,
+)
+
+_SECTIONS = {
+    "metrics": "metric",
+    "experiments": "experiment",
+    "alert_rules": "alert_rule",
+    "tracking_plans": "tracking_plan",
+}
+
+
+class KeySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier
+    kind: KeyKind = KeyKind.WRITE
+    secret: str = Field(min_length=16)
+    name: str = ""
+
+
+class ProjectSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier
+    name: str
+    allowed_lateness_seconds: int = 300
+    ip_policy: str = "keep"
+    keys: list[KeySpec] = Field(default_factory=list)
+    metrics: list[dict[str, Any]] = Field(default_factory=list)
+    experiments: list[dict[str, Any]] = Field(default_factory=list)
+    alert_rules: list[dict[str, Any]] = Field(default_factory=list)
+    tracking_plans: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    admin_keys: list[KeySpec] = Field(default_factory=list)
+    projects: list[ProjectSpec] = Field(default_factory=list)
+
+
+def _key_document(spec: KeySpec, project_id: str) -> ApiKey:
+    return ApiKey(
+        id=spec.id,
+        project_id=project_id,
+        key_kind=spec.kind,
+        key_hash=hash_key(spec.secret),
+        name=spec.name or spec.id,
+    )
+
+
+def _project_documents(spec: ProjectSpec) -> list[ConfigDocument]:
+    documents: list[ConfigDocument] = [
+        Project.model_validate(
+            {
+                "id": spec.id,
+                "project_id": spec.id,
+                "name": spec.name,
+                "allowed_lateness_seconds": spec.allowed_lateness_seconds,
+                "ip_policy": spec.ip_policy,
+            }
+        )
+    ]
+    documents += [_key_document(key, spec.id) for key in spec.keys]
+    for section, kind in _SECTIONS.items():
+        for raw in getattr(spec, section):
+            body = {"kind": kind, "project_id": spec.id} | raw
+            documents.append(CONFIG_DOCUMENT.validate_python(body))
+    return documents
+
+
+def documents_from_file(config: ConfigFile) -> list[ConfigDocument]:
+    """Every config document the file describes, projects first."""
+    documents: list[ConfigDocument] = [
+        _key_document(key.model_copy(update={"kind": KeyKind.ADMIN}), ALL_PROJECTS)
+        for key in config.admin_keys
+    ]
+    for project in config.projects:
+        documents += _project_documents(project)
+    return documents
+
+
+def load_config_file(path: Path) -> ConfigFile:
+    """Parse and validate a config file; a ``pydantic.ValidationError`` names the bad field."""
+    return ConfigFile.model_validate(yaml.safe_load(path.read_text()) or {})

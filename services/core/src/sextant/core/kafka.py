@@ -1,0 +1,173 @@
+"""Kafka adapters (kafka-python): administration, a plain producer and a plain consumer.
+
+Nothing outside ``sextant.core`` imports a Kafka client library (faust in the processor aside).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from sextant.core.settings import KafkaSection
+from sextant.schemas.topics import TOPICS, Topic, TopicSpec, topic_name
+
+__all__ = [
+    "KafkaError",
+    "Record",
+    "TopicPartition",
+    "broker_version",
+    "cluster_reachable",
+    "end_offsets",
+    "ensure_topics",
+    "make_consumer",
+    "make_producer",
+    "read_all",
+]
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def _topic_config(spec: TopicSpec) -> dict[str, str]:
+    config = {"min.insync.replicas": "1"}
+    if spec.compacted:
+        config |= {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+    if spec.retention_ms is not None:
+        config["retention.ms"] = str(spec.retention_ms)
+    return config
+
+
+def _partitions(spec: TopicSpec, override: int | None) -> int:
+    return spec.partitions if spec.compacted or override is None else override
+
+
+def ensure_topics(
+    settings: KafkaSection,
+    topics: Iterable[Topic] = tuple(Topic),
+    partitions: int | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet (idempotent); returns the names created."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id=settings.kafka_client_id
+    )
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=topic_name(topic, settings.topic_prefix),
+                num_partitions=_partitions(TOPICS[topic], partitions),
+                replication_factor=1,
+                topic_configs=_topic_config(TOPICS[topic]),
+            )
+            for topic in topics
+            if topic_name(topic, settings.topic_prefix) not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(wanted)
+        return [new.name for new in wanted]
+    finally:
+        admin.close()
+
+
+def cluster_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True when a broker answers a metadata request within ``timeout_s``."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=int(timeout_s * 1000),
+            api_version_auto_timeout_ms=int(timeout_s * 1000),
+        )
+    except KafkaError:
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except KafkaError:
+        return False
+    finally:
+        admin.close()
+
+
+def make_producer(settings: KafkaSection, **overrides: Any) -> KafkaProducer:
+    """An idempotent producer that waits for all in-sync replicas (``acks=all``)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "client_id": settings.kafka_client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "compression_type": "lz4",
+    }
+    return KafkaProducer(**(options | overrides))
+
+
+def make_consumer(
+    settings: KafkaSection, group_id: str | None, *topics: str, **overrides: Any
+) -> KafkaConsumer:
+    """A consumer that never commits on its own: callers commit after their work is durable."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "client_id": settings.kafka_client_id,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+    }
+    return KafkaConsumer(*topics, **(options | overrides))
+
+
+def end_offsets(settings: KafkaSection, topic: str) -> dict[int, int]:
+    """The next offset to be written, per partition of ``topic``."""
+    consumer = make_consumer(settings, None)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def read_all(settings: KafkaSection, topic: str, timeout_s: float = 10.0) -> Iterator[Record]:
+    """Every record currently in ``topic``, from the beginning to the end offsets."""
+    consumer = make_consumer(settings, None, consumer_timeout_ms=int(timeout_s * 1000))
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        remaining = {tp: end for tp, end in consumer.end_offsets(tps).items() if end > 0}
+        while remaining:
+            batch = consumer.poll(timeout_ms=int(timeout_s * 1000))
+            if not batch:
+                raise TimeoutError(f"{topic}: stopped before the end offsets {remaining}")
+            for tp, messages in batch.items():
+                for m in messages:
+                    yield Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                if tp in remaining and consumer.position(tp) >= remaining[tp]:
+                    del remaining[tp]
+    finally:
+        consumer.close()
+
+
+def broker_version(bootstrap: str) -> tuple[int, ...]:
+    """The broker's version as the client infers it from the APIs it supports, e.g. (4, 1)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        version: tuple[int, ...] = admin._client.check_version()  # no public accessor
+        return version
+    finally:
+        admin.close()

@@ -1,0 +1,37 @@
+"""Settings sections shared by the parts. Each part composes its one settings class from these.
+
+This package and the parts' ``settings.py`` files are the only code that reads the environment.
+Every variable carries the ``SEXTANT_`` prefix: ``SEXTANT_KAFKA_BOOTSTRAP``,
+``SEXTANT_CLICKHOUSE_URL``, ``SEXTANT_TOPIC_PREFIX``, ``SEXTANT_LOG_LEVEL`` …
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[5]
+LOCAL_DIR = REPO_ROOT / ".local"
+
+
+class SextantSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEXTANT_", extra="ignore", frozen=True)
+
+
+class KafkaSection(SextantSettings):
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "sextant"
+    kafka_client_id: str = "sextant"
+
+
+class ClickHouseSection(SextantSettings):
+    clickhouse_url: str = f"chdb://{LOCAL_DIR / 'warehouse'}"
+
+
+class ServiceSection(SextantSettings):
+    host: str = "127.0.0.1"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+    config_wait_seconds: float = 30.0
