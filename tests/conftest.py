@@ -57,3 +57,13 @@ def warehouse(warehouse_url: str) -> Warehouse:
     handle = connect(warehouse_url)
     migrate(handle)
     return handle
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/integration and tests/e2e carry their layer's marker."""
+    for item in items:
+        path = str(item.path)
+        if "/tests/integration/" in path:
+            item.add_marker(pytest.mark.integration)
+        elif "/tests/e2e/" in path:
+            item.add_marker(pytest.mark.e2e)

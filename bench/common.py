@@ -1,0 +1,54 @@
+"""What every benchmark reports: a figure beside a baseline measured in the same run.
+
+The machines are shared and noisy, so absolute numbers mean little; each benchmark runs its
+baseline (Kafka's own perf tool, a plain clickhouse-connect insert, ...) in the same process
+or minute and reports the ratio. Results are written to ``bench/results/<name>.json`` and
+collected into ``bench/RESULTS.md`` by ``make bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+@dataclass(frozen=True)
+class Figure:
+    benchmark: str
+    figure: str
+    value: float
+    unit: str
+    baseline: str = ""
+    baseline_value: float | None = None
+    target: str = ""
+    command: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.baseline_value:
+            return None
+        return self.value / self.baseline_value
+
+
+def machine() -> str:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.python_implementation()} {platform.python_version()}"
+
+
+def write_results(name: str, figures: list[Figure]) -> Path:
+    """Store one benchmark's figures for ``make bench`` to collect."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    payload = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "figures": [asdict(f) | {"ratio": f.ratio} for f in figures],
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
