@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -12,6 +13,23 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
+
+
+@runtime_checkable
+class BackgroundService(Protocol):
+    """Work a process runs beside its HTTP face (a consumer loop, a follower thread).
+
+    With the embedded warehouse the sink runs inside the gateway process as one of these:
+    the ``sextant gateway`` command composes them; no part imports another.
+    """
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def ready(self) -> bool: ...
 
 
 async def _passes(check: ReadinessCheck) -> bool:
