@@ -16,7 +16,7 @@ setup: ## Create the Python environment from uv.lock and fetch Kafka into .local
 	bash deploy/local/kafka.sh fetch
 
 run: setup ## Run Sextant: Kafka, every part, the demo project (Ctrl-C stops it)
-	$(PY) python deploy/local/run.py
+	$(PY) python deploy/local/supervisor.py
 
 kafka: setup ## Run only the local Kafka broker on 127.0.0.1:9092
 	bash deploy/local/kafka.sh start

@@ -1,0 +1,189 @@
+"""The process supervisor behind ``make run``: Kafka, topics, migrations, demo config, every part.
+
+Each part runs as its own process (``sextant <part>``), its output prefixed with its name. A
+part that exits unexpectedly is restarted with a backoff. Ctrl-C stops the parts, then Kafka,
+gracefully; data stays in ``.local/`` for the next run.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from sextant.cli.settings import CliSettings
+from sextant.core.config_file import ConfigFile, documents_from_file, load_config_file
+from sextant.core.config_plane import ConfigPublisher
+from sextant.core.kafka import cluster_reachable, ensure_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "deploy" / "config" / "demo.yaml"
+READY_TIMEOUT_S = 90.0
+console = Console(highlight=False)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    ready_url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        self.started_at = time.monotonic()
+        threading.Thread(target=self._relay, daemon=True).start()
+
+    def _relay(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            console.print(f"[dim]{self.name:>9} |[/dim] {line}", markup=False, highlight=False)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _sextant(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sextant.cli.main", *args]
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise SystemExit(f"{what} was not ready within {timeout_s:.0f}s")
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _parts(settings: CliSettings) -> list[Child]:
+    embedded = settings.clickhouse_url.startswith("chdb:")
+    parts = [
+        Child("collector", _sextant("collector"), "http://127.0.0.1:8080/readyz"),
+        Child("processor", _sextant("processor"), "http://127.0.0.1:8083/readyz"),
+        Child("gateway", _sextant("gateway"), "http://127.0.0.1:8081/readyz"),
+        Child("notifier", _sextant("notifier"), "http://127.0.0.1:8084/readyz"),
+    ]
+    if not embedded:  # with a server the sink is its own deployment
+        parts.append(Child("sink", _sextant("sink"), "http://127.0.0.1:8082/readyz"))
+    return parts
+
+
+def _banner(config: ConfigFile) -> None:
+    project = config.projects[0]
+    secrets = {key.kind.value: key.secret for key in project.keys}
+    admin = config.admin_keys[0].secret if config.admin_keys else "(none)"
+    body = '{"userId":"user-1","event":"Signed Up","properties":{"plan":"pro"}}'
+    console.print(
+        "\n[bold green]Sextant is running[/bold green] (Ctrl-C stops it)\n"
+        "  collector  http://127.0.0.1:8080  Segment and PostHog compatible ingestion\n"
+        "  gateway    http://127.0.0.1:8081  dashboard at /, API docs at /docs\n"
+        f"  project    {project.id} ({project.name})\n"
+        f"  write key  {secrets.get('write', '(none)')}\n"
+        f"  read key   {secrets.get('read', '(none)')}\n"
+        f"  admin key  {admin}\n"
+        "  send an event:\n"
+        f"    curl -u {secrets.get('write', '')}: -H 'Content-Type: application/json' "
+        f"http://127.0.0.1:8080/v1/track -d '{body}'\n",
+        markup=True,
+    )
+
+
+class Supervisor:
+    def __init__(self, settings: CliSettings) -> None:
+        self.settings = settings
+        self.kafka: Child | None = None
+        self.parts = _parts(settings)
+        self.stopping = threading.Event()
+
+    def prepare(self) -> ConfigFile:
+        if "kafka_bootstrap" not in self.settings.model_fields_set:
+            self.kafka = Child("kafka", ["bash", str(ROOT / "deploy/local/kafka.sh"), "start"])
+            self.kafka.start()
+        _wait(lambda: cluster_reachable(self.settings.kafka_bootstrap), "Kafka")
+        created = ensure_topics(self.settings)
+        console.print(f"topics: {len(created)} created")
+        subprocess.run(_sextant("migrate"), check=True, cwd=ROOT)
+        config = load_config_file(DEMO)
+        publisher = ConfigPublisher(self.settings)
+        try:
+            publisher.put(documents_from_file(config))
+        finally:
+            publisher.close()
+        return config
+
+    def run(self) -> None:
+        config = self.prepare()
+        for part in self.parts:
+            part.start()
+        for part in self.parts:
+            if part.ready_url:
+                _wait(partial(_ready, part.ready_url), part.name)
+        _banner(config)
+        while not self.stopping.wait(1.0):
+            self._restart_dead()
+
+    def _restart_dead(self) -> None:
+        for part in self.parts:
+            if not part.alive() and not self.stopping.is_set():
+                part.restarts += 1
+                backoff = min(30.0, 2.0**part.restarts)
+                console.print(f"[red]{part.name} exited; restarting in {backoff:.0f}s[/red]")
+                if self.stopping.wait(backoff):
+                    return
+                part.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for part in reversed(self.parts):
+            part.stop()
+        if self.kafka is not None:
+            self.kafka.stop(timeout_s=60)
+
+
+def main() -> None:
+    supervisor = Supervisor(CliSettings())
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
+    try:
+        supervisor.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping Sextant…")
+        supervisor.stop()
+
+
+if __name__ == "__main__":
+    main()
