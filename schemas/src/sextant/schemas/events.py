@@ -8,7 +8,8 @@ validation travel as :class:`InvalidEvent` to the dead-letter topic.
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Self
@@ -185,17 +186,22 @@ def truncate_ip(ip: str | None, policy: IpPolicy) -> str | None:
 
 
 def new_message_id() -> str:
-    """A time-ordered id (UUIDv7) for events that arrive without a ``messageId``."""
-    millis = int(datetime.now(UTC).timestamp() * 1000)
-    rand = uuid.uuid4().int & ((1 << 74) - 1)
+    """A time-ordered id (UUIDv7) for events that arrive without a ``messageId``.
+
+    Formatted by hand rather than through :class:`uuid.UUID`: SDKs call this on the
+    application's thread for every event, where the ``UUID`` object costs four times as much.
+    """
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10))
     value = (
         (millis << 80)
         | (0x7 << 76)
-        | ((rand >> 62) << 64)
+        | (((rand >> 62) & 0xFFF) << 64)
         | (0b10 << 62)
         | (rand & ((1 << 62) - 1))
     )
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def enrich(
