@@ -1,0 +1,134 @@
+"""The collector's FastAPI app, assembled in one place."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CollectorRegistry
+
+from sextant.collector import openapi
+from sextant.collector.ingest import Ingestor, RecordSink, utc_now
+from sextant.collector.metrics import CollectorMetrics
+from sextant.collector.ratelimit import RateLimiter
+from sextant.collector.routes import Endpoints, build_router
+from sextant.collector.settings import CollectorSettings
+from sextant.collector.validation import TrackingPlans
+from sextant.core.aio_kafka import BatchingProducer
+from sextant.core.config_plane import ConfigFollower, ConfigState
+from sextant.core.kafka import cluster_reachable
+from sextant.core.logging import get_logger
+from sextant.core.service import add_operational_routes
+from sextant.schemas.topics import Topic, topic_name
+
+log = get_logger(__name__)
+
+DESCRIPTION = """Sextant's front door for product events.
+
+Segment's HTTP Tracking API (`/v1/batch`, `/v1/track`, …) and PostHog's capture API
+(`/batch/`, `/capture/`, `/e/`), so existing clients work unchanged. An answer of 200 means
+every accepted event is in Kafka (`acks=all`); rejected events are listed with their errors
+and kept on the dead-letter topic.
+"""
+
+
+def create_app(
+    settings: CollectorSettings,
+    *,
+    state: ConfigState | None = None,
+    sink: RecordSink | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> FastAPI:
+    """The collector app. ``state`` and ``sink`` replace the config follower and the Kafka
+    producer (tests); without them the app follows the config topic and produces to Kafka."""
+    follower = None if state is not None else ConfigFollower(settings)
+    config = state if state is not None else follower.state  # type: ignore[union-attr]
+    producer = (
+        None
+        if sink is not None
+        else BatchingProducer(
+            settings,
+            linger_ms=settings.producer_linger_ms,
+            batch_bytes=settings.producer_batch_bytes,
+            buffer_bytes=settings.producer_buffer_bytes,
+            compression=settings.producer_compression,
+        )
+    )
+    registry = CollectorRegistry()
+    metrics = CollectorMetrics(registry)
+    ingestor = Ingestor(
+        sink=sink or producer,  # type: ignore[arg-type]
+        plans=TrackingPlans(config),
+        limiter=RateLimiter(share=settings.collector_workers),
+        metrics=metrics,
+        raw_topic=topic_name(Topic.EVENTS_RAW, settings.topic_prefix),
+        invalid_topic=topic_name(Topic.EVENTS_INVALID, settings.topic_prefix),
+        max_event_bytes=settings.max_event_bytes,
+        produce_timeout_s=settings.produce_timeout_seconds,
+        retry_after_s=settings.retry_after_seconds,
+        clock=clock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if follower is not None:
+            follower.start()
+            caught_up = await asyncio.to_thread(
+                follower.wait_caught_up, settings.config_wait_seconds
+            )
+            if not caught_up:
+                log.warning("config not caught up yet; keys will work once it is")
+        if producer is not None:
+            await producer.start()
+        try:
+            yield
+        finally:
+            if producer is not None:
+                await producer.stop()
+            if follower is not None:
+                follower.stop()
+
+    app = FastAPI(title="Sextant collector", description=DESCRIPTION, lifespan=lifespan)
+    endpoints = Endpoints(
+        state=config,
+        ingestor=ingestor,
+        metrics=metrics,
+        max_batch_bytes=settings.max_batch_bytes,
+        max_event_bytes=settings.max_event_bytes,
+        trust_forwarded_for=settings.trust_forwarded_for,
+    )
+    app.include_router(build_router(endpoints))
+
+    def config_ready() -> bool:
+        return follower is None or follower.caught_up
+
+    def kafka_ready() -> bool:
+        if producer is not None:
+            metrics.buffered_bytes.set(producer.buffered_bytes)
+        return cluster_reachable(settings.kafka_bootstrap, timeout_s=2.0)
+
+    add_operational_routes(app, {"config": config_ready, "kafka": kafka_ready}, registry)
+    _document(app)
+    return app
+
+
+def _document(app: FastAPI) -> None:
+    """Add the event schema the request bodies refer to into the OpenAPI components."""
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            document.setdefault("components", {}).setdefault("schemas", {}).update(
+                openapi.components()
+            )
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]

@@ -1,0 +1,168 @@
+"""From a parsed submission to records in Kafka: rate limit, check, enrich, produce, answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from sextant.collector.auth import Writer
+from sextant.collector.dialects import Submission
+from sextant.collector.errors import ApiError
+from sextant.collector.metrics import CollectorMetrics
+from sextant.collector.models import BatchResult, Rejection
+from sextant.collector.ratelimit import RateLimiter, retry_after_header
+from sextant.collector.validation import TrackingPlans, check_event
+from sextant.core.aio_kafka import OutgoingRecord, ProducerUnavailable
+from sextant.schemas.events import InvalidEvent, enrich
+
+
+class RecordSink(Protocol):
+    """Where records go; ``send`` returns once they are durable or raises ProducerUnavailable."""
+
+    async def send(self, records: Sequence[OutgoingRecord], timeout_s: float) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _message_id(event: Any) -> str | None:
+    value = event.get("messageId") if isinstance(event, dict) else None
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+class Ingestor:
+    """Takes submissions of authenticated writers into ``events.raw`` and ``events.invalid``.
+
+    Contract: :meth:`ingest` returns only after Kafka acknowledged every record of the
+    submission (accepted events and dead letters alike); otherwise it raises :class:`ApiError`
+    (429 before anything is written, 503 when Kafka did not acknowledge in time).
+    """
+
+    def __init__(
+        self,
+        *,
+        sink: RecordSink,
+        plans: TrackingPlans,
+        limiter: RateLimiter,
+        metrics: CollectorMetrics,
+        raw_topic: str,
+        invalid_topic: str,
+        max_event_bytes: int,
+        produce_timeout_s: float,
+        retry_after_s: int,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._sink = sink
+        self._plans = plans
+        self._limiter = limiter
+        self._metrics = metrics
+        self._raw_topic = raw_topic
+        self._invalid_topic = invalid_topic
+        self._max_event_bytes = max_event_bytes
+        self._produce_timeout_s = produce_timeout_s
+        self._retry_after_s = retry_after_s
+        self._clock = clock
+
+    def rate_limit(self, writer: Writer, events: int) -> None:
+        """Raise 429 when ``events`` more would exceed the project's rate for this key."""
+        rate = writer.project.rate_limit_per_second
+        wait = self._limiter.acquire(writer.key.key_hash, events, rate)
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"project {writer.project.id!r} allows {rate} events per second per key; "
+                f"this request of {events} events exceeds it",
+                f"write key {writer.key.id!r}",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+
+    async def ingest(
+        self, submission: Submission, writer: Writer, *, client_ip: str | None, body_bytes: int
+    ) -> BatchResult:
+        count = len(submission.events)
+        self._metrics.batch_events.observe(count)
+        self.rate_limit(writer, count)
+        received_at = self._clock()
+        project = writer.project
+        plan = self._plans.for_project(project.id)
+        # No event can be larger than the whole body: measure events only when it might be.
+        measure = body_bytes > self._max_event_bytes
+        records: list[OutgoingRecord] = []
+        rejected: list[Rejection] = []
+        reasons: dict[str, int] = {}
+        flagged = 0
+        for index, raw in enumerate(submission.events):
+            checked = check_event(
+                raw,
+                max_bytes=self._max_event_bytes,
+                measure=measure,
+                names=submission.field_names,
+                plan=plan,
+            )
+            if checked.event is None:
+                message_id = _message_id(raw)
+                rejected.append(Rejection(index=index, messageId=message_id, errors=checked.errors))
+                reasons[checked.reason] = reasons.get(checked.reason, 0) + 1
+                dead = InvalidEvent(
+                    project_id=project.id,
+                    received_at=received_at,
+                    payload=orjson.dumps(submission.originals[index]).decode(),
+                    errors=checked.errors,
+                    message_id=message_id,
+                )
+                records.append(
+                    OutgoingRecord(
+                        self._invalid_topic, project.id.encode(), dead.model_dump_json().encode()
+                    )
+                )
+                continue
+            flagged += bool(checked.violations)
+            envelope = enrich(
+                checked.event,
+                project_id=project.id,
+                received_at=received_at,
+                batch_sent_at=submission.sent_at,
+                client_ip=client_ip,
+                ip_policy=project.ip_policy,
+                plan_violations=checked.violations,
+            )
+            records.append(
+                OutgoingRecord(
+                    self._raw_topic,
+                    envelope.kafka_key().encode(),
+                    envelope.model_dump_json(by_alias=True).encode(),
+                )
+            )
+        await self._produce(records)
+        accepted = count - len(rejected)
+        self._count(accepted, reasons, flagged)
+        return BatchResult(accepted=accepted, rejected=rejected)
+
+    async def _produce(self, records: list[OutgoingRecord]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._sink.send(records, self._produce_timeout_s)
+        except ProducerUnavailable as error:
+            raise ApiError(
+                503,
+                "unavailable",
+                f"Kafka did not take the events: {error}; nothing of this request was "
+                "acknowledged, send it again",
+                "kafka",
+                headers={"Retry-After": str(self._retry_after_s)},
+            ) from error
+        self._metrics.produce_seconds.observe(time.perf_counter() - started)
+
+    def _count(self, accepted: int, reasons: dict[str, int], flagged: int) -> None:
+        if accepted:
+            self._metrics.events.labels("accepted", "").inc(accepted)
+        for reason, n in reasons.items():
+            self._metrics.events.labels("rejected", reason).inc(n)
+        if flagged:
+            self._metrics.events.labels("flagged", "tracking_plan").inc(flagged)

@@ -1,0 +1,54 @@
+"""The collector's Prometheus metrics, on a registry of each app's own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+class CollectorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events = Counter(
+            "sextant_collector_events",
+            "Events taken, by outcome (accepted, rejected, flagged) and reason",
+            ["outcome", "reason"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "sextant_collector_requests",
+            "Requests answered, by endpoint and HTTP status",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "sextant_collector_request_seconds",
+            "Time from a request's arrival to its answer",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.produce_seconds = Histogram(
+            "sextant_collector_produce_seconds",
+            "Time Kafka took to acknowledge one request's records",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_events = Histogram(
+            "sextant_collector_batch_events",
+            "Events per request",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "sextant_collector_in_flight_requests",
+            "Requests being handled now",
+            registry=registry,
+        )
+        self.buffered_bytes = Gauge(
+            "sextant_collector_producer_buffered_bytes",
+            "Bytes handed to the producer and not yet acknowledged by Kafka",
+            registry=registry,
+        )

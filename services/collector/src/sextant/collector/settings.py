@@ -1,0 +1,30 @@
+"""The collector's one settings class (environment variables ``SEXTANT_<FIELD>``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sextant.core.settings import KafkaSection, ServiceSection
+
+KIB = 1024
+
+
+class CollectorSettings(KafkaSection, ServiceSection):
+    collector_port: int = 8080
+    collector_workers: int = Field(default=1, ge=1, le=64)
+    """uvicorn worker processes; each has its own producer, config follower and rate limiter."""
+    max_batch_bytes: int = Field(default=500 * KIB, gt=0)
+    """Largest request body, on the wire and again after gzip inflation (Segment: 500 KB)."""
+    max_event_bytes: int = Field(default=32 * KIB, gt=0)
+    """Largest single event, as JSON (Segment: 32 KB)."""
+    produce_timeout_seconds: float = Field(default=2.0, gt=0)
+    """How long a request waits for Kafka's acknowledgement before it is answered 503."""
+    retry_after_seconds: int = Field(default=5, ge=1)
+    """The ``Retry-After`` of a 503 (Kafka unavailable)."""
+    producer_linger_ms: float = Field(default=2.0, ge=0)
+    producer_batch_bytes: int = Field(default=256 * KIB, ge=64 * KIB)
+    producer_buffer_bytes: int = Field(default=32 * 1024 * KIB, gt=0)
+    """Bytes waiting for Kafka beyond which requests are refused at once with 503."""
+    producer_compression: str | None = "lz4"
+    trust_forwarded_for: bool = False
+    """Take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it)."""

@@ -1,0 +1,278 @@
+"""An asyncio Kafka producer (aiokafka) for request handlers that acknowledge after Kafka does.
+
+:class:`BatchingProducer` appends the records of every concurrent caller to one open record
+batch per partition and hands full or lingered batches to aiokafka's idempotent ``acks=all``
+producer. A caller awaits only the batches its records went into, so a request is answered
+after the broker has written all of its records, and never before.
+
+Why batches rather than aiokafka's per-message ``send()``: ``send()`` costs a partitioner call
+in pure Python, a future and several awaits per record; appending to a batch costs one call
+into aiokafka's C record builder. docs/decisions/collector-producer.md has the measurements.
+
+Nothing outside ``sextant.core`` imports a Kafka client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
+
+from sextant.core.logging import get_logger
+from sextant.core.settings import KafkaSection
+
+__all__ = ["BatchingProducer", "OutgoingRecord", "ProducerUnavailable"]
+
+log = get_logger(__name__)
+
+_PARTITION_CACHE_LIMIT = 200_000
+
+
+class OutgoingRecord(NamedTuple):
+    topic: str
+    key: bytes
+    value: bytes
+
+
+class ProducerUnavailable(Exception):  # noqa: N818 - the name says what a caller handles
+    """Kafka did not take the records in time (broker down, or the buffer is full).
+
+    Some of the records may still be written later: callers answer "retry", and consumers
+    deduplicate on the event's ``messageId``.
+    """
+
+
+@dataclass
+class _OpenBatch:
+    builder: BatchBuilder
+    delivered: asyncio.Future[None]
+    size: int = 0
+
+
+@dataclass
+class _PartitionQueue:
+    """Sealed batches of one partition, submitted to aiokafka strictly in order."""
+
+    sealed: deque[_OpenBatch] = field(default_factory=deque)
+    submitter: asyncio.Task[None] | None = None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # Marks a failure as seen even when every waiter gave up (timed out) before it arrived.
+    if not future.cancelled():
+        future.exception()
+
+
+class BatchingProducer:
+    """Idempotent, ``acks=all`` producer shared by the coroutines of one event loop.
+
+    Contract: :meth:`send` returns once Kafka has acknowledged every record passed to it, or
+    raises :class:`ProducerUnavailable` within ``timeout_s``. Records with the same key go to
+    the same partition as the Java client's default partitioner puts them (murmur2), and
+    records of one partition reach Kafka in the order :meth:`send` was called.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSection,
+        *,
+        linger_ms: float = 2.0,
+        batch_bytes: int = 256 * 1024,
+        buffer_bytes: int = 32 * 1024 * 1024,
+        compression: str | None = "lz4",
+        request_timeout_ms: int = 30_000,
+    ) -> None:
+        self._settings = settings
+        self._linger_s = linger_ms / 1000
+        self._batch_bytes = batch_bytes
+        self._buffer_limit = buffer_bytes
+        self._compression = compression
+        self._request_timeout_ms = request_timeout_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._open: dict[tuple[str, int], _OpenBatch] = {}
+        self._queues: dict[tuple[str, int], _PartitionQueue] = {}
+        self._partitions: dict[str, int] = {}
+        self._partition_of: dict[tuple[bytes, int], int] = {}
+        self._buffered = 0
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._starting = asyncio.Lock()
+        self.last_success = 0.0
+
+    async def start(self, timeout_s: float = 5.0) -> None:
+        """Connect to Kafka; when it is down, the first :meth:`send` tries again."""
+        with contextlib.suppress(ProducerUnavailable):
+            await self._started(time.monotonic() + timeout_s)
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            client_id=self._settings.kafka_client_id,
+            acks="all",
+            enable_idempotence=True,
+            compression_type=self._compression,
+            max_batch_size=self._batch_bytes,
+            max_request_size=max(self._batch_bytes * 2, 1024 * 1024),
+            linger_ms=0,
+            request_timeout_ms=self._request_timeout_ms,
+            retry_backoff_ms=200,
+        )
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Send what is buffered (up to ``timeout_s``), then close."""
+        self._flush()
+        pending = [q.submitter for q in self._queues.values() if q.submitter is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+        if self._producer is not None:
+            with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._producer.stop(), timeout=timeout_s)
+            self._producer = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes appended and not yet acknowledged or failed."""
+        return self._buffered
+
+    async def send(self, records: Sequence[OutgoingRecord], timeout_s: float) -> None:
+        """Write ``records``; return after Kafka acknowledged them all (see class contract)."""
+        if not records:
+            return
+        deadline = time.monotonic() + timeout_s
+        for topic in {r.topic for r in records}:
+            await self._know_partitions(topic, deadline)
+        size = sum(len(r.key) + len(r.value) for r in records)
+        if self._buffered + size > self._buffer_limit:
+            raise ProducerUnavailable("the producer buffer is full: Kafka is not keeping up")
+        waits = {self._append(r) for r in records}
+        self._buffered += size
+        self._schedule_flush()
+        done, _ = await asyncio.wait(waits, timeout=max(0.0, deadline - time.monotonic()))
+        if len(done) < len(waits):
+            raise ProducerUnavailable(f"Kafka did not acknowledge within {timeout_s:g}s")
+        for future in done:
+            if future.exception() is not None:
+                raise ProducerUnavailable(f"Kafka refused the records: {future.exception()!r}")
+        self.last_success = time.monotonic()
+
+    async def partitions(self, topic: str, timeout_s: float) -> int:
+        """How many partitions ``topic`` has (raises :class:`ProducerUnavailable`)."""
+        await self._know_partitions(topic, time.monotonic() + timeout_s)
+        return self._partitions[topic]
+
+    async def _know_partitions(self, topic: str, deadline: float) -> None:
+        if topic in self._partitions:
+            return
+        producer = await self._started(deadline)
+        try:
+            found = await asyncio.wait_for(
+                producer.partitions_for(topic), max(0.01, deadline - time.monotonic())
+            )
+        except (TimeoutError, KafkaError, OSError) as error:
+            raise ProducerUnavailable(f"no metadata for topic {topic}: {error!r}") from error
+        self._partitions[topic] = len(found)
+
+    async def _started(self, deadline: float) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._starting:
+            if self._producer is None:
+                producer = self._new_producer()
+                try:
+                    await asyncio.wait_for(producer.start(), max(0.01, deadline - time.monotonic()))
+                except (TimeoutError, KafkaError, OSError) as error:
+                    with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
+                        await asyncio.wait_for(producer.stop(), 1.0)
+                    raise ProducerUnavailable(f"Kafka is unreachable: {error!r}") from error
+                self._producer = producer
+        return self._producer
+
+    def _partition(self, key: bytes, count: int) -> int:
+        cache_key = (key, count)
+        partition = self._partition_of.get(cache_key)
+        if partition is None:
+            partition = (murmur2(key) & 0x7FFFFFFF) % count
+            if len(self._partition_of) >= _PARTITION_CACHE_LIMIT:
+                self._partition_of.clear()
+            self._partition_of[cache_key] = partition
+        return partition
+
+    def _append(self, record: OutgoingRecord) -> asyncio.Future[None]:
+        tp = (record.topic, self._partition(record.key, self._partitions[record.topic]))
+        batch = self._open.get(tp)
+        if batch is None:
+            batch = self._open[tp] = self._new_batch()
+        if batch.builder.append(timestamp=None, key=record.key, value=record.value) is None:
+            self._seal(tp)
+            batch = self._open[tp] = self._new_batch()
+            if batch.builder.append(timestamp=None, key=record.key, value=record.value) is None:
+                raise ValueError(f"a record of {len(record.value)} bytes exceeds the batch size")
+        batch.size += len(record.key) + len(record.value)
+        return batch.delivered
+
+    def _new_batch(self) -> _OpenBatch:
+        assert self._producer is not None
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
+        return _OpenBatch(self._producer.create_batch(), future)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self._linger_s, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        for tp in list(self._open):
+            self._seal(tp)
+
+    def _seal(self, tp: tuple[str, int]) -> None:
+        batch = self._open.pop(tp)
+        queue = self._queues.setdefault(tp, _PartitionQueue())
+        queue.sealed.append(batch)
+        if queue.submitter is None or queue.submitter.done():
+            queue.submitter = asyncio.get_running_loop().create_task(self._submit(tp, queue))
+
+    async def _submit(self, tp: tuple[str, int], queue: _PartitionQueue) -> None:
+        """Hand the sealed batches of ``tp`` to aiokafka one after another, in order."""
+        while queue.sealed:
+            batch = queue.sealed.popleft()
+            try:
+                delivery = await self._send_batch(tp, batch)
+            except (TimeoutError, KafkaError, OSError) as error:
+                self._settle(batch, error)
+                continue
+            delivery.add_done_callback(functools.partial(self._delivered, batch))
+
+    async def _send_batch(self, tp: tuple[str, int], batch: _OpenBatch) -> asyncio.Future[Any]:
+        assert self._producer is not None
+        batch.builder.close()
+        deadline = time.monotonic() + self._request_timeout_ms / 1000
+        await self._started(deadline)
+        delivery: asyncio.Future[Any] = await self._producer.send_batch(
+            batch.builder, tp[0], partition=tp[1]
+        )
+        return delivery
+
+    def _delivered(self, batch: _OpenBatch, delivery: asyncio.Future[Any]) -> None:
+        error = delivery.exception() if not delivery.cancelled() else asyncio.CancelledError()
+        self._settle(batch, error)
+
+    def _settle(self, batch: _OpenBatch, error: BaseException | None) -> None:
+        self._buffered -= batch.size
+        if batch.delivered.done():
+            return
+        if error is None:
+            batch.delivered.set_result(None)
+        else:
+            log.warning("a batch was not written", error=repr(error))
+            batch.delivered.set_exception(error)
