@@ -74,6 +74,30 @@ class Warehouse:
         with self._lock:
             self._client.insert(table, rows, column_names=list(column_names), settings=settings)
 
+    def insert_json(
+        self,
+        table: str,
+        rows: bytes,
+        column_names: Sequence[str],
+        dedup_token: str | None = None,
+    ) -> None:
+        """Insert newline-separated JSON objects (``JSONEachRow``), one per row.
+
+        The engine parses the rows itself, several times faster than sending Python values
+        for ``JSON`` columns; timestamps may be ISO 8601 strings. Keys must be column names.
+        A repeated ``dedup_token`` makes the insert a no-op.
+        """
+        settings: dict[str, Any] = {
+            "date_time_input_format": "best_effort",
+            "input_format_skip_unknown_fields": 0,
+        }
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
+        with self._lock:
+            self._client.raw_insert(
+                table, list(column_names), rows, settings=settings, fmt="JSONEachRow"
+            )
+
     def ping(self) -> bool:
         try:
             with self._lock:
