@@ -12,9 +12,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from sextant.schemas.events import IpPolicy
+from sextant.schemas.records import AlertState
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 """Keys of projects, metrics, experiments and rules: safe in URLs, logs and topic keys."""
@@ -34,6 +35,8 @@ class ConfigKind(StrEnum):
     EXPERIMENT = "experiment"
     ALERT_RULE = "alert_rule"
     TRACKING_PLAN = "tracking_plan"
+    ALERT_MUTE = "alert_mute"
+    ALERT_ACK = "alert_ack"
 
 
 class _Document(BaseModel):
@@ -199,7 +202,21 @@ class WebhookTarget(BaseModel):
     format: Literal["json", "slack"] = "json"
 
 
+_METRIC_RULES = (AlertRuleKind.THRESHOLD, AlertRuleKind.RELATIVE_CHANGE, AlertRuleKind.ANOMALY)
+
+
 class AlertRule(_Document):
+    """When to tell a team that an outcome regressed, and whom to tell.
+
+    Metric rules (``threshold``, ``relative_change``, ``anomaly``) are judged on the metric's
+    value over each closed event-time window of ``evaluation_window_minutes``; experiment rules
+    (``experiment_guardrail``, ``srm``) on the experiment's results, on a schedule. A rule
+    fires after ``pending_windows`` consecutive breaching windows and resolves after
+    ``recovery_windows`` consecutive windows that meet the recovery condition (the
+    ``recovery_*`` fields; by default the breach condition no longer holds). Transitions whose
+    new state is in ``notify_on`` are delivered to ``targets``.
+    """
+
     kind: Literal["alert_rule"] = "alert_rule"
     name: str = ""
     rule_kind: AlertRuleKind
@@ -218,6 +235,81 @@ class AlertRule(_Document):
     recovery_windows: int = Field(default=1, ge=1)
     severity: Severity = Severity.WARNING
     targets: list[WebhookTarget] = Field(default_factory=list)
+    breakdown: str | None = Field(default=None, max_length=200)
+    """Judge one breakdown value of the metric; ``None`` judges the metric's total."""
+    quantile: float = Field(default=0.5, gt=0, lt=1)
+    """The quantile judged for a ``percentiles`` metric."""
+    recovery_threshold: float | None = None
+    """``threshold``: resolved only at or beyond this value (hysteresis); default ``threshold``."""
+    recovery_percent: float | None = Field(default=None, ge=0)
+    """``relative_change``: resolved only within this change; default ``change_percent``."""
+    recovery_k_sigma: float | None = Field(default=None, gt=0)
+    """``anomaly``: resolved only within this many deviations; default ``k_sigma``."""
+    baseline_windows: int = Field(default=30, ge=1, le=10_080)
+    """Windows of the ``trailing`` baseline, and of the ``anomaly`` warm-up."""
+    no_data_windows: int = Field(default=5, ge=1)
+    """Consecutive windows without a value before the rule reports ``no_data``."""
+    notify_on: list[AlertState] = Field(
+        default_factory=lambda: [AlertState.FIRING, AlertState.RESOLVED]
+    )
+    """The states whose transitions are delivered to the targets."""
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> AlertRule:
+        if self.rule_kind in _METRIC_RULES and self.metric is None:
+            raise ValueError(f"a {self.rule_kind.value} rule needs 'metric'")
+        if self.rule_kind not in _METRIC_RULES and self.experiment is None:
+            raise ValueError(f"a {self.rule_kind.value} rule needs 'experiment'")
+        if self.rule_kind is AlertRuleKind.THRESHOLD:
+            self._check_threshold()
+        if self.rule_kind is AlertRuleKind.RELATIVE_CHANGE:
+            if self.change_percent is None or self.change_percent <= 0:
+                raise ValueError("a relative_change rule needs a positive 'change_percent'")
+            if self.recovery_percent is not None and self.recovery_percent > self.change_percent:
+                raise ValueError("'recovery_percent' must not exceed 'change_percent'")
+        if self.recovery_k_sigma is not None and self.recovery_k_sigma > self.k_sigma:
+            raise ValueError("'recovery_k_sigma' must not exceed 'k_sigma'")
+        return self
+
+    def _check_threshold(self) -> None:
+        if self.threshold is None:
+            raise ValueError("a threshold rule needs 'threshold'")
+        if self.direction == "either":
+            raise ValueError("a threshold rule's direction is 'above' or 'below'")
+        recovery = self.recovery_threshold
+        if recovery is not None and (
+            (self.direction == "above" and recovery > self.threshold)
+            or (self.direction == "below" and recovery < self.threshold)
+        ):
+            raise ValueError("'recovery_threshold' must lie on the healthy side of 'threshold'")
+
+
+class AlertMute(_Document):
+    """Silences the notifications of one rule until ``until``; ``id`` is the rule's id.
+
+    The rule is still evaluated and its transitions stored; only delivery is skipped. An
+    expired mute has no effect; deleting it (a tombstone) unmutes at once.
+    """
+
+    kind: Literal["alert_mute"] = "alert_mute"
+    until: AwareDatetime
+    reason: str = Field(default="", max_length=500)
+    created_by: str = Field(default="", max_length=200)
+    created_at: AwareDatetime | None = None
+
+
+class AlertAck(_Document):
+    """Someone is on it: acknowledges one episode of a rule; ``id`` is the rule's id.
+
+    One document per rule: acknowledging a later episode replaces it, so the topic keeps one
+    acknowledgement per rule however many episodes there were.
+    """
+
+    kind: Literal["alert_ack"] = "alert_ack"
+    episode_id: str = Field(min_length=1, max_length=100)
+    note: str = Field(default="", max_length=500)
+    acknowledged_by: str = Field(default="", max_length=200)
+    acknowledged_at: AwareDatetime | None = None
 
 
 class TrackingPlan(_Document):
@@ -227,7 +319,14 @@ class TrackingPlan(_Document):
 
 
 ConfigDocument = Annotated[
-    Project | ApiKey | MetricDefinition | Experiment | AlertRule | TrackingPlan,
+    Project
+    | ApiKey
+    | MetricDefinition
+    | Experiment
+    | AlertRule
+    | TrackingPlan
+    | AlertMute
+    | AlertAck,
     Field(discriminator="kind"),
 ]
 CONFIG_DOCUMENT: TypeAdapter[ConfigDocument] = TypeAdapter(ConfigDocument)
