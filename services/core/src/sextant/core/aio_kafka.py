@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -97,6 +97,9 @@ class BatchingProducer:
         self._batch_bytes = batch_bytes
         self._buffer_limit = buffer_bytes
         self._compression = compression
+        self._compression_attrs = (
+            AIOKafkaProducer._COMPRESSORS[compression][1] if compression else 0
+        )
         self._request_timeout_ms = request_timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._open: dict[tuple[str, int], _OpenBatch] = {}
@@ -106,6 +109,7 @@ class BatchingProducer:
         self._buffered = 0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._starting = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
         self.last_success = 0.0
 
     async def start(self, timeout_s: float = 5.0) -> None:
@@ -220,10 +224,10 @@ class BatchingProducer:
         return batch.delivered
 
     def _new_batch(self) -> _OpenBatch:
-        assert self._producer is not None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
-        return _OpenBatch(self._producer.create_batch(), future)
+        builder = BatchBuilder(self._batch_bytes, self._compression_attrs, is_transactional=False)
+        return _OpenBatch(builder, future)
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
@@ -248,17 +252,30 @@ class BatchingProducer:
             batch = queue.sealed.popleft()
             try:
                 delivery = await self._send_batch(tp, batch)
-            except (TimeoutError, KafkaError, OSError) as error:
+            except (TimeoutError, KafkaError, OSError, ProducerUnavailable) as error:
                 self._settle(batch, error)
+                if not isinstance(error, KafkaTimeoutError | TimeoutError | ProducerUnavailable):
+                    # aiokafka raises anything else only once its sender stopped on a fatal
+                    # error (a sequence gap, a fenced producer): it cannot be revived.
+                    self._replace_producer(error)
                 continue
             delivery.add_done_callback(functools.partial(self._delivered, batch))
 
+    def _replace_producer(self, error: BaseException) -> None:
+        old, self._producer = self._producer, None
+        if old is None:
+            return
+        log.error("the Kafka producer failed; starting a new one", error=repr(error))
+        task = asyncio.get_running_loop().create_task(old.stop())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        task.add_done_callback(_retrieve)
+
     async def _send_batch(self, tp: tuple[str, int], batch: _OpenBatch) -> asyncio.Future[Any]:
-        assert self._producer is not None
         batch.builder.close()
         deadline = time.monotonic() + self._request_timeout_ms / 1000
-        await self._started(deadline)
-        delivery: asyncio.Future[Any] = await self._producer.send_batch(
+        producer = await self._started(deadline)
+        delivery: asyncio.Future[Any] = await producer.send_batch(
             batch.builder, tp[0], partition=tp[1]
         )
         return delivery
