@@ -1,0 +1,177 @@
+"""Experiment definitions from the gateway, and which units have been exposed already.
+
+The gateway serves ``GET {gateway}/v1/experiments/definitions`` (read key as a Bearer token):
+a JSON list of :class:`sextant.schemas.config.Experiment` documents of the key's project. The
+cache fetches it on first use, refreshes it in the background, and keeps serving the last good
+copy while the gateway cannot be reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from datetime import datetime
+
+import httpx
+import orjson
+from pydantic import ValidationError
+
+from sextant.schemas.assignment import assign
+from sextant.schemas.config import Experiment, Variant
+
+log = logging.getLogger("sextant.sdk")
+
+DEFINITIONS_PATH = "/v1/experiments/definitions"
+_RETRY_AFTER_FAILURE_S = 5.0
+
+
+def parse_definitions(content: bytes) -> dict[str, Experiment]:
+    """Experiments by key from the gateway's JSON list; invalid documents are skipped."""
+    documents = orjson.loads(content)
+    if not isinstance(documents, list):
+        raise ValueError("the definitions endpoint must answer a JSON list of experiments")
+    experiments: dict[str, Experiment] = {}
+    for document in documents:
+        try:
+            experiment = Experiment.model_validate(document)
+        except ValidationError as exc:
+            log.warning("skipping an experiment definition the SDK cannot read: %s", exc)
+            continue
+        experiments[experiment.id] = experiment
+    return experiments
+
+
+def choose_variant(experiment: Experiment, unit_id: str, now: datetime) -> Variant | None:
+    """The unit's variant, or None when the experiment is not running or leaves the unit out.
+
+    Assignment is :func:`sextant.schemas.assignment.assign`, GrowthBook-compatible: the seed
+    defaults to the experiment's key, weights and coverage carve the hash range.
+    """
+    if (experiment.start is not None and now < experiment.start) or (
+        experiment.stop is not None and now >= experiment.stop
+    ):
+        return None
+    index = assign(
+        experiment.id,
+        unit_id,
+        [variant.weight for variant in experiment.variants],
+        coverage=experiment.coverage,
+        seed=experiment.seed,
+        hash_version=experiment.hash_version,
+    )
+    return None if index is None else experiment.variants[index]
+
+
+class DefinitionCache:
+    """The experiments of the read key's project, kept fresh by a daemon thread."""
+
+    def __init__(
+        self,
+        make_http: Callable[[], httpx.Client],
+        url: str,
+        read_key: str,
+        *,
+        refresh_interval: float,
+        first_load_timeout: float,
+    ) -> None:
+        self._make_http = make_http
+        self._url = url
+        self._read_key = read_key
+        self._refresh_interval = refresh_interval
+        self._first_load_timeout = first_load_timeout
+        self._experiments: dict[str, Experiment] = {}
+        self._etag: str | None = None
+        self.refreshed = 0
+        self.refresh_errors = 0
+        self._reset_runtime()
+
+    def _reset_runtime(self) -> None:
+        self._http: httpx.Client | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._first_attempt = threading.Event()
+
+    def start(self) -> None:
+        """Start the refresh thread (once per process)."""
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="sextant-sdk-experiments", daemon=True
+                )
+                self._thread.start()
+
+    def get(self, key: str) -> Experiment | None:
+        """The experiment ``key``; the first call waits (briefly) for the first fetch."""
+        if self._thread is None:
+            self.start()
+        if not self._first_attempt.is_set():
+            self._first_attempt.wait(self._first_load_timeout)
+        return self._experiments.get(key)
+
+    def refresh(self) -> bool:
+        """Fetch the definitions now; on failure keep the previous ones. True on success."""
+        headers = {"Authorization": f"Bearer {self._read_key}"}
+        if self._etag is not None:
+            headers["If-None-Match"] = self._etag
+        try:
+            if self._http is None:
+                self._http = self._make_http()
+            response = self._http.get(self._url, headers=headers)
+            if response.status_code != 304:
+                response.raise_for_status()
+                self._experiments = parse_definitions(response.content)
+                self._etag = response.headers.get("etag")
+        except (httpx.HTTPError, ValueError) as exc:
+            self.refresh_errors += 1
+            log.warning("could not refresh experiment definitions (serving the last ones): %s", exc)
+            return False
+        self.refreshed += 1
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+        if self._http is not None:
+            self._http.close()
+
+    def after_fork_in_child(self) -> None:
+        """The parent's thread and connections do not exist here; the definitions stay."""
+        self._reset_runtime()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ok = self.refresh()
+            self._first_attempt.set()
+            interval = self._refresh_interval
+            self._stop.wait(interval if ok else min(interval, _RETRY_AFTER_FAILURE_S))
+
+
+class SeenUnits:
+    """A bounded set of (experiment, unit) pairs already exposed in this process.
+
+    Forgetting the oldest pairs beyond ``capacity`` keeps memory flat in long-lived servers;
+    an exposure logged twice is harmless (the processor keeps the first one per unit).
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._seen: OrderedDict[Hashable, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first(self, key: Hashable) -> bool:
+        """True the first time ``key`` is seen (and remembers it)."""
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return False
+            self._seen[key] = None
+            if len(self._seen) > self._capacity:
+                self._seen.popitem(last=False)
+            return True
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
