@@ -1,0 +1,182 @@
+"""The gateway assembled: read API, admin API, live streams, dashboard and operations.
+
+``create_app(settings, background)`` builds everything from settings; the lifespan starts the
+config follower, the live feed and any ``background`` services the command composed in (with
+the embedded warehouse, the sink runs here), and stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sextant.core.config_plane import ConfigFollower
+from sextant.core.logging import get_logger
+from sextant.core.service import BackgroundService, ReadinessCheck, add_operational_routes
+from sextant.gateway import admin_api, dashboard, read_api
+from sextant.gateway.context import Gateway
+from sextant.gateway.live import MetricPointFeed
+from sextant.gateway.problems import install_problem_handlers, problem_response
+from sextant.gateway.settings import GatewaySettings
+
+log = get_logger(__name__)
+
+DESCRIPTION = """\
+Sextant's gateway. **Read API** (a project's read key, `Authorization: Bearer <key>`):
+metric series and live streams, trends, funnels, retention, experiment results and alert
+history of the key's project. **Admin API** (the admin key): projects, keys, metric
+definitions, experiments, alert rules and tracking plans, written to the config topic.
+
+Every error is `application/problem+json`: `type`, `title`, `status`, `detail` and the
+`parameter` at fault.
+"""
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` (413) before anything parses them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLargeError:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413, "body-too-large", f"request bodies are limited to {self.max_bytes} bytes", "body"
+        )
+        await response(scope, receive, send)
+
+
+def _readiness(
+    gateway: Gateway, feed: MetricPointFeed, background: Sequence[BackgroundService]
+) -> dict[str, ReadinessCheck]:
+    checks: dict[str, ReadinessCheck] = {
+        "config": lambda: gateway.follower.healthy and gateway.follower.caught_up,
+        "warehouse": gateway.warehouse_ready,
+        "live_feed": feed.ready,
+    }
+    for service in background:
+        checks[service.name] = service.ready
+    return checks
+
+
+def create_app(settings: GatewaySettings, background: Sequence[BackgroundService] = ()) -> FastAPI:
+    """The gateway app; ``background`` services start and stop with it."""
+    follower = ConfigFollower(settings)
+    gateway = Gateway(settings, follower)
+    feed = MetricPointFeed(settings, settings.live_buffer_records)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        follower.start()
+        feed.start()
+        for service in background:
+            await anyio.to_thread.run_sync(service.start)
+        caught_up = await anyio.to_thread.run_sync(
+            follower.wait_caught_up, settings.config_wait_seconds
+        )
+        if not caught_up:
+            log.warning("config topic not read to its end yet; keys may be unknown for now")
+        try:
+            yield
+        finally:
+            for service in reversed(background):
+                await anyio.to_thread.run_sync(service.stop)
+            feed.stop()
+            follower.stop()
+            gateway.close()
+
+    app = FastAPI(
+        title="Sextant gateway",
+        version="1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "metrics", "description": "Metric definitions, series and live windows"},
+            {"name": "insights", "description": "Trends, funnels and retention over events"},
+            {"name": "experiments", "description": "Experiment definitions and results"},
+            {"name": "alerts", "description": "Alert rules' states and history"},
+            {"name": "admin", "description": "The config plane (admin key)"},
+            {"name": "operations", "description": "Health, readiness, metrics"},
+        ],
+    )
+    app.state.gateway = gateway
+    app.state.feed = feed
+    install_problem_handlers(app)
+    app.include_router(read_api.router)
+    app.include_router(admin_api.router)
+    app.include_router(dashboard.router)
+    add_operational_routes(app, _readiness(gateway, feed, background))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _document_operations(app)
+    return app
+
+
+def _document_operations(app: FastAPI) -> None:
+    """Give the shared operational routes examples too, like every other endpoint."""
+    examples: dict[str, Any] = {
+        "/healthz": {"status": "ok"},
+        "/readyz": {
+            "status": "ready",
+            "checks": {"config": True, "warehouse": True, "live_feed": True},
+        },
+    }
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        for path, example in examples.items():
+            get = schema["paths"].get(path, {}).get("get")
+            if get is not None:
+                content = get["responses"]["200"].setdefault("content", {})
+                content.setdefault("application/json", {})["example"] = example
+        metrics = schema["paths"].get("/metrics", {}).get("get")
+        if metrics is not None:
+            metrics["responses"]["200"]["content"] = {
+                "text/plain": {"example": "# HELP sextant_gateway_query_seconds ...\n"}
+            }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

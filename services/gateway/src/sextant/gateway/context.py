@@ -1,0 +1,120 @@
+"""What a request handler may use: settings, the config state, the warehouse, the publisher.
+
+One :class:`Gateway` is built by :func:`sextant.gateway.app.create_app` and reached from a
+handler through the :data:`GatewayDep` dependency; nothing is global.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from sextant.core.config_plane import ConfigFollower, ConfigPublisher, ConfigState
+from sextant.core.logging import get_logger
+from sextant.core.warehouse import Warehouse, connect
+from sextant.gateway.problems import ProblemError
+from sextant.gateway.settings import GatewaySettings
+from sextant.schemas.config import ConfigDocument
+
+log = get_logger(__name__)
+
+
+class Gateway:
+    """The gateway's dependencies, created once per app.
+
+    The warehouse and the config publisher are opened on first use, so the process starts
+    (and ``/readyz`` can say what is missing) while a dependency is still down.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        follower: ConfigFollower,
+        warehouse_factory: Callable[[str], Warehouse] = connect,
+    ) -> None:
+        self.settings = settings
+        self.follower = follower
+        self.state: ConfigState = follower.state
+        self._warehouse_factory = warehouse_factory
+        self._warehouse: Warehouse | None = None
+        self._publisher: ConfigPublisher | None = None
+        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self.state.subscribe(self._on_config_change)
+
+    def warehouse(self) -> Warehouse:
+        """The warehouse handle; a 503 problem while it cannot be opened."""
+        with self._lock:
+            if self._warehouse is None:
+                try:
+                    self._warehouse = self._warehouse_factory(self.settings.clickhouse_url)
+                except Exception as error:
+                    log.warning("warehouse unavailable", error=str(error))
+                    raise ProblemError(
+                        503, "warehouse-unavailable", "the warehouse cannot be reached now"
+                    ) from error
+            return self._warehouse
+
+    def warehouse_ready(self) -> bool:
+        try:
+            return self.warehouse().ping()
+        except ProblemError:
+            return False
+
+    def publish(self, documents: Iterable[ConfigDocument], deletes: Iterable[str] = ()) -> None:
+        """Write documents and tombstones to the config topic and wait for the broker."""
+        with self._lock:
+            if self._publisher is None:
+                try:
+                    self._publisher = ConfigPublisher(self.settings)
+                except Exception as error:
+                    raise ProblemError(
+                        503, "config-unavailable", "the config topic cannot be reached now"
+                    ) from error
+            publisher = self._publisher
+        try:
+            docs = list(documents)
+            if docs:
+                publisher.put(docs)
+            for key in deletes:
+                publisher.delete(key)
+        except Exception as error:
+            log.warning("config write failed", error=str(error))
+            raise ProblemError(
+                503, "config-unavailable", "the config topic did not take the write; retry"
+            ) from error
+
+    def _on_config_change(self, _key: str, _document: ConfigDocument | None) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_visible(self, expected: dict[str, ConfigDocument | None]) -> bool:
+        """Wait (up to ``config_visibility_seconds``) until the followed state shows
+        ``expected`` (key → document, or ``None`` for deleted); so a read after a write
+        through this gateway sees the write."""
+
+        def visible() -> bool:
+            return all(self.state.get(key) == doc for key, doc in expected.items())
+
+        with self._changed:
+            return self._changed.wait_for(visible, timeout=self.settings.config_visibility_seconds)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._publisher is not None:
+                self._publisher.close()
+                self._publisher = None
+            if self._warehouse is not None:
+                self._warehouse.close()
+                self._warehouse = None
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]

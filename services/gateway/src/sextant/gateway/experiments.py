@@ -1,0 +1,448 @@
+"""Experiment results, computed live in the warehouse when asked.
+
+Units are the experiment's first exposures (``exposures_first``): each unit's earliest
+exposure and its variation; a unit exposed to more than one variation is counted and left
+out of the analysis. The warehouse joins every unit to its events *after its first exposure*
+(and inside the experiment's start/stop) and reduces each variant to sufficient statistics
+per metric; :mod:`sextant.gateway.stats` turns those into lifts, intervals, p-values, the
+sample-ratio check and verdicts. Nothing is cached: results are as fresh as the warehouse.
+
+How each kind of metric is measured per unit (``x`` the numerator, ``y`` the denominator):
+
+=================  ===================================================  ==================
+metric kind        per unit                                             analysed as
+=================  ===================================================  ==================
+``count``          x = matching events                                  mean per unit
+``unique_users``   x = 1 if the unit had a matching event, else 0       proportion
+``sum``            x = sum of the property                              mean per unit
+``mean``           x = sum of the property, y = events with it          ratio Σx / Σy
+``percentiles``    as ``mean`` (no sufficient statistic for a quantile)  ratio Σx / Σy
+``conversion``     y = did the event, x = converted within the window   ratio Σx / Σy
+=================  ===================================================  ==================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sextant.gateway import stats
+from sextant.gateway.context import Gateway
+from sextant.gateway.sql import DATETIME, Params, filters_sql, property_text, run_query
+from sextant.schemas.config import Experiment, MetricDefinition, MetricKind
+
+ALPHA = 0.05
+_UNIT_COLUMNS = {"userId": "user_id", "anonymousId": "anonymous_id"}
+_RATIO_KINDS = (MetricKind.MEAN, MetricKind.PERCENTILES, MetricKind.CONVERSION)
+_CORRECTIONS: dict[str, stats.Correction] = {"holm": "holm", "benjamini_hochberg": "bh"}
+
+
+# --- Response -------------------------------------------------------------------------------
+
+
+class IntervalOut(BaseModel):
+    low: float | None
+    high: float | None
+
+
+class EstimateOut(BaseModel):
+    estimate: float | None
+    ci: IntervalOut = Field(description="95 % confidence interval (fixed horizon)")
+    p_value: float | None
+
+
+class VariantMetric(BaseModel):
+    variant: str
+    units: int
+    mean: float | None = Field(description="Per-unit mean, or the ratio Σx / Σy")
+    variance: float | None = Field(description="Sample variance per unit (mean metrics)")
+    numerator: float
+    denominator: float | None = Field(description="Σy for ratio metrics")
+
+
+class ComparisonOut(BaseModel):
+    variant: str
+    control: str
+    absolute: EstimateOut
+    relative: EstimateOut
+    always_valid: IntervalOut = Field(description="Always-valid 95 % interval of the absolute lift")
+    always_valid_relative: IntervalOut
+    always_valid_p_value: float | None
+    adjusted_p_value: float | None = Field(
+        description="Always-valid p, corrected across the family"
+    )
+    verdict: stats.Verdict
+
+
+class MetricResult(BaseModel):
+    metric: str
+    role: Literal["primary", "guardrail"]
+    metric_kind: MetricKind | None
+    analysed_as: Literal["mean", "proportion", "ratio"] | None
+    variants: list[VariantMetric]
+    comparisons: list[ComparisonOut]
+    error: str | None = Field(default=None, description="Why the metric could not be analysed")
+
+
+class VariantUnits(BaseModel):
+    id: str
+    name: str
+    weight: float
+    units: int
+
+
+class SrmOut(BaseModel):
+    statistic: float | None
+    p_value: float | None
+    checked: bool = Field(description="Enough units to run the check")
+    flagged: bool = Field(description="Sample-ratio mismatch: p < 0.001")
+
+
+class ExperimentResults(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": None})
+
+    experiment: str
+    computed_at: datetime
+    correction: Literal["holm", "benjamini_hochberg"]
+    alpha: float = ALPHA
+    variants: list[VariantUnits]
+    multi_variant_units: int = Field(description="Units exposed to several variants (excluded)")
+    srm: SrmOut
+    metrics: list[MetricResult]
+
+
+# --- Queries --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A metric as SQL: per-unit aggregate expressions for x and y over joined rows."""
+
+    metric: MetricDefinition
+    role: Literal["primary", "guardrail"]
+    x: str
+    y: str
+
+
+def _units_sql(params: Params, project_id: str, experiment: str) -> str:
+    return f"""
+        SELECT unit_id, argMin(variation_id, timestamp) AS variant,
+               min(timestamp) AS exposed_at,
+               max(multi_variant) OR count() > 1 AS multi
+        FROM exposures_first
+        WHERE project_id = {params.add(project_id, "String")}
+          AND experiment = {params.add(experiment, "String")}
+        GROUP BY unit_id
+    """
+
+
+def _number(params: Params, metric: MetricDefinition) -> str:
+    assert metric.property is not None
+    return f"toFloat64OrNull({property_text(params, metric.property, 'property')})"
+
+
+def _plan(params: Params, metric: MetricDefinition, role: Literal["primary", "guardrail"]) -> _Plan:
+    """Per-unit ``x``/``y`` aggregate SQL for ``metric`` (see the module's table)."""
+    kind = metric.metric_kind
+    cond = (
+        f"(event = {params.add(metric.event, 'String')}"
+        f" AND {filters_sql(params, metric.filters, 'filters')})"
+    )
+    if kind is MetricKind.COUNT:
+        return _Plan(metric, role, f"toFloat64(countIf({cond}))", "0")
+    if kind is MetricKind.UNIQUE_USERS:
+        return _Plan(metric, role, f"toFloat64(max({cond}))", "0")
+    if kind is MetricKind.SUM:
+        return _Plan(metric, role, f"sumIf(ifNull({_number(params, metric)}, 0), {cond})", "0")
+    if kind is MetricKind.CONVERSION:
+        assert metric.conversion_event is not None
+        converted = f"(event = {params.add(metric.conversion_event, 'String')})"
+        window = int(metric.conversion_window_seconds)
+        level = f"windowFunnel({window})(toDateTime(timestamp), toUInt8{cond}, toUInt8{converted})"
+        return _Plan(metric, role, f"toFloat64({level} >= 2)", f"toFloat64({level} >= 1)")
+    number = _number(params, metric)
+    has_value = f"{cond} AND {number} IS NOT NULL"
+    return _Plan(
+        metric, role, f"sumIf(ifNull({number}, 0), {has_value})", f"toFloat64(countIf({has_value}))"
+    )
+
+
+def _metrics_sql(
+    params: Params, project_id: str, experiment: Experiment, plans: list[_Plan], units: str
+) -> str:
+    unit_column = _UNIT_COLUMNS[experiment.unit]
+    events = sorted(
+        {p.metric.event for p in plans}
+        | {p.metric.conversion_event or p.metric.event for p in plans}
+    )
+    bounds = f"project_id = {params.add(project_id, 'String')}"
+    bounds += f" AND event IN {params.add(events, 'Array(String)')}"
+    bounds += f" AND {unit_column} IS NOT NULL"
+    if experiment.start is not None:
+        bounds += f" AND timestamp >= {params.add(experiment.start, DATETIME)}"
+    if experiment.stop is not None:
+        bounds += f" AND timestamp < {params.add(experiment.stop, DATETIME)}"
+    per_unit = ", ".join(f"{p.x} AS x{i}, {p.y} AS y{i}" for i, p in enumerate(plans))
+    sums = ", ".join(
+        f"sum(x{i}), sum(x{i} * x{i}), sum(y{i}), sum(y{i} * y{i}), sum(x{i} * y{i})"
+        for i in range(len(plans))
+    )
+    return f"""
+        SELECT variant, {sums}
+        FROM (
+            SELECT any(u.variant) AS variant, {per_unit}
+            FROM (
+                SELECT assumeNotNull({unit_column}) AS unit, timestamp, event, properties
+                FROM events_unique
+                WHERE {bounds}
+            ) AS e
+            INNER JOIN (SELECT * FROM ({units}) WHERE NOT multi) AS u ON e.unit = u.unit_id
+            WHERE e.timestamp >= u.exposed_at
+            GROUP BY e.unit
+        )
+        GROUP BY variant
+    """
+
+
+# --- Statistics -----------------------------------------------------------------------------
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _interval(interval: stats.Interval) -> IntervalOut:
+    return IntervalOut(low=_finite(interval.low), high=_finite(interval.high))
+
+
+def _estimate(estimate: stats.Estimate) -> EstimateOut:
+    return EstimateOut(
+        estimate=_finite(estimate.estimate),
+        ci=_interval(estimate.ci),
+        p_value=_finite(estimate.p_value),
+    )
+
+
+_NO_ESTIMATE = EstimateOut(estimate=None, ci=IntervalOut(low=None, high=None), p_value=None)
+
+
+@dataclass
+class _Arm:
+    variant: str
+    n: int
+    sums: tuple[float, float, float, float, float]  # Σx, Σx², Σy, Σy², Σxy
+
+    def mean_stats(self) -> stats.MeanStats:
+        return stats.MeanStats(n=self.n, sum=self.sums[0], sum_sq=self.sums[1])
+
+    def ratio_stats(self) -> stats.RatioStats:
+        sx, sxx, sy, syy, sxy = self.sums
+        return stats.RatioStats(self.n, sx, sxx, sy, syy, sxy)
+
+
+def _analysed_as(kind: MetricKind) -> Literal["mean", "proportion", "ratio"]:
+    if kind in _RATIO_KINDS:
+        return "ratio"
+    return "proportion" if kind is MetricKind.UNIQUE_USERS else "mean"
+
+
+def _variant_metric(arm: _Arm, ratio: bool) -> VariantMetric:
+    sx, _, sy, _, _ = arm.sums
+    if ratio:
+        mean = sx / sy if sy else None
+        return VariantMetric(
+            variant=arm.variant, units=arm.n, mean=mean, variance=None, numerator=sx, denominator=sy
+        )
+    m = arm.mean_stats()
+    return VariantMetric(
+        variant=arm.variant,
+        units=arm.n,
+        mean=m.mean if arm.n else None,
+        variance=m.variance if arm.n >= 2 else None,
+        numerator=sx,
+        denominator=None,
+    )
+
+
+def _compare(control: _Arm, treatment: _Arm, ratio: bool) -> stats.Comparison | None:
+    """The comparison, or None while it cannot be computed (too few units, no denominator)."""
+    if min(control.n, treatment.n) < 2:
+        return None
+    # rho is fixed in advance (tuned for ~10,000 units): tuning it on the sample seen so far
+    # would make the interval depend on when one looks, and it would no longer be always valid.
+    rho = stats.DEFAULT_RHO
+    try:
+        if ratio:
+            if control.sums[2] <= 0 or treatment.sums[2] <= 0:
+                return None
+            return stats.compare_ratios(control.ratio_stats(), treatment.ratio_stats(), ALPHA, rho)
+        return stats.compare_means(control.mean_stats(), treatment.mean_stats(), ALPHA, rho)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def experiment_results(
+    gateway: Gateway, project_id: str, experiment: Experiment, metrics: dict[str, MetricDefinition]
+) -> ExperimentResults:
+    """Results of ``experiment`` from the warehouse as it stands now."""
+    params = Params()
+    units_sql = _units_sql(params, project_id, experiment.id)
+    unit_rows = run_query(
+        gateway,
+        "experiment_units",
+        f"SELECT variant, multi, count() FROM ({units_sql}) GROUP BY variant, multi",
+        params,
+    )
+    counts: dict[str, int] = {}
+    multi_units = 0
+    for variant, multi, n in unit_rows:
+        if multi:
+            multi_units += int(n)
+        else:
+            counts[str(variant)] = counts.get(str(variant), 0) + int(n)
+    variant_ids = [v.id for v in experiment.variants]
+    srm = stats.srm_check(
+        [counts.get(v, 0) for v in variant_ids], [v.weight for v in experiment.variants]
+    )
+
+    roles: list[tuple[str, Literal["primary", "guardrail"]]] = []
+    if experiment.primary_metric:
+        roles.append((experiment.primary_metric, "primary"))
+    roles += [
+        (m, "guardrail") for m in experiment.guardrail_metrics if m != experiment.primary_metric
+    ]
+    plans = [_plan(params, metrics[m], role) for m, role in roles if m in metrics]
+    sums: dict[str, list[float]] = {}
+    if plans:
+        sql = _metrics_sql(params, project_id, experiment, plans, units_sql)
+        sums = {
+            str(row[0]): [float(v) for v in row[1:]]
+            for row in run_query(gateway, "experiment_metrics", sql, params)
+        }
+
+    results = [
+        MetricResult(
+            metric=m,
+            role=role,
+            metric_kind=None,
+            analysed_as=None,
+            variants=[],
+            comparisons=[],
+            error=f"metric '{m}' is not defined",
+        )
+        for m, role in roles
+        if m not in metrics
+    ]
+    analysed = [_analyse(experiment, plan, i, counts, sums) for i, plan in enumerate(plans)]
+    _decide(experiment, analysed, srm)
+    return ExperimentResults(
+        experiment=experiment.id,
+        computed_at=datetime.now(UTC),
+        correction=experiment.correction,
+        variants=[
+            VariantUnits(id=v.id, name=v.name, weight=v.weight, units=counts.get(v.id, 0))
+            for v in experiment.variants
+        ],
+        multi_variant_units=multi_units,
+        srm=SrmOut(
+            statistic=_finite(srm.statistic),
+            p_value=_finite(srm.p_value),
+            checked=srm.checked,
+            flagged=srm.flagged,
+        ),
+        metrics=[a.result for a in analysed] + results,
+    )
+
+
+@dataclass
+class _Analysed:
+    result: MetricResult
+    comparisons: list[stats.Comparison | None]
+
+
+def _analyse(
+    experiment: Experiment,
+    plan: _Plan,
+    index: int,
+    counts: dict[str, int],
+    sums: dict[str, list[float]],
+) -> _Analysed:
+    ratio = plan.metric.metric_kind in _RATIO_KINDS
+    arms = []
+    for variant in experiment.variants:
+        values = sums.get(variant.id, [0.0] * (5 * (index + 1)))[5 * index : 5 * index + 5]
+        arms.append(
+            _Arm(
+                variant.id,
+                counts.get(variant.id, 0),
+                (values[0], values[1], values[2], values[3], values[4]),
+            )
+        )
+    control = arms[0]
+    comparisons = [_compare(control, arm, ratio) for arm in arms[1:]]
+    result = MetricResult(
+        metric=plan.metric.id,
+        role=plan.role,
+        metric_kind=plan.metric.metric_kind,
+        analysed_as=_analysed_as(plan.metric.metric_kind),
+        variants=[_variant_metric(arm, ratio) for arm in arms],
+        comparisons=[],
+    )
+    return _Analysed(result, comparisons)
+
+
+def _decide(experiment: Experiment, analysed: list[_Analysed], srm: stats.SrmResult) -> None:
+    """Fill in every comparison with its corrected p-value and verdict, the whole experiment
+    (all metrics × all treatment variants) being one family."""
+    family = [c for a in analysed for c in a.comparisons if c is not None]
+    correction = _CORRECTIONS[experiment.correction]
+    adjusted = iter(stats.adjust_p_values([c.sequential_p_value for c in family], correction))
+    control = experiment.variants[0].id
+    for item in analysed:
+        for variant, comparison in zip(experiment.variants[1:], item.comparisons, strict=True):
+            item.result.comparisons.append(
+                _comparison_out(experiment, control, variant.id, comparison, adjusted, srm)
+            )
+
+
+def _comparison_out(
+    experiment: Experiment,
+    control: str,
+    variant: str,
+    comparison: stats.Comparison | None,
+    adjusted: Any,
+    srm: stats.SrmResult,
+) -> ComparisonOut:
+    none = IntervalOut(low=None, high=None)
+    if comparison is None:
+        verdict = stats.Verdict.INVALID_SRM if srm.flagged else stats.Verdict.TOO_EARLY
+        return ComparisonOut(
+            variant=variant,
+            control=control,
+            absolute=_NO_ESTIMATE,
+            relative=_NO_ESTIMATE,
+            always_valid=none,
+            always_valid_relative=none,
+            always_valid_p_value=None,
+            adjusted_p_value=None,
+            verdict=verdict,
+        )
+    p_adjusted = float(next(adjusted))
+    verdict = stats.verdict(
+        comparison, srm, p_adjusted, ALPHA, True, experiment.min_sample_per_variant
+    )
+    return ComparisonOut(
+        variant=variant,
+        control=control,
+        absolute=_estimate(comparison.absolute),
+        relative=_estimate(comparison.relative),
+        always_valid=_interval(comparison.sequential),
+        always_valid_relative=_interval(comparison.sequential_relative),
+        always_valid_p_value=_finite(comparison.sequential_p_value),
+        adjusted_p_value=_finite(p_adjusted),
+        verdict=verdict,
+    )

@@ -1,0 +1,362 @@
+"""Live metric windows as Server-Sent Events, fed from the ``metric_points`` topic.
+
+One :class:`MetricPointFeed` thread per gateway follows every partition of the topic the
+processor writes, keeps the most recent records in memory and hands each new one to the
+streams open on its ``project:metric`` key. Reading the topic, not the warehouse, is what
+keeps a window on screen within a second of its emission whatever the sink's batching, and
+gives every record an exact position (partition, offset) to resume from.
+
+Reconnection misses nothing: each event's ``id`` is the stream's position in the topic
+(``partition:next_offset`` for every partition). A client that reconnects with
+``Last-Event-ID`` first gets, in order, what it missed: records older than the memory buffer
+read back from Kafka, then the buffered ones, then the live ones. Heartbeats carry the
+position too, so a quiet stream's id keeps moving and a reconnect never rereads much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer
+from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
+
+from sextant.core.kafka import TopicPartition, make_consumer
+from sextant.core.logging import get_logger
+from sextant.core.settings import KafkaSection
+from sextant.gateway.problems import invalid
+from sextant.gateway.series import point_value, quantile_label
+from sextant.gateway.sketches import QUANTILES, digest_quantiles, hll_estimate_registers
+from sextant.schemas.config import MetricDefinition, MetricKind
+from sextant.schemas.records import MetricPoint
+from sextant.schemas.topics import Topic, topic_name
+
+log = get_logger(__name__)
+
+LIVE_STREAMS = Gauge("sextant_gateway_live_streams", "Open live metric streams")
+LIVE_EVENTS = Counter("sextant_gateway_live_events_total", "Metric windows pushed to streams")
+LIVE_REPLAYED = Counter(
+    "sextant_gateway_live_replayed_total", "Records replayed to reconnecting streams", ["source"]
+)
+Position = dict[int, int]
+_QUEUE_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class FeedRecord:
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Every record before ``position`` has been handed out (a safe place to resume)."""
+
+    position: Position
+
+
+class Overflow:
+    """The stream fell too far behind; it ends and the client resumes from its last id."""
+
+
+@dataclass
+class Subscription:
+    key: bytes
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[FeedRecord | Mark | Overflow] = field(
+        default_factory=lambda: asyncio.Queue(_QUEUE_LIMIT + 1)
+    )
+    overflowed: bool = False
+
+    def push(self, item: FeedRecord | Mark) -> None:
+        """Called from the feed thread."""
+        self.loop.call_soon_threadsafe(self._put, item)
+
+    def _put(self, item: FeedRecord | Mark) -> None:
+        if self.overflowed:
+            return
+        if self.queue.qsize() >= _QUEUE_LIMIT:
+            self.overflowed = True
+            self.queue.put_nowait(Overflow())
+            return
+        self.queue.put_nowait(item)
+
+
+def format_position(position: Position) -> str:
+    return ",".join(f"{p}:{o}" for p, o in sorted(position.items()))
+
+
+def parse_position(text: str) -> Position:
+    """``"0:12,1:40"`` → ``{0: 12, 1: 40}``; a 422 problem for anything else."""
+    position: Position = {}
+    try:
+        for part in text.split(","):
+            partition, offset = part.split(":")
+            if not (partition.isdigit() and offset.isdigit()) or len(partition) > 6:
+                raise ValueError(part)
+            position[int(partition)] = int(offset)
+    except ValueError as error:
+        raise invalid("not an event id this stream sent", "Last-Event-ID") from error
+    return position
+
+
+class MetricPointFeed:
+    """Follows ``metric_points`` from its end and fans records out to subscriptions.
+
+    A ``BackgroundService``: ``start``/``stop``/``ready``. Thread-safe.
+    """
+
+    name = "live-feed"
+
+    def __init__(self, settings: KafkaSection, buffer_records: int = 20_000) -> None:
+        self.settings = settings
+        self.topic = topic_name(Topic.METRIC_POINTS, settings.topic_prefix)
+        self._buffer: deque[FeedRecord] = deque()
+        self._buffer_limit = buffer_records
+        self._buffer_start: Position = {}
+        self._position: Position = {}
+        self._subscriptions: list[Subscription] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._assigned = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def ready(self) -> bool:
+        return self._assigned.is_set() and self._thread.is_alive()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self._assigned.wait(timeout_s)
+
+    # --- the feed thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception:
+                self._assigned.clear()
+                log.warning("live feed lost the broker; retrying", exc_info=True)
+                self._stop.wait(1.0)
+
+    def _follow(self) -> None:
+        consumer: KafkaConsumer = make_consumer(self.settings, None, fetch_max_wait_ms=100)
+        try:
+            tps = self._assign(consumer)
+            if not tps:
+                return
+            self._assigned.set()
+            while not self._stop.is_set():
+                batch = consumer.poll(timeout_ms=200)
+                records = [
+                    FeedRecord(m.partition, m.offset, m.key or b"", m.value or b"")
+                    for messages in batch.values()
+                    for m in messages
+                ]
+                self._take(records, {tp.partition: consumer.position(tp) for tp in tps})
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        deadline = time.monotonic() + 30
+        while not (partitions := consumer.partitions_for_topic(self.topic)):
+            if time.monotonic() > deadline or self._stop.is_set():
+                raise RuntimeError(f"topic {self.topic} does not exist")
+            self._stop.wait(0.5)
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        with self._lock:
+            for tp in tps:
+                # First start: from the end. After a reconnect: exactly where we stopped.
+                start = self._position.setdefault(tp.partition, ends[tp])
+                self._buffer_start.setdefault(tp.partition, start)
+                consumer.seek(tp, start)
+        return tps
+
+    def _take(self, records: list[FeedRecord], position: Position) -> None:
+        with self._lock:
+            for record in records:
+                self._buffer.append(record)
+                self._position[record.partition] = record.offset + 1
+            while len(self._buffer) > self._buffer_limit:
+                dropped = self._buffer.popleft()
+                self._buffer_start[dropped.partition] = dropped.offset + 1
+            for partition, offset in position.items():
+                # Positions also move over transaction markers and compacted gaps.
+                self._position[partition] = max(self._position.get(partition, 0), offset)
+            subscriptions = list(self._subscriptions)
+            mark = Mark(dict(self._position))
+        for subscription in subscriptions:
+            for record in records:
+                if record.key == subscription.key:
+                    subscription.push(record)
+            if records:
+                subscription.push(mark)
+
+    # --- streams --------------------------------------------------------------------------
+
+    def subscribe(
+        self, key: bytes, loop: asyncio.AbstractEventLoop, since: Position | None
+    ) -> tuple[Subscription, Position, list[FeedRecord], list[tuple[int, int, int]]]:
+        """Register a stream for ``key``.
+
+        Returns the subscription (live records from now on), the position the stream starts
+        at, the buffered records it missed since ``since``, and the ``(partition, from, to)``
+        ranges older than the buffer that must be read back from Kafka first. Without
+        ``since`` the stream starts live, from the current position.
+        """
+        subscription = Subscription(key, loop)
+        with self._lock:
+            now = dict(self._position)
+            start = dict(now) if since is None else {p: since.get(p, 0) for p in now}
+            gaps = [
+                (p, start[p], self._buffer_start.get(p, now[p]))
+                for p in now
+                if start[p] < self._buffer_start.get(p, now[p])
+            ]
+            backlog = [
+                r for r in self._buffer if r.key == key and r.offset >= start.get(r.partition, 0)
+            ]
+            self._subscriptions.append(subscription)
+        return subscription, start, backlog, gaps
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
+
+    def read_back(self, key: bytes, gaps: Iterable[tuple[int, int, int]]) -> list[FeedRecord]:
+        """Records of ``key`` in the ``(partition, from, to)`` ranges, read from Kafka."""
+        found: list[FeedRecord] = []
+        consumer: KafkaConsumer = make_consumer(self.settings, None, consumer_timeout_ms=5000)
+        try:
+            for partition, start, end in gaps:
+                tp = TopicPartition(self.topic, partition)
+                consumer.assign([tp])
+                consumer.seek(tp, start)
+                while consumer.position(tp) < end:
+                    batch = consumer.poll(timeout_ms=1000).get(tp, [])
+                    if not batch and consumer.position(tp) < end:
+                        # Nothing more comes (the range was deleted by retention): stop here.
+                        beginning = consumer.beginning_offsets([tp])[tp]
+                        if beginning >= end:
+                            break
+                        continue
+                    found += [
+                        FeedRecord(m.partition, m.offset, m.key or b"", m.value or b"")
+                        for m in batch
+                        if m.offset < end and m.key == key
+                    ]
+        finally:
+            consumer.close()
+        return found
+
+
+# --- the SSE stream -----------------------------------------------------------------------
+
+
+def _point_payload(point: MetricPoint, metric: MetricDefinition | None) -> dict[str, Any]:
+    kind = metric.metric_kind if metric is not None else MetricKind.COUNT
+    uniques = hll_estimate_registers(point.hll) if kind is MetricKind.UNIQUE_USERS else None
+    quantiles = None
+    if kind is MetricKind.PERCENTILES:
+        values = digest_quantiles(point.digest)
+        quantiles = {quantile_label(q): v for q, v in zip(QUANTILES, values, strict=True)}
+    return {
+        "metric": point.metric,
+        "window_start": point.window_start.isoformat(),
+        "window_seconds": point.window_seconds,
+        "breakdown": point.breakdown or None,
+        "version": point.version,
+        "value": point_value(kind, point.count, point.sum, point.denominator, uniques, quantiles),
+        "count": point.count,
+        "sum": point.sum,
+        "denominator": point.denominator,
+        "quantiles": quantiles,
+        "emitted_at": point.emitted_at.isoformat(),
+    }
+
+
+def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    """One Server-Sent Event."""
+    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
+    return head.encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+@dataclass
+class LiveStream:
+    """One client's stream of a metric's windows."""
+
+    feed: MetricPointFeed
+    project_id: str
+    metric_id: str
+    metric: MetricDefinition | None
+    since: Position | None
+    heartbeat_s: float
+
+    async def events(self) -> AsyncIterator[bytes]:
+        key = f"{self.project_id}:{self.metric_id}".encode()
+        subscription, cursor, backlog, gaps = self.feed.subscribe(
+            key, asyncio.get_running_loop(), self.since
+        )
+        LIVE_STREAMS.inc()
+        try:
+            yield sse("ready", {"metric": self.metric_id}, format_position(cursor))
+            older = await asyncio.to_thread(self.feed.read_back, key, gaps) if gaps else []
+            LIVE_REPLAYED.labels("kafka").inc(len(older))
+            LIVE_REPLAYED.labels("buffer").inc(len(backlog))
+            for record in [*older, *backlog]:
+                if (chunk := self._event(record, cursor)) is not None:
+                    yield chunk
+            async for chunk in self._live(subscription, cursor):
+                yield chunk
+        finally:
+            self.feed.unsubscribe(subscription)
+            LIVE_STREAMS.dec()
+
+    async def _live(self, subscription: Subscription, cursor: Position) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                item = await asyncio.wait_for(subscription.queue.get(), self.heartbeat_s)
+            except TimeoutError:
+                yield sse("heartbeat", {}, format_position(cursor))
+                continue
+            if isinstance(item, Overflow):
+                return
+            if isinstance(item, Mark):
+                for partition, offset in item.position.items():
+                    cursor[partition] = max(cursor.get(partition, 0), offset)
+                continue
+            if (chunk := self._event(item, cursor)) is not None:
+                yield chunk
+
+    def _event(self, record: FeedRecord, cursor: Position) -> bytes | None:
+        if record.offset < cursor.get(record.partition, 0):
+            return None  # already sent
+        cursor[record.partition] = record.offset + 1
+        try:
+            point = MetricPoint.model_validate_json(record.value)
+        except ValidationError:
+            log.warning("skipping an unreadable metric point", offset=record.offset)
+            return None
+        if point.project_id != self.project_id or point.metric != self.metric_id:
+            return None
+        LIVE_EVENTS.inc()
+        return sse("point", _point_payload(point, self.metric), format_position(cursor))

@@ -1,0 +1,26 @@
+"""The gateway's one settings class: ``SEXTANT_<FIELD>`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sextant.core.settings import ClickHouseSection, KafkaSection, ServiceSection
+
+
+class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection):
+    """Where the gateway listens, and the limits that keep one request from starving others."""
+
+    gateway_port: int = 8081
+    query_timeout_seconds: float = Field(default=10.0, gt=0)
+    """ClickHouse ``max_execution_time`` of every read query."""
+    query_max_result_rows: int = Field(default=100_000, gt=0)
+    """ClickHouse ``max_result_rows`` of every read query (overflow is an error, not a cut)."""
+    max_series_buckets: int = Field(default=20_000, gt=0)
+    """Time buckets a series, trend or retention request may ask for."""
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    """Request bodies larger than this are refused before they are parsed."""
+    live_buffer_records: int = Field(default=20_000, gt=0)
+    """Recent ``metric_points`` records kept in memory to replay to reconnecting streams."""
+    live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    config_visibility_seconds: float = Field(default=5.0, ge=0)
+    """How long an admin write waits to see its own document come back from the topic."""
