@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import queue
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -33,7 +32,7 @@ from sextant.sdk._sender import (
     decode_events,
 )
 from sextant.sdk._version import __version__
-from sextant.sdk._worker import EventQueue, Worker, join
+from sextant.sdk._worker import Worker
 
 log = logging.getLogger("sextant.sdk")
 
@@ -72,17 +71,17 @@ class _Counters:
         self.queued = self.delivered = self.rejected = self.failed = 0
         self.dropped = self.retries = self.batches = 0
 
-    def snapshot(self) -> ClientStats:
-        with self.lock:
-            return ClientStats(
-                self.queued,
-                self.delivered,
-                self.rejected,
-                self.failed,
-                self.dropped,
-                self.retries,
-                self.batches,
-            )
+    def snapshot(self, buffered: int) -> ClientStats:
+        """The counters, plus ``buffered`` events accepted by the running sender (hold lock)."""
+        return ClientStats(
+            self.queued + buffered,
+            self.delivered,
+            self.rejected,
+            self.failed,
+            self.dropped,
+            self.retries,
+            self.batches,
+        )
 
 
 def _json_default(value: Any) -> Any:
@@ -104,12 +103,13 @@ class Client:
     interpreter exit (within ``shutdown_timeout``) and may be used across ``os.fork``: the
     child starts with an empty queue and its own thread.
 
-    ``write_key`` and ``host`` (the collector's base URL) are required. Batching:
-    ``flush_at`` events, ``flush_interval`` seconds or ``max_batch_bytes`` (under the
-    collector's 500 KB), whichever comes first. ``max_queue_size`` events may wait; beyond
-    that new events are dropped and counted (``when_full="drop"``, the default) or the caller
-    waits for room (``"block"``). ``retry`` bounds the retries. ``sync_mode`` sends each event
-    on the calling thread before returning (short-lived processes, serverless functions).
+    ``write_key`` and ``host`` (the collector's base URL) are required. Batching: a batch
+    goes as soon as ``flush_at`` events wait, and whatever waits goes every ``flush_interval``
+    seconds; a batch body stays under ``max_batch_bytes`` (the collector takes 500 KiB).
+    ``max_queue_size`` events may wait; beyond that new events are dropped and counted
+    (``when_full="drop"``, the default) or the caller waits for room (``"block"``).
+    ``retry`` bounds the retries. ``sync_mode`` sends each event on the calling thread before
+    returning (short-lived processes, serverless functions).
 
     Experiments need ``gateway`` (the gateway's base URL) and a ``read_key``; definitions are
     fetched on creation, refreshed every ``refresh_interval`` seconds, and the first
@@ -177,7 +177,6 @@ class Client:
 
     def _reset_runtime(self) -> None:
         """Per-process state: the queue, the thread, connections, counters, locks."""
-        self._queue: EventQueue = queue.Queue(self._max_queue_size)
         self._counters = _Counters()
         self._worker: Worker | None = None
         self._lifecycle = threading.Lock()
@@ -367,14 +366,14 @@ class Client:
     # -- delivery ------------------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until every event queued so far is resolved; False if ``timeout`` ran out.
+        """Block until every event queued before the call is resolved; False if ``timeout``
+        ran out first.
 
         Resolved means delivered, refused by the collector, or given up after retries (see
-        :meth:`stats`). Events queued by other threads meanwhile are waited for too.
+        :meth:`stats`). The partial batch is sent at once rather than at ``flush_interval``.
         """
-        if self._worker is None:
-            return True
-        return join(self._queue, timeout)
+        worker = self._worker
+        return True if worker is None else worker.flush(timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush (for at most ``timeout``, default ``shutdown_timeout``), then stop for good.
@@ -390,12 +389,16 @@ class Client:
         flushed = self.flush(self._shutdown_timeout if timeout is None else timeout)
         if self._experiments is not None:
             self._experiments.stop()
-        worker, self._worker = self._worker, None  # later calls find the client closed
+        worker = self._worker
         if worker is not None and worker.stop(join_timeout=self._timeout + 1.0):
             left = worker.abandon()
             if left:
                 error = DeliveryError("shutdown", "shut down before delivery", decode_events(left))
                 self._report(Outcome(0, 0, error))
+        if worker is not None:
+            with self._counters.lock:
+                self._counters.queued += worker.accepted()
+                self._worker = None  # later calls find the client closed
         if self._http is not None:
             self._http.close()
         _LIVE.discard(self)
@@ -403,7 +406,9 @@ class Client:
 
     def stats(self) -> ClientStats:
         """A snapshot of the delivery counters."""
-        return self._counters.snapshot()
+        with self._counters.lock:
+            worker = self._worker
+            return self._counters.snapshot(0 if worker is None else worker.accepted())
 
     def __enter__(self) -> Client:
         return self
@@ -447,33 +452,27 @@ class Client:
         if self._sync:
             self._send_now(data)
             return
-        if self._worker is None and not self._start_worker():
+        worker = self._worker or self._start_worker()
+        if worker is None or not worker.put(data):
             self._dropped()
-            return
-        try:
-            self._queue.put(data, block=self._block)
-        except queue.Full:
-            self._dropped()
-            return
-        with self._counters.lock:
-            self._counters.queued += 1
 
-    def _start_worker(self) -> bool:
+    def _start_worker(self) -> Worker | None:
+        """The sending thread, started on first use (in a forked child: its own); None once
+        the client is shut down."""
         with self._lifecycle:
             if self._closed:
-                return False
+                return None
             if self._worker is None:
-                worker = Worker(
-                    self._queue,
+                self._worker = Worker(
                     self._get_sender(),
                     self._report,
                     flush_at=self._flush_at,
                     flush_interval=self._flush_interval,
                     max_batch_bytes=self._max_batch_bytes,
+                    max_queue_size=self._max_queue_size,
+                    block_when_full=self._block,
                 )
-                worker.start()
-                self._worker = worker
-            return True
+            return self._worker
 
     def _send_now(self, data: bytes) -> None:
         if self._closed:

@@ -1,18 +1,20 @@
-"""The background thread: takes serialised events off the queue in batches and sends them.
+"""The background thread: takes serialised events off a bounded buffer in batches and sends them.
 
-A batch closes when it holds ``flush_at`` events, when the next event would take it past
-``max_batch_bytes``, ``flush_interval`` seconds after its first event, or when a flush is
-requested (a ``None`` marker on the queue). Every item taken off the queue is marked done only
-once its batch is resolved (delivered, refused or given up), so waiting for the queue's
-unfinished count to reach zero is waiting for delivery.
+Callers append to a ``deque`` (atomic, no lock) and wake the thread only when a full batch
+is waiting; otherwise the thread looks every ``flush_interval`` seconds. A thread woken for
+every event, as with ``queue.Queue.get``, costs the application more than the event itself.
+
+A batch holds at most ``flush_at`` events and ``max_batch_bytes`` of body. Full batches go
+at once; a partial batch goes when the thread's wait times out (so no event waits much longer
+than ``flush_interval``), or when :meth:`Worker.flush` asks for it.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from sextant.sdk._errors import DeliveryError
@@ -20,142 +22,140 @@ from sextant.sdk._sender import BATCH_OVERHEAD, Outcome, Sender, decode_events
 
 log = logging.getLogger("sextant.sdk")
 
-EventQueue = queue.Queue[bytes | None]
-"""Serialised events, and ``None`` markers that close the batch being built (flush, stop)."""
-
-_IDLE_POLL_S = 1.0
+_ROOM_POLL_S = 0.1
 
 
 class Worker:
-    """One sending thread for one client (per process: a forked child builds its own)."""
+    """The buffer and the one sending thread of one client (per process)."""
 
     def __init__(
         self,
-        events: EventQueue,
         sender: Sender,
         report: Callable[[Outcome], None],
         *,
         flush_at: int,
         flush_interval: float,
         max_batch_bytes: int,
+        max_queue_size: int,
+        block_when_full: bool,
     ) -> None:
-        self._queue = events
         self._sender = sender
         self._report = report
         self._flush_at = flush_at
         self._flush_interval = flush_interval
         self._max_batch_bytes = max_batch_bytes
-        self._carry: bytes | None = None
+        self._max_queue_size = max_queue_size
+        self._block = block_when_full
+        self._items: deque[bytes] = deque()
+        # Guards the counters below; also signals progress (room freed, batches resolved).
+        self._progress = threading.Condition()
+        self._taken = 0
+        self._resolved = 0
+        self._flush_target = 0
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sextant-sdk-sender", daemon=True)
-
-    def start(self) -> None:
         self._thread.start()
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def put(self, data: bytes) -> bool:
+        """Buffer one event; False (and not buffered) when the buffer is full.
+
+        With several threads calling at once the bound may be passed by a few events: checking
+        and appending under a lock would cost every call more than the bound is worth.
+        """
+        items = self._items
+        if len(items) >= self._max_queue_size and not (self._block and self._wait_for_room()):
+            return False
+        items.append(data)
+        if len(items) >= self._flush_at and not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def accepted(self) -> int:
+        """Events buffered since the start (sent, being sent or waiting)."""
+        with self._progress:
+            return self._taken + len(self._items)
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until every event buffered so far is resolved; False if ``timeout`` passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._progress:
+            target = self._taken + len(self._items)
+            self._flush_target = max(self._flush_target, target)
+        self._wake.set()
+        with self._progress:
+            while self._resolved < target:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._progress.wait(remaining)
+        return True
 
     def stop(self, join_timeout: float) -> bool:
-        """Stop after the batch in hand (waits between retries are cut short); True if it ended."""
+        """Stop after the batch in hand (a wait between retries is cut short); True if ended."""
         self._stop.set()
-        wake(self._queue)
+        self._wake.set()
+        with self._progress:
+            self._progress.notify_all()
         self._thread.join(join_timeout)
         return not self._thread.is_alive()
 
     def abandon(self) -> list[bytes]:
-        """After :meth:`stop`: the events never sent, marked done so no one waits for them."""
+        """After :meth:`stop`: take the events never sent, so that no one waits for them."""
         left: list[bytes] = []
-        if self._carry is not None:
-            left.append(self._carry)
-            self._carry = None
-            self._queue.task_done()
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return left
-            self._queue.task_done()
-            if item is not None:
-                left.append(item)
+        with self._progress:
+            while self._items:
+                left.append(self._items.popleft())
+            self._taken += len(left)
+            self._resolved += len(left)
+            self._progress.notify_all()
+        return left
+
+    def _wait_for_room(self) -> bool:
+        with self._progress:
+            while len(self._items) >= self._max_queue_size:
+                if self._stop.is_set():
+                    return False
+                self._progress.wait(_ROOM_POLL_S)
+        return True
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            items, markers = self._collect()
-            if items:
-                self._report(self._send(items))
-            for _ in range(len(items) + markers):
-                self._queue.task_done()
+            woken = self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            while self._items and not self._stop.is_set():
+                if woken and len(self._items) < self._flush_at and not self._flush_wanted():
+                    break  # a partial batch waits for the interval, unless someone flushes
+                batch = self._take()
+                self._report(self._send(batch))
+                with self._progress:
+                    self._resolved += len(batch)
+                    self._progress.notify_all()
 
-    def _send(self, items: list[bytes]) -> Outcome:
+    def _flush_wanted(self) -> bool:
+        return self._flush_target > self._taken
+
+    def _take(self) -> list[bytes]:
+        """The next batch off the buffer: up to ``flush_at`` events within the byte limit."""
+        batch: list[bytes] = []
+        size = BATCH_OVERHEAD
+        items = self._items
+        with self._progress:
+            while items and len(batch) < self._flush_at:
+                if batch and size + len(items[0]) + 1 > self._max_batch_bytes:
+                    break
+                event = items.popleft()
+                batch.append(event)
+                size += len(event) + 1
+            self._taken += len(batch)
+            self._progress.notify_all()  # room for callers waiting in "block" mode
+        return batch
+
+    def _send(self, batch: list[bytes]) -> Outcome:
         try:
-            return self._sender.send(items, self._stop)
+            return self._sender.send(batch, self._stop)
         except Exception as exc:
             # The thread outlives any surprise: the batch is reported, the next one is sent.
             log.exception("unexpected error while sending a batch")
-            error = DeliveryError("gave_up", f"unexpected error: {exc!r}", decode_events(items))
+            error = DeliveryError("gave_up", f"unexpected error: {exc!r}", decode_events(batch))
             return Outcome(0, 1, error)
-
-    def _collect(self) -> tuple[list[bytes], int]:
-        """The next batch, and the number of ``None`` markers taken with it."""
-        items: list[bytes] = []
-        size = BATCH_OVERHEAD
-        deadline = 0.0
-        if self._carry is not None:
-            items.append(self._carry)
-            size += len(self._carry) + 1
-            self._carry = None
-            deadline = time.monotonic() + self._flush_interval
-        while len(items) < self._flush_at:
-            timeout = deadline - time.monotonic() if items else _IDLE_POLL_S
-            if timeout <= 0:
-                break
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                if items or self._stop.is_set():
-                    break
-                continue
-            if item is None:
-                return items, 1
-            if size + len(item) + 1 > self._max_batch_bytes:
-                self._carry = item  # marked done with the batch that finally carries it
-                break
-            if not items:
-                deadline = time.monotonic() + self._flush_interval
-            items.append(item)
-            size += len(item) + 1
-        return items, 0
-
-
-def wake(events: EventQueue) -> bool:
-    """Ask the worker to close its current batch now; False when the queue had no room."""
-    try:
-        events.put_nowait(None)
-    except queue.Full:
-        return False
-    return True
-
-
-def join(events: EventQueue, timeout: float | None, poll: float = 0.05) -> bool:
-    """Wait until every item put on ``events`` is done; False if ``timeout`` passed first.
-
-    Asks the worker to close its batch at once, and keeps asking while a full queue refuses
-    the request, so a partial batch never waits out ``flush_interval``.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    woken = False
-    while True:
-        with events.all_tasks_done:
-            if not events.unfinished_tasks:
-                return True
-        woken = woken or wake(events)
-        with events.all_tasks_done:
-            if not events.unfinished_tasks:
-                return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            if not woken:
-                remaining = poll if remaining is None else min(poll, remaining)
-            events.all_tasks_done.wait(remaining)
