@@ -1,0 +1,332 @@
+"""The faust side: topics, the two state tables, the two agents and the flush timer.
+
+Stage one (agent ``metrics``) reads ``events.raw`` in batches of at most
+``processor_flush_interval_seconds``; per partition it applies events to a
+:class:`~sextant.processor.partition.PartitionState`, sends window partials to the internal
+``partials`` topic and exposures to ``exposures``, waits for the broker to acknowledge them,
+and only then writes the state to its table. Stage two (agent ``merge``) reads ``partials``,
+keeps the newest partial per source partition and window, and sends the changed metric points.
+faust acknowledges a batch's events only after the batch body returns, and flushes the
+producer before committing offsets, so nothing is committed before it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP, EventT, StreamT
+
+from sextant.core.logging import get_logger
+from sextant.processor.aggregates import Partial
+from sextant.processor.catalog import ConfigCatalog
+from sextant.processor.merge import MergeState
+from sextant.processor.metrics import ProcessorMetrics
+from sextant.processor.partition import DedupPolicy, EventView, FlushResult, PartitionState
+from sextant.processor.settings import ProcessorSettings
+from sextant.schemas.topics import Topic, topic_name
+
+log = get_logger(__name__)
+RecoveredHook = Callable[["KeyPartitionedTable", set[int]], Awaitable[None]]
+
+
+class KeyPartitionedTable(faust.Table[bytes, bytes]):
+    """A table whose keys start with ``<partition>|``: that partition holds their changelog.
+
+    faust derives the changelog partition from "the current event", which a batch (``take``)
+    or a timer does not have; here the key says it, so state can be written after a batch.
+    """
+
+    def __init__(self, *args: Any, on_recovered: RecoveredHook, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_recovered = on_recovered
+
+    def partition_for_key(self, key: Any) -> int | None:
+        text = key.decode() if isinstance(key, bytes) else str(key)
+        return int(text.split("|", 1)[0])
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        changelog = self.changelog_topic.get_topic_name()
+        await self._on_recovered(self, {tp.partition for tp in active_tps if tp.topic == changelog})
+
+    def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        wanted = prefix.encode()
+        for key, value in list(self.data.items()):
+            if key.startswith(wanted) and value is not None:
+                yield key.decode(), value
+
+    def write(self, writes: list[tuple[str, bytes | None]]) -> None:
+        for key, value in writes:
+            if value is None:
+                self.pop(key.encode(), None)
+            else:
+                self[key.encode()] = value
+
+
+def _stable_partition(key: str, partitions: int) -> int:
+    return zlib.crc32(key.encode()) % partitions
+
+
+class ProcessorAgents:
+    """Owns the faust app and both stages' in-memory state."""
+
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        catalog: ConfigCatalog,
+        metrics: ProcessorMetrics,
+        partitions: int,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.metrics = metrics
+        self.partitions = partitions
+        self.dedup = DedupPolicy(
+            settings.processor_dedup_window_seconds, settings.processor_dedup_max_ids
+        )
+        self.states: dict[int, PartitionState] = {}
+        self.merges: dict[int, MergeState] = {}
+        self._stage_one_lock = asyncio.Lock()
+        self._stage_two_lock = asyncio.Lock()
+        self.started = False
+        self.app = self._build_app()
+
+    # wiring ---------------------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        prefix = s.topic_prefix
+        app = faust.App(
+            s.app_id,
+            broker=f"kafka://{s.kafka_bootstrap}",
+            store="memory://",
+            web_enabled=False,
+            datadir=str(s.processor_data_dir / s.app_id),
+            topic_partitions=self.partitions,
+            topic_replication_factor=1,
+            producer_acks=-1,
+            broker_commit_interval=s.processor_commit_interval_seconds,
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.events_topic = app.topic(topic_name(Topic.EVENTS_RAW, prefix))
+        self.partials_topic = app.topic(
+            f"{s.app_id}-partials", partitions=self.partitions, internal=True
+        )
+        self.points_topic = app.topic(topic_name(Topic.METRIC_POINTS, prefix))
+        self.exposures_topic = app.topic(topic_name(Topic.EXPOSURES, prefix))
+        self.state_table = KeyPartitionedTable(
+            app,
+            name="windows",
+            partitions=self.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            on_recovered=self._recovered_stage_one,
+        )
+        app.tables.add(self.state_table)
+        self.merge_table = KeyPartitionedTable(
+            app,
+            name="merge",
+            partitions=self.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            on_recovered=self._recovered_stage_two,
+        )
+        app.tables.add(self.merge_table)
+        app.agent(self.events_topic, name="metrics")(self._stage_one)
+        app.agent(self.partials_topic, name="merge")(self._stage_two)
+        app.timer(s.processor_flush_interval_seconds, name="flush")(self._tick)
+        return app
+
+    def ready(self) -> bool:
+        return self.started and not self.app.rebalancing
+
+    # recovery -------------------------------------------------------------------------------
+
+    async def _recovered_stage_one(self, table: KeyPartitionedTable, active: set[int]) -> None:
+        async with self._stage_one_lock:
+            for partition in set(self.states) - active:
+                del self.states[partition]
+            for partition in active - set(self.states):
+                self.states[partition] = self._load_state(partition)
+            self.started = True
+
+    async def _recovered_stage_two(self, table: KeyPartitionedTable, active: set[int]) -> None:
+        async with self._stage_two_lock:
+            for partition in set(self.merges) - active:
+                del self.merges[partition]
+            for partition in active - set(self.merges):
+                self.merges[partition] = self._load_merge(partition)
+
+    def _load_state(self, partition: int) -> PartitionState:
+        state = PartitionState(partition, self.dedup)
+        state.load(self.state_table)
+        return state
+
+    def _load_merge(self, partition: int) -> MergeState:
+        merge = MergeState(partition)
+        merge.load(self.merge_table.items_with_prefix(f"{partition}|"))
+        return merge
+
+    def _assigned(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
+    # stage one ------------------------------------------------------------------------------
+
+    async def _stage_one(self, stream: StreamT[bytes]) -> None:
+        s = self.settings
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            s.processor_batch_max, within=s.processor_flush_interval_seconds
+        )
+        async for events in batches:
+            async with self._stage_one_lock:
+                touched = self._apply_events(events)
+                await self._flush_stage_one(touched)
+
+    def _apply_events(self, events: list[EventT[bytes]]) -> set[int]:
+        assigned = self._assigned(self.events_topic.get_topic_name())
+        touched: set[int] = set()
+        newest_received = 0.0
+        for event in events:
+            partition, offset = event.message.partition, event.message.offset
+            if partition not in assigned:
+                continue  # revoked while buffered: its new owner processes it
+            state = self.states.get(partition)
+            if state is None:
+                state = self.states[partition] = self._load_state(partition)
+            try:
+                view = EventView.parse(event.value)
+            except ValueError:
+                self.metrics.invalid.inc()
+                log.warning("skipping an unreadable record", partition=partition, offset=offset)
+                continue
+            state.process(offset, view, self.catalog)
+            newest_received = max(newest_received, view.received_at)
+            touched.add(partition)
+        if newest_received:
+            self.metrics.event_age.set(max(0.0, time.time() - newest_received))
+        return touched
+
+    async def _flush_stage_one(self, partitions: set[int]) -> None:
+        results: list[FlushResult] = []
+        for partition in sorted(partitions):
+            state = self.states[partition]
+            results.append(state.flush(self.catalog))
+            counters = state.counters
+            self.metrics.events.inc(counters.processed)
+            self.metrics.duplicates.inc(counters.duplicates)
+            for project, late in counters.late.items():
+                self.metrics.late.labels(project=project).inc(late)
+            counters.processed = counters.duplicates = 0
+            counters.late.clear()
+        pending = []
+        for result in results:
+            for partial in result.partials:
+                key = partial.window_key
+                pending.append(
+                    await self.partials_topic.send(
+                        key=key.encode(),
+                        value=partial.to_bytes(),
+                        partition=_stable_partition(key, self.partitions),
+                    )
+                )
+            for exposure in result.exposures:
+                pending.append(
+                    await self.exposures_topic.send(
+                        key=exposure.kafka_key().encode(),
+                        value=orjson.dumps(exposure.model_dump(mode="json")),
+                    )
+                )
+                self.metrics.exposures.labels(multi_variant=str(exposure.multi_variant)).inc()
+            self.metrics.partials.inc(len(result.partials))
+        if pending:
+            await asyncio.gather(*pending)
+        for result in results:
+            self.state_table.write(result.writes)
+
+    # stage two ------------------------------------------------------------------------------
+
+    async def _stage_two(self, stream: StreamT[bytes]) -> None:
+        s = self.settings
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            s.processor_batch_max, within=s.processor_flush_interval_seconds
+        )
+        async for events in batches:
+            async with self._stage_two_lock:
+                writes = self._accept_partials(events)
+                await self._flush_stage_two(writes)
+
+    def _accept_partials(self, events: list[EventT[bytes]]) -> list[tuple[str, bytes | None]]:
+        assigned = self._assigned(self.partials_topic.get_topic_name())
+        now = time.monotonic()
+        writes: list[tuple[str, bytes | None]] = []
+        for event in events:
+            partition = event.message.partition
+            if partition not in assigned:
+                continue
+            merge = self.merges.get(partition)
+            if merge is None:
+                merge = self.merges[partition] = self._load_merge(partition)
+            key = merge.accept(Partial.from_bytes(event.value), now)
+            if key is not None:
+                writes.append((key, event.value))
+        return writes
+
+    async def _flush_stage_two(self, writes: list[tuple[str, bytes | None]]) -> None:
+        emitted_at = datetime.now(UTC)
+        pending = []
+        for merge in self.merges.values():
+            points, emitted_writes = merge.flush(emitted_at)
+            writes.extend(emitted_writes)
+            for point in points:
+                pending.append(
+                    await self.points_topic.send(
+                        key=point.kafka_key().encode(),
+                        value=orjson.dumps(point.model_dump(mode="json")),
+                    )
+                )
+            self.metrics.windows.inc(len(points))
+        if pending:
+            await asyncio.gather(*pending)
+        self.merge_table.write(writes)
+
+    # the timer ------------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        """Send what recovery marked dirty, forget closed merge windows, update the lag."""
+        async with self._stage_one_lock:
+            assigned = self._assigned(self.events_topic.get_topic_name())
+            await self._flush_stage_one({p for p in self.states if p in assigned})
+        async with self._stage_two_lock:
+            assigned = self._assigned(self.partials_topic.get_topic_name())
+            lateness = self.catalog.lateness_by_project()
+            deletes: list[tuple[str, bytes | None]] = []
+            for partition, merge in self.merges.items():
+                if partition in assigned:
+                    deletes.extend(
+                        (key, None)
+                        for key in merge.evict(
+                            lateness, time.monotonic(), self.settings.processor_merge_idle_seconds
+                        )
+                    )
+            await self._flush_stage_two(deletes)
+        self._update_lag()
+
+    def _update_lag(self) -> None:
+        topic = self.events_topic.get_topic_name()
+        consumer = self.app.consumer
+        for partition, state in self.states.items():
+            highwater = consumer.highwater(TP(topic, partition))
+            if highwater is not None:
+                self.metrics.lag.labels(partition=str(partition)).set(
+                    max(0, highwater - state.last_offset - 1)
+                )

@@ -1,0 +1,154 @@
+"""Window aggregates: one metric, one event-time window, per breakdown value.
+
+A :class:`Group` holds the additive components of one breakdown value; a :class:`Partial` is
+what one source partition knows about one window (its groups and the offset of the last event
+it applied). Partials travel from the first stage to the second, which merges the partials of
+every partition into the window's :class:`~sextant.schemas.records.MetricPoint` values.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sextant.schemas.config import MetricKind
+from sextant.schemas.sketches import HLL_REGISTERS, Centroid, TDigest, compress, hll_merge
+
+WINDOW_SECONDS = 60
+
+
+def window_start(timestamp_s: float) -> int:
+    """The start (epoch seconds) of the tumbling minute containing ``timestamp_s``."""
+    return int(timestamp_s // WINDOW_SECONDS) * WINDOW_SECONDS
+
+
+def encode_registers(registers: bytearray | bytes | None) -> str:
+    if registers is None:
+        return ""
+    return base64.b64encode(zlib.compress(bytes(registers), 1)).decode()
+
+
+def decode_registers(text: str) -> bytearray | None:
+    if not text:
+        return None
+    return bytearray(zlib.decompress(base64.b64decode(text)))
+
+
+@dataclass
+class Group:
+    """Additive components of one breakdown value in one window."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    denominator: int = 0
+    registers: bytearray | None = None
+    digest: TDigest | None = None
+
+    def add_value(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.total_sq += value * value
+
+    def ensure_registers(self) -> bytearray:
+        if self.registers is None:
+            self.registers = bytearray(HLL_REGISTERS)
+        return self.registers
+
+    def ensure_digest(self) -> TDigest:
+        if self.digest is None:
+            self.digest = TDigest()
+        return self.digest
+
+    def merge(self, other: Group) -> None:
+        self.count += other.count
+        self.total += other.total
+        self.total_sq += other.total_sq
+        self.denominator += other.denominator
+        if other.registers is not None:
+            hll_merge(self.ensure_registers(), other.registers)
+        if other.digest is not None:
+            self.ensure_digest().merge(other.digest.centroids())
+
+    def rank_weight(self, kind: MetricKind) -> int:
+        """What top-N ranks breakdown values by: users who did A for conversion, else events."""
+        return self.denominator if kind is MetricKind.CONVERSION else self.count
+
+    def centroids(self) -> list[Centroid]:
+        return [] if self.digest is None else self.digest.centroids()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "c": self.count,
+            "s": self.total,
+            "q": self.total_sq,
+            "d": self.denominator,
+            "h": encode_registers(self.registers),
+            "t": self.centroids(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Group:
+        centroids = [(float(m), float(w)) for m, w in data.get("t", [])]
+        return cls(
+            count=int(data["c"]),
+            total=float(data["s"]),
+            total_sq=float(data["q"]),
+            denominator=int(data["d"]),
+            registers=decode_registers(data.get("h", "")),
+            digest=TDigest(centroids) if centroids else None,
+        )
+
+
+@dataclass
+class Partial:
+    """One source partition's view of one window, as of ``offset`` on that partition."""
+
+    project_id: str
+    metric: str
+    kind: MetricKind
+    window_start: int
+    partition: int
+    offset: int
+    breakdown_limit: int
+    groups: dict[str, Group] = field(default_factory=dict)
+
+    @property
+    def window_key(self) -> str:
+        return f"{self.project_id}|{self.metric}|{self.window_start}"
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "project_id": self.project_id,
+                "metric": self.metric,
+                "kind": self.kind.value,
+                "ws": self.window_start,
+                "p": self.partition,
+                "o": self.offset,
+                "n": self.breakdown_limit,
+                "g": {name: group.to_json() for name, group in self.groups.items()},
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Partial:
+        raw = orjson.loads(data)
+        return cls(
+            project_id=raw["project_id"],
+            metric=raw["metric"],
+            kind=MetricKind(raw["kind"]),
+            window_start=int(raw["ws"]),
+            partition=int(raw["p"]),
+            offset=int(raw["o"]),
+            breakdown_limit=int(raw["n"]),
+            groups={name: Group.from_json(g) for name, g in raw["g"].items()},
+        )
+
+
+def merged_digest(groups: list[Group]) -> list[Centroid]:
+    return compress(c for group in groups for c in group.centroids())

@@ -1,0 +1,89 @@
+"""The processor assembled: config follower, catalog, faust agents and the operational routes."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI
+
+from sextant.core.config_plane import ConfigFollower
+from sextant.core.kafka import cluster_reachable, end_offsets, ensure_topics
+from sextant.core.logging import get_logger
+from sextant.core.service import add_operational_routes
+from sextant.processor.agents import ProcessorAgents
+from sextant.processor.catalog import ConfigCatalog
+from sextant.processor.metrics import ProcessorMetrics
+from sextant.processor.settings import ProcessorSettings
+from sextant.schemas.topics import Topic, topic_name
+
+log = get_logger(__name__)
+TOPICS = (Topic.EVENTS_RAW, Topic.METRIC_POINTS, Topic.EXPOSURES, Topic.CONFIG)
+
+
+@dataclass
+class Processor:
+    settings: ProcessorSettings
+    follower: ConfigFollower
+    catalog: ConfigCatalog
+    agents: ProcessorAgents
+    metrics: ProcessorMetrics
+    http: FastAPI
+    _server: uvicorn.Server | None = field(default=None, init=False)
+
+    def start_http(self) -> None:
+        """Serve /healthz, /readyz and /metrics from a daemon thread."""
+        config = uvicorn.Config(
+            self.http,
+            host=self.settings.host,
+            port=self.settings.processor_port,
+            log_level=self.settings.log_level.lower(),
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        threading.Thread(target=self._server.run, name="http", daemon=True).start()
+
+    def run(self) -> None:
+        """Follow the config, then run the faust worker until SIGINT/SIGTERM."""
+        import faust
+
+        self.follower.start()
+        if not self.follower.wait_caught_up(self.settings.config_wait_seconds):
+            log.warning("config not caught up yet; starting anyway")
+        self.start_http()
+        worker = faust.Worker(
+            self.agents.app,
+            loglevel=self.settings.log_level.lower(),
+            quiet=True,
+            redirect_stdouts=False,
+            override_logging=False,
+        )
+        try:
+            worker.execute_from_commandline()
+        finally:
+            self.follower.stop()
+            if self._server is not None:
+                self._server.should_exit = True
+
+
+def create_app(settings: ProcessorSettings) -> Processor:
+    """Build the processor; topics it reads and writes are created if missing."""
+    ensure_topics(settings, TOPICS)
+    settings.processor_data_dir.mkdir(parents=True, exist_ok=True)
+    partitions = len(end_offsets(settings, topic_name(Topic.EVENTS_RAW, settings.topic_prefix)))
+    follower = ConfigFollower(settings)
+    catalog = ConfigCatalog(follower.state)
+    metrics = ProcessorMetrics()
+    agents = ProcessorAgents(settings, catalog, metrics, partitions)
+    http = FastAPI(title="Sextant processor", docs_url=None, redoc_url=None)
+    add_operational_routes(
+        http,
+        {
+            "config": lambda: follower.caught_up and follower.healthy,
+            "kafka": lambda: cluster_reachable(settings.kafka_bootstrap),
+            "agents": agents.ready,
+        },
+        registry=metrics.registry,
+    )
+    return Processor(settings, follower, catalog, agents, metrics, http)

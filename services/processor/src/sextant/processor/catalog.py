@@ -1,0 +1,70 @@
+"""The config plane as the processor reads it: compiled metrics by project and event name.
+
+The index is rebuilt whenever a config document changes (the follower thread calls the
+listener) and swapped in whole, so the event loop always reads a consistent snapshot and a new,
+changed or deleted definition takes effect on the next event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from sextant.core.config_plane import ConfigState
+from sextant.processor.definitions import CompiledMetric, compile_metric
+from sextant.schemas.config import ConfigDocument, Experiment, MetricDefinition, Project
+
+DEFAULT_LATENESS_SECONDS: int = Project.model_fields["allowed_lateness_seconds"].default
+
+
+class ConfigCatalog:
+    """A :class:`~sextant.processor.partition.Catalog` following a :class:`ConfigState`."""
+
+    def __init__(self, state: ConfigState) -> None:
+        self._state = state
+        self._lock = threading.Lock()
+        self._by_event: dict[tuple[str, str], list[CompiledMetric]] = {}
+        self._metrics: dict[str, dict[str, CompiledMetric]] = {}
+        self._lateness: dict[str, int] = {}
+        self._units: dict[tuple[str, str], str] = {}
+        self.rebuild()
+        state.subscribe(self._on_change)
+
+    def _on_change(self, key: str, document: ConfigDocument | None) -> None:
+        del key, document
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        by_event: dict[tuple[str, str], list[CompiledMetric]] = defaultdict(list)
+        metrics: dict[str, dict[str, CompiledMetric]] = defaultdict(dict)
+        for definition in self._state.of_kind(MetricDefinition):
+            compiled = compile_metric(definition)
+            metrics[definition.project_id][definition.id] = compiled
+            by_event[(definition.project_id, definition.event)].append(compiled)
+            conversion = definition.conversion_event
+            if conversion is not None and conversion != definition.event:
+                by_event[(definition.project_id, conversion)].append(compiled)
+        lateness = {p.id: p.allowed_lateness_seconds for p in self._state.of_kind(Project)}
+        units: dict[tuple[str, str], str] = {
+            (e.project_id, e.id): e.unit for e in self._state.of_kind(Experiment)
+        }
+        with self._lock:
+            self._by_event = dict(by_event)
+            self._metrics = dict(metrics)
+            self._lateness = lateness
+            self._units = units
+
+    def metrics_for(self, project_id: str, event: str) -> list[CompiledMetric]:
+        return self._by_event.get((project_id, event), [])
+
+    def metric(self, project_id: str, key: str) -> CompiledMetric | None:
+        return self._metrics.get(project_id, {}).get(key)
+
+    def lateness(self, project_id: str) -> int:
+        return self._lateness.get(project_id, DEFAULT_LATENESS_SECONDS)
+
+    def lateness_by_project(self) -> dict[str, int]:
+        return dict(self._lateness)
+
+    def exposure_unit(self, project_id: str, experiment: str) -> str | None:
+        return self._units.get((project_id, experiment))

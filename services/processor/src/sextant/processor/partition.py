@@ -1,0 +1,502 @@
+"""The first stage: everything one ``events.raw`` partition knows, kept exact across restarts.
+
+A :class:`PartitionState` applies events in offset order: it drops client retries (same
+``messageId`` within the dedup window), decides lateness against the partition's event-time
+watermark, updates each matching metric's window, and tracks first exposures. ``flush()``
+returns what to send (window partials, exposures) and what to persist (table writes).
+
+Exactness after a crash rests on three rules, all in this module:
+
+1. Every persisted entry carries the offset of the last event applied to it; a replayed event
+   at or below that offset is not applied to it again.
+2. Outputs are sent (and acknowledged) before the state that produced them is persisted, and
+   the partition checkpoint (offset and watermarks) is written last: when the checkpoint says
+   offset N, everything up to N is in the changelog, and replayed events decide lateness
+   against exactly the watermark they saw the first time.
+3. Outputs are idempotent: a partial replaces the partition's previous partial of the window
+   (the second stage keeps the highest offset), and an exposure is keyed by its unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from sextant.processor.aggregates import WINDOW_SECONDS, Group, Partial, window_start
+from sextant.processor.definitions import NO_BREAKDOWN, CompiledMetric
+from sextant.schemas.config import MetricKind
+from sextant.schemas.events import EXPERIMENT_VIEWED, Envelope, EventType
+from sextant.schemas.records import Exposure
+from sextant.schemas.sketches import hll_add
+
+LATE_EVENTS_METRIC = "sextant.late_events"
+"""Reserved metric key: per project and minute (of the watermark), events too late to count."""
+
+
+class Catalog(Protocol):
+    """What the first stage needs from the config plane."""
+
+    def metrics_for(self, project_id: str, event: str) -> list[CompiledMetric]:
+        """Metrics whose event (or conversion event) is ``event``."""
+        ...
+
+    def lateness(self, project_id: str) -> int: ...
+
+    def exposure_unit(self, project_id: str, experiment: str) -> str | None:
+        """``userId``/``anonymousId`` for a configured experiment, None for the distinct id."""
+        ...
+
+
+class StateStore(Protocol):
+    """The durable mirror of the state (a faust table in the processor, a dict in tests)."""
+
+    def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True)
+class EventView:
+    """The fields of an envelope the processor reads, parsed once."""
+
+    project_id: str
+    type: EventType
+    event: str
+    distinct_id: str
+    user_id: str | None
+    anonymous_id: str | None
+    properties: Mapping[str, Any]
+    timestamp: float
+    received_at: float
+    message_id: str
+
+    @classmethod
+    def parse(cls, raw: bytes) -> EventView:
+        envelope = Envelope.model_validate_json(raw)
+        return cls(
+            project_id=envelope.project_id,
+            type=envelope.type,
+            event=envelope.event,
+            distinct_id=envelope.distinct_id,
+            user_id=envelope.user_id,
+            anonymous_id=envelope.anonymous_id,
+            properties=envelope.properties,
+            timestamp=envelope.timestamp.timestamp(),
+            received_at=envelope.received_at.timestamp(),
+            message_id=envelope.message_id,
+        )
+
+
+@dataclass
+class ConversionUser:
+    first_a: float | None = None
+    breakdown: str = NO_BREAKDOWN
+    conversions: list[float] = field(default_factory=list)
+
+    def converted(self, window_seconds: int) -> bool:
+        start = self.first_a
+        if start is None:
+            return False
+        return any(start <= t <= start + window_seconds for t in self.conversions)
+
+
+@dataclass
+class WindowState:
+    """One metric's window on one partition, with the offset of the last event applied."""
+
+    project_id: str
+    metric: str
+    kind: MetricKind
+    window_start: int
+    fingerprint: str
+    breakdown_limit: int
+    conversion_window: int
+    offset: int = -1
+    groups: dict[str, Group] = field(default_factory=dict)
+    users: dict[str, ConversionUser] = field(default_factory=dict)
+
+    @classmethod
+    def for_metric(cls, project_id: str, metric: CompiledMetric, start: int) -> WindowState:
+        d = metric.definition
+        return cls(
+            project_id=project_id,
+            metric=metric.key,
+            kind=metric.kind,
+            window_start=start,
+            fingerprint=metric.fingerprint,
+            breakdown_limit=d.breakdown_limit,
+            conversion_window=d.conversion_window_seconds,
+        )
+
+    def group(self, name: str) -> Group:
+        found = self.groups.get(name)
+        if found is None:
+            found = self.groups[name] = Group()
+        return found
+
+    def apply(self, metric: CompiledMetric, event: EventView) -> None:
+        """Apply one event that names this metric's event or conversion event."""
+        d = metric.definition
+        if self.kind is MetricKind.CONVERSION:
+            self._apply_conversion(metric, event)
+            return
+        if event.event != d.event or not metric.matches(event.properties):
+            return
+        if self.kind is MetricKind.COUNT:
+            self.group(metric.breakdown_of(event.properties)).count += 1
+        elif self.kind is MetricKind.UNIQUE_USERS:
+            group = self.group(metric.breakdown_of(event.properties))
+            group.count += 1
+            hll_add(group.ensure_registers(), event.distinct_id)
+        else:
+            value = metric.value_of(event.properties)
+            if value is None:
+                return
+            group = self.group(metric.breakdown_of(event.properties))
+            group.add_value(value)
+            if self.kind is MetricKind.PERCENTILES:
+                group.ensure_digest().add(value)
+
+    def _apply_conversion(self, metric: CompiledMetric, event: EventView) -> None:
+        d = metric.definition
+        user = self.users.get(event.distinct_id)
+        if event.event == d.event and metric.matches(event.properties):
+            user = user or self.users.setdefault(event.distinct_id, ConversionUser())
+            if user.first_a is None or event.timestamp < user.first_a:
+                user.first_a = event.timestamp
+                user.breakdown = metric.breakdown_of(event.properties)
+        if event.event == d.conversion_event:
+            user = user or self.users.setdefault(event.distinct_id, ConversionUser())
+            user.conversions.append(event.timestamp)
+
+    def conversion_groups(self) -> dict[str, Group]:
+        groups: dict[str, Group] = {}
+        for user in self.users.values():
+            if user.first_a is None:
+                continue
+            group = groups.setdefault(user.breakdown, Group())
+            group.denominator += 1
+            group.count += user.converted(self.conversion_window)
+        return groups
+
+    def partial(self, partition: int) -> Partial:
+        groups = self.conversion_groups() if self.kind is MetricKind.CONVERSION else self.groups
+        return Partial(
+            project_id=self.project_id,
+            metric=self.metric,
+            kind=self.kind,
+            window_start=self.window_start,
+            partition=partition,
+            offset=self.offset,
+            breakdown_limit=self.breakdown_limit,
+            groups=dict(groups),
+        )
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "project_id": self.project_id,
+                "metric": self.metric,
+                "kind": self.kind.value,
+                "ws": self.window_start,
+                "f": self.fingerprint,
+                "n": self.breakdown_limit,
+                "cw": self.conversion_window,
+                "o": self.offset,
+                "g": {name: group.to_json() for name, group in self.groups.items()},
+                "u": {
+                    uid: [u.first_a, u.breakdown, u.conversions] for uid, u in self.users.items()
+                },
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> WindowState:
+        raw = orjson.loads(data)
+        return cls(
+            project_id=raw["project_id"],
+            metric=raw["metric"],
+            kind=MetricKind(raw["kind"]),
+            window_start=int(raw["ws"]),
+            fingerprint=raw["f"],
+            breakdown_limit=int(raw["n"]),
+            conversion_window=int(raw["cw"]),
+            offset=int(raw["o"]),
+            groups={name: Group.from_json(g) for name, g in raw["g"].items()},
+            users={
+                uid: ConversionUser(first, breakdown, list(conversions))
+                for uid, (first, breakdown, conversions) in raw["u"].items()
+            },
+        )
+
+
+@dataclass
+class ExposureState:
+    exposure: Exposure
+    offset: int
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"e": self.exposure.model_dump(mode="json"), "o": self.offset})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ExposureState:
+        raw = orjson.loads(data)
+        return cls(Exposure.model_validate(raw["e"]), int(raw["o"]))
+
+
+@dataclass(frozen=True)
+class DedupPolicy:
+    """Client retries are dropped when their ``messageId`` was seen within this window."""
+
+    window_seconds: float = 600.0
+    max_ids: int = 500_000
+
+
+@dataclass
+class FlushResult:
+    partials: list[Partial] = field(default_factory=list)
+    exposures: list[Exposure] = field(default_factory=list)
+    writes: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+
+@dataclass
+class Counters:
+    processed: int = 0
+    duplicates: int = 0
+    replayed: int = 0
+    late: dict[str, int] = field(default_factory=dict)
+
+
+def _scalar_text(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+class PartitionState:
+    """The first stage's state for one partition of ``events.raw``; see the module docstring."""
+
+    def __init__(self, partition: int, dedup: DedupPolicy | None = None) -> None:
+        self.partition = partition
+        self.dedup_policy = dedup or DedupPolicy()
+        self.checkpoint = -1
+        self.last_offset = -1
+        self.watermarks: dict[str, float] = {}
+        self.windows: dict[tuple[str, str, int], WindowState] = {}
+        self.exposures: dict[tuple[str, str, str], ExposureState] = {}
+        self.seen: dict[str, float] = {}
+        self.chunks: dict[str, float] = {}
+        self.counters = Counters()
+        self._new_ids: list[tuple[str, float]] = []
+        self._dirty_windows: set[tuple[str, str, int]] = set()
+        self._new_exposures: list[tuple[tuple[str, str, str], Exposure]] = []
+
+    # keys of the persisted entries -------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.partition}|"
+
+    def _window_key(self, key: tuple[str, str, int]) -> str:
+        return f"{self.partition}|w|{key[0]}|{key[1]}|{key[2]}"
+
+    def _exposure_key(self, key: tuple[str, str, str]) -> str:
+        return f"{self.partition}|x|{key[0]}|{key[1]}|{key[2]}"
+
+    @property
+    def checkpoint_key(self) -> str:
+        return f"{self.partition}|c"
+
+    # recovery ------------------------------------------------------------------------------
+
+    def load(self, store: StateStore) -> None:
+        """Rebuild from the persisted entries of this partition (after a restart or rebalance)."""
+        chunks: list[tuple[int, list[tuple[str, float]]]] = []
+        for key, value in store.items_with_prefix(self.prefix):
+            kind = key.split("|", 2)[1]
+            if kind == "w":
+                window = WindowState.from_bytes(value)
+                self.windows[(window.project_id, window.metric, window.window_start)] = window
+            elif kind == "x":
+                exposure = ExposureState.from_bytes(value)
+                e = exposure.exposure
+                self.exposures[(e.project_id, e.experiment, e.unit_id)] = exposure
+            elif kind == "d":
+                ids = [(str(i), float(t)) for i, t in orjson.loads(value)]
+                chunks.append((int(key.rsplit("|", 1)[1]), ids))
+                self.chunks[key] = max((t for _, t in ids), default=0.0)
+            elif kind == "c":
+                raw = orjson.loads(value)
+                self.checkpoint = int(raw["o"])
+                self.watermarks = {k: float(v) for k, v in raw["wm"].items()}
+        for _, ids in sorted(chunks):
+            self.seen.update(ids)
+        self.last_offset = self.checkpoint
+        # Partials of windows restored here may not have reached the second stage before the
+        # crash (the changelog write can land while the send did not): send them again.
+        self._dirty_windows.update(self.windows)
+
+    # the hot path -------------------------------------------------------------------------
+
+    def process(self, offset: int, event: EventView, catalog: Catalog) -> None:
+        """Apply the event at ``offset`` (offsets arrive in increasing order)."""
+        if offset <= self.checkpoint:
+            self.counters.replayed += 1
+            return
+        self.last_offset = max(self.last_offset, offset)
+        if self._is_retry(event):
+            self.counters.duplicates += 1
+            return
+        self.counters.processed += 1
+        self._track_exposure(offset, event, catalog)
+        project = event.project_id
+        watermark = self.watermarks.get(project)
+        start = window_start(event.timestamp)
+        if watermark is not None and start + WINDOW_SECONDS + catalog.lateness(project) <= (
+            watermark
+        ):
+            self._count_late(offset, project, watermark)
+        else:
+            for metric in catalog.metrics_for(project, event.event):
+                self._apply(offset, project, metric, start, event)
+        if watermark is None or event.timestamp > watermark:
+            self.watermarks[project] = event.timestamp
+
+    def _is_retry(self, event: EventView) -> bool:
+        if event.message_id in self.seen:
+            return True
+        self.seen[event.message_id] = event.received_at
+        self._new_ids.append((event.message_id, event.received_at))
+        return False
+
+    def _apply(
+        self, offset: int, project: str, metric: CompiledMetric, start: int, event: EventView
+    ) -> None:
+        key = (project, metric.key, start)
+        window = self.windows.get(key)
+        if window is None or window.fingerprint != metric.fingerprint:
+            # A changed definition starts its windows afresh: the second stage then replaces
+            # (or zeroes) what the old definition emitted for this window.
+            previous = -1 if window is None else window.offset
+            window = self.windows[key] = WindowState.for_metric(project, metric, start)
+            window.offset = previous
+        if offset <= window.offset:
+            return
+        window.apply(metric, event)
+        window.offset = offset
+        self._dirty_windows.add(key)
+
+    def _count_late(self, offset: int, project: str, watermark: float) -> None:
+        self.counters.late[project] = self.counters.late.get(project, 0) + 1
+        key = (project, LATE_EVENTS_METRIC, window_start(watermark))
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = WindowState(
+                project_id=project,
+                metric=LATE_EVENTS_METRIC,
+                kind=MetricKind.COUNT,
+                window_start=key[2],
+                fingerprint="",
+                breakdown_limit=1,
+                conversion_window=WINDOW_SECONDS,
+            )
+        if offset <= window.offset:
+            return
+        window.group(NO_BREAKDOWN).count += 1
+        window.offset = offset
+        self._dirty_windows.add(key)
+
+    def _track_exposure(self, offset: int, event: EventView, catalog: Catalog) -> None:
+        if event.type is not EventType.TRACK or event.event != EXPERIMENT_VIEWED:
+            return
+        experiment = _scalar_text(event.properties.get("experiment_id"))
+        variation = _scalar_text(event.properties.get("variation_id"))
+        if experiment is None or variation is None:
+            return
+        unit_field = catalog.exposure_unit(event.project_id, experiment)
+        unit = {"userId": event.user_id, "anonymousId": event.anonymous_id}.get(
+            unit_field or "", event.distinct_id
+        )
+        if unit is None:
+            return
+        key = (event.project_id, experiment, unit)
+        state = self.exposures.get(key)
+        if state is not None and offset <= state.offset:
+            return
+        if state is None:
+            exposure = Exposure(
+                project_id=event.project_id,
+                experiment=experiment,
+                unit_id=unit,
+                variation_id=variation,
+                timestamp=datetime.fromtimestamp(event.timestamp, UTC),
+                message_id=event.message_id,
+            )
+        elif variation != state.exposure.variation_id and not state.exposure.multi_variant:
+            exposure = state.exposure.model_copy(update={"multi_variant": True})
+        else:
+            return
+        self.exposures[key] = ExposureState(exposure, offset)
+        self._new_exposures.append((key, exposure))
+
+    # flushing -------------------------------------------------------------------------------
+
+    def flush(self, catalog: Catalog) -> FlushResult:
+        """What to send, then what to persist (in this order) for everything since last flush."""
+        result = FlushResult()
+        for key in sorted(self._dirty_windows):
+            window = self.windows.get(key)
+            if window is not None:
+                result.partials.append(window.partial(self.partition))
+                result.writes.append((self._window_key(key), window.to_bytes()))
+        for unit_key, exposure in self._new_exposures:
+            result.exposures.append(exposure)
+            result.writes.append(
+                (self._exposure_key(unit_key), self.exposures[unit_key].to_bytes())
+            )
+        result.writes.extend(self._closed_windows(catalog))
+        result.writes.extend(self._dedup_writes())
+        if self.last_offset > self.checkpoint:
+            self.checkpoint = self.last_offset
+            payload = {"o": self.checkpoint, "wm": self.watermarks}
+            result.writes.append((self.checkpoint_key, orjson.dumps(payload)))
+        self._dirty_windows.clear()
+        self._new_exposures.clear()
+        return result
+
+    def _closed_windows(self, catalog: Catalog) -> Iterable[tuple[str, None]]:
+        closed = [
+            key
+            for key in self.windows
+            if key[0] in self.watermarks
+            and key[2] + WINDOW_SECONDS + catalog.lateness(key[0]) <= self.watermarks[key[0]]
+        ]
+        for key in closed:
+            del self.windows[key]
+            yield self._window_key(key), None
+
+    def _dedup_writes(self) -> Iterator[tuple[str, bytes | None]]:
+        if self._new_ids:
+            first = self.last_offset
+            key = f"{self.partition}|d|{first}"
+            self.chunks[key] = max(t for _, t in self._new_ids)
+            yield key, orjson.dumps(self._new_ids)
+            self._new_ids = []
+        if not self.seen:
+            return
+        newest = max(self.chunks.values(), default=0.0)
+        horizon = newest - self.dedup_policy.window_seconds
+        for key, latest in list(self.chunks.items()):
+            if latest < horizon:
+                del self.chunks[key]
+                yield key, None
+        excess = len(self.seen) - self.dedup_policy.max_ids
+        for message_id, received in list(self.seen.items()):
+            if received >= horizon and excess <= 0:
+                break
+            del self.seen[message_id]
+            excess -= 1

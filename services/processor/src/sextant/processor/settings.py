@@ -1,0 +1,27 @@
+"""The processor's one settings class (environment variables ``SEXTANT_<FIELD>``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sextant.core.settings import LOCAL_DIR, KafkaSection, ServiceSection
+
+
+class ProcessorSettings(KafkaSection, ServiceSection):
+    processor_port: int = 8083
+    processor_flush_interval_seconds: float = 0.25
+    """Open windows are emitted at most this often (and at least this often while they change)."""
+    processor_batch_max: int = 5_000
+    processor_commit_interval_seconds: float = 1.0
+    processor_dedup_window_seconds: float = 600.0
+    """A ``messageId`` seen again within this many seconds (of ``received_at``) is a retry."""
+    processor_dedup_max_ids: int = 500_000
+    """Upper bound of remembered ``messageId`` values per partition."""
+    processor_merge_idle_seconds: float = 120.0
+    processor_data_dir: Path = LOCAL_DIR / "processor"
+    processor_group: str = ""
+    """Consumer group (faust app id); default ``<topic_prefix>-processor``."""
+
+    @property
+    def app_id(self) -> str:
+        return self.processor_group or f"{self.topic_prefix}-processor"
