@@ -221,7 +221,9 @@ def test_a_full_queue_drops_the_excess_and_delivers_the_rest(
 
         collector.start()
         assert client.flush(60)
-        assert set(message_ids(kafka_settings)) == set(ids[: stats.queued])
+        arrived = message_ids(kafka_settings)
+        assert len(arrived) == stats.queued == client.stats().delivered
+        assert set(ids[:20]) <= set(arrived) <= set(ids)  # the first ones fit, then as room frees
     finally:
         client.shutdown()
         collector.stop()
