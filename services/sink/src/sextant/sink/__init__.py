@@ -1,0 +1,1 @@
+"""The warehouse sink: Kafka topics into ClickHouse tables, idempotently, in batches."""

@@ -1,0 +1,151 @@
+"""A batch: the records read since the last commit, as rows per table, plus what to commit.
+
+A batch is bounded by records, bytes and age (:class:`BatchLimits`). Each table's insert
+carries a deduplication token naming the topic, the offset range of every partition and a
+checksum of the values, so the same batch inserted again (after a crash between the insert
+and the commit, cut the same way) is dropped by the engine; a batch cut differently is made
+harmless by the tables' keys.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sextant.core.batch_consumer import ConsumedRecord, Partition
+from sextant.schemas.records import SinkDeadLetter
+from sextant.sink.tables import PoisonRecordError, Row, TableSpec
+
+MAX_REASON = 2_000
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    rows: int
+    bytes: int
+    seconds: float
+
+
+class TableRows:
+    """One table's rows in a batch, one per duplicate key, with the records they came from."""
+
+    __slots__ = ("_index", "duplicates", "lines", "sources", "versions")
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.sources: list[ConsumedRecord] = []
+        self.versions: list[int] = []
+        self.duplicates = 0
+        self._index: dict[Hashable, int] = {}
+
+    def add(self, row: Row, source: ConsumedRecord) -> None:
+        if row.key is not None:
+            at = self._index.get(row.key)
+            if at is not None:
+                self.duplicates += 1
+                if row.version > self.versions[at]:
+                    self.lines[at], self.sources[at], self.versions[at] = (
+                        row.line,
+                        source,
+                        row.version,
+                    )
+                return
+            self._index[row.key] = len(self.lines)
+        self.lines.append(row.line)
+        self.sources.append(source)
+        self.versions.append(row.version)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+@dataclass
+class _Span:
+    """The offsets of one partition's records in the batch, and a checksum of their values."""
+
+    first: int
+    last: int
+    checksum: int = 0
+
+
+def dead_letter(record: ConsumedRecord, reason: str) -> SinkDeadLetter:
+    value = record.value or b""
+    return SinkDeadLetter(
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        reason=reason[:MAX_REASON],
+        value=value.decode("utf-8", "backslashreplace"),
+        failed_at=datetime.now(UTC),
+    )
+
+
+@dataclass
+class Batch:
+    """Records added in offset order per partition; nothing here talks to Kafka or ClickHouse."""
+
+    specs: dict[str, TableSpec]
+    """The table spec of each full topic name."""
+    started_at: float | None = None
+    records: int = 0
+    value_bytes: int = 0
+    tables: dict[str, TableRows] = field(default_factory=dict)
+    dead_letters: list[SinkDeadLetter] = field(default_factory=list)
+    spans: dict[Partition, _Span] = field(default_factory=dict)
+    written: set[str] = field(default_factory=set)
+    """Tables whose rows are in the warehouse already (a retried flush skips them)."""
+    letters_sent: bool = False
+
+    def add(self, record: ConsumedRecord, now: float) -> None:
+        if self.started_at is None:
+            self.started_at = now
+        self.records += 1
+        value = record.value or b""
+        self.value_bytes += len(value)
+        self._track(record, value)
+        spec = self.specs[record.topic]
+        try:
+            row = spec.encode(record)
+        except PoisonRecordError as error:
+            self.dead_letters.append(dead_letter(record, str(error)))
+            return
+        rows = self.tables.get(spec.table)
+        if rows is None:
+            rows = self.tables[spec.table] = TableRows()
+        rows.add(row, record)
+
+    def _track(self, record: ConsumedRecord, value: bytes) -> None:
+        partition = (record.topic, record.partition)
+        span = self.spans.get(partition)
+        if span is None:
+            span = self.spans[partition] = _Span(record.offset, record.offset)
+        span.last = record.offset
+        span.checksum = zlib.crc32(value, span.checksum)
+
+    def due(self, now: float, limits: BatchLimits) -> bool:
+        if self.records == 0:
+            return False
+        assert self.started_at is not None
+        return (
+            self.records >= limits.rows
+            or self.value_bytes >= limits.bytes
+            or now - self.started_at >= limits.seconds
+        )
+
+    def time_left(self, now: float, limits: BatchLimits) -> float:
+        """Seconds until the batch is due by age (``limits.seconds`` while it is empty)."""
+        if self.started_at is None:
+            return limits.seconds
+        return max(self.started_at + limits.seconds - now, 0.0)
+
+    def token(self, topic: str) -> str:
+        """The deduplication token of ``topic``'s rows: same records, same token."""
+        spans = sorted((p, s) for (t, p), s in self.spans.items() if t == topic)
+        ranges = ",".join(f"{p}:{s.first}-{s.last}:{s.checksum:08x}" for p, s in spans)
+        return f"{topic}|{ranges}"
+
+    def next_offsets(self) -> dict[Partition, int]:
+        """What to commit once the batch is durable: each partition's last offset + 1."""
+        return {partition: span.last + 1 for partition, span in self.spans.items()}

@@ -1,0 +1,322 @@
+"""The sink's consume loop: poll → batch → insert → dead-letter → commit, one step at a time.
+
+What a caller may rely on:
+
+* Offsets are committed only after every row of the batch is in the warehouse (or was refused
+  for good and its record is on the dead-letter topic). A crash at any point loses nothing;
+  what was inserted but not committed is read again and its replay is harmless.
+* While the warehouse (or Kafka) fails, the loop keeps the batch, stops fetching (the member
+  keeps its partitions) and retries with exponential backoff and jitter; :class:`Health` says
+  what is failing. It resumes and catches up by itself.
+* A record that can never be decoded or inserted is sent to the dead-letter topic with the
+  reason and its partition moves on.
+
+Time is injected (``clock``), and waiting is done by polling the source, so tests with fakes
+run without sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sextant.core.batch_consumer import ConsumedRecord, Partition
+from sextant.core.kafka import KafkaError
+from sextant.core.logging import get_logger
+from sextant.schemas.records import SinkDeadLetter
+from sextant.sink import metrics
+from sextant.sink.batch import Batch, BatchLimits, dead_letter
+from sextant.sink.tables import TableSpec
+from sextant.sink.writer import Store, WarehouseUnavailableError, write_rows
+
+log = get_logger(__name__)
+
+WAIT_SLICE_SECONDS = 0.25
+"""Longest single poll while waiting, so a stop request is noticed quickly."""
+
+
+class Source(Protocol):
+    """The consumer-group member (:class:`sextant.core.batch_consumer.BatchConsumer`)."""
+
+    def poll(self, timeout_s: float, max_records: int) -> list[ConsumedRecord]: ...
+
+    def pause_all(self) -> None: ...
+
+    def resume_all(self) -> None: ...
+
+    def seek(self, partition: Partition, offset: int) -> None: ...
+
+    def assignment(self) -> set[Partition]: ...
+
+    def commit(self, next_offsets: Mapping[Partition, int]) -> None: ...
+
+    def lag(self) -> dict[Partition, int]: ...
+
+
+class DeadLetterOut(Protocol):
+    def send(self, letters: Sequence[SinkDeadLetter]) -> None:
+        """Return once every letter is durable on the dead-letter topic; raise otherwise."""
+
+
+@dataclass
+class Health:
+    """What readiness reports; written by the loop's thread, read by any."""
+
+    warehouse_ok: bool = False
+    kafka_ok: bool = False
+    consuming: bool = False
+    last_error: str | None = None
+    batches_committed: int = 0
+    records_committed: int = 0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: float
+    maximum: float
+
+    def next(self, previous: float | None) -> float:
+        """Double the previous delay up to the maximum, with ±20 % jitter."""
+        base = self.initial if previous is None else min(previous * 2, self.maximum)
+        return base * random.uniform(0.8, 1.2)
+
+
+class SinkLoop:
+    """One consumer's loop. Call :meth:`step` until stopping, then :meth:`flush` once."""
+
+    # A step returns within about one poll (WAIT_SLICE_SECONDS) plus one flush attempt, so the
+    # caller notices a stop request quickly and never leaves the group for being slow.
+
+    def __init__(
+        self,
+        source: Source,
+        store: Store,
+        dead_letters: DeadLetterOut,
+        specs: dict[str, TableSpec],
+        limits: BatchLimits,
+        backoff: Backoff,
+        *,
+        health: Health | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        health_interval: float = 5.0,
+        ping: Callable[[], bool] | None = None,
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._dead_letters = dead_letters
+        self._specs = specs
+        self._limits = limits
+        self._backoff = backoff
+        self.health = health or Health()
+        self._clock = clock
+        self._health_interval = health_interval
+        self._ping = ping
+        self._batch = self._new_batch()
+        self._carry: list[ConsumedRecord] = []
+        self._rewind: dict[Partition, int] = {}
+        self._paused = False
+        self._retry_at: float | None = None
+        self._delay: float | None = None
+        self._began: float | None = None
+        self._kafka_failing = False
+        self._next_check = clock()
+        self._last_write = clock()
+
+    def _new_batch(self) -> Batch:
+        return Batch(self._specs)
+
+    # -- the steady state -------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Do the next bit of work; never blocks much longer than one poll.
+
+        Normally: read what is there (waiting at most until the batch is due), then flush if
+        due. After a failed flush: wait out the backoff, fetching nothing but keeping the
+        membership, then try again.
+        """
+        if self._retry_at is not None:
+            self._retry_pending()
+        else:
+            self._read()
+        self._check_health()
+
+    def _read(self) -> None:
+        batch = self._batch
+        if self._carry:
+            records, self._carry = self._carry, []
+        else:
+            timeout = min(batch.time_left(self._clock(), self._limits), WAIT_SLICE_SECONDS)
+            records = self._poll(timeout, self._limits.rows - batch.records)
+        batch = self._batch  # a rebalance inside the poll may have replaced it
+        now = self._clock()
+        for record in records:
+            batch.add(record, now)
+        if batch.due(self._clock(), self._limits):
+            self._flush_or_back_off()
+
+    def _retry_pending(self) -> None:
+        assert self._retry_at is not None
+        left = self._retry_at - self._clock()
+        if left > 0:
+            self._source.pause_all()  # also pauses partitions a rebalance just assigned
+            records = self._poll(min(left, WAIT_SLICE_SECONDS), self._limits.rows)
+            # Anything fetched meanwhile belongs to the next batch, never to this one. (Poll
+            # first: a rebalance inside it replaces self._carry.)
+            self._carry.extend(records)
+        if self._retry_at is not None and self._clock() >= self._retry_at:
+            self._flush_or_back_off()
+
+    def _poll(self, timeout_s: float, max_records: int) -> list[ConsumedRecord]:
+        records = self._source.poll(timeout_s, max(max_records, 1))
+        self.health.consuming = True
+        if not self._rewind:
+            return records
+        rewound, self._rewind = self._rewind, {}
+        owned = self._source.assignment()
+        for partition, offset in rewound.items():
+            if partition in owned:
+                self._source.seek(partition, offset)
+        return [r for r in records if (r.topic, r.partition) not in rewound]
+
+    def revoked(self, partitions: list[Partition]) -> None:
+        """Rebalance: drop the uncommitted batch; it is read again from its first offsets.
+
+        Runs inside the source's poll, so it only records what to do; the next poll seeks
+        the partitions this member keeps back to where the dropped batch began.
+        """
+        batch = self._batch
+        if batch.records == 0 and not self._carry:
+            return
+        for partition, span in batch.spans.items():
+            self._rewind[partition] = min(self._rewind.get(partition, span.first), span.first)
+        for record in self._carry:
+            partition = (record.topic, record.partition)
+            self._rewind[partition] = min(self._rewind.get(partition, record.offset), record.offset)
+        self._carry = []
+        self._batch = self._new_batch()
+        self._retry_at = self._delay = None
+        self._kafka_failing = False
+        self._resume()
+        log.info("batch dropped by a rebalance", records=batch.records, revoked=len(partitions))
+
+    # -- flushing ---------------------------------------------------------------------------
+
+    def flush(self) -> bool:
+        """One attempt to write the batch, dead-letter its poison and commit: True when done.
+
+        A failed attempt keeps the batch; the next attempt skips the stages already done.
+        """
+        batch = self._batch
+        if batch.records == 0:
+            return True
+        if self._began is None:
+            self._began = self._clock()
+        for stage, action in (
+            ("warehouse", self._write),
+            ("dead_letters", self._send_letters),
+            ("commit", self._commit),
+        ):
+            try:
+                action(batch)
+            except (WarehouseUnavailableError, KafkaError) as error:
+                self._failed(stage, error)
+                return False
+        metrics.BATCH_SECONDS.observe(self._clock() - self._began)
+        metrics.BATCH_RECORDS.observe(batch.records)
+        self.health.batches_committed += 1
+        self.health.records_committed += batch.records
+        self._batch = self._new_batch()
+        self._began = None
+        self._kafka_failing = False
+        return True
+
+    def _flush_or_back_off(self) -> None:
+        if self.flush():
+            self._retry_at = self._delay = None
+            self._resume()
+        else:
+            self._delay = self._backoff.next(self._delay)
+            self._retry_at = self._clock() + self._delay
+            self._source.pause_all()
+            self._paused = True
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._source.resume_all()
+            self._paused = False
+
+    def _failed(self, stage: str, error: Exception) -> None:
+        metrics.FAILURES.labels(stage).inc()
+        if isinstance(error, WarehouseUnavailableError):
+            self.health.warehouse_ok = False
+            metrics.WAREHOUSE_UP.set(0)
+        else:
+            self.health.kafka_ok = False
+            self._kafka_failing = stage != "lag"
+        self.health.last_error = f"{stage}: {error}"[:1_000]
+        log.warning("sink stage failed, will retry", stage=stage, error=str(error)[:300])
+
+    def _write(self, batch: Batch) -> None:
+        for topic, spec in self._specs.items():
+            rows = batch.tables.get(spec.table)
+            if rows is None or spec.table in batch.written:
+                continue
+            began = self._clock()
+            result = write_rows(self._store, spec.table, spec.columns, rows, batch.token(topic))
+            metrics.INSERT_SECONDS.labels(spec.table).observe(self._clock() - began)
+            metrics.ROWS_INSERTED.labels(spec.table).inc(result.rows)
+            metrics.BYTES_INSERTED.labels(spec.table).inc(result.bytes)
+            metrics.DUPLICATES_DROPPED.labels(spec.table).inc(rows.duplicates)
+            batch.dead_letters.extend(dead_letter(rec, why) for rec, why in result.refused)
+            batch.written.add(spec.table)
+        self._last_write = self._clock()
+        self.health.warehouse_ok = True
+        metrics.WAREHOUSE_UP.set(1)
+
+    def _send_letters(self, batch: Batch) -> None:
+        if batch.dead_letters and not batch.letters_sent:
+            self._dead_letters.send(batch.dead_letters)
+            for letter in batch.dead_letters:
+                metrics.DEAD_LETTERS.labels(letter.source_topic).inc()
+                log.warning(
+                    "record sent to the dead-letter topic",
+                    topic=letter.source_topic,
+                    partition=letter.partition,
+                    offset=letter.offset,
+                    reason=letter.reason[:300],
+                )
+        batch.letters_sent = True
+
+    def _commit(self, batch: Batch) -> None:
+        self._source.commit(batch.next_offsets())
+        self.health.kafka_ok = True
+        self.health.last_error = None
+
+    # -- health -----------------------------------------------------------------------------
+
+    def _check_health(self) -> None:
+        """Every ``health_interval``: measure the lag; ping a warehouse nothing was written to.
+
+        Neither clears a failure a pending flush still has: the table may be gone while the
+        server answers, or the dead-letter topic refuse while offsets can be read.
+        """
+        now = self._clock()
+        if now < self._next_check:
+            return
+        self._next_check = now + self._health_interval
+        try:
+            lags = self._source.lag()
+        except KafkaError as error:
+            self._failed("lag", error)
+        else:
+            self.health.kafka_ok = not self._kafka_failing
+            for (topic, partition), lag in lags.items():
+                metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+        idle = self._retry_at is None and now - self._last_write >= self._health_interval
+        if self._ping is not None and idle:
+            up = self._ping()
+            self.health.warehouse_ok = up
+            metrics.WAREHOUSE_UP.set(1 if up else 0)

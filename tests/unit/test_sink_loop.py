@@ -1,0 +1,312 @@
+"""The consume loop against in-memory fakes of Kafka and the warehouse, on a fake clock.
+
+The same behaviour is shown against the real broker and engine in
+tests/integration/test_sink_service.py and tests/integration/test_sink_crash.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from sextant.core.batch_consumer import Partition
+from sextant.core.kafka import KafkaError, Record
+from sextant.core.warehouse import ClickHouseError
+from sextant.schemas.events import Envelope, EventType
+from sextant.schemas.records import SinkDeadLetter
+from sextant.schemas.topics import Topic, topic_name
+from sextant.sink.batch import BatchLimits
+from sextant.sink.loop import Backoff, SinkLoop
+from sextant.sink.tables import TABLES
+
+PREFIX = "unit"
+RAW = topic_name(Topic.EVENTS_RAW, PREFIX)
+SPECS = {topic_name(topic, PREFIX): spec for topic, spec in TABLES.items()}
+AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Log:
+    """Partitions of records; a consumer's positions, pauses and commits over them."""
+
+    def __init__(self, clock: Clock, partitions: int = 3) -> None:
+        self.clock = clock
+        self.records: dict[Partition, list[Record]] = {(RAW, p): [] for p in range(partitions)}
+        self.position = dict.fromkeys(self.records, 0)
+        self.committed: dict[Partition, int] = {}
+        self.commits = 0
+        self.paused: set[Partition] = set()
+        self.commit_fails = False
+        self.on_revoked: Callable[[list[Partition]], None] = lambda _: None
+        self.revoke_on_next_poll = False
+
+    def produce(self, partition: int, value: bytes | None) -> None:
+        log = self.records[(RAW, partition)]
+        log.append(Record(RAW, partition, len(log), None, value, 0))
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        if self.revoke_on_next_poll:
+            self.revoke_on_next_poll = False
+            self.on_revoked(sorted(self.position))  # all reassigned: positions are kept
+        out: list[Record] = []
+        for partition in sorted(self.position):
+            if partition in self.paused:
+                continue
+            start = self.position[partition]
+            taken = self.records[partition][start : start + max_records - len(out)]
+            out.extend(taken)
+            self.position[partition] = start + len(taken)
+        if not out:
+            self.clock.now += timeout_s
+        return out
+
+    def pause_all(self) -> None:
+        self.paused = set(self.position)
+
+    def resume_all(self) -> None:
+        self.paused = set()
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        self.position[partition] = offset
+
+    def assignment(self) -> set[Partition]:
+        return set(self.position)
+
+    def commit(self, next_offsets: Mapping[Partition, int]) -> None:
+        if self.commit_fails:
+            raise KafkaError("coordinator not available")
+        for partition, offset in next_offsets.items():
+            assert offset >= self.committed.get(partition, 0), "commits never go back"
+            self.committed[partition] = offset
+        self.commits += 1
+
+    def lag(self) -> dict[Partition, int]:
+        return {p: len(r) - self.committed.get(p, 0) for p, r in self.records.items()}
+
+    def end(self) -> dict[Partition, int]:
+        return {p: len(r) for p, r in self.records.items() if r}
+
+
+class Warehouse:
+    """Stores rows, drops a repeated dedup token, refuses rows with a poison property."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict[str, object]]] = {}
+        self.tokens: set[str] = set()
+        self.down = False
+        self.attempts = 0
+
+    def insert_json(
+        self, table: str, rows: bytes, column_names: tuple[str, ...], dedup_token: str | None = None
+    ) -> None:
+        self.attempts += 1
+        if self.down:
+            raise ClickHouseError("Code: 60. Table db.events does not exist. (UNKNOWN_TABLE)")
+        parsed = [orjson.loads(line) for line in rows.split(b"\n")]
+        if any("poison" in row["properties"] for row in parsed):
+            raise ClickHouseError("Code: 117. Duplicate path found (INCORRECT_DATA)")
+        assert dedup_token is not None
+        if dedup_token not in self.tokens:
+            self.tokens.add(dedup_token)
+            self.rows.setdefault(table, []).extend(parsed)
+
+    def ping(self) -> bool:
+        return not self.down
+
+    def message_ids(self) -> list[str]:
+        return [str(row["message_id"]) for row in self.rows.get("events", [])]
+
+
+class DeadLetters:
+    def __init__(self) -> None:
+        self.letters: list[SinkDeadLetter] = []
+        self.down = False
+
+    def send(self, letters: Sequence[SinkDeadLetter]) -> None:
+        if self.down:
+            raise KafkaError("broker not available")
+        self.letters.extend(letters)
+
+
+def envelope(message_id: str, **properties: object) -> bytes:
+    return (
+        Envelope(
+            project_id="demo",
+            type=EventType.TRACK,
+            event="Purchased",
+            distinct_id="u1",
+            properties=properties,
+            timestamp=AT,
+            received_at=AT,
+            message_id=message_id,
+        )
+        .model_dump_json(by_alias=True)
+        .encode()
+    )
+
+
+class Rig:
+    def __init__(self, rows: int = 100, seconds: float = 1.0) -> None:
+        self.clock = Clock()
+        self.log = Log(self.clock)
+        self.warehouse = Warehouse()
+        self.dead = DeadLetters()
+        self.loop = SinkLoop(
+            self.log,
+            self.warehouse,
+            self.dead,
+            SPECS,
+            BatchLimits(rows=rows, bytes=10**9, seconds=seconds),
+            Backoff(initial=0.2, maximum=5.0),
+            clock=self.clock,
+            ping=self.warehouse.ping,
+        )
+        self.log.on_revoked = self.loop.revoked
+
+    def produce(self, count: int, start: int = 0) -> list[str]:
+        ids = [f"m{i}" for i in range(start, start + count)]
+        for i, message_id in enumerate(ids):
+            self.log.produce(i % 3, envelope(message_id, n=i))
+        return ids
+
+    def run(self, seconds: float) -> None:
+        """Step the loop until ``seconds`` of fake time have passed."""
+        deadline = self.clock.now + seconds
+        steps = 0
+        while self.clock.now < deadline:
+            self.loop.step()
+            steps += 1
+            assert steps < 100_000, "the loop stopped advancing time"
+
+    def caught_up(self) -> bool:
+        return self.log.committed == self.log.end()
+
+
+def test_batches_are_cut_by_records_and_committed_after_their_insert() -> None:
+    rig = Rig(rows=100)
+    ids = rig.produce(250)
+    rig.run(5)
+    assert sorted(rig.warehouse.message_ids()) == sorted(ids)
+    assert rig.caught_up()
+    assert rig.log.commits == 3
+    assert rig.loop.health.warehouse_ok
+    assert rig.loop.health.kafka_ok
+
+
+def test_a_trickle_is_written_within_the_batch_age() -> None:
+    rig = Rig(rows=1_000, seconds=1.0)
+    rig.produce(5)
+    rig.run(0.5)
+    assert rig.log.commits == 0
+    rig.run(1.0)
+    assert len(rig.warehouse.message_ids()) == 5
+    assert rig.caught_up()
+
+
+def test_nothing_is_committed_while_the_warehouse_is_down_and_it_catches_up_after() -> None:
+    rig = Rig(rows=100)
+    rig.warehouse.down = True
+    ids = rig.produce(150)
+    rig.run(60)
+    assert rig.log.committed == {}
+    assert not rig.loop.health.warehouse_ok
+    assert rig.log.paused  # it stopped fetching instead of piling records up in memory
+    assert rig.warehouse.attempts < 25  # backed off, not hammering
+    more = rig.produce(60, start=150)
+    rig.warehouse.down = False
+    rig.run(20)
+    assert sorted(rig.warehouse.message_ids()) == sorted(ids + more)
+    assert rig.caught_up()
+    assert rig.loop.health.warehouse_ok
+    assert not rig.log.paused
+
+
+def test_poison_goes_to_the_dead_letters_and_the_partition_moves_on() -> None:
+    rig = Rig(rows=50)
+    ids = rig.produce(40)
+    rig.log.produce(0, b"{ not json")
+    rig.log.produce(1, envelope("bad", poison=True))  # decodes, but the engine refuses it
+    more = rig.produce(40, start=40)
+    rig.run(5)
+    assert sorted(rig.warehouse.message_ids()) == sorted(ids + more)
+    assert rig.caught_up()
+    assert {(d.partition, d.reason.split(":")[0]) for d in rig.dead.letters} == {
+        (0, "not a valid record"),
+        (1, "warehouse refused the row"),
+    }
+
+
+def test_dead_letters_are_durable_before_the_offsets_are_committed() -> None:
+    rig = Rig(rows=10)
+    rig.produce(5)
+    rig.log.produce(2, b"garbage")
+    rig.dead.down = True
+    rig.run(30)
+    assert rig.log.committed == {}
+    assert not rig.loop.health.kafka_ok
+    rig.dead.down = False
+    rig.run(10)
+    assert rig.caught_up()
+    assert len(rig.dead.letters) == 1
+
+
+def test_a_failed_commit_is_retried_without_inserting_again() -> None:
+    rig = Rig(rows=10)
+    ids = rig.produce(10)
+    rig.log.commit_fails = True
+    rig.run(10)
+    inserted = rig.warehouse.attempts
+    rig.log.commit_fails = False
+    rig.run(5)
+    assert rig.caught_up()
+    assert rig.warehouse.attempts == inserted
+    assert sorted(rig.warehouse.message_ids()) == sorted(ids)
+
+
+def test_a_rebalance_drops_the_batch_and_reads_it_again_from_its_first_offsets() -> None:
+    rig = Rig(rows=100, seconds=5.0)
+    ids = rig.produce(60)
+    rig.loop.step()  # the 60 records are in the batch, not yet due
+    assert rig.log.commits == 0
+    rig.log.revoke_on_next_poll = True  # the partitions stay here and keep their positions
+    ids += rig.produce(30, start=60)
+    rig.run(10)
+    assert sorted(rig.warehouse.message_ids()) == sorted(ids)  # each once, none lost
+    assert rig.caught_up()
+
+
+def test_a_rebalance_during_an_outage_loses_nothing() -> None:
+    rig = Rig(rows=20)
+    ids = rig.produce(50)
+    rig.warehouse.down = True
+    rig.run(3)
+    rig.log.revoke_on_next_poll = True
+    rig.run(3)
+    rig.warehouse.down = False
+    rig.run(30)
+    assert sorted(set(rig.warehouse.message_ids())) == sorted(ids)
+    assert rig.caught_up()
+
+
+@pytest.mark.parametrize("down", ["warehouse", "dead letters"])
+def test_stopping_during_an_outage_commits_nothing(down: str) -> None:
+    rig = Rig(rows=10)
+    rig.produce(10)
+    rig.log.produce(0, b"garbage")
+    if down == "warehouse":
+        rig.warehouse.down = True
+    else:
+        rig.dead.down = True
+    rig.run(5)
+    assert not rig.loop.flush()
+    assert rig.log.committed == {}
