@@ -1,0 +1,18 @@
+"""``sextant notifier``: deliver alert transitions to webhooks until interrupted."""
+
+from __future__ import annotations
+
+from sextant.core.logging import configure_logging
+from sextant.core.service import serve
+from sextant.notifier.app import create_app
+from sextant.notifier.settings import NotifierSettings
+
+
+def main() -> None:
+    settings = NotifierSettings()
+    configure_logging(settings.log_level, settings.log_json, part="notifier")
+    serve(create_app(settings), settings.host, settings.notifier_port, settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The notifier's FastAPI app: operations routes and the delivery log, assembled in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal
+
+import httpx
+from fastapi import FastAPI, Query
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+
+from sextant.core.config_plane import ConfigFollower, ConfigState
+from sextant.core.kafka import cluster_reachable
+from sextant.core.service import add_operational_routes
+from sextant.notifier.delivery import Delivery, DeliveryLog, NotifierMetrics
+from sextant.notifier.service import NotifierService
+from sextant.notifier.settings import NotifierSettings
+
+DESCRIPTION = """Delivers alert transitions to webhooks: signed (HMAC-SHA256), retried with
+backoff, deduplicated by transition id. `GET /deliveries` shows what became of each."""
+
+
+class DeliveryPage(BaseModel):
+    """The latest deliveries, newest first."""
+
+    items: list[Delivery]
+
+
+def create_app(
+    settings: NotifierSettings,
+    *,
+    state: ConfigState | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> FastAPI:
+    """The notifier app. ``state`` replaces the config follower (tests); ``transport`` the
+    HTTP transport of webhook calls."""
+    follower = None if state is not None else ConfigFollower(settings)
+    config = state if state is not None else follower.state  # type: ignore[union-attr]
+    registry = CollectorRegistry()
+    metrics = NotifierMetrics(registry)
+    deliveries = DeliveryLog(settings.delivery_log_size)
+    service = NotifierService(
+        settings,
+        config,
+        deliveries,
+        metrics,
+        config_ready=(lambda: True) if follower is None else (lambda: follower.caught_up),
+        transport=transport,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if follower is not None:
+            follower.start()
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+            if follower is not None:
+                follower.stop()
+
+    app = FastAPI(title="Sextant notifier", description=DESCRIPTION, lifespan=lifespan)
+    app.state.notifier = service
+    add_operational_routes(
+        app,
+        {
+            "kafka": lambda: cluster_reachable(settings.kafka_bootstrap),
+            "config": lambda: follower is None or follower.caught_up,
+            "consumer": service.ready,
+        },
+        registry,
+    )
+
+    @app.get("/deliveries", tags=["deliveries"], summary="What became of recent deliveries")
+    def list_deliveries(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        transition_id: str | None = None,
+        rule_id: str | None = None,
+        outcome: Literal["delivered", "failed", "refused", "muted", "duplicate"] | None = None,
+    ) -> DeliveryPage:
+        return DeliveryPage(items=deliveries.list(limit, transition_id, rule_id, outcome))
+
+    return app
