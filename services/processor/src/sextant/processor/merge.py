@@ -54,17 +54,27 @@ def merge_partials(partials: list[Partial]) -> dict[str, Group]:
     return merged
 
 
+@dataclass(frozen=True)
+class WindowId:
+    """What names a window's points: project, metric and its kind, start (epoch seconds)."""
+
+    project_id: str
+    metric: str
+    kind: MetricKind
+    window_start: int
+
+
 def to_point(
-    partial: Partial, breakdown: str, group: Group, version: int, emitted_at: datetime
+    window: WindowId, breakdown: str, group: Group, version: int, emitted_at: datetime
 ) -> MetricPoint:
     registers: list[int] = []
-    if partial.kind is MetricKind.UNIQUE_USERS:
+    if window.kind is MetricKind.UNIQUE_USERS:
         registers = list(group.registers or bytes(HLL_REGISTERS))
-    digest = compress(group.centroids()) if partial.kind is MetricKind.PERCENTILES else []
+    digest = compress(group.centroids()) if window.kind is MetricKind.PERCENTILES else []
     return MetricPoint(
-        project_id=partial.project_id,
-        metric=partial.metric,
-        window_start=datetime.fromtimestamp(partial.window_start, UTC),
+        project_id=window.project_id,
+        metric=window.metric,
+        window_start=datetime.fromtimestamp(window.window_start, UTC),
         window_seconds=WINDOW_SECONDS,
         breakdown=breakdown,
         count=group.count,
@@ -112,9 +122,10 @@ class WindowMerge:
         grew = not groups.keys() <= self.emitted
         self.emitted |= groups.keys()
         version = self.version
+        window = WindowId(sample.project_id, sample.metric, sample.kind, sample.window_start)
         changed = []
         for name in sorted(groups):
-            point = to_point(sample, name, groups[name], version, emitted_at)
+            point = to_point(window, name, groups[name], version, emitted_at)
             content = point.model_dump(mode="json", exclude={"version", "emitted_at"})
             digest = hashlib.sha256(orjson.dumps(content)).hexdigest()
             if self.fingerprints.get(name) != digest:

@@ -234,16 +234,21 @@ class WindowState:
 
 @dataclass
 class ExposureState:
+    """A unit's first exposure to an experiment, and every variation it has seen since."""
+
     exposure: Exposure
     offset: int
+    variations: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"e": self.exposure.model_dump(mode="json"), "o": self.offset})
+        return orjson.dumps(
+            {"e": self.exposure.model_dump(mode="json"), "o": self.offset, "v": self.variations}
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ExposureState:
         raw = orjson.loads(data)
-        return cls(Exposure.model_validate(raw["e"]), int(raw["o"]))
+        return cls(Exposure.model_validate(raw["e"]), int(raw["o"]), list(raw["v"]))
 
 
 @dataclass(frozen=True)
@@ -425,23 +430,28 @@ class PartitionState:
             return
         key = (event.project_id, experiment, unit)
         state = self.exposures.get(key)
-        if state is not None and offset <= state.offset:
+        if state is not None and (offset <= state.offset or variation in state.variations):
             return
+        seen = Exposure(
+            project_id=event.project_id,
+            experiment=experiment,
+            unit_id=unit,
+            variation_id=variation,
+            timestamp=datetime.fromtimestamp(event.timestamp, UTC),
+            message_id=event.message_id,
+        )
         if state is None:
-            exposure = Exposure(
-                project_id=event.project_id,
-                experiment=experiment,
-                unit_id=unit,
-                variation_id=variation,
-                timestamp=datetime.fromtimestamp(event.timestamp, UTC),
-                message_id=event.message_id,
-            )
-        elif variation != state.exposure.variation_id and not state.exposure.multi_variant:
-            exposure = state.exposure.model_copy(update={"multi_variant": True})
-        else:
+            state = self.exposures[key] = ExposureState(seen, offset, [variation])
+            self._new_exposures.append((key, seen))
             return
-        self.exposures[key] = ExposureState(exposure, offset)
-        self._new_exposures.append((key, exposure))
+        # A second variation flags the unit: its first exposure is re-sent flagged (the
+        # warehouse keeps both rows of a unit), and so is every further variation it sees.
+        if not state.exposure.multi_variant:
+            state.exposure = state.exposure.model_copy(update={"multi_variant": True})
+            self._new_exposures.append((key, state.exposure))
+        state.variations.append(variation)
+        state.offset = offset
+        self._new_exposures.append((key, seen.model_copy(update={"multi_variant": True})))
 
     # flushing -------------------------------------------------------------------------------
 

@@ -1,0 +1,305 @@
+"""``sextant metrics backfill``: a definition's history from the ``events`` table.
+
+The warehouse does the heavy part in SQL (filters, minute buckets, breakdown values, counts,
+sums, the per-user conversion test, distinct users' hashes, values for the digest); the
+result is shaped into the same :class:`~sextant.schemas.records.MetricPoint` values the live
+processor emits (same breakdown top-N, same HyperLogLog registers for the same users) and sent
+to ``metric_points`` for the sink to write.
+
+Versions: backfilled points carry ``BACKFILL_VERSION_BASE`` + the run's start in milliseconds,
+above any live version (a sum of offsets), and a later run above an earlier one. So by default
+a backfill covers only windows the live processor has closed (``until`` = now - the project's
+lateness - one minute): there it replaces what live computed (live may have seen only part of
+the minute the definition was created in), and live corrections cannot arrive afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from sextant.core.kafka import make_producer
+from sextant.core.settings import KafkaSection
+from sextant.core.warehouse import Warehouse
+from sextant.processor.aggregates import WINDOW_SECONDS, Group
+from sextant.processor.definitions import NO_BREAKDOWN, NONE_VALUE
+from sextant.processor.merge import WindowId, to_point, top_groups
+from sextant.schemas.config import FilterOp, MetricDefinition, MetricKind, PropertyFilter
+from sextant.schemas.records import MetricPoint
+from sextant.schemas.sketches import hll_position
+from sextant.schemas.topics import Topic, topic_name
+
+BACKFILL_VERSION_BASE = 1 << 62
+Progress = Callable[[datetime, datetime, int], None]
+"""Called after each chunk with (chunk start, chunk end, points produced so far)."""
+
+_HASH = "reinterpretAsUInt64(reverse(substring(MD5(distinct_id), 1, 8)))"
+
+
+class _Sql:
+    """Builds one definition's SQL with every user-supplied value as a bound parameter."""
+
+    def __init__(self, definition: MetricDefinition) -> None:
+        self.definition = definition
+        self.params: dict[str, Any] = {}
+        self.text = ""
+
+    def bind(self, value: Any, type_name: str) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f"{{{name}:{type_name}}}"
+
+    def prop(self, name: str) -> str:
+        return f"getSubcolumn(properties, {self.bind(name, 'String')})"
+
+    @staticmethod
+    def number(x: str) -> str:
+        return (
+            f"coalesce(toFloat64(dynamicElement({x}, 'Int64')), "
+            f"dynamicElement({x}, 'Float64'), toFloat64(dynamicElement({x}, 'UInt64')))"
+        )
+
+    def equals(self, x: str, value: Any) -> str:
+        if isinstance(value, bool):
+            return f"ifNull(dynamicElement({x}, 'Bool') = {self.bind(value, 'Bool')}, 0)"
+        if isinstance(value, int | float):
+            return f"ifNull({self.number(x)} = {self.bind(float(value), 'Float64')}, 0)"
+        if isinstance(value, str):
+            return f"ifNull(dynamicElement({x}, 'String') = {self.bind(value, 'String')}, 0)"
+        return "0"
+
+    def condition(self, spec: PropertyFilter) -> str:
+        x = self.prop(spec.property)
+        if spec.op is FilterOp.EQ:
+            return self.equals(x, spec.value)
+        if spec.op is FilterOp.NEQ:
+            return f"NOT {self.equals(x, spec.value)}"
+        if spec.op is FilterOp.IN:
+            options = [self.equals(x, v) for v in spec.value] or ["0"]
+            return "(" + " OR ".join(options) + ")"
+        if spec.op is FilterOp.EXISTS:
+            wanted = spec.value is None or bool(spec.value)
+            return f"dynamicType({x}) {'!=' if wanted else '='} 'None'"
+        operator = {FilterOp.GT: ">", FilterOp.GTE: ">=", FilterOp.LT: "<", FilterOp.LTE: "<="}
+        threshold = self.bind(float(spec.value), "Float64")
+        return f"ifNull({self.number(x)} {operator[spec.op]} {threshold}, 0)"
+
+    def matches(self) -> str:
+        return " AND ".join(["1", *(self.condition(f) for f in self.definition.filters)])
+
+    def breakdown(self) -> str:
+        name = self.definition.breakdown
+        if name is None:
+            return self.bind(NO_BREAKDOWN, "String")
+        x = self.prop(name)
+        return (
+            f"multiIf(dynamicType({x}) = 'None', {self.bind(NONE_VALUE, 'String')}, "
+            f"dynamicType({x}) = 'Bool', if(dynamicElement({x}, 'Bool'), 'true', 'false'), "
+            f"toString({x}))"
+        )
+
+    def scope(self, start: datetime, end: datetime, events: list[str]) -> str:
+        moment = "DateTime64(3, 'UTC')"
+        return (
+            f"project_id = {self.bind(self.definition.project_id, 'String')}"
+            f" AND event IN {self.bind(events, 'Array(String)')}"
+            f" AND timestamp >= {self.bind(start, moment)}"
+            f" AND timestamp < {self.bind(end, moment)}"
+        )
+
+
+_MINUTE = "toUInt32(toUnixTimestamp(toStartOfMinute(timestamp)))"
+
+
+def _simple_query(definition: MetricDefinition, start: datetime, end: datetime) -> _Sql:
+    sql = _Sql(definition)
+    kind = definition.metric_kind
+    scope = sql.scope(start, end, [definition.event])
+    matches, breakdown = sql.matches(), sql.breakdown()
+    if kind is MetricKind.COUNT:
+        body = f"SELECT {_MINUTE} AS w, {breakdown} AS b, count() AS c"
+        where = f"{scope} AND {matches}"
+    elif kind is MetricKind.UNIQUE_USERS:
+        body = f"SELECT {_MINUTE} AS w, {breakdown} AS b, count() AS c, groupUniqArray({_HASH})"
+        where = f"{scope} AND {matches}"
+    else:
+        assert definition.property is not None
+        value = sql.number(sql.prop(definition.property))
+        extra = ", groupArray(v)" if kind is MetricKind.PERCENTILES else ""
+        body = (
+            f"SELECT {_MINUTE} AS w, {breakdown} AS b, count() AS c, sum(v), sum(v * v){extra}"
+            f" FROM (SELECT timestamp, properties, {value} AS v FROM events FINAL"
+            f" WHERE {scope} AND {matches}) WHERE v IS NOT NULL GROUP BY w, b"
+        )
+        sql.text = body
+        return sql
+    sql.text = f"{body} FROM events FINAL WHERE {where} GROUP BY w, b"
+    return sql
+
+
+def _conversion_query(definition: MetricDefinition, start: datetime, end: datetime) -> _Sql:
+    sql = _Sql(definition)
+    assert definition.conversion_event is not None
+    scope = sql.scope(start, end, [definition.event, definition.conversion_event])
+    is_a = f"(event = {sql.bind(definition.event, 'String')} AND {sql.matches()})"
+    is_b = f"(event = {sql.bind(definition.conversion_event, 'String')})"
+    breakdown = sql.breakdown()
+    window_ms = sql.bind(definition.conversion_window_seconds * 1000, "Int64")
+    sql.text = (
+        "SELECT w, b, count() AS users, countIf(converted) AS converted FROM ("
+        f" SELECT {_MINUTE} AS w, distinct_id,"
+        f" minIf(toUnixTimestamp64Milli(timestamp), {is_a}) AS first_a,"
+        f" argMinIf({breakdown}, timestamp, {is_a}) AS b,"
+        f" arrayExists(t -> t >= first_a AND t <= first_a + {window_ms},"
+        f" groupArrayIf(toUnixTimestamp64Milli(timestamp), {is_b})) AS converted,"
+        f" countIf({is_a}) AS a_events"
+        f" FROM events FINAL WHERE {scope} GROUP BY w, distinct_id HAVING a_events > 0"
+        ") GROUP BY w, b"
+    )
+    return sql
+
+
+def window_groups(
+    warehouse: Warehouse, definition: MetricDefinition, start: datetime, end: datetime
+) -> dict[int, dict[str, Group]]:
+    """Window start → breakdown value → components, for events in [start, end)."""
+    kind = definition.metric_kind
+    if kind is MetricKind.CONVERSION:
+        sql = _conversion_query(definition, start, end)
+    else:
+        sql = _simple_query(definition, start, end)
+    windows: dict[int, dict[str, Group]] = {}
+    for row in warehouse.query_rows(sql.text, sql.params):
+        group = windows.setdefault(int(row[0]), {}).setdefault(str(row[1]), Group())
+        if kind is MetricKind.CONVERSION:
+            group.denominator, group.count = int(row[2]), int(row[3])
+            continue
+        group.count = int(row[2])
+        if kind is MetricKind.UNIQUE_USERS:
+            registers = group.ensure_registers()
+            for hashed in row[3]:
+                index, rank = hll_position(int(hashed))
+                registers[index] = max(registers[index], rank)
+        elif kind is not MetricKind.COUNT:
+            group.total, group.total_sq = float(row[3]), float(row[4])
+            if kind is MetricKind.PERCENTILES:
+                digest = group.ensure_digest()
+                for value in sorted(row[5]):
+                    digest.add(float(value))
+    return windows
+
+
+def points_for(
+    definition: MetricDefinition,
+    windows: dict[int, dict[str, Group]],
+    version: int,
+    emitted_at: datetime,
+) -> Iterator[MetricPoint]:
+    """The points of each window, top-N capped exactly as the live processor does."""
+    for start in sorted(windows):
+        window = WindowId(definition.project_id, definition.id, definition.metric_kind, start)
+        groups = top_groups(windows[start], definition.metric_kind, definition.breakdown_limit)
+        for name in sorted(groups):
+            yield to_point(window, name, groups[name], version, emitted_at)
+
+
+def default_until(lateness_seconds: int, now: datetime | None = None) -> datetime:
+    """The end of the last minute the live processor has closed."""
+    moment = (now or datetime.now(UTC)) - timedelta(seconds=lateness_seconds + WINDOW_SECONDS)
+    return moment.replace(second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class BackfillReport:
+    windows: int
+    points: int
+    version: int
+
+
+def backfill(
+    kafka: KafkaSection,
+    warehouse: Warehouse,
+    definition: MetricDefinition,
+    since: datetime,
+    until: datetime,
+    chunk: timedelta = timedelta(hours=1),
+    progress: Progress | None = None,
+) -> BackfillReport:
+    """Compute ``definition`` for [since, until) and send its points to ``metric_points``."""
+    since = since.astimezone(UTC).replace(second=0, microsecond=0)
+    until = until.astimezone(UTC)
+    version = BACKFILL_VERSION_BASE + int(time.time() * 1000)
+    emitted_at = datetime.now(UTC)
+    producer = make_producer(kafka)
+    topic = topic_name(Topic.METRIC_POINTS, kafka.topic_prefix)
+    windows = points = 0
+    try:
+        start = since
+        while start < until:
+            end = min(start + chunk, until)
+            groups = window_groups(warehouse, definition, start, end)
+            windows += len(groups)
+            for point in points_for(definition, groups, version, emitted_at):
+                producer.send(
+                    topic,
+                    key=point.kafka_key().encode(),
+                    value=orjson.dumps(point.model_dump(mode="json")),
+                )
+                points += 1
+            producer.flush()
+            if progress is not None:
+                progress(start, end, points)
+            start = end
+    finally:
+        producer.close(timeout=10)
+    return BackfillReport(windows=windows, points=points, version=version)
+
+
+def run_backfill_command(
+    kafka: KafkaSection,
+    warehouse: Warehouse,
+    metric_key: str,
+    project_id: str,
+    since: datetime,
+    until: datetime | None = None,
+    config_wait_seconds: float = 30.0,
+) -> BackfillReport:
+    """What ``sextant metrics backfill`` runs: find the definition, then backfill with a bar."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sextant.core.config_plane import ConfigFollower
+    from sextant.processor.catalog import ConfigCatalog
+
+    follower = ConfigFollower(kafka).start()
+    try:
+        if not follower.wait_caught_up(config_wait_seconds):
+            raise RuntimeError("the config topic could not be read in time")
+        catalog = ConfigCatalog(follower.state)
+        compiled = catalog.metric(project_id, metric_key)
+        if compiled is None:
+            raise LookupError(f"no metric {metric_key!r} in project {project_id!r}")
+        lateness = catalog.lateness(project_id)
+    finally:
+        follower.stop()
+    end = until or default_until(lateness)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    total = max((end - since).total_seconds(), 1.0)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("{task.fields[points]} points"),
+        TimeElapsedColumn(),
+    ) as bar:
+        task = bar.add_task(f"backfill {project_id}/{metric_key}", total=total, points=0)
+
+        def advance(start: datetime, chunk_end: datetime, points: int) -> None:
+            bar.update(task, completed=(chunk_end - since).total_seconds(), points=points)
+
+        return backfill(kafka, warehouse, compiled.definition, since, end, progress=advance)
