@@ -127,6 +127,10 @@ async def kafka_python_threads(settings: KafkaSection, records: list[OutgoingRec
     def submit(chunk: list[OutgoingRecord]) -> list[Any]:
         return [producer.send(r.topic, key=r.key, value=r.value) for r in chunk]
 
+    def settle(waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
     async def send(chunk: list[OutgoingRecord]) -> None:
         kafka_futures = await loop.run_in_executor(pool, submit, chunk)
         waiters = []
@@ -134,7 +138,7 @@ async def kafka_python_threads(settings: KafkaSection, records: list[OutgoingRec
             waiter: asyncio.Future[None] = loop.create_future()
 
             def done(_: Any, w: asyncio.Future[None] = waiter) -> None:
-                loop.call_soon_threadsafe(lambda: w.done() or w.set_result(None))
+                loop.call_soon_threadsafe(settle, w)
 
             kafka_future.add_both(done)
             waiters.append(waiter)

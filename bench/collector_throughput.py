@@ -1,0 +1,359 @@
+"""Collector throughput: acknowledged events/s for batches of 100, beside Kafka's own producer.
+
+In one run, on one broker:
+
+1. Kafka's ``ProducerPerformance`` (``kafka-producer-perf-test``) with ``acks=all`` and the
+   record size of the collector's envelopes: the baseline, records/s.
+2. ``sextant collector`` (``--workers`` uvicorn processes) under a closed loop of
+   ``--connections`` keep-alive connections, each posting ``/v1/batch`` with 100 events and
+   waiting for the answer (200 = in Kafka with ``acks=all``): the peak, events/s.
+3. The collector under an open loop at half that peak: p99 acknowledgement latency, measured
+   from each request's scheduled send time (no coordinated omission).
+
+Run: ``python -m bench.collector_throughput [--bootstrap HOST:PORT] [--workers 2]``. Without
+``--bootstrap`` it starts a private broker. The load generator is this process (raw sockets,
+pre-encoded requests) and shares the machine with the collector and the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+
+from bench.common import Figure, write_results
+from sextant.core.config_plane import ConfigPublisher
+from sextant.core.kafka import ensure_topics
+from sextant.core.settings import KafkaSection
+from sextant.schemas.config import ApiKey, KeyKind, Project, hash_key
+from sextant.schemas.events import IncomingEvent, enrich
+from sextant.schemas.topics import Topic, topic_name
+
+REPO = Path(__file__).resolve().parents[1]
+WRITE_KEY = "wk_bench_secret"
+BATCH = 100
+NAME = "collector_throughput"
+
+
+def request_bodies(count: int) -> list[bytes]:
+    """Distinct /v1/batch bodies of 100 realistic track calls (1,000 users)."""
+    sent_at = datetime.now(UTC).isoformat()
+    bodies = []
+    for b in range(count):
+        batch = [
+            {
+                "type": "track",
+                "event": "Order Completed",
+                "userId": f"user-{(b * BATCH + i) % 1000}",
+                "messageId": str(uuid.uuid4()),
+                "timestamp": sent_at,
+                "properties": {"order_id": f"o-{b}-{i}", "revenue": 12.5, "currency": "EUR"},
+                "context": {"library": {"name": "analytics-python", "version": "2.3.4"}},
+            }
+            for i in range(BATCH)
+        ]
+        bodies.append(orjson.dumps({"batch": batch, "sentAt": sent_at}))
+    return bodies
+
+
+def envelope_size(body: bytes) -> int:
+    """Mean bytes of the envelopes the collector writes for ``body``'s events."""
+    now = datetime.now(UTC)
+    sizes = [
+        len(
+            enrich(
+                IncomingEvent.model_validate(event),
+                project_id="bench",
+                received_at=now,
+                client_ip="127.0.0.1",
+            ).model_dump_json(by_alias=True)
+        )
+        for event in orjson.loads(body)["batch"]
+    ]
+    return round(statistics.mean(sizes))
+
+
+def http_request(body: bytes) -> bytes:
+    auth = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    head = (
+        "POST /v1/batch HTTP/1.1\r\nHost: collector\r\n"
+        f"Authorization: Basic {auth}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that sends pre-encoded requests."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def post(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        match = re.search(rb"(?i)content-length: *(\d+)", head)
+        await self.reader.readexactly(int(match.group(1)) if match else 0)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def closed_loop(port: int, requests: list[bytes], connections: int, seconds: float) -> float:
+    """Acknowledged events/s with ``connections`` senders that each wait for every answer."""
+    acked = 0
+    deadline = time.monotonic() + seconds
+
+    async def sender(offset: int) -> None:
+        nonlocal acked
+        connection = await Connection.open(port)
+        i = offset
+        try:
+            while time.monotonic() < deadline:
+                if await connection.post(requests[i % len(requests)]) == 200:
+                    acked += BATCH
+                i += connections
+        finally:
+            connection.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(sender(n) for n in range(connections)))
+    return acked / (time.monotonic() - started)
+
+
+async def open_loop(
+    port: int, requests: list[bytes], rate_per_s: float, seconds: float, connections: int
+) -> list[float]:
+    """Latencies (s) of requests scheduled at ``rate_per_s``, from their scheduled time."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await Connection.open(port))
+    latencies: list[float] = []
+    failures = 0
+
+    async def one(scheduled: float, request: bytes) -> None:
+        nonlocal failures
+        connection = await pool.get()
+        try:
+            status = await connection.post(request)
+        finally:
+            pool.put_nowait(connection)
+        if status == 200:
+            latencies.append(time.monotonic() - scheduled)
+        else:
+            failures += 1
+
+    tasks = []
+    start = time.monotonic()
+    total = int(rate_per_s * seconds)
+    for n in range(total):
+        scheduled = start + n / rate_per_s
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled, requests[n % len(requests)])))
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        pool.get_nowait().close()
+    if failures:
+        print(f"open loop: {failures} requests not acknowledged", file=sys.stderr)
+    return latencies
+
+
+def kafka_perf_test(bootstrap: str, topic: str, records: int, size: int, *props: str) -> float:
+    """Records/s of Kafka's own ProducerPerformance with ``acks=all``."""
+    command = [
+        "bash",
+        str(REPO / "deploy/local/kafka.sh"),
+        "tool",
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        topic,
+        "--num-records",
+        str(records),
+        "--record-size",
+        str(size),
+        "--throughput",
+        "-1",
+        "--producer-props",
+        f"bootstrap.servers={bootstrap}",
+        "acks=all",
+        *props,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    final = [line for line in output.splitlines() if "records sent" in line][-1]
+    print(f"  kafka-producer-perf-test {' '.join(props)}: {final}")
+    match = re.search(r"([\d.]+) records/sec", final)
+    assert match is not None, output
+    return float(match.group(1))
+
+
+@contextlib.contextmanager
+def broker(given: str | None) -> Iterator[str]:
+    if given:
+        yield given
+        return
+    from tests.infra import LocalBroker
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = LocalBroker(Path(tmp) / "kafka")
+        local.start()
+        try:
+            yield local.bootstrap
+        finally:
+            local.stop()
+
+
+@contextlib.contextmanager
+def collector(settings: KafkaSection, workers: int) -> Iterator[int]:
+    from tests.infra import free_port, wait_for
+
+    port = free_port()
+    env = os.environ | {
+        "SEXTANT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "SEXTANT_TOPIC_PREFIX": settings.topic_prefix,
+        "SEXTANT_COLLECTOR_PORT": str(port),
+        "SEXTANT_COLLECTOR_WORKERS": str(workers),
+        "SEXTANT_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("sextant")), "collector"], env=env
+    )
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(ready, 60, 0.25, "collector ready")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def publish(settings: KafkaSection) -> None:
+    publisher = ConfigPublisher(settings)
+    try:
+        publisher.put(
+            [
+                Project(id="bench", project_id="bench", name="Bench", rate_limit_per_second=10**9),
+                ApiKey(
+                    id="wk",
+                    project_id="bench",
+                    key_kind=KeyKind.WRITE,
+                    key_hash=hash_key(WRITE_KEY),
+                ),
+            ]
+        )
+    finally:
+        publisher.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--perf-records", type=int, default=1_000_000)
+    args = parser.parse_args()
+
+    bodies = request_bodies(50)
+    requests = [http_request(body) for body in bodies]
+    size = envelope_size(bodies[0])
+    with broker(args.bootstrap) as bootstrap:
+        settings = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}")
+        perf = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"p{uuid.uuid4().hex[:8]}")
+        ensure_topics(settings)
+        ensure_topics(perf, [Topic.EVENTS_RAW])
+        publish(settings)
+        perf_topic = topic_name(Topic.EVENTS_RAW, perf.topic_prefix)
+        with collector(settings, args.workers) as port:
+            asyncio.run(closed_loop(port, requests, args.connections, 3.0))  # warm up
+            print(f"record size {size} B; baseline, then the collector ({args.workers} workers)")
+            baseline = kafka_perf_test(bootstrap, perf_topic, args.perf_records, size)
+            baseline_lz4 = kafka_perf_test(
+                bootstrap, perf_topic, args.perf_records, size, "compression.type=lz4"
+            )
+            peak = asyncio.run(closed_loop(port, requests, args.connections, args.seconds))
+            print(f"  collector peak: {peak:,.0f} acknowledged events/s")
+            half_rate = peak / 2 / BATCH
+            latencies = asyncio.run(
+                open_loop(port, requests, half_rate, args.seconds, args.connections * 2)
+            )
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    print(f"  at {half_rate * BATCH:,.0f} events/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    command = f"python -m bench.collector_throughput --workers {args.workers}"
+    figures = [
+        Figure(
+            benchmark=NAME,
+            figure=f"acknowledged events/s, batches of {BATCH}, {args.workers} workers, "
+            f"{size} B envelopes",
+            value=round(peak),
+            unit="events/s",
+            baseline="kafka-producer-perf-test acks=all, same record size",
+            baseline_value=round(baseline),
+            target=">= 0.5 of the baseline",
+            command=command,
+        ),
+        Figure(
+            benchmark=NAME,
+            figure="same, beside the perf test with lz4 (the collector's compression)",
+            value=round(peak),
+            unit="events/s",
+            baseline="kafka-producer-perf-test acks=all compression.type=lz4",
+            baseline_value=round(baseline_lz4),
+            command=command,
+        ),
+        Figure(
+            benchmark=NAME,
+            figure=f"p99 acknowledgement latency at half the peak ({half_rate * BATCH:,.0f} "
+            "events/s)",
+            value=round(p99, 1),
+            unit="ms",
+            target="< 50 ms",
+            command=command,
+        ),
+        Figure(
+            benchmark=NAME,
+            figure="p50 acknowledgement latency at half the peak",
+            value=round(p50, 1),
+            unit="ms",
+            command=command,
+        ),
+    ]
+    for figure in figures:
+        ratio = f" (ratio {figure.ratio:.2f})" if figure.ratio else ""
+        print(f"{figure.figure}: {figure.value:,} {figure.unit}{ratio}")
+    print(write_results(NAME, figures))
+
+
+if __name__ == "__main__":
+    main()
