@@ -8,7 +8,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -23,6 +23,8 @@ from sextant.collector.settings import CollectorSettings
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import read_all
 from sextant.core.settings import KafkaSection
+from sextant.gateway.app import create_app as create_gateway
+from sextant.gateway.settings import GatewaySettings
 from sextant.schemas.config import ApiKey, Experiment, KeyKind, Project, Variant, hash_key
 from sextant.schemas.events import EXPERIMENT_VIEWED
 from sextant.schemas.topics import Topic, topic_name
@@ -33,30 +35,24 @@ WRITE_KEY = "wk_sdk_integration"
 FAST_RETRY = RetryPolicy(base_delay=0.05, max_delay=0.5, max_retry_time=60)
 
 
-class Collector:
-    """The real collector app, served by uvicorn in this process; can stop and come back."""
+class Served:
+    """An app served by uvicorn in a thread of this process; can stop and start again."""
 
-    def __init__(self, kafka: KafkaSection) -> None:
-        self.settings = CollectorSettings(
-            kafka_bootstrap=kafka.kafka_bootstrap,
-            topic_prefix=kafka.topic_prefix,
-            collector_port=free_port(),
-        )
-        self.url = f"http://127.0.0.1:{self.settings.collector_port}"
+    def __init__(self, make_app: Callable[[], Any], port: int) -> None:
+        self.make_app = make_app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> Collector:
+    def start(self) -> Served:
         config = uvicorn.Config(
-            create_app(self.settings),
-            host="127.0.0.1",
-            port=self.settings.collector_port,
-            log_level="warning",
+            self.make_app(), host="127.0.0.1", port=self.port, log_level="warning"
         )
         server = self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, name="collector", daemon=True)
+        self._thread = threading.Thread(target=server.run, name="served-app", daemon=True)
         self._thread.start()
-        wait_for(lambda: server.started, 60, message="collector started")
+        wait_for(lambda: server.started, 60, message="app started")
         return self
 
     def stop(self) -> None:
@@ -64,6 +60,16 @@ class Collector:
             self._server.should_exit = True
             self._thread.join(30)
             self._server = self._thread = None
+
+
+def collector_server(kafka: KafkaSection) -> Served:
+    """The real collector app on a free port."""
+    settings = CollectorSettings(
+        kafka_bootstrap=kafka.kafka_bootstrap,
+        topic_prefix=kafka.topic_prefix,
+        collector_port=free_port(),
+    )
+    return Served(lambda: create_app(settings), settings.collector_port)
 
 
 def publish_project(kafka: KafkaSection, rate_limit: int = 100_000) -> None:
@@ -84,9 +90,9 @@ def publish_project(kafka: KafkaSection, rate_limit: int = 100_000) -> None:
 
 
 @pytest.fixture
-def collector(kafka_settings: KafkaSection) -> Iterator[Collector]:
+def collector(kafka_settings: KafkaSection) -> Iterator[Served]:
     publish_project(kafka_settings)
-    running = Collector(kafka_settings).start()
+    running = collector_server(kafka_settings).start()
     yield running
     running.stop()
 
@@ -125,7 +131,7 @@ class Tap(httpx.BaseTransport):
 
 
 def test_batched_gzipped_events_land_in_events_raw(
-    collector: Collector, kafka_settings: KafkaSection
+    collector: Served, kafka_settings: KafkaSection
 ) -> None:
     tap = Tap()
     with Client(
@@ -148,7 +154,7 @@ def test_batched_gzipped_events_land_in_events_raw(
 
 
 def test_a_lost_answer_is_retried_and_every_event_arrives(
-    collector: Collector, kafka_settings: KafkaSection
+    collector: Served, kafka_settings: KafkaSection
 ) -> None:
     tap = Tap(lose_answers=2)
     with Client(
@@ -166,7 +172,7 @@ def test_a_lost_answer_is_retried_and_every_event_arrives(
 
 
 def test_a_collector_that_goes_away_and_comes_back_loses_nothing(
-    collector: Collector, kafka_settings: KafkaSection
+    collector: Served, kafka_settings: KafkaSection
 ) -> None:
     with Client(
         WRITE_KEY, host=collector.url, flush_at=10, flush_interval=0.05, retry=FAST_RETRY
@@ -188,7 +194,7 @@ def test_the_rate_limit_answer_is_honoured_and_nothing_is_written_twice(
     kafka_settings: KafkaSection,
 ) -> None:
     publish_project(kafka_settings, rate_limit=20)
-    collector = Collector(kafka_settings).start()
+    collector = collector_server(kafka_settings).start()
     try:
         with Client(WRITE_KEY, host=collector.url, flush_at=10, flush_interval=0.01) as client:
             sent = [client.track("u1", "Clicked", {"i": i}) for i in range(60)]
@@ -209,7 +215,7 @@ def test_a_full_queue_drops_the_excess_and_delivers_the_rest(
     kafka_settings: KafkaSection,
 ) -> None:
     publish_project(kafka_settings)
-    collector = Collector(kafka_settings)  # not started yet: nothing can be delivered
+    collector = collector_server(kafka_settings)  # not started yet: nothing can be delivered
     client = Client(WRITE_KEY, host=collector.url, flush_at=10, max_queue_size=20, retry=FAST_RETRY)
     try:
         started = time.monotonic()
@@ -240,7 +246,7 @@ def run_script(code: str, timeout: float = 60) -> subprocess.CompletedProcess[st
 
 
 def test_events_are_flushed_when_the_interpreter_exits(
-    collector: Collector, kafka_settings: KafkaSection
+    collector: Served, kafka_settings: KafkaSection
 ) -> None:
     started = time.monotonic()
     result = run_script(
@@ -258,7 +264,7 @@ def test_events_are_flushed_when_the_interpreter_exits(
 
 
 def test_a_forked_child_sends_its_own_events_and_not_its_parents(
-    collector: Collector, kafka_settings: KafkaSection
+    collector: Served, kafka_settings: KafkaSection
 ) -> None:
     result = run_script(
         f"""
@@ -286,22 +292,13 @@ def test_a_forked_child_sends_its_own_events_and_not_its_parents(
     assert message_ids(kafka_settings) == Counter(expected)
 
 
-class Gateway(httpx.BaseTransport):
-    """Serves experiment definitions the way the gateway does; everything else goes out."""
-
-    def __init__(self, experiments: list[Experiment]) -> None:
-        self.body = orjson.dumps([e.model_dump(mode="json") for e in experiments])
-        self.inner = httpx.HTTPTransport()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host == "gateway.test":
-            return httpx.Response(200, content=self.body)
-        return self.inner.handle_request(request)
+READ_KEY = "rk_sdk_integration"
 
 
 def test_exposures_carry_the_variants_growthbook_assigns(
-    collector: Collector, kafka_settings: KafkaSection
+    collector: Served, kafka_settings: KafkaSection, warehouse_url: str
 ) -> None:
+    """Definitions from the real gateway, exposures through the real collector."""
     weights = [0.2, 0.3, 0.5]
     experiment = Experiment(
         id="new-checkout",
@@ -312,6 +309,21 @@ def test_exposures_carry_the_variants_growthbook_assigns(
         coverage=0.8,
         seed="2026-q1",
     )
+    publisher = ConfigPublisher(kafka_settings)
+    try:
+        read_key = ApiKey(
+            id="rk", project_id="demo", key_kind=KeyKind.READ, key_hash=hash_key(READ_KEY)
+        )
+        publisher.put([read_key, experiment])
+    finally:
+        publisher.close()
+    settings = GatewaySettings(
+        kafka_bootstrap=kafka_settings.kafka_bootstrap,
+        topic_prefix=kafka_settings.topic_prefix,
+        clickhouse_url=warehouse_url,
+        gateway_port=free_port(),
+    )
+    gateway = Served(lambda: create_gateway(settings), settings.gateway_port).start()
     growthbook = GrowthBookExperiment(
         key="new-checkout",
         variations=["a", "b", "c"],
@@ -327,16 +339,15 @@ def test_exposures_carry_the_variants_growthbook_assigns(
         if result.inExperiment:
             expected[user] = result.value
 
-    with Client(
-        WRITE_KEY,
-        host=collector.url,
-        gateway="http://gateway.test",
-        read_key="rk",
-        transport=Gateway([experiment]),
-    ) as client:
-        for _ in range(2):  # asking twice exposes once
-            assigned = {user: client.get_variant("new-checkout", user) for user in users}
-        assert client.flush(30)
+    try:
+        with Client(
+            WRITE_KEY, host=collector.url, gateway=gateway.url, read_key=READ_KEY
+        ) as client:
+            for _ in range(2):  # asking twice exposes once
+                assigned = {user: client.get_variant("new-checkout", user) for user in users}
+            assert client.flush(30)
+    finally:
+        gateway.stop()
 
     assert {u: v for u, v in assigned.items() if v is not None} == expected
     exposures = [e for e in raw_events(kafka_settings) if e["event"] == EXPERIMENT_VIEWED]
