@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from sextant.core.kafka import read_all
 from sextant.core.settings import KafkaSection
@@ -21,8 +22,9 @@ from tests.integration.test_collector_kafka import WRITE_KEY, publish_demo_proje
 SEXTANT = Path(sys.executable).with_name("sextant")
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sextant_collector_process_accepts_events(
-    kafka_settings: KafkaSection, tmp_path: Path
+    kafka_settings: KafkaSection, tmp_path: Path, workers: int
 ) -> None:
     publish_demo_project(kafka_settings)
     port = free_port()
@@ -30,6 +32,7 @@ def test_sextant_collector_process_accepts_events(
         "SEXTANT_KAFKA_BOOTSTRAP": kafka_settings.kafka_bootstrap,
         "SEXTANT_TOPIC_PREFIX": kafka_settings.topic_prefix,
         "SEXTANT_COLLECTOR_PORT": str(port),
+        "SEXTANT_COLLECTOR_WORKERS": str(workers),
     }
     log = (tmp_path / "collector.log").open("wb")
     process = subprocess.Popen(
@@ -52,12 +55,22 @@ def test_sextant_collector_process_accepts_events(
             json={"batch": [{"type": "track", "event": "Booted", "userId": "u1"}]},
             headers={"Authorization": f"Basic {auth}"},
         )
-        assert response.json() == {"accepted": 1, "rejected": []}
+        for _ in range(4):  # new connections, spread over the workers
+            assert response.json() == {"accepted": 1, "rejected": []}
+            response = httpx.post(
+                f"{url}/v1/batch",
+                json={"batch": [{"type": "track", "event": "Booted", "userId": "u1"}]},
+                headers={"Authorization": f"Basic {auth}"},
+            )
     finally:
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=30)
     # uvicorn shuts down gracefully, then re-raises the signal so the exit says why it ended.
     assert exit_code in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in (tmp_path / "collector.log").read_text()
-    [record] = read_all(kafka_settings, topic_name(Topic.EVENTS_RAW, kafka_settings.topic_prefix))
-    assert Envelope.model_validate_json(record.value or b"").event == "Booted"
+    assert (tmp_path / "collector.log").read_text().count(
+        "Application shutdown complete"
+    ) == workers
+    records = list(
+        read_all(kafka_settings, topic_name(Topic.EVENTS_RAW, kafka_settings.topic_prefix))
+    )
+    assert [Envelope.model_validate_json(r.value or b"").event for r in records] == ["Booted"] * 5

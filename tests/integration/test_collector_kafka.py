@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -188,3 +190,55 @@ def test_readiness_and_metrics(collector: RunningCollector) -> None:
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"config": True, "kafka": True}
     assert "sextant_collector_in_flight_requests" in httpx.get(f"{collector.url}/metrics").text
+
+
+def test_limits_hold_over_real_http(
+    collector: RunningCollector, kafka_settings: KafkaSection
+) -> None:
+    bomb = gzip.compress(b" " * (50 * 1024 * 1024))  # 50 MiB of JSON whitespace, 50 KiB sent
+    headers = basic(WRITE_KEY) | {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    refused = httpx.post(f"{collector.url}/v1/batch", content=bomb, headers=headers)
+    assert refused.status_code == 413
+    assert refused.json()["where"] == "body (after gzip inflation)"
+    big = {
+        "batch": [
+            {"type": "track", "event": "E", "userId": "u", "properties": {"p": "x" * 600_000}}
+        ]
+    }
+    assert (
+        httpx.post(f"{collector.url}/v1/batch", json=big, headers=basic(WRITE_KEY)).status_code
+        == 413
+    )
+    event = {"event": "E", "userId": "u", "properties": {"p": "x" * 40_000}}
+    assert (
+        httpx.post(f"{collector.url}/v1/track", json=event, headers=basic(WRITE_KEY)).status_code
+        == 413
+    )
+    assert topic_records(kafka_settings, Topic.EVENTS_RAW) == []
+
+
+def test_gzip_batch_with_clock_skew_lands_corrected(
+    collector: RunningCollector, kafka_settings: KafkaSection
+) -> None:
+    # The device clock is 2 hours behind; the event happened 10 s before the batch was sent.
+    device_now = datetime.now(UTC) - timedelta(hours=2)
+    body = {
+        "sentAt": device_now.isoformat(),
+        "batch": [
+            {
+                "type": "track",
+                "event": "Skewed",
+                "userId": "u1",
+                "timestamp": (device_now - timedelta(seconds=10)).isoformat(),
+            }
+        ],
+    }
+    headers = basic(WRITE_KEY) | {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    response = httpx.post(
+        f"{collector.url}/v1/batch", content=gzip.compress(orjson.dumps(body)), headers=headers
+    )
+    assert response.json()["accepted"] == 1
+    [record] = topic_records(kafka_settings, Topic.EVENTS_RAW)
+    envelope = Envelope.model_validate_json(record.value or b"")
+    assert envelope.received_at - envelope.timestamp == timedelta(seconds=10)
+    assert envelope.original_timestamp == device_now - timedelta(seconds=10)
