@@ -161,3 +161,20 @@ def test_an_injected_transport_error_is_a_network_error() -> None:
 
         assert len(server.delivered()) == 1
         assert client.stats().retries == 1
+
+
+def test_shutdown_called_from_on_error_does_not_hang() -> None:
+    server = FakeServer([400])
+    holder: list[Client] = []
+    outcomes: list[bool] = []
+
+    def on_error(_: DeliveryError) -> None:
+        outcomes.append(holder[0].shutdown(timeout=0.1))
+
+    client = make(server, flush_at=1, on_error=on_error)
+    holder.append(client)
+    client.track("u", "Refused")
+
+    wait_for(lambda: outcomes, timeout_s=5, message="shutdown from the callback")
+    client.track("u", "After")
+    assert client.stats().dropped == 1

@@ -16,6 +16,7 @@ from sextant.schemas.assignment import assign
 from sextant.schemas.config import Experiment, Variant
 from sextant.schemas.events import EXPERIMENT_VIEWED
 from sextant.sdk import Client
+from sextant.sdk._experiments import SeenUnits
 from tests.infra import wait_for
 from tests.sdk_fakes import FakeClock, FakeServer
 
@@ -219,3 +220,16 @@ def test_users_get_the_same_variant_as_from_growthbooks_sdk(
             result = GrowthBook(attributes={"id": user}).run(growthbook_experiment)
             expected = f"v{result.variationId}" if result.inExperiment else None
             assert client.get_variant("exp-1", user) == expected, user
+
+
+def test_the_memory_of_exposed_units_is_bounded() -> None:
+    seen = SeenUnits(capacity=2)
+
+    assert [seen.first(key) for key in ("a", "b", "a", "c", "a", "b")] == [
+        True,
+        True,
+        False,  # a again: remembered, and now the most recent
+        True,  # c: b, the least recent, is forgotten
+        False,  # a: still remembered
+        True,  # b: forgotten, so new again
+    ]

@@ -180,6 +180,7 @@ class Client:
         self._counters = _Counters()
         self._worker: Worker | None = None
         self._lifecycle = threading.Lock()
+        self._sender_lock = threading.Lock()
         self._sender: Sender | None = None
         self._http: httpx.Client | None = None
         self._last_drop_log = 0
@@ -483,16 +484,19 @@ class Client:
         self._report(self._get_sender().send([data], threading.Event()))
 
     def _get_sender(self) -> Sender:
-        if self._sender is None:
-            self._http = self._make_http(auth=(self._write_key, ""))
-            self._sender = Sender(
-                self._http,
-                self._batch_url,
-                gzip=self._gzip,
-                policy=self._retry,
-                clock=self._clock,
-                on_retry=self._count_retry,
-            )
+        with self._sender_lock:
+            return self._sender or self._new_sender()
+
+    def _new_sender(self) -> Sender:
+        self._http = self._make_http(auth=(self._write_key, ""))
+        self._sender = Sender(
+            self._http,
+            self._batch_url,
+            gzip=self._gzip,
+            policy=self._retry,
+            clock=self._clock,
+            on_retry=self._count_retry,
+        )
         return self._sender
 
     def _make_http(self, auth: tuple[str, str] | None = None) -> httpx.Client:

@@ -91,8 +91,11 @@ class DefinitionCache:
         self._http: httpx.Client | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._fetching = threading.Lock()
         self._stop = threading.Event()
         self._first_attempt = threading.Event()
+        if self.refreshed:  # a forked child keeps what its parent had fetched
+            self._first_attempt.set()
 
     def start(self) -> None:
         """Start the refresh thread (once per process)."""
@@ -113,23 +116,24 @@ class DefinitionCache:
 
     def refresh(self) -> bool:
         """Fetch the definitions now; on failure keep the previous ones. True on success."""
-        headers = {"Authorization": f"Bearer {self._read_key}"}
-        if self._etag is not None:
-            headers["If-None-Match"] = self._etag
-        try:
-            if self._http is None:
-                self._http = self._make_http()
-            response = self._http.get(self._url, headers=headers)
-            if response.status_code != 304:
-                response.raise_for_status()
-                self._experiments = parse_definitions(response.content)
-                self._etag = response.headers.get("etag")
-        except (httpx.HTTPError, ValueError) as exc:
-            self.refresh_errors += 1
-            log.warning("could not refresh experiment definitions (serving the last ones): %s", exc)
-            return False
-        self.refreshed += 1
-        return True
+        with self._fetching:
+            headers = {"Authorization": f"Bearer {self._read_key}"}
+            if self._etag is not None:
+                headers["If-None-Match"] = self._etag
+            try:
+                if self._http is None:
+                    self._http = self._make_http()
+                response = self._http.get(self._url, headers=headers)
+                if response.status_code != 304:
+                    response.raise_for_status()
+                    self._experiments = parse_definitions(response.content)
+                    self._etag = response.headers.get("etag")
+            except (httpx.HTTPError, ValueError) as exc:
+                self.refresh_errors += 1
+                log.warning("could not refresh experiment definitions (serving the last): %s", exc)
+                return False
+            self.refreshed += 1
+            return True
 
     def stop(self) -> None:
         self._stop.set()

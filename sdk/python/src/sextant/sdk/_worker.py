@@ -97,6 +97,8 @@ class Worker:
         self._wake.set()
         with self._progress:
             self._progress.notify_all()
+        if self._thread is threading.current_thread():
+            return False  # shut down from on_error: the thread ends when the callback returns
         self._thread.join(join_timeout)
         return not self._thread.is_alive()
 
