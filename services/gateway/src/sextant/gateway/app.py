@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sextant.core.config_plane import ConfigFollower
 from sextant.core.logging import get_logger
 from sextant.core.service import BackgroundService, ReadinessCheck, add_operational_routes
-from sextant.gateway import admin_api, dashboard, read_api
+from sextant.gateway import admin_api, dashboard, read_api, routes_alerts
 from sextant.gateway.context import Gateway
 from sextant.gateway.live import MetricPointFeed
 from sextant.gateway.problems import install_problem_handlers, problem_response
@@ -144,6 +144,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     install_problem_handlers(app)
     app.include_router(read_api.router)
     app.include_router(admin_api.router)
+    app.include_router(routes_alerts.router)
     app.include_router(dashboard.router)
     add_operational_routes(app, _readiness(gateway, feed, background))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

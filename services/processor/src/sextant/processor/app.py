@@ -13,13 +13,14 @@ from sextant.core.kafka import cluster_reachable, end_offsets, ensure_topics
 from sextant.core.logging import get_logger
 from sextant.core.service import add_operational_routes
 from sextant.processor.agents import ProcessorAgents
+from sextant.processor.alerting import MetricAlertService
 from sextant.processor.catalog import ConfigCatalog
 from sextant.processor.metrics import ProcessorMetrics
 from sextant.processor.settings import ProcessorSettings
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
-TOPICS = (Topic.EVENTS_RAW, Topic.METRIC_POINTS, Topic.EXPOSURES, Topic.CONFIG)
+TOPICS = (Topic.EVENTS_RAW, Topic.METRIC_POINTS, Topic.EXPOSURES, Topic.CONFIG, Topic.ALERTS)
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Processor:
     agents: ProcessorAgents
     metrics: ProcessorMetrics
     http: FastAPI
+    alerts: MetricAlertService
     _server: uvicorn.Server | None = field(default=None, init=False)
 
     def start_http(self) -> None:
@@ -52,6 +54,7 @@ class Processor:
         if not self.follower.wait_caught_up(self.settings.config_wait_seconds):
             log.warning("config not caught up yet; starting anyway")
         self.start_http()
+        self.alerts.start()
         worker = faust.Worker(
             self.agents.app,
             loglevel=self.settings.log_level.lower(),
@@ -62,6 +65,7 @@ class Processor:
         try:
             worker.execute_from_commandline()
         finally:
+            self.alerts.stop()
             self.follower.stop()
             if self._server is not None:
                 self._server.should_exit = True
@@ -76,6 +80,7 @@ def create_app(settings: ProcessorSettings) -> Processor:
     catalog = ConfigCatalog(follower.state)
     metrics = ProcessorMetrics()
     agents = ProcessorAgents(settings, catalog, metrics, partitions)
+    alerts = MetricAlertService(settings, follower.state, lambda: follower.caught_up)
     http = FastAPI(title="Sextant processor", docs_url=None, redoc_url=None)
     add_operational_routes(
         http,
@@ -83,7 +88,8 @@ def create_app(settings: ProcessorSettings) -> Processor:
             "config": lambda: follower.caught_up and follower.healthy,
             "kafka": lambda: cluster_reachable(settings.kafka_bootstrap),
             "agents": agents.ready,
+            "alerts": alerts.ready,
         },
         registry=metrics.registry,
     )
-    return Processor(settings, follower, catalog, agents, metrics, http)
+    return Processor(settings, follower, catalog, agents, metrics, http, alerts)
