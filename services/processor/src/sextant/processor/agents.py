@@ -113,6 +113,8 @@ class ProcessorAgents:
             topic_replication_factor=1,
             producer_acks=-1,
             broker_commit_interval=s.processor_commit_interval_seconds,
+            broker_session_timeout=s.processor_session_timeout_seconds,
+            broker_heartbeat_interval=max(0.5, s.processor_session_timeout_seconds / 10),
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,
             key_serializer="raw",

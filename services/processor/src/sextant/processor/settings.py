@@ -18,6 +18,8 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     processor_dedup_max_ids: int = 500_000
     """Upper bound of remembered ``messageId`` values per partition."""
     processor_merge_idle_seconds: float = 120.0
+    processor_session_timeout_seconds: float = 30.0
+    """How long a silent worker keeps its partitions before the group rebalances them away."""
     processor_data_dir: Path = LOCAL_DIR / "processor"
     processor_group: str = ""
     """Consumer group (faust app id); default ``<topic_prefix>-processor``."""
