@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,8 @@ from sextant.cli.settings import CliSettings
 app = typer.Typer(no_args_is_help=True, help="Sextant: open product telemetry.")
 config_app = typer.Typer(no_args_is_help=True, help="The config plane.")
 app.add_typer(config_app, name="config")
+metrics_app = typer.Typer(no_args_is_help=True, help="Metric definitions' data.")
+app.add_typer(metrics_app, name="metrics")
 console = Console(stderr=True)
 
 PARTS = ("collector", "processor", "sink", "gateway", "notifier")
@@ -81,6 +84,38 @@ def config_apply(
     finally:
         publisher.close()
     console.print(f"applied {len(documents)} documents from {file}")
+
+
+@metrics_app.command("backfill")
+def metrics_backfill(
+    key: Annotated[str, typer.Argument(help="The metric definition's id")],
+    project: Annotated[str, typer.Option("--project", "-p", help="The project's id")],
+    since: Annotated[datetime, typer.Option(help="First minute to compute (UTC)")],
+    until: Annotated[
+        datetime | None,
+        typer.Option(help="End (UTC, exclusive); default: the last minute live has closed"),
+    ] = None,
+) -> None:
+    """Compute a metric's history from the events table and send it to metric_points."""
+    from sextant.core.warehouse import connect
+
+    backfill = importlib.import_module("sextant.processor.backfill")
+    settings = CliSettings()
+    try:
+        report = backfill.run_backfill_command(
+            settings,
+            connect(settings.clickhouse_url),
+            key,
+            project,
+            since.replace(tzinfo=UTC) if since.tzinfo is None else since,
+            None if until is None else until.replace(tzinfo=until.tzinfo or UTC),
+        )
+    except LookupError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    console.print(
+        f"backfilled {report.windows} windows ({report.points} points, version {report.version})"
+    )
 
 
 if __name__ == "__main__":
