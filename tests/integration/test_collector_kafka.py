@@ -242,3 +242,20 @@ def test_gzip_batch_with_clock_skew_lands_corrected(
     envelope = Envelope.model_validate_json(record.value or b"")
     assert envelope.received_at - envelope.timestamp == timedelta(seconds=10)
     assert envelope.original_timestamp == device_now - timedelta(seconds=10)
+
+
+def test_error_statuses_over_real_http(kafka_settings: KafkaSection) -> None:
+    publish_demo_project(kafka_settings, rate_limit=50)
+    with running_collector(kafka_settings) as collector:
+        url = f"{collector.url}/v1/batch"
+        not_json = httpx.post(url, content=b"{oops", headers=basic(WRITE_KEY))
+        assert (not_json.status_code, not_json.json()["where"]) == (400, "body")
+        assert httpx.post(url, json={"batch": []}).status_code == 401
+        assert httpx.post(url, json={"batch": []}, headers=basic("wk_unknown")).status_code == 401
+        batch = {"batch": [{"type": "track", "event": "E", "userId": "u"}] * 40}
+        assert httpx.post(url, json=batch, headers=basic(WRITE_KEY)).status_code == 200
+        limited = httpx.post(url, json=batch, headers=basic(WRITE_KEY))
+        assert limited.status_code == 429
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert limited.json()["code"] == "rate_limited"
+    assert len(topic_records(kafka_settings, Topic.EVENTS_RAW)) == 40

@@ -417,3 +417,29 @@ async def test_openapi_documents_every_endpoint_with_examples(client: httpx.Asyn
         assert {"200", "400", "401", "403", "413", "429", "503"} <= set(operation["responses"])
     assert "IncomingEvent" in document["components"]["schemas"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_bearer_token_is_a_write_key_too(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/track", json=track(), headers={"Authorization": f"Bearer {WRITE_KEY}"}
+    )
+    assert response.json()["accepted"] == 1
+
+
+async def test_empty_batch_is_taken_without_writing(
+    client: httpx.AsyncClient, sink: MemorySink
+) -> None:
+    response = await client.post("/v1/batch", json={"batch": []}, headers=basic(WRITE_KEY))
+    assert response.json() == {"accepted": 0, "rejected": []}
+    assert sink.records == []
+
+
+async def test_shared_batch_context_reaches_every_event(
+    client: httpx.AsyncClient, sink: MemorySink
+) -> None:
+    body = {"context": {"app": {"name": "shop"}}, "batch": [track(), track(context={"x": 1})]}
+    await client.post("/v1/batch", json=body, headers=basic(WRITE_KEY))
+    assert [e.context for e in sink.raw()] == [
+        {"app": {"name": "shop"}},
+        {"app": {"name": "shop"}, "x": 1},
+    ]

@@ -133,10 +133,14 @@ class BatchingProducer:
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Send what is buffered (up to ``timeout_s``), then close."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
         self._flush()
         pending = [q.submitter for q in self._queues.values() if q.submitter is not None]
         if pending:
-            await asyncio.wait(pending, timeout=timeout_s)
+            _, unfinished = await asyncio.wait(pending, timeout=timeout_s)
+            for task in unfinished:
+                task.cancel()
         if self._producer is not None:
             with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._producer.stop(), timeout=timeout_s)
@@ -235,21 +239,32 @@ class BatchingProducer:
             self._flush_handle = loop.call_later(self._linger_s, self._flush)
 
     def _flush(self) -> None:
+        """Linger over: start sending the open batches of partitions with nothing in flight."""
         self._flush_handle = None
         for tp in list(self._open):
-            self._seal(tp)
+            self._ensure_submitter(tp)
 
     def _seal(self, tp: tuple[str, int]) -> None:
-        batch = self._open.pop(tp)
+        """A full batch: queue it, and start the partition's submitter if it is idle."""
+        self._queues.setdefault(tp, _PartitionQueue()).sealed.append(self._open.pop(tp))
+        self._ensure_submitter(tp)
+
+    def _ensure_submitter(self, tp: tuple[str, int]) -> None:
         queue = self._queues.setdefault(tp, _PartitionQueue())
-        queue.sealed.append(batch)
         if queue.submitter is None or queue.submitter.done():
             queue.submitter = asyncio.get_running_loop().create_task(self._submit(tp, queue))
 
     async def _submit(self, tp: tuple[str, int], queue: _PartitionQueue) -> None:
-        """Hand the sealed batches of ``tp`` to aiokafka one after another, in order."""
-        while queue.sealed:
-            batch = queue.sealed.popleft()
+        """Send the batches of ``tp`` in order, one in flight at a time.
+
+        While one batch is in flight the next keeps filling, so batches grow with the broker's
+        round trip instead of queueing up behind it: under load each produce request carries
+        everything that arrived during the previous one.
+        """
+        while True:
+            batch = queue.sealed.popleft() if queue.sealed else self._open.pop(tp, None)
+            if batch is None:
+                return
             try:
                 delivery = await self._send_batch(tp, batch)
             except (TimeoutError, KafkaError, OSError, ProducerUnavailable) as error:
@@ -260,6 +275,7 @@ class BatchingProducer:
                     self._replace_producer(error)
                 continue
             delivery.add_done_callback(functools.partial(self._delivered, batch))
+            await asyncio.wait([delivery])
 
     def _replace_producer(self, error: BaseException) -> None:
         old, self._producer = self._producer, None

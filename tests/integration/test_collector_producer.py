@@ -1,0 +1,71 @@
+"""BatchingProducer, the collector's way into Kafka, against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from sextant.core.aio_kafka import BatchingProducer, OutgoingRecord, ProducerUnavailable
+from sextant.core.kafka import read_all
+from sextant.core.settings import KafkaSection
+from sextant.schemas.topics import Topic, topic_name
+from tests.infra import free_port
+
+
+async def test_records_are_acknowledged_partitioned_by_key_and_in_order(
+    kafka_settings: KafkaSection,
+) -> None:
+    topic = topic_name(Topic.EVENTS_RAW, kafka_settings.topic_prefix)
+    producer = BatchingProducer(kafka_settings)
+    await producer.start()
+    try:
+
+        async def sender(n: int) -> None:
+            for round_ in range(10):
+                records = [
+                    OutgoingRecord(topic, f"p:user-{n}".encode(), f"{n}:{round_}:{i}".encode())
+                    for i in range(10)
+                ]
+                await producer.send(records, timeout_s=10)
+
+        await asyncio.gather(*(sender(n) for n in range(8)))
+        assert producer.buffered_bytes == 0
+    finally:
+        await producer.stop()
+    records = list(read_all(kafka_settings, topic))
+    assert len(records) == 800
+    used = set()
+    for n in range(8):
+        key = f"p:user-{n}".encode()
+        mine = [r for r in records if r.key == key]
+        assert len({r.partition for r in mine}) == 1
+        used.add(mine[0].partition)
+        assert [r.value for r in mine] == [
+            f"{n}:{round_}:{i}".encode() for round_ in range(10) for i in range(10)
+        ]
+    assert len(used) > 1
+
+
+async def test_kafka_unreachable_fails_within_the_timeout() -> None:
+    settings = KafkaSection(kafka_bootstrap=f"127.0.0.1:{free_port()}", topic_prefix="none")
+    producer = BatchingProducer(settings)
+    await producer.start(timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(ProducerUnavailable):
+        await producer.send([OutgoingRecord("none.events.raw", b"k", b"v")], timeout_s=1.0)
+    assert time.monotonic() - started < 3.0
+    await producer.stop()
+
+
+async def test_a_full_buffer_refuses_at_once(kafka_settings: KafkaSection) -> None:
+    topic = topic_name(Topic.EVENTS_RAW, kafka_settings.topic_prefix)
+    producer = BatchingProducer(kafka_settings, buffer_bytes=1000)
+    await producer.start()
+    try:
+        await producer.send([OutgoingRecord(topic, b"k", b"v" * 100)], timeout_s=10)
+        with pytest.raises(ProducerUnavailable, match="buffer is full"):
+            await producer.send([OutgoingRecord(topic, b"k", b"v" * 2000)], timeout_s=10)
+    finally:
+        await producer.stop()
