@@ -90,6 +90,10 @@ class Warehouse:
         settings: dict[str, Any] = {
             "date_time_input_format": "best_effort",
             "input_format_skip_unknown_fields": 0,
+            # Text inside JSON columns stays text: "2026-05-01" is not turned into a Date,
+            # so a property keeps one type whatever its values look like (and parses faster).
+            "input_format_try_infer_dates": 0,
+            "input_format_try_infer_datetimes": 0,
         }
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
