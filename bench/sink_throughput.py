@@ -1,0 +1,216 @@
+"""How fast does the sink move events from Kafka into ClickHouse, beside a plain insert?
+
+The same events (realistic envelopes: properties, context, a re-sent message now and then)
+are first written to ``events.raw``. Then, in one run and one embedded engine:
+
+- **sink**: :class:`sextant.sink.service.SinkService` with its default batching consumes the
+  topic and inserts into ``events`` (fetch, decode, validate, dedupe, insert, commit).
+  Measured from its first poll to its last commit, so opening the engine, migrations and
+  joining the group are left out;
+- **baseline**: a plain clickhouse-connect insert of the same rows (Python values, the
+  envelope's fields, JSON columns as dicts) into a fresh ``events`` table, in batches of the
+  same size, with nothing else to do (no Kafka, no decoding);
+- and, for reference, the same rows sent as JSON text (what the sink sends, minus Kafka).
+
+Figures are the best of ``--rounds`` rounds (the machine is shared and noisy). Target: the
+sink reaches at least 0.8 of the plain insert.
+
+Run: ``python -m bench.sink_throughput [--bootstrap HOST:PORT] [--events N] [--rounds R]``.
+Without ``--bootstrap`` it starts a private broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.common import Figure, write_results
+from sextant.core.kafka import ensure_topics, make_producer
+from sextant.core.migrations import migrate
+from sextant.core.settings import KafkaSection
+from sextant.core.warehouse import Warehouse, connect
+from sextant.schemas.events import Envelope, EventType
+from sextant.schemas.topics import Topic, topic_name
+from sextant.sink.service import SinkService
+from sextant.sink.settings import SinkSettings
+
+COMMAND = "python -m bench.sink_throughput"
+SINK_ONLY = (Topic.EVENTS_INVALID, Topic.EXPOSURES, Topic.METRIC_POINTS, Topic.ALERTS)
+
+
+def sample_events(count: int) -> list[Envelope]:
+    """Envelopes of realistic size; one in fifty is a client re-send of an earlier one."""
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    events = []
+    for i in range(count):
+        n = i - 1 if i % 50 == 49 else i
+        at = start + timedelta(seconds=n)
+        user = f"user-{n % 5000}"
+        events.append(
+            Envelope(
+                project_id=("shop", "blog", "app")[n % 3],
+                type=EventType.TRACK,
+                event=("Product Viewed", "Added To Cart", "Order Completed")[n % 3],
+                distinct_id=user,
+                user_id=user,
+                properties={
+                    "product_id": f"p-{n % 800}",
+                    "price": round(5 + (n % 200) * 0.5, 2),
+                    "currency": "EUR",
+                    "quantity": 1 + n % 3,
+                    "coupon": None if n % 4 else "SPRING",
+                },
+                context={
+                    "library": {"name": "analytics-python", "version": "2.3.4"},
+                    "page": {"path": f"/products/{n % 800}", "referrer": "https://example.com"},
+                    "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+                    "locale": "en-GB",
+                },
+                timestamp=at,
+                sent_at=at + timedelta(seconds=1),
+                received_at=at + timedelta(seconds=1, milliseconds=40 + i % 7),
+                message_id=f"{uuid.UUID(int=n)}",
+                ip="10.1.2.0",
+            )
+        )
+    return events
+
+
+def produce(settings: KafkaSection, events: list[Envelope]) -> None:
+    producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
+    topic = topic_name(Topic.EVENTS_RAW, settings.topic_prefix)
+    for event in events:
+        producer.send(
+            topic,
+            key=event.kafka_key().encode(),
+            value=event.model_dump_json(by_alias=True).encode(),
+        )
+    producer.flush(timeout=300)
+    producer.close()
+
+
+def fresh_warehouse(root: Path) -> Warehouse:
+    warehouse = connect(f"chdb://{root}?database=b{uuid.uuid4().hex[:10]}")
+    migrate(warehouse)
+    return warehouse
+
+
+def plain_insert(root: Path, events: list[Envelope], batch: int) -> float:
+    """Rows per second of ``client.insert`` of the envelopes' fields, ``batch`` rows at a time."""
+    columns = list(Envelope.model_fields)
+    rows: list[list[Any]] = [[getattr(e, c) for c in columns] for e in events]
+    warehouse = fresh_warehouse(root)
+    began = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        warehouse.insert("events", rows[i : i + batch], columns)
+    return len(rows) / (time.perf_counter() - began)
+
+
+def json_insert(root: Path, events: list[Envelope], batch: int) -> float:
+    """Rows per second of the same rows as JSON text (JSONEachRow), ``batch`` at a time."""
+    columns = list(Envelope.model_fields)
+    lines = [e.model_dump_json().encode() for e in events]
+    warehouse = fresh_warehouse(root)
+    began = time.perf_counter()
+    for i in range(0, len(lines), batch):
+        warehouse.insert_json("events", b"\n".join(lines[i : i + batch]), columns)
+    return len(lines) / (time.perf_counter() - began)
+
+
+def sink(root: Path, bootstrap: str, prefix: str, total: int) -> float:
+    """Rows per second of the sink, from its first poll (group joined) to its last commit."""
+    settings = SinkSettings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        clickhouse_url=f"chdb://{root}?database=b{uuid.uuid4().hex[:10]}",
+        sink_group_id=f"bench-{uuid.uuid4().hex[:8]}",  # every round reads the topic anew
+    )
+    service = SinkService(settings)
+    service.start()
+    try:
+        began: float | None = None
+        deadline = time.monotonic() + 600
+        while service.health.records_committed < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sink stuck at {service.health.records_committed} records")
+            if began is None and service.health.consuming:
+                began = time.perf_counter()
+            time.sleep(0.002)
+        ended = time.perf_counter()
+    finally:
+        service.stop()
+    assert began is not None
+    return total / (ended - began)
+
+
+@contextlib.contextmanager
+def bootstrap_server(given: str | None) -> Iterator[str]:
+    if given:
+        yield given
+        return
+    from tests.infra import LocalBroker
+
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = LocalBroker(Path(tmp) / "kafka")
+        broker.start()
+        try:
+            yield broker.bootstrap
+        finally:
+            broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap")
+    parser.add_argument("--events", type=int, default=150_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    batch = SinkSettings().sink_batch_rows
+    events = sample_events(args.events)
+    with bootstrap_server(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        kafka = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}")
+        ensure_topics(kafka, [Topic.EVENTS_RAW, Topic.SINK_DEAD_LETTER, *SINK_ONLY], partitions=6)
+        produce(kafka, events)
+        root = Path(tmp) / "warehouse"
+        best = {"sink": 0.0, "plain": 0.0, "json": 0.0}
+        for _ in range(args.rounds):
+            best["plain"] = max(best["plain"], plain_insert(root, events, batch))
+            best["sink"] = max(best["sink"], sink(root, bootstrap, kafka.topic_prefix, len(events)))
+            best["json"] = max(best["json"], json_insert(root, events, batch))
+            print({name: round(value) for name, value in best.items()}, flush=True)
+    figures = [
+        Figure(
+            benchmark="sink_throughput",
+            figure="sink rows/s (Kafka → events, steady state)",
+            value=best["sink"],
+            unit="rows/s",
+            baseline="plain clickhouse-connect insert of the same rows",
+            baseline_value=best["plain"],
+            target="ratio >= 0.8",
+            command=COMMAND,
+        ),
+        Figure(
+            benchmark="sink_throughput",
+            figure="sink rows/s vs the same rows inserted as JSON text (no Kafka, no decoding)",
+            value=best["sink"],
+            unit="rows/s",
+            baseline="clickhouse-connect raw JSONEachRow insert of the same rows",
+            baseline_value=best["json"],
+            command=COMMAND,
+        ),
+    ]
+    path = write_results("sink_throughput", figures)
+    for f in figures:
+        print(f"{f.figure}: {f.value:,.0f}; {f.baseline}: {f.baseline_value or 0:,.0f}")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
