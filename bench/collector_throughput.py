@@ -226,8 +226,23 @@ def broker(given: str | None) -> Iterator[str]:
             local.stop()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(p for child in children for p in process_tree(int(child)))]
+
+
 @contextlib.contextmanager
-def collector(settings: KafkaSection, workers: int) -> Iterator[int]:
+def collector(settings: KafkaSection, workers: int) -> Iterator[tuple[int, list[int]]]:
     from tests.infra import free_port, wait_for
 
     port = free_port()
@@ -250,7 +265,7 @@ def collector(settings: KafkaSection, workers: int) -> Iterator[int]:
 
     try:
         wait_for(ready, 60, 0.25, "collector ready")
-        yield port
+        yield port, process_tree(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -293,19 +308,26 @@ def main() -> None:
         ensure_topics(perf, [Topic.EVENTS_RAW])
         publish(settings)
         perf_topic = topic_name(Topic.EVENTS_RAW, perf.topic_prefix)
-        with collector(settings, args.workers) as port:
+        with collector(settings, args.workers) as (port, pids):
             asyncio.run(closed_loop(port, requests, args.connections, 3.0))  # warm up
             print(f"record size {size} B; baseline, then the collector ({args.workers} workers)")
             baseline = kafka_perf_test(bootstrap, perf_topic, args.perf_records, size)
             baseline_lz4 = kafka_perf_test(
                 bootstrap, perf_topic, args.perf_records, size, "compression.type=lz4"
             )
+            cpu_before = cpu_seconds(pids)
             peak = asyncio.run(closed_loop(port, requests, args.connections, args.seconds))
-            print(f"  collector peak: {peak:,.0f} acknowledged events/s")
+            cpu_per_event = (cpu_seconds(pids) - cpu_before) / (peak * args.seconds) * 1e6
+            print(
+                f"  collector peak: {peak:,.0f} acknowledged events/s, "
+                f"{cpu_per_event:.1f} µs CPU/event"
+            )
             half_rate = peak / 2 / BATCH
             latencies = asyncio.run(
                 open_loop(port, requests, half_rate, args.seconds, args.connections * 2)
             )
+    load = os.getloadavg()[0]
+    print(f"  load average (1 min) at the end: {load:.1f} on {os.cpu_count()} cores")
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
@@ -343,9 +365,23 @@ def main() -> None:
         ),
         Figure(
             benchmark=NAME,
+            figure="collector CPU time per acknowledged event at the peak (all workers)",
+            value=round(cpu_per_event, 1),
+            unit="µs",
+            command=command,
+        ),
+        Figure(
+            benchmark=NAME,
             figure="p50 acknowledgement latency at half the peak",
             value=round(p50, 1),
             unit="ms",
+            command=command,
+        ),
+        Figure(
+            benchmark=NAME,
+            figure="machine load average (1 min) at the end of the run (shared machine)",
+            value=round(load, 1),
+            unit="runnable tasks",
             command=command,
         ),
     ]

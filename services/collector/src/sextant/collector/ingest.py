@@ -11,6 +11,7 @@ import orjson
 
 from sextant.collector.auth import Writer
 from sextant.collector.dialects import Submission
+from sextant.collector.encoding import envelope_json
 from sextant.collector.errors import ApiError
 from sextant.collector.metrics import CollectorMetrics
 from sextant.collector.models import BatchResult, Rejection
@@ -136,7 +137,7 @@ class Ingestor:
                 OutgoingRecord(
                     self._raw_topic,
                     envelope.kafka_key().encode(),
-                    envelope.model_dump_json(by_alias=True).encode(),
+                    envelope_json(envelope),
                 )
             )
         await self._produce(records)
