@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,7 +24,20 @@ PARTS = ("collector", "processor", "sink", "gateway", "notifier")
 
 def _run_part(part: str) -> None:
     module = importlib.import_module(f"sextant.{part}.__main__")
-    module.main()
+    if part == "gateway":
+        module.main(_beside_the_gateway())
+    else:
+        module.main()
+
+
+def _beside_the_gateway() -> list[Any]:
+    """With the embedded warehouse (``chdb://``) one process owns the engine: the gateway's.
+    The sink then runs inside it, as a background service; with a server it runs alone."""
+    if not CliSettings().clickhouse_url.startswith("chdb:"):
+        return []
+    service = importlib.import_module("sextant.sink.service")
+    settings = importlib.import_module("sextant.sink.settings")
+    return [service.SinkService(settings.SinkSettings())]
 
 
 def _register_part(part: str) -> None:
