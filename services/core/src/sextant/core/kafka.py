@@ -23,6 +23,7 @@ __all__ = [
     "TopicPartition",
     "broker_version",
     "cluster_reachable",
+    "consumer_group_lag",
     "end_offsets",
     "ensure_topics",
     "make_consumer",
@@ -171,3 +172,15 @@ def broker_version(bootstrap: str) -> tuple[int, ...]:
         return version
     finally:
         admin.close()
+
+
+def consumer_group_lag(settings: KafkaSection, group: str, topic: str) -> int:
+    """Records of ``topic`` that ``group`` has not committed yet (all of them if it never did)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        committed = admin.list_consumer_group_offsets(group)
+    finally:
+        admin.close()
+    ends = end_offsets(settings, topic)
+    done = {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+    return sum(max(0, end - max(0, done.get(partition, 0))) for partition, end in ends.items())
