@@ -259,3 +259,17 @@ def test_error_statuses_over_real_http(kafka_settings: KafkaSection) -> None:
         assert int(limited.headers["Retry-After"]) >= 1
         assert limited.json()["code"] == "rate_limited"
     assert len(topic_records(kafka_settings, Topic.EVENTS_RAW)) == 40
+
+
+def test_without_kafka_it_starts_and_asks_clients_to_retry() -> None:
+    unreachable = KafkaSection(kafka_bootstrap=f"127.0.0.1:{free_port()}", topic_prefix="none")
+    with running_collector(unreachable, config_wait_seconds=0.5) as collector:
+        response = httpx.post(
+            f"{collector.url}/v1/batch", json={"batch": []}, headers=basic(WRITE_KEY)
+        )
+        assert response.status_code == 503
+        assert response.json()["where"] == "config"
+        assert response.headers["Retry-After"] == "5"
+        ready = httpx.get(f"{collector.url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"config": False, "kafka": False}

@@ -87,7 +87,7 @@ def create_app(
             if not caught_up:
                 log.warning("config not caught up yet; keys will work once it is")
         if producer is not None:
-            await producer.start()
+            await producer.start(timeout_s=2.0)
         _settle_heap()
         try:
             yield
@@ -97,6 +97,9 @@ def create_app(
             if follower is not None:
                 follower.stop()
 
+    def config_ready() -> bool:
+        return follower is None or follower.caught_up
+
     app = FastAPI(title="Sextant collector", description=DESCRIPTION, lifespan=lifespan)
     endpoints = Endpoints(
         state=config,
@@ -105,11 +108,10 @@ def create_app(
         max_batch_bytes=settings.max_batch_bytes,
         max_event_bytes=settings.max_event_bytes,
         trust_forwarded_for=settings.trust_forwarded_for,
+        config_ready=config_ready,
+        retry_after_s=settings.retry_after_seconds,
     )
     app.include_router(build_router(endpoints))
-
-    def config_ready() -> bool:
-        return follower is None or follower.caught_up
 
     def kafka_ready() -> bool:
         if producer is not None:

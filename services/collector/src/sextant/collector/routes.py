@@ -54,6 +54,8 @@ class Endpoints:
         max_batch_bytes: int,
         max_event_bytes: int,
         trust_forwarded_for: bool,
+        config_ready: Callable[[], bool] = lambda: True,
+        retry_after_s: int = 5,
     ) -> None:
         self.state = state
         self.ingestor = ingestor
@@ -61,6 +63,8 @@ class Endpoints:
         self.max_batch_bytes = max_batch_bytes
         self.max_event_bytes = max_event_bytes
         self.trust_forwarded_for = trust_forwarded_for
+        self.config_ready = config_ready
+        self.retry_after_s = retry_after_s
 
     async def handle(self, request: Request, dialect: Dialect, limit: int, name: str) -> Response:
         started = time.perf_counter()
@@ -82,6 +86,16 @@ class Endpoints:
         return response
 
     async def _handle(self, request: Request, dialect: Dialect, limit: int) -> BatchResult:
+        if not self.config_ready():
+            # Until the keys are read, every key would look unknown: a 401 would make clients
+            # drop their events, a 503 makes them retry.
+            raise ApiError(
+                503,
+                "starting",
+                "the collector has not read its configuration (keys, projects) yet",
+                "config",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
         header_key = basic_username(request.headers.get("authorization"))
         writer = (
             authenticate(self.state, header_key, "header Authorization") if header_key else None
