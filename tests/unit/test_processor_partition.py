@@ -215,9 +215,21 @@ def test_crash_and_replay_count_each_event_once() -> None:
     definitions = (
         _count(breakdown="plan"),
         MetricDefinition(id="s", project_id="p", metric_kind="sum", event="E", property="n"),
+        MetricDefinition(
+            id="conv",
+            project_id="p",
+            metric_kind="conversion",
+            event="E",
+            conversion_event="F",
+            conversion_window_seconds=10,
+            breakdown="plan",
+        ),
     )
-    events = [event(at=T0 + i, plan=f"p{i % 3}", n=i) for i in range(12)]
-    for keep in range(8):
+    events = [
+        event("F" if i % 4 == 3 else "E", T0 + i, f"u{i % 5}", plan=f"p{i % 3}", n=i)
+        for i in range(12)
+    ]
+    for keep in range(10):
         reference = Pipeline(Catalog(*definitions), partitions=1)
         for view in events:
             reference.send(view)
@@ -226,7 +238,11 @@ def test_crash_and_replay_count_each_event_once() -> None:
         _replay(pipe, events, crash_after=10, keep_writes=keep)
         pipe.flush()
         assert pipe.counts("c") == reference.counts("c"), keep
-        assert pipe.latest("s")[(int(T0), "")].sum == sum(range(12))
+        assert pipe.latest("s")[(int(T0), "")].sum == sum(i for i in range(12) if i % 4 != 3)
+        conversions = {k: (p.denominator, p.count) for k, p in pipe.latest("conv").items()}
+        expected = {k: (p.denominator, p.count) for k, p in reference.latest("conv").items()}
+        assert conversions == expected, keep
+        assert any(count for _, count in expected.values())
 
 
 def test_unique_users_per_window() -> None:

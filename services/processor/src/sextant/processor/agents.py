@@ -3,8 +3,8 @@
 Stage one (agent ``metrics``) reads ``events.raw`` in batches of at most
 ``processor_flush_interval_seconds``; per partition it applies events to a
 :class:`~sextant.processor.partition.PartitionState`, sends window partials to the internal
-``partials`` topic and exposures to ``exposures``, waits for the broker to acknowledge them,
-and only then writes the state to its table. Stage two (agent ``merge``) reads ``partials``,
+``partials`` topic and exposures to ``exposures`` (waiting for the broker to acknowledge the
+exposures), then writes the state to its table. Stage two (agent ``merge``) reads ``partials``,
 keeps the newest partial per source partition and window, and sends the changed metric points.
 faust acknowledges a batch's events only after the batch body returns, and flushes the
 producer before committing offsets, so nothing is committed before it is durable.
@@ -230,19 +230,17 @@ class ProcessorAgents:
                 self.metrics.late.labels(project=project).inc(late)
             counters.processed = counters.duplicates = 0
             counters.late.clear()
-        pending = []
+        exposures_acked = []
         for result in results:
             for partial in result.partials:
                 key = partial.window_key
-                pending.append(
-                    await self.partials_topic.send(
-                        key=key.encode(),
-                        value=partial.to_bytes(),
-                        partition=_stable_partition(key, self.partitions),
-                    )
+                await self.partials_topic.send(
+                    key=key.encode(),
+                    value=partial.to_bytes(),
+                    partition=_stable_partition(key, self.partitions),
                 )
             for exposure in result.exposures:
-                pending.append(
+                exposures_acked.append(
                     await self.exposures_topic.send(
                         key=exposure.kafka_key().encode(),
                         value=orjson.dumps(exposure.model_dump(mode="json")),
@@ -250,8 +248,10 @@ class ProcessorAgents:
                 )
                 self.metrics.exposures.labels(multi_variant=str(exposure.multi_variant)).inc()
             self.metrics.partials.inc(len(result.partials))
-        if pending:
-            await asyncio.gather(*pending)
+        if exposures_acked:
+            # An exposure's state says "sent": it must not be persisted before the broker has
+            # the exposure. Partials need no wait: recovery re-sends every restored window.
+            await asyncio.gather(*exposures_acked)
         for result in results:
             self.state_table.write(result.writes)
 
@@ -285,20 +285,16 @@ class ProcessorAgents:
 
     async def _flush_stage_two(self, writes: list[tuple[str, bytes | None]]) -> None:
         emitted_at = datetime.now(UTC)
-        pending = []
         for merge in self.merges.values():
             points, emitted_writes = merge.flush(emitted_at)
             writes.extend(emitted_writes)
             for point in points:
-                pending.append(
-                    await self.points_topic.send(
-                        key=point.kafka_key().encode(),
-                        value=orjson.dumps(point.model_dump(mode="json")),
-                    )
+                await self.points_topic.send(
+                    key=point.kafka_key().encode(),
+                    value=orjson.dumps(point.model_dump(mode="json")),
                 )
             self.metrics.windows.inc(len(points))
-        if pending:
-            await asyncio.gather(*pending)
+        # No wait for the points: a restart re-emits every restored window's points.
         self.merge_table.write(writes)
 
     # the timer ------------------------------------------------------------------------------

@@ -9,12 +9,14 @@ Exactness after a crash rests on three rules, all in this module:
 
 1. Every persisted entry carries the offset of the last event applied to it; a replayed event
    at or below that offset is not applied to it again.
-2. Outputs are sent (and acknowledged) before the state that produced them is persisted, and
-   the partition checkpoint (offset and watermarks) is written last: when the checkpoint says
-   offset N, everything up to N is in the changelog, and replayed events decide lateness
-   against exactly the watermark they saw the first time.
-3. Outputs are idempotent: a partial replaces the partition's previous partial of the window
-   (the second stage keeps the highest offset), and an exposure is keyed by its unit.
+2. A flush's writes go to one changelog partition in order, the partition checkpoint (offset
+   and watermarks) last: when the checkpoint says offset N, everything up to N is in the
+   changelog, and replayed events decide lateness against exactly the watermark they saw the
+   first time.
+3. Outputs are idempotent and never lost: a partial replaces the partition's previous partial
+   of the window (the second stage keeps the highest offset), and a restart re-sends the
+   partial of every restored window, so a send lost in a crash is repaired; an exposure is
+   acknowledged by the broker before its state is persisted, and is keyed by its unit.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class WindowState:
     offset: int = -1
     groups: dict[str, Group] = field(default_factory=dict)
     users: dict[str, ConversionUser] = field(default_factory=dict)
+    changed_users: set[str] = field(default_factory=set)
+    user_chunks: list[str] = field(default_factory=list)
 
     @classmethod
     def for_metric(cls, project_id: str, metric: CompiledMetric, start: int) -> WindowState:
@@ -167,9 +171,11 @@ class WindowState:
             if user.first_a is None or event.timestamp < user.first_a:
                 user.first_a = event.timestamp
                 user.breakdown = metric.breakdown_of(event.properties)
+                self.changed_users.add(event.distinct_id)
         if event.event == d.conversion_event:
             user = user or self.users.setdefault(event.distinct_id, ConversionUser())
             user.conversions.append(event.timestamp)
+            self.changed_users.add(event.distinct_id)
 
     def conversion_groups(self) -> dict[str, Group]:
         groups: dict[str, Group] = {}
@@ -206,11 +212,26 @@ class WindowState:
                 "cw": self.conversion_window,
                 "o": self.offset,
                 "g": {name: group.to_json() for name, group in self.groups.items()},
-                "u": {
-                    uid: [u.first_a, u.breakdown, u.conversions] for uid, u in self.users.items()
-                },
             }
         )
+
+    def users_chunk(self) -> bytes:
+        """The conversion users changed since the last chunk (their whole state each).
+
+        Users are persisted as chunks of changes rather than inside the window entry, so a
+        flush writes what changed, not every user of the minute. Reapplying a user's state
+        is harmless (first A is a minimum, conversions an existence test).
+        """
+        changed = {
+            uid: [self.users[uid].first_a, self.users[uid].breakdown, self.users[uid].conversions]
+            for uid in sorted(self.changed_users)
+        }
+        self.changed_users.clear()
+        return orjson.dumps(changed)
+
+    def apply_users_chunk(self, data: bytes) -> None:
+        for uid, (first, breakdown, conversions) in orjson.loads(data).items():
+            self.users[uid] = ConversionUser(first, breakdown, list(conversions))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WindowState:
@@ -225,10 +246,6 @@ class WindowState:
             conversion_window=int(raw["cw"]),
             offset=int(raw["o"]),
             groups={name: Group.from_json(g) for name, g in raw["g"].items()},
-            users={
-                uid: ConversionUser(first, breakdown, list(conversions))
-                for uid, (first, breakdown, conversions) in raw["u"].items()
-            },
         )
 
 
@@ -299,6 +316,7 @@ class PartitionState:
         self._new_ids: list[tuple[str, float]] = []
         self._dirty_windows: set[tuple[str, str, int]] = set()
         self._new_exposures: list[tuple[tuple[str, str, str], Exposure]] = []
+        self._orphans: list[str] = []
 
     # keys of the persisted entries -------------------------------------------------------
 
@@ -321,9 +339,12 @@ class PartitionState:
     def load(self, store: StateStore) -> None:
         """Rebuild from the persisted entries of this partition (after a restart or rebalance)."""
         chunks: list[tuple[int, list[tuple[str, float]]]] = []
+        user_chunks: list[tuple[int, str, bytes]] = []
         for key, value in store.items_with_prefix(self.prefix):
             kind = key.split("|", 2)[1]
-            if kind == "w":
+            if kind == "u":
+                user_chunks.append((int(key.rsplit("|", 1)[1]), key, value))
+            elif kind == "w":
                 window = WindowState.from_bytes(value)
                 self.windows[(window.project_id, window.metric, window.window_start)] = window
             elif kind == "x":
@@ -340,6 +361,14 @@ class PartitionState:
                 self.watermarks = {k: float(v) for k, v in raw["wm"].items()}
         for _, ids in sorted(chunks):
             self.seen.update(ids)
+        for _, key, value in sorted(user_chunks):
+            _, _, project, metric, start, _ = key.split("|")
+            owner = self.windows.get((project, metric, int(start)))
+            if owner is None:
+                self._orphans.append(key)
+                continue
+            owner.apply_users_chunk(value)
+            owner.user_chunks.append(key)
         self.last_offset = self.checkpoint
         # Partials of windows restored here may not have reached the second stage before the
         # crash (the changelog write can land while the send did not): send them again.
@@ -387,6 +416,8 @@ class PartitionState:
             # A changed definition starts its windows afresh: the second stage then replaces
             # (or zeroes) what the old definition emitted for this window.
             previous = -1 if window is None else window.offset
+            if window is not None:
+                self._orphans.extend(window.user_chunks)
             window = self.windows[key] = WindowState.for_metric(project, metric, start)
             window.offset = previous
         if offset <= window.offset:
@@ -462,6 +493,10 @@ class PartitionState:
             window = self.windows.get(key)
             if window is not None:
                 result.partials.append(window.partial(self.partition))
+                if window.changed_users:
+                    chunk_key = f"{self._window_key(key)}|{window.offset}".replace("|w|", "|u|")
+                    window.user_chunks.append(chunk_key)
+                    result.writes.append((chunk_key, window.users_chunk()))
                 result.writes.append((self._window_key(key), window.to_bytes()))
         for unit_key, exposure in self._new_exposures:
             result.exposures.append(exposure)
@@ -469,6 +504,8 @@ class PartitionState:
                 (self._exposure_key(unit_key), self.exposures[unit_key].to_bytes())
             )
         result.writes.extend(self._closed_windows(catalog))
+        result.writes.extend((key, None) for key in self._orphans)
+        self._orphans.clear()
         result.writes.extend(self._dedup_writes())
         if self.last_offset > self.checkpoint:
             self.checkpoint = self.last_offset
@@ -486,8 +523,10 @@ class PartitionState:
             and key[2] + WINDOW_SECONDS + catalog.lateness(key[0]) <= self.watermarks[key[0]]
         ]
         for key in closed:
-            del self.windows[key]
+            window = self.windows.pop(key)
             yield self._window_key(key), None
+            for chunk_key in window.user_chunks:
+                yield chunk_key, None
 
     def _dedup_writes(self) -> Iterator[tuple[str, bytes | None]]:
         if self._new_ids:
