@@ -61,7 +61,7 @@ class _OpenBatch:
 
 @dataclass
 class _PartitionQueue:
-    """Sealed batches of one partition, submitted to aiokafka strictly in order."""
+    """Full batches of one partition waiting their turn, and the task sending them in order."""
 
     sealed: deque[_OpenBatch] = field(default_factory=deque)
     submitter: asyncio.Task[None] | None = None
@@ -79,7 +79,9 @@ class BatchingProducer:
     Contract: :meth:`send` returns once Kafka has acknowledged every record passed to it, or
     raises :class:`ProducerUnavailable` within ``timeout_s``. Records with the same key go to
     the same partition as the Java client's default partitioner puts them (murmur2), and
-    records of one partition reach Kafka in the order :meth:`send` was called.
+    records of one partition reach Kafka in the order :meth:`send` was called. A topic's
+    partition count is read once per producer (adding partitions to a keyed topic moves keys
+    anyway; restart the producer after doing so).
     """
 
     def __init__(
@@ -110,7 +112,6 @@ class BatchingProducer:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._starting = asyncio.Lock()
         self._retired: set[asyncio.Task[None]] = set()
-        self.last_success = 0.0
 
     async def start(self, timeout_s: float = 5.0) -> None:
         """Connect to Kafka; when it is down, the first :meth:`send` tries again."""
@@ -170,7 +171,6 @@ class BatchingProducer:
         for future in done:
             if future.exception() is not None:
                 raise ProducerUnavailable(f"Kafka refused the records: {future.exception()!r}")
-        self.last_success = time.monotonic()
 
     async def partitions(self, topic: str, timeout_s: float) -> int:
         """How many partitions ``topic`` has (raises :class:`ProducerUnavailable`)."""
