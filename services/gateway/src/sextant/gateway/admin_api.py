@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
+import orjson
 import yaml
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -63,6 +64,14 @@ def validation_problem(error: ValidationError) -> ProblemError:
 def _commit(
     gateway: Gateway, documents: Sequence[ConfigDocument], deletes: Sequence[str] = ()
 ) -> None:
+    for document in documents:
+        try:
+            orjson.dumps(document.model_dump(mode="json"))
+        except (orjson.JSONEncodeError, TypeError) as error:
+            # e.g. an integer beyond 64 bits: valid to the model, not storable as JSON.
+            raise ProblemError(
+                422, "invalid-parameter", f"{document.config_key()}: {error}", "body"
+            ) from error
     gateway.publish(documents, deletes)
     expected: dict[str, ConfigDocument | None] = {d.config_key(): d for d in documents}
     expected |= dict.fromkeys(deletes)

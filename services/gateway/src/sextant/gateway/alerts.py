@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sextant.gateway import examples
 from sextant.gateway.context import Gateway
 from sextant.gateway.problems import invalid
-from sextant.gateway.sql import DATETIME, Params, run_query, utc
+from sextant.gateway.sql import DATETIME, Params, in_range_utc, run_query, utc
 from sextant.schemas.config import AlertRule
 from sextant.schemas.records import AlertState
 
@@ -53,7 +53,7 @@ def _encode(at: datetime, transition_id: str) -> str:
 def _decode(cursor: str) -> tuple[datetime, str]:
     try:
         at, transition_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return utc(datetime.fromisoformat(at)), transition_id
+        return in_range_utc(datetime.fromisoformat(at)), transition_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
         raise invalid("not a cursor this API returned", "cursor") from error
 

@@ -153,7 +153,9 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
 
 
 def _document_operations(app: FastAPI) -> None:
-    """Give the shared operational routes examples too, like every other endpoint."""
+    """Every operation in ``/openapi.json`` carries examples: the shared operational routes
+    get theirs here, and any 2xx JSON response still without one gets one built from its
+    schema (field examples, defaults, enums, else a placeholder of the right type)."""
     examples: dict[str, Any] = {
         "/healthz": {"status": "ok"},
         "/readyz": {
@@ -177,7 +179,64 @@ def _document_operations(app: FastAPI) -> None:
             metrics["responses"]["200"]["content"] = {
                 "text/plain": {"example": "# HELP sextant_gateway_query_seconds ...\n"}
             }
+        components = schema.get("components", {}).get("schemas", {})
+        for operation in (op for ops in schema["paths"].values() for op in ops.values()):
+            for status, response in operation["responses"].items():
+                content = response.get("content", {}).get("application/json")
+                if status.startswith("2") and content and not _has_example(content, components):
+                    content["example"] = example_of(content.get("schema", {}), components)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        resolved: dict[str, Any] = components.get(ref.rsplit("/", 1)[-1], {})
+        return resolved
+    return schema
+
+
+def _has_example(content: dict[str, Any], components: dict[str, Any]) -> bool:
+    schema = _resolve(content.get("schema", {}), components)
+    return any(k in content or k in schema for k in ("example", "examples"))
+
+
+_PLACEHOLDERS: dict[str, Any] = {
+    "string": "string",
+    "integer": 0,
+    "number": 0.0,
+    "boolean": False,
+    "null": None,
+}
+
+
+def example_of(schema: dict[str, Any], components: dict[str, Any], depth: int = 0) -> Any:
+    """A plausible value for a JSON schema (used where a route gives no example)."""
+    schema = _resolve(schema, components)
+    if depth > 8:
+        return None
+    for key in ("example", "default"):
+        if key in schema:
+            return schema[key]
+    if schema.get("examples"):
+        return schema["examples"][0]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key, []) if o.get("type") != "null"]
+        if options:
+            return example_of(options[0], components, depth + 1)
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {
+            name: example_of(prop, components, depth + 1)
+            for name, prop in schema.get("properties", {}).items()
+        }
+    if kind == "array":
+        return [example_of(schema.get("items", {}), components, depth + 1)]
+    if schema.get("format") == "date-time":
+        return "2025-03-01T10:00:00Z"
+    return _PLACEHOLDERS.get(str(kind))

@@ -32,7 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sextant.gateway import stats
 from sextant.gateway.context import Gateway
-from sextant.gateway.sql import DATETIME, Params, filters_sql, property_text, run_query
+from sextant.gateway.sql import (
+    DATETIME,
+    EARLIEST,
+    LATEST,
+    Params,
+    filters_sql,
+    property_text,
+    run_query,
+    utc,
+)
 from sextant.schemas.config import Experiment, MetricDefinition, MetricKind
 
 ALPHA = 0.05
@@ -171,6 +180,15 @@ def _plan(params: Params, metric: MetricDefinition, role: Literal["primary", "gu
     )
 
 
+def _clamped(value: datetime) -> datetime:
+    """A configured start or stop inside the range the warehouse's timestamps can hold."""
+    try:
+        moment = utc(value)
+    except OverflowError:
+        return EARLIEST if value.year < 2000 else LATEST
+    return min(max(moment, EARLIEST), LATEST)
+
+
 def _metrics_sql(
     params: Params, project_id: str, experiment: Experiment, plans: list[_Plan], units: str
 ) -> str:
@@ -183,9 +201,9 @@ def _metrics_sql(
     bounds += f" AND event IN {params.add(events, 'Array(String)')}"
     bounds += f" AND {unit_column} IS NOT NULL"
     if experiment.start is not None:
-        bounds += f" AND timestamp >= {params.add(experiment.start, DATETIME)}"
+        bounds += f" AND timestamp >= {params.add(_clamped(experiment.start), DATETIME)}"
     if experiment.stop is not None:
-        bounds += f" AND timestamp < {params.add(experiment.stop, DATETIME)}"
+        bounds += f" AND timestamp < {params.add(_clamped(experiment.stop), DATETIME)}"
     per_unit = ", ".join(f"{p.x} AS x{i}, {p.y} AS y{i}" for i, p in enumerate(plans))
     sums = ", ".join(
         f"sum(x{i}), sum(x{i} * x{i}), sum(y{i}), sum(y{i} * y{i}), sum(x{i} * y{i})"

@@ -11,12 +11,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sextant.gateway import examples
 from sextant.gateway.context import Gateway
 from sextant.gateway.series import Interval, bucket_starts
-from sextant.gateway.sql import DATETIME, Params, filters_sql, property_text, run_query, utc
+from sextant.gateway.sql import (
+    DATETIME,
+    Params,
+    filters_sql,
+    in_range_utc,
+    property_text,
+    run_query,
+    utc,
+)
 from sextant.schemas.config import EventName, PropertyFilter, PropertyName
 
 OTHER = "$other"
@@ -32,9 +40,13 @@ class _TimeRange(BaseModel):
     from_: datetime = Field(alias="from", description="Start (inclusive), ISO 8601")
     to: datetime = Field(description="End (exclusive), ISO 8601")
 
+    @field_validator("from_", "to")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        return in_range_utc(value)
+
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        self.from_, self.to = utc(self.from_), utc(self.to)
         if self.from_ >= self.to:
             raise ValueError("'from' must be before 'to'")
         if self.to - self.from_ > timedelta(days=3660):
@@ -283,11 +295,12 @@ def funnel(gateway: Gateway, project_id: str, query: FunnelQuery) -> FunnelResul
     flags = ", ".join(conditions)
     reached = ", ".join(f"countIf(level >= {k + 1})" for k in range(steps))
     from_previous = ", ".join(
-        f"quantileExactIf(0.5)(t{k} - t{k - 1}, level >= {k + 1} AND t{k} > 0)"
+        f"quantileExactInclusiveIf(0.5)(t{k} - t{k - 1}, level >= {k + 1} AND t{k} > 0)"
         for k in range(1, steps)
     )
     from_start = ", ".join(
-        f"quantileExactIf(0.5)(t{k} - t0, level >= {k + 1} AND t{k} > 0)" for k in range(1, steps)
+        f"quantileExactInclusiveIf(0.5)(t{k} - t0, level >= {k + 1} AND t{k} > 0)"
+        for k in range(1, steps)
     )
     sql = f"""
         SELECT label, [{reached}], [{from_previous}], [{from_start}]

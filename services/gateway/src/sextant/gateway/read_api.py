@@ -30,7 +30,7 @@ from sextant.gateway.problems import (
     problem_responses,
 )
 from sextant.gateway.series import Interval, SeriesResult, metric_series
-from sextant.gateway.sql import utc
+from sextant.gateway.sql import request_time
 from sextant.schemas.config import IDENTIFIER, AlertRule, Experiment, MetricDefinition
 from sextant.schemas.records import AlertState
 
@@ -55,8 +55,8 @@ def _metric(gateway: Gateway, project_id: str, key: str) -> MetricDefinition:
 def _range(
     start: datetime | None, end: datetime | None, default: timedelta
 ) -> tuple[datetime, datetime]:
-    end = utc(end) if end is not None else datetime.now(UTC)
-    start = utc(start) if start is not None else end - default
+    end = request_time(end, "to") if end is not None else datetime.now(UTC)
+    start = request_time(start, "from") if start is not None else end - default
     if start >= end:
         raise invalid("'from' must be before 'to'", "from")
     if end - start > timedelta(days=3660):
@@ -248,7 +248,15 @@ def retention_route(
 def experiment_definitions(
     scope: ReadScope,
     gateway: GatewayDep,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            max_length=200,
+            description="The `ETag` of the last answer",
+            examples=['"9b2cf1e0a4d35c7e1f0b6a8d2e4c6f10"'],
+        ),
+    ] = None,
 ) -> Response:
     documents = sorted(gateway.state.experiments(scope.project_id), key=lambda e: e.id)
     body = orjson.dumps([d.model_dump(mode="json") for d in documents])
@@ -362,7 +370,12 @@ def alert_history_route(
     gateway: GatewayDep,
     limit: Limit = 100,
     cursor: Annotated[
-        str | None, Query(max_length=400, description="`next_cursor` of the previous page")
+        str | None,
+        Query(
+            max_length=400,
+            description="`next_cursor` of the previous page",
+            examples=["MjAyNS0wMy0wMVQxMDowNTowMCswMDowMHx0NA=="],
+        ),
     ] = None,
     rule_id: Annotated[str | None, Query(pattern=IDENTIFIER, examples=["checkout-drop"])] = None,
     state: Annotated[
@@ -374,7 +387,9 @@ def alert_history_route(
     ] = None,
     to: Annotated[datetime | None, Query(examples=["2025-03-08T00:00:00Z"])] = None,
 ) -> alerts.AlertPage:
-    if from_ is not None and to is not None and utc(from_) >= utc(to):
+    start = request_time(from_, "from") if from_ is not None else None
+    end = request_time(to, "to") if to is not None else None
+    if start is not None and end is not None and start >= end:
         raise invalid("'from' must be before 'to'", "from")
     return alerts.alert_history(
         gateway,
@@ -383,8 +398,8 @@ def alert_history_route(
         cursor,
         rule_id,
         state,
-        utc(from_) if from_ else None,
-        utc(to) if to else None,
+        start,
+        end,
     )
 
 

@@ -90,6 +90,30 @@ def utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def in_range_utc(value: datetime) -> datetime:
+    """``value`` in UTC; ``ValueError`` outside 1970-01-01 to 2200-01-01 (what the warehouse's
+    timestamps can hold)."""
+    try:
+        converted = utc(value)
+    except OverflowError as error:
+        raise ValueError("the time is out of range") from error
+    if not EARLIEST <= converted < LATEST:
+        raise ValueError("times must fall between 1970-01-01 and 2200-01-01")
+    return converted
+
+
+def request_time(value: datetime, parameter: str) -> datetime:
+    """A time from the request in UTC; a 422 problem naming ``parameter`` when out of range."""
+    try:
+        return in_range_utc(value)
+    except ValueError as error:
+        raise invalid(str(error), parameter) from error
+
+
 def check_property(name: str, parameter: str) -> str:
     """``name`` if it matches the property allow-list; a 422 problem naming ``parameter``."""
     if not PROPERTY_PATTERN.fullmatch(name):

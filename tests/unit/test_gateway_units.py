@@ -1,0 +1,198 @@
+"""The gateway's pure parts: sketches, SQL building, positions, buckets and its OpenAPI document."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sextant.gateway.app import create_app
+from sextant.gateway.live import format_position, parse_position
+from sextant.gateway.problems import ProblemError
+from sextant.gateway.series import Interval, bucket_starts
+from sextant.gateway.settings import GatewaySettings
+from sextant.gateway.sketches import (
+    digest_quantiles,
+    hll_estimate,
+    hll_estimate_registers,
+    merge_registers,
+)
+from sextant.gateway.sql import Params, filter_sql, filters_sql
+from sextant.schemas.config import FilterOp, PropertyFilter
+
+# --- sketches -----------------------------------------------------------------------------
+
+
+def registers_of(values: list[int], p: int = 14) -> list[int]:
+    registers = [0] * (1 << p)
+    for h in values:
+        index, rest = h >> (64 - p), h & ((1 << (64 - p)) - 1)
+        registers[index] = max(registers[index], (64 - p) - rest.bit_length() + 1)
+    return registers
+
+
+@pytest.mark.parametrize("n", [0, 1, 10, 1_000, 30_000, 200_000])
+def test_hll_estimate_is_within_its_error(n: int) -> None:
+    rng = random.Random(n)
+    estimate = hll_estimate_registers(registers_of([rng.getrandbits(64) for _ in range(n)]))
+    assert estimate == pytest.approx(n, rel=0.03, abs=0.5)
+
+
+def test_merged_registers_estimate_the_union() -> None:
+    rng = random.Random(1)
+    a = [rng.getrandbits(64) for _ in range(20_000)]
+    b = a[10_000:] + [rng.getrandbits(64) for _ in range(10_000)]
+    merged = merge_registers([registers_of(a), registers_of(b)])
+    assert hll_estimate_registers(merged) == pytest.approx(30_000, rel=0.03)
+
+
+def test_hll_of_an_empty_sketch_is_zero() -> None:
+    assert hll_estimate(0, 0.0, 0) == 0.0
+    assert hll_estimate_registers([]) == 0.0
+    assert hll_estimate_registers([0] * 16384) == 0.0
+
+
+def test_digest_quantiles_of_unit_centroids_are_the_order_statistics() -> None:
+    values = [float(v) for v in range(1, 1001)]
+    random.Random(3).shuffle(values)
+    p50, p90, p95, p99 = digest_quantiles([(v, 1.0) for v in values])
+    assert (p50, p90, p95, p99) == pytest.approx((500.5, 900.5, 950.5, 990.5), abs=1e-9)
+
+
+def test_digest_quantiles_interpolate_between_weighted_centroids() -> None:
+    assert digest_quantiles([(0.0, 1.0), (10.0, 1.0)], [0.5]) == [5.0]
+    # centres at cumulative weight 1.5 and 3.5; the median (2.0) is a quarter of the way
+    assert digest_quantiles([(0.0, 3.0), (10.0, 1.0)], [0.5]) == [2.5]
+    assert digest_quantiles([], [0.5]) == [None]
+    assert digest_quantiles([(7.0, 2.0)], [0.01, 0.99]) == [7.0, 7.0]
+
+
+# --- SQL building -------------------------------------------------------------------------
+
+HOSTILE = "plan') OR 1=1 --"
+
+
+@pytest.mark.parametrize(
+    ("op", "value"),
+    [
+        (FilterOp.EQ, HOSTILE),
+        (FilterOp.NEQ, HOSTILE),
+        (FilterOp.IN, [HOSTILE, 1]),
+        (FilterOp.GT, 5),
+        (FilterOp.EXISTS, None),
+        (FilterOp.EQ, 1.0),
+        (FilterOp.EQ, True),
+    ],
+)
+def test_filters_bind_every_name_and_value(op: FilterOp, value: Any) -> None:
+    params = Params()
+    name = "weird key$"
+    sql = filter_sql(params, PropertyFilter(property=name, op=op, value=value), "filters.0")
+    assert HOSTILE not in sql
+    assert name not in sql
+    assert "getSubcolumn(properties, {p" in sql
+    assert name in params.values.values()
+
+
+def test_filter_values_are_normalised_like_the_engine_prints_them() -> None:
+    params = Params()
+    filter_sql(
+        params, PropertyFilter(property="x", op=FilterOp.IN, value=[1.0, True, "a", 2.5]), "f"
+    )
+    assert ["1", "true", "a", "2.5"] in params.values.values()
+
+
+@pytest.mark.parametrize(
+    ("op", "value"),
+    [(FilterOp.EQ, {"nested": 1}), (FilterOp.IN, [[1]]), (FilterOp.EQ, float("nan"))],
+)
+def test_filters_refuse_values_they_cannot_compare(op: FilterOp, value: Any) -> None:
+    with pytest.raises(ProblemError) as raised:
+        filter_sql(
+            Params(), PropertyFilter.model_construct(property="x", op=op, value=value), "filters.3"
+        )
+    assert raised.value.parameter == "filters.3"
+
+
+def test_property_names_outside_the_allow_list_are_refused() -> None:
+    bad = PropertyFilter.model_construct(
+        property="x'); DROP TABLE events --", op=FilterOp.EXISTS, value=None
+    )
+    with pytest.raises(ProblemError) as raised:
+        filters_sql(Params(), [bad], "filters")
+    assert raised.value.status == 422
+    assert raised.value.parameter == "filters.0"
+
+
+# --- positions and buckets ----------------------------------------------------------------
+
+
+def test_positions_round_trip_and_refuse_garbage() -> None:
+    assert parse_position(format_position({2: 7, 0: 15})) == {0: 15, 2: 7}
+    for bad in ("", "0:", "a:1", "0:1,", "0:-1", "1:2:3", "9999999:1"):
+        with pytest.raises(ProblemError):
+            parse_position(bad)
+
+
+def test_buckets_floor_the_start_and_cover_the_end() -> None:
+    start = datetime(2025, 1, 1, 10, 30, 15, tzinfo=UTC)
+    end = datetime(2025, 1, 1, 12, 0, 1, tzinfo=UTC)
+    hours = bucket_starts(start, end, Interval.HOUR, 100)
+    assert [h.hour for h in hours] == [10, 11, 12]
+    with pytest.raises(ProblemError) as raised:
+        bucket_starts(start, end, Interval.MINUTE, 10)
+    assert raised.value.parameter == "interval"
+
+
+# --- the OpenAPI document ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    settings = GatewaySettings(clickhouse_url="chdb:///nonexistent/never-opened")
+    schema: dict[str, Any] = create_app(settings).openapi()
+    return schema
+
+
+def _example_in(content: dict[str, Any], components: dict[str, Any]) -> bool:
+    schema = content.get("schema", {})
+    if "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+    return any(k in content or k in schema for k in ("example", "examples"))
+
+
+def test_every_operation_is_documented_with_examples(document: dict[str, Any]) -> None:
+    components = document["components"]["schemas"]
+    operations = [(m, p, op) for p, ops in document["paths"].items() for m, op in ops.items()]
+    assert len(operations) > 40
+    for method, path, op in operations:
+        where = f"{method.upper()} {path}"
+        assert op.get("summary"), where
+        successes = {s: r for s, r in op["responses"].items() if s.startswith("2")}
+        assert successes, where
+        assert any(
+            status == "204"
+            or any(_example_in(c, components) for c in r.get("content", {}).values())
+            for status, r in successes.items()
+        ), f"{where}: no response example"
+        for parameter in op.get("parameters", []):
+            assert (
+                "example" in parameter
+                or "examples" in parameter
+                or "examples" in parameter["schema"]
+            ), f"{where}: parameter {parameter['name']} has no example"
+        if "requestBody" in op:
+            assert any(_example_in(c, components) for c in op["requestBody"]["content"].values()), (
+                f"{where}: no request body example"
+            )
+        if not path.startswith(("/healthz", "/readyz", "/metrics", "/openapi")):
+            assert any(str(s).startswith("4") for s in op["responses"]) or path == "/metrics", where
+
+
+def test_errors_are_documented_as_problems(document: dict[str, Any]) -> None:
+    problem = document["components"]["schemas"]["Problem"]
+    assert set(problem["properties"]) == {"type", "title", "status", "detail", "parameter"}
+    series = document["paths"]["/v1/metrics/{key}/series"]["get"]["responses"]
+    assert "application/problem+json" in series["422"]["content"]
