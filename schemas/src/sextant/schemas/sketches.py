@@ -96,12 +96,19 @@ def hll_estimate(registers: bytes | bytearray | Sequence[int]) -> float:
     """Distinct values sketched in ``registers`` (Ertl 2017, "improved raw estimator")."""
     if not registers:
         return 0.0
-    m = len(registers)
     histogram = [0] * (_HLL_Q + 2)
     for rank in registers:
         histogram[rank] += 1
-    if histogram[0] == m:
+    return hll_estimate_from_histogram(histogram)
+
+
+def hll_estimate_from_histogram(histogram: Sequence[int]) -> float:
+    """:func:`hll_estimate` from the register histogram: ``histogram[k]`` registers hold rank
+    ``k`` (0 to ``64 - HLL_PRECISION + 1``). Readers that count ranks in SQL use this."""
+    m = sum(histogram)
+    if m == 0 or histogram[0] == m:
         return 0.0
+    histogram = [*histogram, *[0] * (_HLL_Q + 2 - len(histogram))]
     z = m * _tau(1.0 - histogram[_HLL_Q + 1] / m)
     for k in range(_HLL_Q, 0, -1):
         z = 0.5 * (z + histogram[k])
