@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,61 +12,8 @@ from sextant.gateway.live import format_position, parse_position
 from sextant.gateway.problems import ProblemError
 from sextant.gateway.series import Interval, bucket_starts
 from sextant.gateway.settings import GatewaySettings
-from sextant.gateway.sketches import (
-    digest_quantiles,
-    hll_estimate,
-    hll_estimate_registers,
-    merge_registers,
-)
 from sextant.gateway.sql import Params, filter_sql, filters_sql
 from sextant.schemas.config import FilterOp, PropertyFilter
-
-# --- sketches -----------------------------------------------------------------------------
-
-
-def registers_of(values: list[int], p: int = 14) -> list[int]:
-    registers = [0] * (1 << p)
-    for h in values:
-        index, rest = h >> (64 - p), h & ((1 << (64 - p)) - 1)
-        registers[index] = max(registers[index], (64 - p) - rest.bit_length() + 1)
-    return registers
-
-
-@pytest.mark.parametrize("n", [0, 1, 10, 1_000, 30_000, 200_000])
-def test_hll_estimate_is_within_its_error(n: int) -> None:
-    rng = random.Random(n)
-    estimate = hll_estimate_registers(registers_of([rng.getrandbits(64) for _ in range(n)]))
-    assert estimate == pytest.approx(n, rel=0.03, abs=0.5)
-
-
-def test_merged_registers_estimate_the_union() -> None:
-    rng = random.Random(1)
-    a = [rng.getrandbits(64) for _ in range(20_000)]
-    b = a[10_000:] + [rng.getrandbits(64) for _ in range(10_000)]
-    merged = merge_registers([registers_of(a), registers_of(b)])
-    assert hll_estimate_registers(merged) == pytest.approx(30_000, rel=0.03)
-
-
-def test_hll_of_an_empty_sketch_is_zero() -> None:
-    assert hll_estimate(0, 0.0, 0) == 0.0
-    assert hll_estimate_registers([]) == 0.0
-    assert hll_estimate_registers([0] * 16384) == 0.0
-
-
-def test_digest_quantiles_of_unit_centroids_are_the_order_statistics() -> None:
-    values = [float(v) for v in range(1, 1001)]
-    random.Random(3).shuffle(values)
-    p50, p90, p95, p99 = digest_quantiles([(v, 1.0) for v in values])
-    assert (p50, p90, p95, p99) == pytest.approx((500.5, 900.5, 950.5, 990.5), abs=1e-9)
-
-
-def test_digest_quantiles_interpolate_between_weighted_centroids() -> None:
-    assert digest_quantiles([(0.0, 1.0), (10.0, 1.0)], [0.5]) == [5.0]
-    # centres at cumulative weight 1.5 and 3.5; the median (2.0) is a quarter of the way
-    assert digest_quantiles([(0.0, 3.0), (10.0, 1.0)], [0.5]) == [2.5]
-    assert digest_quantiles([], [0.5]) == [None]
-    assert digest_quantiles([(7.0, 2.0)], [0.01, 0.99]) == [7.0, 7.0]
-
 
 # --- SQL building -------------------------------------------------------------------------
 
@@ -196,3 +142,27 @@ def test_errors_are_documented_as_problems(document: dict[str, Any]) -> None:
     assert set(problem["properties"]) == {"type", "title", "status", "detail", "parameter"}
     series = document["paths"]["/v1/metrics/{key}/series"]["get"]["responses"]
     assert "application/problem+json" in series["422"]["content"]
+
+
+# --- sketches as the gateway reads them ---------------------------------------------------
+
+
+def test_the_histogram_estimate_equals_the_register_estimate() -> None:
+    from sextant.schemas.sketches import (
+        HLL_REGISTERS,
+        hll_add,
+        hll_estimate,
+        hll_estimate_from_histogram,
+    )
+
+    for n in (0, 1, 500, 40_000):
+        registers = bytearray(HLL_REGISTERS)
+        for i in range(n):
+            hll_add(registers, f"u{i}")
+        histogram = [0] * 52
+        for rank in registers:
+            histogram[rank] += 1
+        assert hll_estimate_from_histogram(histogram) == hll_estimate(registers)
+        assert hll_estimate_from_histogram(
+            histogram[: max(registers, default=0) + 1]
+        ) == hll_estimate(registers)

@@ -32,10 +32,10 @@ from sextant.core.kafka import TopicPartition, make_consumer
 from sextant.core.logging import get_logger
 from sextant.core.settings import KafkaSection
 from sextant.gateway.problems import invalid
-from sextant.gateway.series import point_value, quantile_label
-from sextant.gateway.sketches import QUANTILES, digest_quantiles, hll_estimate_registers
+from sextant.gateway.series import point_value, quantiles_of
 from sextant.schemas.config import MetricDefinition, MetricKind
 from sextant.schemas.records import MetricPoint
+from sextant.schemas.sketches import hll_estimate
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
@@ -274,11 +274,10 @@ class MetricPointFeed:
 
 def _point_payload(point: MetricPoint, metric: MetricDefinition | None) -> dict[str, Any]:
     kind = metric.metric_kind if metric is not None else MetricKind.COUNT
-    uniques = hll_estimate_registers(point.hll) if kind is MetricKind.UNIQUE_USERS else None
+    uniques = hll_estimate(point.hll) if kind is MetricKind.UNIQUE_USERS else None
     quantiles = None
     if kind is MetricKind.PERCENTILES:
-        values = digest_quantiles(point.digest)
-        quantiles = {quantile_label(q): v for q, v in zip(QUANTILES, values, strict=True)}
+        quantiles = quantiles_of(sorted(point.digest))
     return {
         "metric": point.metric,
         "window_start": point.window_start.isoformat(),

@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sextant.gateway import examples
 from sextant.gateway.context import Gateway
 from sextant.gateway.problems import invalid
-from sextant.gateway.sketches import QUANTILES, digest_quantiles, hll_estimate
 from sextant.gateway.sql import DATETIME, Params, run_query, utc
 from sextant.schemas.config import MetricDefinition, MetricKind
+from sextant.schemas.sketches import Centroid, digest_quantile, hll_estimate_from_histogram
 
 MINUTE_WINDOW_SECONDS = 60
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 
 class Interval(StrEnum):
@@ -75,6 +76,14 @@ class SeriesResult(BaseModel):
 
 def quantile_label(q: float) -> str:
     return f"p{round(q * 100)}"
+
+
+def quantiles_of(centroids: list[Centroid]) -> dict[str, float | None]:
+    """p50, p90, p95 and p99 of t-digest centroids sorted by mean (the union of several
+    windows' digests: reading the union is at least as accurate as compressing it first)."""
+    if not centroids:
+        return {quantile_label(q): None for q in QUANTILES}
+    return {quantile_label(q): digest_quantile(centroids, q) for q in QUANTILES}
 
 
 def point_value(
@@ -147,31 +156,41 @@ def metric_series(
     newest, aggregates = _components(metric.metric_kind)
     group = "bucket, breakdown" if by_breakdown else "bucket"
     label = "breakdown" if by_breakdown else "'' AS breakdown"
-    sketch = ""
-    if metric.metric_kind is MetricKind.UNIQUE_USERS:
-        sketch = ", length(regs), arraySum(r -> exp2(-toFloat64(r)), regs), countEqual(regs, 0)"
-    elif metric.metric_kind is MetricKind.PERCENTILES:
-        sketch = ", cents"
     first = buckets[0] if buckets else start
-    sql = f"""
-        SELECT bucket, breakdown, c, s, d{sketch}
+    per_bucket = f"""
+        SELECT toStartOfInterval(window_start, INTERVAL 1 {interval.sql_unit}) AS bucket,
+               {label}, {aggregates}
         FROM (
-            SELECT toStartOfInterval(window_start, INTERVAL 1 {interval.sql_unit}) AS bucket,
-                   {label}, {aggregates}
-            FROM (
-                SELECT window_start, breakdown, {newest}
-                FROM metric_points
-                WHERE project_id = {params.add(project_id, "String")}
-                  AND metric = {params.add(metric.id, "String")}
-                  AND window_seconds = {MINUTE_WINDOW_SECONDS}
-                  AND window_start >= {params.add(first, DATETIME)}
-                  AND window_start < {params.add(end, DATETIME)}
-                GROUP BY window_start, breakdown
-            )
-            GROUP BY {group}
+            SELECT window_start, breakdown, {newest}
+            FROM metric_points
+            WHERE project_id = {params.add(project_id, "String")}
+              AND metric = {params.add(metric.id, "String")}
+              AND window_seconds = {MINUTE_WINDOW_SECONDS}
+              AND window_start >= {params.add(first, DATETIME)}
+              AND window_start < {params.add(end, DATETIME)}
+            GROUP BY window_start, breakdown
         )
-        ORDER BY bucket
+        GROUP BY {group}
     """
+    if metric.metric_kind is MetricKind.UNIQUE_USERS:
+        # The merged registers' rank histogram is all the estimator needs: a few rows per
+        # bucket leave the warehouse instead of 16,384 registers.
+        sql = f"""
+            SELECT bucket, breakdown, any(c), any(s), any(d), groupArray((rank, n))
+            FROM (
+                SELECT bucket, breakdown, c, s, d, rank, count() AS n
+                FROM ({per_bucket}) LEFT ARRAY JOIN regs AS rank
+                GROUP BY bucket, breakdown, c, s, d, rank
+            )
+            GROUP BY bucket, breakdown
+            ORDER BY bucket
+        """
+    elif metric.metric_kind is MetricKind.PERCENTILES:
+        sql = f"""
+            SELECT bucket, breakdown, c, s, d, arraySort(cents) FROM ({per_bucket}) ORDER BY bucket
+        """
+    else:
+        sql = f"SELECT bucket, breakdown, c, s, d FROM ({per_bucket}) ORDER BY bucket"
     rows = run_query(gateway, "series", sql, params)
     return SeriesResult(
         metric=metric.id,
@@ -195,14 +214,22 @@ def _point(kind: MetricKind, t: datetime, row: tuple[Any, ...] | None) -> Point:
     uniques = None
     quantiles = None
     if kind is MetricKind.UNIQUE_USERS:
-        uniques = hll_estimate(int(row[5]), float(row[6]), int(row[7]))
+        uniques = hll_estimate_from_histogram(_histogram(row[5]))
     elif kind is MetricKind.PERCENTILES:
-        values = digest_quantiles(row[5])
-        quantiles = {quantile_label(q): v for q, v in zip(QUANTILES, values, strict=True)}
+        quantiles = quantiles_of([(float(m), float(w)) for m, w in row[5]])
     value = point_value(kind, count, total, denominator, uniques, quantiles)
     return Point(
         t=t, value=value, count=count, sum=total, denominator=denominator, quantiles=quantiles
     )
+
+
+def _histogram(pairs: list[tuple[int, int]]) -> list[int]:
+    """``[(rank, registers)]`` → registers per rank; a bucket without a sketch counts one
+    empty register (so it estimates 0)."""
+    histogram = [0] * (max((int(rank) for rank, _ in pairs), default=0) + 1)
+    for rank, count in pairs:
+        histogram[int(rank)] += int(count)
+    return histogram
 
 
 def _assemble(
