@@ -288,3 +288,32 @@ def test_readiness_reports_every_dependency(harness: Harness) -> None:
         lambda: (r := harness.client.get("/readyz")).status_code == 200 and r.json(), 20
     )
     assert set(body["checks"]) == {"config", "warehouse", "live_feed"}
+
+
+def test_config_apply_goes_through_the_gateway(harness: Harness, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sextant.cli.main import app
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "projects:\n"
+        "  - id: via-cli\n"
+        "    name: Through the gateway\n"
+        "    metrics: [{id: views, metric_kind: count, event: $page}]\n"
+    )
+    admin_key = harness.admin["Authorization"].removeprefix("Bearer ")
+    runner = CliRunner()
+    done = runner.invoke(
+        app,
+        ["config", "apply", str(config), "--gateway", harness.base_url, "--admin-key", admin_key],
+    )
+    assert done.exit_code == 0, done.output
+    listed = harness.client.get("/v1/admin/projects/via-cli/metrics", headers=harness.admin).json()
+    assert [m["id"] for m in listed["items"]] == ["views"]
+
+    refused = runner.invoke(
+        app, ["config", "apply", str(config), "--gateway", harness.base_url, "--admin-key", "wrong"]
+    )
+    assert refused.exit_code == 1
+    assert "401" in refused.output

@@ -79,8 +79,16 @@ def migrate() -> None:
 @config_app.command("apply")
 def config_apply(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            help="Apply through this gateway's admin API (e.g. http://127.0.0.1:8081) "
+            "instead of writing the config topic directly"
+        ),
+    ] = None,
+    admin_key: Annotated[str | None, typer.Option(help="The admin key, with --gateway")] = None,
 ) -> None:
-    """Validate FILE.yaml and write its documents to the config topic."""
+    """Validate FILE.yaml and write its documents to the config topic (or via a gateway)."""
     from pydantic import ValidationError
 
     from sextant.core.config_file import documents_from_file, load_config_file
@@ -91,12 +99,46 @@ def config_apply(
     except ValidationError as error:
         console.print(f"[red]{file}: invalid config[/red]\n{error}")
         raise typer.Exit(2) from error
+    if gateway is not None:
+        _apply_through_gateway(file, gateway, admin_key)
+        return
     publisher = ConfigPublisher(CliSettings())
     try:
         publisher.put(documents)
     finally:
         publisher.close()
     console.print(f"applied {len(documents)} documents from {file}")
+
+
+def _apply_through_gateway(file: Path, gateway: str, admin_key: str | None) -> None:
+    """POST the file to the gateway's ``/v1/admin/apply``; its problem detail on failure."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if not admin_key:
+        console.print("[red]--gateway needs --admin-key[/red]")
+        raise typer.Exit(2)
+    if not gateway.startswith(("http://", "https://")):
+        console.print("[red]--gateway must be an http(s) URL[/red]")
+        raise typer.Exit(2)
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        gateway.rstrip("/") + "/v1/admin/apply",
+        data=file.read_bytes(),
+        headers={"Content-Type": "application/yaml", "Authorization": f"Bearer {admin_key}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            applied = json.loads(response.read())["applied"]
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace")
+        console.print(f"[red]{gateway} refused {file} ({error.code})[/red]: {detail}")
+        raise typer.Exit(1) from error
+    except (urllib.error.URLError, TimeoutError) as error:
+        console.print(f"[red]{gateway} cannot be reached[/red]: {error}")
+        raise typer.Exit(1) from error
+    console.print(f"applied {applied} documents from {file} through {gateway}")
 
 
 @metrics_app.command("backfill")
