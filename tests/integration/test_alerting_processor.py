@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 from sextant.core.config_plane import ConfigFollower, ConfigPublisher
 from sextant.core.kafka import make_producer, read_all
 from sextant.core.settings import KafkaSection
@@ -181,3 +183,95 @@ def test_a_conversion_drop_fires_after_the_pending_period_and_resolves_after_rec
 
     assert stored(warehouse) == [("ok", "pending"), ("pending", "firing"), ("firing", "resolved")]
     assert after_restart == on_topic
+
+
+def test_noise_around_a_steady_rate_does_not_fire_and_a_drop_does(
+    kafka_settings: KafkaSection,
+) -> None:
+    publisher = ConfigPublisher(kafka_settings)
+    try:
+        publisher.put(
+            [
+                Project(id="shop", project_id="shop", name="Shop", allowed_lateness_seconds=0),
+                MetricDefinition(
+                    id="checkout",
+                    project_id="shop",
+                    metric_kind="conversion",
+                    event="Checkout Started",
+                    conversion_event="Order Completed",
+                ),
+                AlertRule.model_validate(
+                    {
+                        "id": "checkout-anomaly",
+                        "project_id": "shop",
+                        "rule_kind": "anomaly",
+                        "metric": "checkout",
+                        "direction": "either",
+                        "k_sigma": 3,
+                        "pending_windows": 3,
+                        "min_volume": 500,
+                    }
+                ),
+            ]
+        )
+    finally:
+        publisher.close()
+    rng = np.random.default_rng(2026)
+    steady, drop = 480, 6  # eight hours of minutes around 10 %, then 5 %
+    with evaluator(kafka_settings):
+        producer = make_producer(kafka_settings)
+        topic = topic_name(Topic.METRIC_POINTS, kafka_settings.topic_prefix)
+        for minute in range(steady + drop + 1):
+            users = int(rng.poisson(2000))
+            rate = 0.10 if minute < steady else 0.05
+            start = T0 + minute * MINUTE
+            point = MetricPoint(
+                project_id="shop",
+                metric="checkout",
+                window_start=start,
+                count=int(rng.binomial(users, rate)),
+                denominator=users,
+                emitted_at=start + MINUTE,
+            )
+            value = point.model_dump_json().encode()
+            producer.send(topic, key=point.kafka_key().encode(), value=value)
+        producer.flush(timeout=30)
+        producer.close()
+        wait_for(
+            lambda: any(t.to_state == "firing" for t in alerts(kafka_settings)),
+            60,
+            message="the drop fires",
+        )
+    fired = [t for t in alerts(kafka_settings) if t.to_state == "firing"]
+    assert [t.at for t in fired] == [T0 + (steady + 3) * MINUTE]  # only the drop, after 3
+
+
+def test_the_start_up_replay_reaches_back_replay_hours_only(kafka_settings: KafkaSection) -> None:
+    producer = make_producer(kafka_settings)
+    topic = topic_name(Topic.METRIC_POINTS, kafka_settings.topic_prefix)
+    day_ago_ms = int((datetime.now(UTC) - timedelta(days=1)).timestamp() * 1000)
+    for minute in range(5):
+        start = T0 + minute * MINUTE
+        point = MetricPoint(
+            project_id="shop", metric="checkout", window_start=start, emitted_at=start
+        )
+        value = point.model_dump_json().encode()
+        producer.send(topic, key=b"shop:checkout", value=value, timestamp_ms=day_ago_ms)
+    producer.flush(timeout=30)
+    producer.close()
+
+    def replayed(hours: float | None) -> datetime | None:
+        service = MetricAlertService(
+            kafka_settings, ConfigFollower(kafka_settings).state, replay_hours=hours
+        )
+        service.start()
+        try:
+            assert service.wait_caught_up(60)
+            assert service.engine is not None
+            return service.engine.watermarks.watermark("shop")
+        finally:
+            service.stop()
+
+    assert replayed(1.0) is None  # the points are a day old
+    assert replayed(48.0) == T0 + 4 * MINUTE
+    assert replayed(None) == T0 + 4 * MINUTE

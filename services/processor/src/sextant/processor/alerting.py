@@ -426,14 +426,18 @@ class MetricAlertService:
         return partitions
 
     def _seek_replay(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        consumer.seek_to_beginning(*partitions)
+        """Start ``replay_hours`` back (by record time), or at the beginning."""
         if self.replay_hours is None:
+            consumer.seek_to_beginning(*partitions)
             return
         now_ms = self._now_ms() if self._now_ms else int(time.time() * 1000)
         since = now_ms - int(self.replay_hours * 3_600_000)
         found = consumer.offsets_for_times(dict.fromkeys(partitions, since))
-        for tp, at in found.items():
-            if at is not None:
+        for tp in partitions:
+            at = found.get(tp)
+            if at is None:
+                consumer.seek_to_end(tp)  # every record there is older than the replay
+            else:
                 consumer.seek(tp, at.offset)
 
     def _step(
