@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+import pytest
+
 from sextant.processor.definitions import CompiledMetric, compile_metric
 from sextant.processor.merge import MergeState
 from sextant.processor.partition import (
@@ -357,3 +360,25 @@ def test_state_survives_a_reload_from_the_store() -> None:
     assert ("p", "exp1", "u1") in reloaded.exposures
     # a reload re-sends restored windows (their last send may not have reached stage two)
     assert reloaded.flush(pipe.catalog).partials
+
+
+def test_reading_an_envelope_fast_equals_full_validation() -> None:
+    from sextant.schemas.events import Envelope
+
+    envelope = Envelope(
+        project_id="p",
+        type=EventType.TRACK,
+        event="E",
+        distinct_id="anon-1",
+        anonymous_id="anon-1",
+        properties={"a": 1},
+        timestamp=datetime(2026, 1, 5, 12, 0, 1, 250000, tzinfo=UTC),
+        received_at=datetime(2026, 1, 5, 12, 0, 2, tzinfo=UTC),
+        message_id="m-1",
+    )
+    raw = orjson.dumps(envelope.model_dump(mode="json", by_alias=True))
+    fast = EventView.parse(raw)
+    assert fast == EventView.parse(envelope.model_dump_json().encode())  # the validated path
+    assert (fast.timestamp, fast.user_id, fast.anonymous_id) == (T0 + 1.25, None, "anon-1")
+    with pytest.raises(ValueError, match="validation"):
+        EventView.parse(b'{"project_id": "p", "type": "track"}')

@@ -146,7 +146,7 @@ class ProcessorAgents:
         app.tables.add(self.merge_table)
         app.agent(self.events_topic, name="metrics")(self._stage_one)
         app.agent(self.partials_topic, name="merge")(self._stage_two)
-        app.timer(s.processor_flush_interval_seconds, name="flush")(self._tick)
+        app.timer(max(1.0, s.processor_flush_interval_seconds), name="flush")(self._tick)
         return app
 
     def ready(self) -> bool:

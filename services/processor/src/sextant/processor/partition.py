@@ -76,6 +76,15 @@ class EventView:
 
     @classmethod
     def parse(cls, raw: bytes) -> EventView:
+        """Read an ``Envelope`` as JSON (camelCase aliases, as the collector writes it).
+
+        The hot path picks the fields straight from the JSON and checks their types; anything
+        unusual goes through the full ``Envelope`` validation (``ValueError`` if invalid).
+        """
+        try:
+            return cls._fast(orjson.loads(raw))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass
         envelope = Envelope.model_validate_json(raw)
         return cls(
             project_id=envelope.project_id,
@@ -89,6 +98,35 @@ class EventView:
             received_at=envelope.received_at.timestamp(),
             message_id=envelope.message_id,
         )
+
+    @classmethod
+    def _fast(cls, data: dict[str, Any]) -> EventView:
+        texts = (data["project_id"], data["event"], data["distinct_id"], data["messageId"])
+        user_id, anonymous_id = data.get("userId"), data.get("anonymousId")
+        properties = data.get("properties", {})
+        if not all(isinstance(t, str) for t in texts) or not isinstance(properties, dict):
+            raise TypeError("not an envelope")
+        if not all(i is None or isinstance(i, str) for i in (user_id, anonymous_id)):
+            raise TypeError("not an envelope")
+        return cls(
+            project_id=texts[0],
+            type=EventType(data["type"]),
+            event=texts[1],
+            distinct_id=texts[2],
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            properties=properties,
+            timestamp=_epoch(data["timestamp"]),
+            received_at=_epoch(data["received_at"]),
+            message_id=texts[3],
+        )
+
+
+def _epoch(text: str) -> float:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 @dataclass
