@@ -93,7 +93,7 @@ def main() -> None:
     map_body = b"\n".join(map_rows)
 
     figures: list[Figure] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         warehouse = connect(f"chdb://{Path(tmp) / 'warehouse'}?database=b{uuid.uuid4().hex[:8]}")
         migrate(warehouse)
         _map_table(warehouse)

@@ -174,7 +174,10 @@ def main() -> None:
     args = parser.parse_args()
     batch = SinkSettings().sink_batch_rows
     events = sample_events(args.events)
-    with bootstrap_server(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as tmp:
+    with (
+        bootstrap_server(args.bootstrap) as bootstrap,
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
+    ):
         kafka = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}")
         ensure_topics(kafka, [Topic.EVENTS_RAW, Topic.SINK_DEAD_LETTER, *SINK_ONLY], partitions=6)
         produce(kafka, events)

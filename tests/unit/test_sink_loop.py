@@ -267,7 +267,7 @@ def test_a_failed_commit_is_retried_without_inserting_again() -> None:
     rig.run(10)
     inserted = rig.warehouse.attempts
     rig.log.commit_fails = False
-    rig.run(5)
+    rig.run(10)  # the next try is at most the longest backoff (5 s, +20 % jitter) away
     assert rig.caught_up()
     assert rig.warehouse.attempts == inserted
     assert sorted(rig.warehouse.message_ids()) == sorted(ids)

@@ -17,6 +17,7 @@ run without sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -187,6 +188,7 @@ class SinkLoop:
         Runs inside the source's poll, so it only records what to do; the next poll seeks
         the partitions this member keeps back to where the dropped batch began.
         """
+        self._forget_lag(partitions)  # the next owner reports these
         batch = self._batch
         if batch.records == 0 and not self._carry:
             return
@@ -201,6 +203,11 @@ class SinkLoop:
         self._kafka_failing = False
         self._resume()
         log.info("batch dropped by a rebalance", records=batch.records, revoked=len(partitions))
+
+    def _forget_lag(self, partitions: list[Partition]) -> None:
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):  # never measured here
+                metrics.CONSUMER_LAG.remove(topic, str(partition))
 
     # -- flushing ---------------------------------------------------------------------------
 

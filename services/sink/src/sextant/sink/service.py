@@ -10,6 +10,7 @@ starts over.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -162,16 +163,19 @@ class SinkService:
             if loop is not None:
                 loop.revoked(partitions)
 
-        source = BatchConsumer(
-            self.settings,
-            self.settings.group_id,
-            sorted(self.specs),
-            on_revoked=on_revoked,
-            instance_id=self.settings.sink_instance_id,
-            session_timeout_ms=self.settings.sink_session_timeout_ms,
-        )
-        dead_letters = KafkaDeadLetters(self.settings)
-        try:
+        with contextlib.ExitStack() as clients:
+            source = BatchConsumer(
+                self.settings,
+                self.settings.group_id,
+                sorted(self.specs),
+                on_revoked=on_revoked,
+                instance_id=self.settings.sink_instance_id,
+                session_timeout_ms=self.settings.sink_session_timeout_ms,
+            )
+            clients.callback(_close_quietly, source.close)
+            dead_letters = KafkaDeadLetters(self.settings)
+            clients.callback(_close_quietly, dead_letters.close)
+            clients.callback(setattr, self.health, "consuming", False)
             loop = SinkLoop(
                 source,
                 warehouse,
@@ -191,14 +195,10 @@ class SinkService:
             while not self._stop.is_set():
                 loop.step()
             loop.flush()  # one attempt: what is not committed now is read again later
-        finally:
-            self.health.consuming = False
-            _close_quietly(source.close, dead_letters.close)
 
 
-def _close_quietly(*closers: Callable[[], None]) -> None:
-    for close in closers:
-        try:
-            close()
-        except (KafkaError, OSError) as error:
-            log.warning("closing a Kafka client failed", error=str(error))
+def _close_quietly(close: Callable[[], None]) -> None:
+    try:
+        close()
+    except (KafkaError, OSError) as error:
+        log.warning("closing a Kafka client failed", error=str(error))
