@@ -144,13 +144,10 @@ def episode_id(project_id: str, rule_id: str, started_at: datetime) -> str:
 
 
 def _counted(state: RuleState, outcome: Outcome) -> RuleState:
-    if outcome is Outcome.BREACH:
-        return replace(state, breaches=state.breaches + 1, recoveries=0, missing=0)
-    if outcome is Outcome.RECOVERED:
-        return replace(state, breaches=0, recoveries=state.recoveries + 1, missing=0)
-    if outcome is Outcome.NO_DATA:
-        return replace(state, breaches=0, recoveries=0, missing=state.missing + 1)
-    return replace(state, breaches=0, recoveries=0, missing=0)
+    breaches = state.breaches + 1 if outcome is Outcome.BREACH else 0
+    recoveries = state.recoveries + 1 if outcome is Outcome.RECOVERED else 0
+    missing = state.missing + 1 if outcome is Outcome.NO_DATA else 0
+    return RuleState(state.state, state.episode_id, state.since, breaches, recoveries, missing)
 
 
 def _next_state(rule: AlertRule, counted: RuleState, outcome: Outcome) -> AlertState:
@@ -291,24 +288,22 @@ def select_breakdown(points: Iterable[MetricPoint], breakdown: str | None) -> li
 
 def merge_points(points: Iterable[MetricPoint]) -> WindowValues:
     """Add counts and sums, merge HyperLogLog registers (maximum) and digests (union)."""
-    merged = WindowValues()
+    n = count = denominator = 0
+    total = total_sq = 0.0
     registers: list[int] = []
     centroids: list[tuple[float, float]] = []
     for p in points:
-        merged = replace(
-            merged,
-            points=merged.points + 1,
-            count=merged.count + p.count,
-            sum=merged.sum + p.sum,
-            sum_sq=merged.sum_sq + p.sum_sq,
-            denominator=merged.denominator + p.denominator,
-        )
-        if len(p.hll) > len(registers):
-            registers.extend([0] * (len(p.hll) - len(registers)))
-        for i, register in enumerate(p.hll):
-            registers[i] = max(registers[i], register)
+        n += 1
+        count += p.count
+        total += p.sum
+        total_sq += p.sum_sq
+        denominator += p.denominator
+        if p.hll:
+            if len(p.hll) > len(registers):
+                registers.extend([0] * (len(p.hll) - len(registers)))
+            registers[: len(p.hll)] = map(max, registers, p.hll)
         centroids.extend(p.digest)
-    return replace(merged, hll=tuple(registers), digest=tuple(centroids))
+    return WindowValues(n, count, total, total_sq, denominator, tuple(registers), tuple(centroids))
 
 
 def _hll_estimate(registers: Sequence[int]) -> float:
