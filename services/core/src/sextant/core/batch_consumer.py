@@ -147,12 +147,13 @@ class BatchConsumer:
             if committed is not None:
                 self._committed[(tp.topic, tp.partition)] = committed
         never = [tp for tp in unknown if (tp.topic, tp.partition) not in self._committed]
-        starts = self._consumer.beginning_offsets(never, timeout_ms=timeout_ms) if never else {}
-        lags = {}
-        for tp in tps:
-            done = self._committed.get((tp.topic, tp.partition), starts.get(tp, 0))
-            lags[(tp.topic, tp.partition)] = max(ends[tp] - done, 0)
-        return lags
+        if never:  # nothing committed yet: everything from the log start is still to do
+            starts = self._consumer.beginning_offsets(never, timeout_ms=timeout_ms)
+            self._committed.update({(tp.topic, tp.partition): starts[tp] for tp in never})
+        return {
+            (tp.topic, tp.partition): max(ends[tp] - self._committed[(tp.topic, tp.partition)], 0)
+            for tp in tps
+        }
 
     def close(self) -> None:
         """Leave without committing anything."""
