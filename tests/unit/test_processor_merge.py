@@ -79,3 +79,18 @@ def test_old_windows_are_forgotten_once_far_behind() -> None:
     deleted = merge.evict({"p": 300}, now=1000.0, idle_s=60)
     assert f"0|m|{old.window_key}|0" in deleted
     assert len(merge.windows) == 1
+
+
+def test_vectorised_register_merge_equals_the_reference() -> None:
+    import random
+
+    from sextant.processor.aggregates import merge_registers
+    from sextant.schemas.sketches import HLL_REGISTERS, hll_merge
+
+    rng = random.Random(5)
+    left = bytearray(rng.randrange(0, 30) for _ in range(HLL_REGISTERS))
+    right = bytes(rng.randrange(0, 30) for _ in range(HLL_REGISTERS))
+    expected = bytearray(left)
+    hll_merge(expected, right)
+    merge_registers(left, right)
+    assert left == expected

@@ -61,9 +61,7 @@ def hll_merge(into: bytearray, other: bytes | bytearray | Sequence[int]) -> None
     """Register-wise maximum, in place."""
     if not other:
         return
-    for index, rank in enumerate(other):
-        if rank > into[index]:
-            into[index] = rank
+    into[:] = bytes(map(max, into, other))
 
 
 def _sigma(x: float) -> float:

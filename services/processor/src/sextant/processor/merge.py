@@ -88,6 +88,14 @@ def to_point(
     )
 
 
+def _content_digest(group: Group) -> str:
+    """A digest of what a point would carry, to skip re-sending unchanged values."""
+    scalars = (group.count, group.total, group.total_sq, group.denominator, group.centroids())
+    content = hashlib.sha256(orjson.dumps(scalars))
+    content.update(bytes(group.registers or b""))
+    return content.hexdigest()
+
+
 @dataclass
 class WindowMerge:
     """Stage-two state of one window: the latest partial per source partition."""
@@ -125,12 +133,10 @@ class WindowMerge:
         window = WindowId(sample.project_id, sample.metric, sample.kind, sample.window_start)
         changed = []
         for name in sorted(groups):
-            point = to_point(window, name, groups[name], version, emitted_at)
-            content = point.model_dump(mode="json", exclude={"version", "emitted_at"})
-            digest = hashlib.sha256(orjson.dumps(content)).hexdigest()
+            digest = _content_digest(groups[name])
             if self.fingerprints.get(name) != digest:
                 self.fingerprints[name] = digest
-                changed.append(point)
+                changed.append(to_point(window, name, groups[name], version, emitted_at))
         return changed, grew
 
     def emitted_bytes(self) -> bytes:
