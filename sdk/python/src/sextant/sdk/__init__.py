@@ -6,9 +6,10 @@ client = Client("WRITE_KEY", host="https://collector.example.com")
 client.track("user-42", "Order Completed", {"revenue": 39.5})
 """
 
+from sextant.schemas.events import FieldError
 from sextant.sdk._client import Client, ClientStats
 from sextant.sdk._clock import Clock, SystemClock
-from sextant.sdk._errors import DeliveryError, EventValidationError, FailureReason, FieldProblem
+from sextant.sdk._errors import DeliveryError, EventValidationError, FailureReason
 from sextant.sdk._sender import MAX_BATCH_BYTES, MAX_EVENT_BYTES, RetryPolicy
 from sextant.sdk._version import __version__
 
@@ -21,7 +22,7 @@ __all__ = [
     "DeliveryError",
     "EventValidationError",
     "FailureReason",
-    "FieldProblem",
+    "FieldError",
     "RetryPolicy",
     "SystemClock",
     "__version__",

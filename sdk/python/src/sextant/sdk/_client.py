@@ -18,9 +18,9 @@ import orjson
 from pydantic import ValidationError
 
 from sextant.schemas.config import Experiment
-from sextant.schemas.events import EXPERIMENT_VIEWED, IncomingEvent, new_message_id
+from sextant.schemas.events import EXPERIMENT_VIEWED, FieldError, IncomingEvent, new_message_id
 from sextant.sdk._clock import Clock, SystemClock
-from sextant.sdk._errors import DeliveryError, EventValidationError, FieldProblem
+from sextant.sdk._errors import DeliveryError, EventValidationError
 from sextant.sdk._experiments import DEFINITIONS_PATH, DefinitionCache, SeenUnits, choose_variant
 from sextant.sdk._sender import (
     BATCH_OVERHEAD,
@@ -560,10 +560,11 @@ def _serialise(message: dict[str, Any]) -> bytes:
             option=_JSON_OPTIONS,
         )
     except TypeError as exc:
-        raise EventValidationError([FieldProblem("", f"not JSON serialisable: {exc}")]) from None
+        problem = FieldError(field="", message=f"not JSON serialisable: {exc}")
+        raise EventValidationError([problem]) from None
     if len(data) > MAX_EVENT_BYTES:
-        problem = f"{len(data)} bytes serialised, over the collector's {MAX_EVENT_BYTES}"
-        raise EventValidationError([FieldProblem("", problem)])
+        too_big = f"{len(data)} bytes serialised, over the collector's {MAX_EVENT_BYTES}"
+        raise EventValidationError([FieldError(field="", message=too_big)])
     return data
 
 

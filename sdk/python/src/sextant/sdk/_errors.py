@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from sextant.schemas.events import FieldError
+
 FailureReason = Literal["rejected", "http_status", "gave_up", "shutdown"]
 """Why events were not delivered:
 
@@ -18,18 +20,10 @@ FailureReason = Literal["rejected", "http_status", "gave_up", "shutdown"]
 """
 
 
-@dataclass(frozen=True)
-class FieldProblem:
-    """Where an event is wrong (a dotted path in the wire format, e.g. ``properties.plan``)."""
-
-    field: str
-    message: str
-
-
 class EventValidationError(ValueError):
     """An event the collector would refuse; raised by ``track`` & co. before it is queued."""
 
-    def __init__(self, problems: list[FieldProblem]) -> None:
+    def __init__(self, problems: list[FieldError]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{p.field or 'event'}: {p.message}" for p in problems))
 
@@ -37,7 +31,7 @@ class EventValidationError(ValueError):
     def from_pydantic(cls, error: ValidationError) -> EventValidationError:
         return cls(
             [
-                FieldProblem(".".join(str(part) for part in item["loc"]), item["msg"])
+                FieldError(field=".".join(str(part) for part in item["loc"]), message=item["msg"])
                 for item in error.errors(include_url=False)
             ]
         )
@@ -56,7 +50,7 @@ class DeliveryError(Exception):
     events: list[dict[str, Any]]
     status: int | None = None
     attempts: int = 0
-    problems: dict[str, list[FieldProblem]] = field(default_factory=dict)
+    problems: dict[str, list[FieldError]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status is not None else ""

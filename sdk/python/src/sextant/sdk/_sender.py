@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 import orjson
 
+from sextant.schemas.events import FieldError
 from sextant.sdk._clock import Clock
-from sextant.sdk._errors import DeliveryError, FailureReason, FieldProblem
+from sextant.sdk._errors import DeliveryError, FailureReason
 
 log = logging.getLogger("sextant.sdk")
 
@@ -183,7 +184,7 @@ def _accepted(events: list[bytes], response: httpx.Response, attempts: int) -> O
     if not isinstance(rejected, list) or not rejected:
         return Outcome(len(events), attempts)
     refused: list[dict[str, Any]] = []
-    problems: dict[str, list[FieldProblem]] = {}
+    problems: dict[str, list[FieldError]] = {}
     for entry in rejected:
         if not isinstance(entry, dict):
             continue
@@ -194,7 +195,7 @@ def _accepted(events: list[bytes], response: httpx.Response, attempts: int) -> O
         refused.append(event)
         message_id = str(entry.get("messageId") or event.get("messageId") or f"#{index}")
         problems[message_id] = [
-            FieldProblem(str(e.get("field", "")), str(e.get("message", "")))
+            FieldError(field=str(e.get("field", "")), message=str(e.get("message", "")))
             for e in entry.get("errors", [])
             if isinstance(e, dict)
         ]
