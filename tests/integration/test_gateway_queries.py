@@ -46,6 +46,21 @@ def harness(kafka_bootstrap: str, warehouse_root: Path) -> Iterator[Harness]:
                 id="visitors", project_id="acme", metric_kind=MetricKind.UNIQUE_USERS, event="View"
             ),
             MetricDefinition(
+                id="visitors-by-plan",
+                project_id="acme",
+                metric_kind=MetricKind.UNIQUE_USERS,
+                event="View",
+                breakdown="plan",
+            ),
+            MetricDefinition(
+                id="amounts-by-plan",
+                project_id="acme",
+                metric_kind=MetricKind.PERCENTILES,
+                event="Order",
+                property="amount",
+                breakdown="plan",
+            ),
+            MetricDefinition(
                 id="amounts",
                 project_id="acme",
                 metric_kind=MetricKind.PERCENTILES,
@@ -179,6 +194,63 @@ def test_unique_users_merge_sketches_instead_of_adding_minutes(harness: Harness)
     merged = bytearray(_registers(range(5000)))
     hll_merge(merged, _registers(range(2500, 7500)))
     assert hour["value"] == round(hll_estimate(merged))
+
+
+def test_sketches_of_breakdown_values_merge_into_the_total(harness: Harness) -> None:
+    harness.insert_points(
+        [
+            {
+                "metric": "visitors-by-plan",
+                "window_start": minute(50),
+                "breakdown": "pro",
+                "hll": _registers(range(3000)),
+            },
+            {
+                "metric": "visitors-by-plan",
+                "window_start": minute(50),
+                "breakdown": "free",
+                "hll": _registers(range(2000, 6000)),
+            },
+            {
+                "metric": "visitors-by-plan",
+                "window_start": minute(51),
+                "breakdown": "pro",
+                "hll": _registers(range(100)),
+            },
+            {
+                "metric": "amounts-by-plan",
+                "window_start": minute(50),
+                "breakdown": "pro",
+                "digest": [(1.0, 1.0), (3.0, 1.0)],
+            },
+            {
+                "metric": "amounts-by-plan",
+                "window_start": minute(50),
+                "breakdown": "free",
+                "digest": [(2.0, 1.0), (4.0, 1.0)],
+            },
+        ]
+    )
+    window = {"from": iso(minute(50)), "to": iso(minute(52))}
+    total = series(harness, "visitors-by-plan", interval="minute", **window)["series"][0]["points"]
+    merged = bytearray(_registers(range(3000)))
+    hll_merge(merged, _registers(range(2000, 6000)))
+    assert [p["value"] for p in total] == [
+        round(hll_estimate(merged)),
+        round(hll_estimate(_registers(range(100)))),
+    ]
+    split = series(harness, "visitors-by-plan", interval="minute", breakdown="true", **window)[
+        "series"
+    ]
+    assert {s["breakdown"]: s["points"][0]["value"] for s in split} == {
+        "pro": round(hll_estimate(_registers(range(3000)))),
+        "free": round(hll_estimate(_registers(range(2000, 6000)))),
+    }
+    for interval in ("minute", "hour"):
+        pooled = series(harness, "amounts-by-plan", interval=interval, **window)["series"][0][
+            "points"
+        ][0]
+        assert pooled["quantiles"]["p50"] == pytest.approx(2.5)
 
 
 def test_percentiles_pool_the_digests(harness: Harness) -> None:
@@ -576,3 +648,17 @@ def test_alert_history_pages_newest_first(harness: Harness) -> None:
         ).json()["parameter"]
         == "cursor"
     )
+
+
+def test_an_event_stored_twice_counts_once(harness: Harness) -> None:
+    row = {
+        "event": "Twice",
+        "distinct_id": "d1",
+        "message_id": "same-message",
+        "timestamp": datetime(2025, 8, 1, 12, tzinfo=UTC),
+    }
+    harness.insert_events([row])
+    harness.insert_events([row])  # a batch the sink inserted again after a restart
+    body = {"event": "Twice", "from": "2025-08-01T00:00:00Z", "to": "2025-08-02T00:00:00Z"}
+    trend_total = harness.client.post("/v1/insights/trends", json=body, headers=harness.read)
+    assert trend_total.json()["series"][0]["total"] == 1

@@ -1,5 +1,8 @@
 """Ad-hoc questions over the ``events`` table: trends, funnels and retention.
 
+Events are read through ``events_unique`` (the table ``FINAL``): a batch the sink inserted
+twice, or an event a client re-sent, counts once whatever the merges have done so far.
+
 Every query is scoped to the key's project and to a time range; names and values arrive as
 bound parameters (see :mod:`sextant.gateway.sql`). A breakdown keeps its ``breakdown_limit``
 most frequent values (found by a first, cheap query) and folds the rest into ``$other``;
@@ -177,7 +180,7 @@ def _top_values(
 ) -> list[str]:
     """The ``limit`` most frequent values of ``value_sql`` among rows matching ``where``."""
     sql = f"""
-        SELECT {value_sql} AS value, count() AS n FROM events
+        SELECT {value_sql} AS value, count() AS n FROM events_unique
         WHERE {where}
         GROUP BY value ORDER BY n DESC, value LIMIT {int(limit)}
     """
@@ -212,7 +215,7 @@ def trends(gateway: Gateway, project_id: str, query: TrendsQuery) -> TrendsResul
     sql = f"""
         SELECT toStartOfInterval(timestamp, INTERVAL 1 {query.interval.sql_unit}) AS bucket,
                {label_sql} AS label, {measure} AS value, grouping(bucket) AS is_total
-        FROM events
+        FROM events_unique
         WHERE {where}
         GROUP BY GROUPING SETS ((label, bucket), (label))
     """
@@ -310,7 +313,7 @@ def funnel(gateway: Gateway, project_id: str, query: FunnelQuery) -> FunnelResul
                 SELECT distinct_id, {label_sql} AS label,
                        windowFunnel({window})(toDateTime(timestamp), {flags}) AS level,
                        arraySort(groupArray(tuple(toFloat64(timestamp), {flags}))) AS evs
-                FROM events
+                FROM events_unique
                 WHERE {where}
                 GROUP BY distinct_id
             )
@@ -388,11 +391,11 @@ def retention(gateway: Gateway, project_id: str, query: RetentionQuery) -> Reten
         FROM (
             SELECT c.distinct_id, c.cohort, retention(toUInt8(1), {returns}) AS returned
             FROM (
-                SELECT distinct_id, timestamp FROM events WHERE {return_where}
+                SELECT distinct_id, timestamp FROM events_unique WHERE {return_where}
             ) AS r
             RIGHT JOIN (
                 SELECT distinct_id, {starts}(min(timestamp)) AS cohort
-                FROM events WHERE {cohort_where}
+                FROM events_unique WHERE {cohort_where}
                 GROUP BY distinct_id
             ) AS c ON r.distinct_id = c.distinct_id
             GROUP BY c.distinct_id, c.cohort

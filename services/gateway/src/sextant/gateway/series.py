@@ -9,6 +9,7 @@ HyperLogLog registers (``maxForEach``), percentiles by pooling the t-digest cent
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -124,20 +125,13 @@ def bucket_starts(start: datetime, end: datetime, interval: Interval, limit: int
     return [first + timedelta(seconds=step * i) for i in range(count)]
 
 
-def _components(kind: MetricKind) -> tuple[str, str]:
-    """(the newest-version tuple, the per-bucket aggregates) for a metric kind.
+def _histogram_sql(registers: str) -> str:
+    """SQL: the rank histogram of a register array (index k: registers holding rank k).
 
-    Sketch columns are read only for the kinds that need them: they are the heavy ones.
+    The estimator needs nothing else, so a few numbers per bucket leave the warehouse
+    instead of 16,384 registers; ranks stop at the array's maximum, so the count is cheap.
     """
-    fields = ["count", "sum", "denominator"]
-    aggregates = ["sum(p.1) AS c", "sum(p.2) AS s", "sum(p.3) AS d"]
-    if kind is MetricKind.UNIQUE_USERS:
-        fields.append("hll")
-        aggregates.append("maxForEach(p.4) AS regs")
-    elif kind is MetricKind.PERCENTILES:
-        fields.append("digest")
-        aggregates.append("groupArrayArray(p.4) AS cents")
-    return f"argMax(tuple({', '.join(fields)}), version) AS p", ", ".join(aggregates)
+    return f"arrayMap(k -> countEqual({registers}, k), range(arrayMax({registers}) + 1))"
 
 
 def metric_series(
@@ -152,84 +146,142 @@ def metric_series(
     """The metric between ``start`` and ``end`` per ``interval``, in total or per breakdown
     value; every bucket is present (zero, or null where undefined)."""
     buckets = bucket_starts(start, end, interval, gateway.settings.max_series_buckets)
-    params = Params()
-    newest, aggregates = _components(metric.metric_kind)
-    group = "bucket, breakdown" if by_breakdown else "bucket"
-    label = "breakdown" if by_breakdown else "'' AS breakdown"
     first = buckets[0] if buckets else start
-    per_bucket = f"""
-        SELECT toStartOfInterval(window_start, INTERVAL 1 {interval.sql_unit}) AS bucket,
-               {label}, {aggregates}
-        FROM (
-            SELECT window_start, breakdown, {newest}
-            FROM metric_points
-            WHERE project_id = {params.add(project_id, "String")}
-              AND metric = {params.add(metric.id, "String")}
-              AND window_seconds = {MINUTE_WINDOW_SECONDS}
-              AND window_start >= {params.add(first, DATETIME)}
-              AND window_start < {params.add(end, DATETIME)}
-            GROUP BY window_start, breakdown
-        )
-        GROUP BY {group}
-    """
-    if metric.metric_kind is MetricKind.UNIQUE_USERS:
-        # The merged registers' rank histogram is all the estimator needs: a few rows per
-        # bucket leave the warehouse instead of 16,384 registers.
-        sql = f"""
-            SELECT bucket, breakdown, any(c), any(s), any(d), groupArray((rank, n))
-            FROM (
-                SELECT bucket, breakdown, c, s, d, rank, count() AS n
-                FROM ({per_bucket}) LEFT ARRAY JOIN regs AS rank
-                GROUP BY bucket, breakdown, c, s, d, rank
-            )
-            GROUP BY bucket, breakdown
-            ORDER BY bucket
-        """
-    elif metric.metric_kind is MetricKind.PERCENTILES:
-        sql = f"""
-            SELECT bucket, breakdown, c, s, d, arraySort(cents) FROM ({per_bucket}) ORDER BY bucket
-        """
-    else:
-        sql = f"SELECT bucket, breakdown, c, s, d FROM ({per_bucket}) ORDER BY bucket"
-    rows = run_query(gateway, "series", sql, params)
+    query = _SeriesQuery(gateway, project_id, metric, first, end, interval, by_breakdown)
     return SeriesResult(
         metric=metric.id,
         metric_kind=metric.metric_kind,
         interval=interval,
         from_=first,
         to=end,
-        series=_assemble(metric.metric_kind, rows, buckets, by_breakdown),
+        series=_assemble(metric.metric_kind, query.rows(), buckets, by_breakdown),
     )
 
 
-def _point(kind: MetricKind, t: datetime, row: tuple[Any, ...] | None) -> Point:
-    if row is None:
-        empty = (
-            None
-            if kind in (MetricKind.MEAN, MetricKind.CONVERSION, MetricKind.PERCENTILES)
-            else 0.0
+@dataclass
+class _SeriesQuery:
+    """Rows ``(bucket, label, count, sum, denominator[, sketch])``, one per bucket and label,
+    where the sketch is a rank histogram (unique users) or sorted centroids (percentiles).
+
+    Windows are read through ``metric_points_latest`` (``FINAL`` on the version: only the
+    newest version of each window counts, whatever the merges have done). Minute buckets of
+    sketch metrics skip the aggregation (one window is one bucket) unless several breakdown
+    values share a minute and the total is asked for: merging 16,384 registers per group is
+    the one costly step, so it runs only where it is needed.
+    """
+
+    gateway: Gateway
+    project_id: str
+    metric: MetricDefinition
+    first: datetime
+    end: datetime
+    interval: Interval
+    by_breakdown: bool
+
+    def _where(self, params: Params) -> str:
+        return (
+            f"project_id = {params.add(self.project_id, 'String')}"
+            f" AND metric = {params.add(self.metric.id, 'String')}"
+            f" AND window_seconds = {MINUTE_WINDOW_SECONDS}"
+            f" AND window_start >= {params.add(self.first, DATETIME)}"
+            f" AND window_start < {params.add(self.end, DATETIME)}"
         )
-        return Point(t=t, value=empty)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        kind = self.metric.metric_kind
+        if self.interval is Interval.MINUTE and kind in (
+            MetricKind.UNIQUE_USERS,
+            MetricKind.PERCENTILES,
+        ):
+            return self._minute_sketch_rows()
+        return self._grouped_rows(None)
+
+    def _grouped_rows(self, windows: list[datetime] | None) -> list[tuple[Any, ...]]:
+        params = Params()
+        kind = self.metric.metric_kind
+        label = "breakdown" if self.by_breakdown else "''"
+        sketch = ""
+        if kind is MetricKind.UNIQUE_USERS:
+            sketch = ", maxForEach(hll) AS regs"
+        elif kind is MetricKind.PERCENTILES:
+            sketch = ", arraySort(groupArrayArray(digest)) AS cents"
+        where = self._where(params)
+        if windows is not None:
+            where += f" AND window_start IN {params.add(windows, f'Array({DATETIME})')}"
+        sql = f"""
+            SELECT toStartOfInterval(window_start, INTERVAL 1 {self.interval.sql_unit}) AS bucket,
+                   {label} AS label, sum(count) AS c, sum(sum) AS s, sum(denominator) AS d{sketch}
+            FROM metric_points_latest
+            WHERE {where}
+            GROUP BY bucket, label
+        """
+        if kind is MetricKind.UNIQUE_USERS:
+            sql = f"SELECT bucket, label, c, s, d, {_histogram_sql('regs')} FROM ({sql})"
+        return run_query(self.gateway, "series", sql, params)
+
+    def _minute_sketch_rows(self) -> list[tuple[Any, ...]]:
+        params = Params()
+        kind = self.metric.metric_kind
+        sketch = _histogram_sql("hll") if kind is MetricKind.UNIQUE_USERS else "digest"
+        sql = f"""
+            SELECT window_start, breakdown, count, sum, denominator, {sketch}
+            FROM metric_points_latest
+            WHERE {self._where(params)}
+        """
+        rows = run_query(self.gateway, "series", sql, params)
+        if self.by_breakdown:
+            return rows
+        per_window: dict[datetime, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            per_window.setdefault(row[0], []).append(row)
+        single = [(w, "", *found[0][2:]) for w, found in per_window.items() if len(found) == 1]
+        shared = {w: found for w, found in per_window.items() if len(found) > 1}
+        if not shared:
+            return single
+        if kind is MetricKind.PERCENTILES:
+            return single + [_pooled(w, found) for w, found in shared.items()]
+        return single + self._grouped_rows(sorted(shared))
+
+
+def _pooled(window: datetime, rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """One minute's percentile rows of several breakdown values as one: components summed,
+    centroids pooled."""
+    centroids = sorted(c for row in rows for c in row[5])
+    return (
+        window,
+        "",
+        sum(int(r[2]) for r in rows),
+        sum(float(r[3]) for r in rows),
+        sum(int(r[4]) for r in rows),
+        centroids,
+    )
+
+
+_UNDEFINED_WHEN_EMPTY = (MetricKind.MEAN, MetricKind.CONVERSION, MetricKind.PERCENTILES)
+
+
+def _point(kind: MetricKind, t: datetime, row: tuple[Any, ...] | None) -> Point:
+    """A bucket's point (built without re-validation: a series has thousands)."""
+    if row is None:
+        return Point.model_construct(
+            t=t,
+            value=None if kind in _UNDEFINED_WHEN_EMPTY else 0.0,
+            count=0,
+            sum=0.0,
+            denominator=0,
+            quantiles=None,
+        )
     count, total, denominator = int(row[2]), float(row[3]), int(row[4])
     uniques = None
     quantiles = None
     if kind is MetricKind.UNIQUE_USERS:
-        uniques = hll_estimate_from_histogram(_histogram(row[5]))
+        uniques = hll_estimate_from_histogram(list(row[5]))
     elif kind is MetricKind.PERCENTILES:
         quantiles = quantiles_of([(float(m), float(w)) for m, w in row[5]])
     value = point_value(kind, count, total, denominator, uniques, quantiles)
-    return Point(
+    return Point.model_construct(
         t=t, value=value, count=count, sum=total, denominator=denominator, quantiles=quantiles
     )
-
-
-def _histogram(pairs: list[tuple[int, int]]) -> list[int]:
-    """``[(rank, registers)]`` → registers per rank; a bucket without a sketch counts one
-    empty register (so it estimates 0)."""
-    histogram = [0] * (max((int(rank) for rank, _ in pairs), default=0) + 1)
-    for rank, count in pairs:
-        histogram[int(rank)] += int(count)
-    return histogram
 
 
 def _assemble(
