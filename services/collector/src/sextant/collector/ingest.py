@@ -108,13 +108,14 @@ class Ingestor:
             )
             if checked.event is None:
                 message_id = _message_id(raw)
-                rejected.append(Rejection(index=index, messageId=message_id, errors=checked.errors))
+                errors = list(checked.errors)
+                rejected.append(Rejection(index=index, messageId=message_id, errors=errors))
                 reasons[checked.reason] = reasons.get(checked.reason, 0) + 1
                 dead = InvalidEvent(
                     project_id=project.id,
                     received_at=received_at,
                     payload=orjson.dumps(submission.originals[index]).decode(),
-                    errors=checked.errors,
+                    errors=errors,
                     message_id=message_id,
                 )
                 records.append(
@@ -131,7 +132,7 @@ class Ingestor:
                 batch_sent_at=submission.sent_at,
                 client_ip=client_ip,
                 ip_policy=project.ip_policy,
-                plan_violations=checked.violations,
+                plan_violations=list(checked.violations) if checked.violations else None,
             )
             records.append(
                 OutgoingRecord(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 from jsonschema import Draft202012Validator
@@ -30,14 +29,13 @@ class RejectReason:
     TRACKING_PLAN = "tracking_plan"
 
 
-@dataclass
-class Checked:
+class Checked(NamedTuple):
     """The outcome for one event: a valid event (maybe flagged) or a reason and errors."""
 
     event: IncomingEvent | None = None
-    errors: list[FieldError] = field(default_factory=list)
+    errors: Sequence[FieldError] = ()
     reason: str = ""
-    violations: list[str] = field(default_factory=list)
+    violations: Sequence[str] = ()
 
 
 def _field_of(error: ErrorDetails, names: Mapping[str, str]) -> str:
