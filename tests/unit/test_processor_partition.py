@@ -382,3 +382,16 @@ def test_reading_an_envelope_fast_equals_full_validation() -> None:
     assert (fast.timestamp, fast.user_id, fast.anonymous_id) == (T0 + 1.25, None, "anon-1")
     with pytest.raises(ValueError, match="validation"):
         EventView.parse(b'{"project_id": "p", "type": "track"}')
+
+
+def test_dedup_memory_is_bounded_by_count() -> None:
+    pipe = Pipeline(Catalog(_count()), partitions=1)
+    pipe.states[0] = PartitionState(0, DedupPolicy(window_seconds=600, max_ids=3))
+    for i in range(5):
+        pipe.send(event(message_id=f"id{i}"))
+    pipe.flush()
+    assert list(pipe.states[0].seen) == ["id2", "id3", "id4"]
+    pipe.send(event(message_id="id4"))  # still remembered: a retry
+    pipe.send(event(message_id="id0"))  # forgotten: counts again
+    pipe.flush()
+    assert pipe.counts("c") == {(int(T0), ""): 6}

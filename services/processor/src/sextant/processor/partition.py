@@ -355,6 +355,7 @@ class PartitionState:
         self._dirty_windows: set[tuple[str, str, int]] = set()
         self._new_exposures: list[tuple[tuple[str, str, str], Exposure]] = []
         self._orphans: list[str] = []
+        self._newest_received = 0.0
 
     # keys of the persisted entries -------------------------------------------------------
 
@@ -399,6 +400,7 @@ class PartitionState:
                 self.watermarks = {k: float(v) for k, v in raw["wm"].items()}
         for _, ids in sorted(chunks):
             self.seen.update(ids)
+        self._newest_received = max(self.chunks.values(), default=0.0)
         for _, key, value in sorted(user_chunks):
             _, _, project, metric, start, _ = key.split("|")
             owner = self.windows.get((project, metric, int(start)))
@@ -568,22 +570,21 @@ class PartitionState:
 
     def _dedup_writes(self) -> Iterator[tuple[str, bytes | None]]:
         if self._new_ids:
-            first = self.last_offset
-            key = f"{self.partition}|d|{first}"
-            self.chunks[key] = max(t for _, t in self._new_ids)
+            key = f"{self.partition}|d|{self.last_offset}"
+            newest = max(t for _, t in self._new_ids)
+            self.chunks[key] = newest
+            self._newest_received = max(self._newest_received, newest)
             yield key, orjson.dumps(self._new_ids)
             self._new_ids = []
-        if not self.seen:
-            return
-        newest = max(self.chunks.values(), default=0.0)
-        horizon = newest - self.dedup_policy.window_seconds
+        horizon = self._newest_received - self.dedup_policy.window_seconds
         for key, latest in list(self.chunks.items()):
             if latest < horizon:
                 del self.chunks[key]
                 yield key, None
-        excess = len(self.seen) - self.dedup_policy.max_ids
-        for message_id, received in list(self.seen.items()):
-            if received >= horizon and excess <= 0:
+        # ``seen`` is in arrival order: forget from the oldest end only, never copying it.
+        limit = self.dedup_policy.max_ids
+        while self.seen:
+            oldest = next(iter(self.seen))
+            if self.seen[oldest] >= horizon and len(self.seen) <= limit:
                 break
-            del self.seen[message_id]
-            excess -= 1
+            del self.seen[oldest]
