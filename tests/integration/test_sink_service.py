@@ -156,6 +156,17 @@ def committed(settings: SinkSettings, topic: Topic) -> int:
         consumer.close()
 
 
+def wait_committed(client: Sink, settings: SinkSettings, expected: dict[Topic, int]) -> None:
+    """Wait until the group has committed ``expected`` records of each topic."""
+    try:
+        wait_for(lambda: all(committed(settings, t) == n for t, n in expected.items()), 60, 0.2)
+    except TimeoutError as error:
+        found = {t: committed(settings, t) for t in expected}
+        raise AssertionError(
+            f"committed {found}, not {expected}: {client.service.status()}"
+        ) from error
+
+
 def produced(settings: SinkSettings, topic: Topic) -> int:
     return sum(end_offsets(settings, topic_name(topic, settings.topic_prefix)).values())
 
@@ -199,11 +210,11 @@ def test_rows_arrive_in_every_table_and_repeats_count_once(
     topics.send(Topic.ALERTS, alert.model_dump_json().encode())
     topics.send(Topic.METRIC_POINTS, point(version=2, count=20))
     topics.flush()
-    wait_for(lambda: committed(settings, Topic.METRIC_POINTS) == 1, 30, 0.2, "first version")
+    wait_committed(client, settings, {Topic.METRIC_POINTS: 1})
     topics.send(Topic.METRIC_POINTS, point(version=3, count=30))
     topics.send(Topic.METRIC_POINTS, point(version=1, count=10))  # late and out of date
     topics.flush()
-    wait_for(lambda: committed(settings, Topic.METRIC_POINTS) == 3, 30, 0.2, "all versions")
+    wait_committed(client, settings, {Topic.METRIC_POINTS: 3})
 
     assert warehouse.query_rows(
         "SELECT message_id, properties.amount::Float64, properties.plan::String,"
@@ -251,15 +262,7 @@ def test_a_poison_record_goes_to_the_dead_letters_and_does_not_block_the_others(
         topics.send(Topic.EVENTS_RAW, event(f"after{i}", 1.0), key=b"same-partition")
     topics.flush()
 
-    wait_for(
-        lambda: (
-            committed(settings, Topic.EVENTS_RAW) == 22
-            and committed(settings, Topic.METRIC_POINTS) == 1
-        ),
-        30,
-        0.2,
-        "every offset committed",
-    )
+    wait_committed(client, settings, {Topic.EVENTS_RAW: 22, Topic.METRIC_POINTS: 1})
     assert scalar(warehouse, "SELECT count() FROM events_unique") == 20
     assert scalar(warehouse, "SELECT count() FROM events_unique WHERE message_id = 'refused'") == 0
     letters = [
@@ -282,7 +285,7 @@ def test_a_warehouse_refusing_writes_loses_nothing_and_commits_nothing_early(
     for i in range(50):
         topics.send(Topic.EVENTS_RAW, event(f"a{i}", float(i)), key=str(i).encode())
     topics.flush()
-    wait_for(lambda: committed(settings, Topic.EVENTS_RAW) == 50, 30, 0.2, "first 50")
+    wait_committed(client, settings, {Topic.EVENTS_RAW: 50})
 
     warehouse.command("DETACH TABLE events")
     try:
@@ -301,7 +304,7 @@ def test_a_warehouse_refusing_writes_loses_nothing_and_commits_nothing_early(
     finally:
         warehouse.command("ATTACH TABLE events")
 
-    wait_for(lambda: committed(settings, Topic.EVENTS_RAW) == 150, 30, 0.2, "caught up")
+    wait_committed(client, settings, {Topic.EVENTS_RAW: 150})
     assert warehouse.query_rows(
         "SELECT count(), sum(properties.amount::Float64) FROM events_unique"
     ) == [(150, float(sum(range(50)) + sum(range(100))))]

@@ -8,6 +8,7 @@ offsets, and read the lag. Nothing outside ``sextant.core`` imports a Kafka clie
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -73,6 +74,8 @@ class BatchConsumer:
         instance_id: str | None = None,
         session_timeout_ms: int = 10_000,
         max_partition_fetch_bytes: int = 4 * 1024 * 1024,
+        metadata_max_age_ms: int = 30_000,
+        metadata_wait_s: float = 10.0,
     ) -> None:
         # check_crcs=False: kafka-python verifies CRC32C in pure Python, which costs more than
         # everything else it does per record; TCP and the broker (which validates CRCs on
@@ -85,10 +88,24 @@ class BatchConsumer:
             heartbeat_interval_ms=max(session_timeout_ms // 4, 500),
             max_partition_fetch_bytes=max_partition_fetch_bytes,
             check_crcs=False,
+            # A topic without metadata when the group forms gets no partitions until the next
+            # refresh; kafka-python's default refresh is 5 minutes.
+            metadata_max_age_ms=metadata_max_age_ms,
         )
+        self._await_metadata(topics, metadata_wait_s)
         self._committed: dict[Partition, int] = {}
         self._on_revoked = on_revoked
         self._consumer.subscribe(list(topics), listener=_Listener(self._revoked))
+
+    def _await_metadata(self, topics: Sequence[str], wait_s: float) -> None:
+        """Wait (a little) until every topic's partitions are known, so the first assignment
+        covers them; a topic that does not exist yet is picked up by a later refresh."""
+        deadline = time.monotonic() + wait_s
+        missing = list(topics)
+        while missing and time.monotonic() < deadline:
+            missing = [t for t in missing if not self._consumer.partitions_for_topic(t)]
+            if missing:
+                time.sleep(0.1)
 
     def _revoked(self, partitions: list[Partition]) -> None:
         for partition in partitions:

@@ -69,6 +69,8 @@ class Health:
     warehouse_ok: bool = False
     kafka_ok: bool = False
     consuming: bool = False
+    partitions: int = 0
+    """Partitions this member owned at the last lag measurement."""
     last_error: str | None = None
     batches_committed: int = 0
     records_committed: int = 0
@@ -320,6 +322,7 @@ class SinkLoop:
             self._failed("lag", error)
         else:
             self.health.kafka_ok = not self._kafka_failing
+            self.health.partitions = len(lags)
             for (topic, partition), lag in lags.items():
                 metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
         idle = self._retry_at is None and now - self._last_write >= self._health_interval

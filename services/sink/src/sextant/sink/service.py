@@ -106,6 +106,7 @@ class SinkService:
             "group_id": self.settings.group_id,
             "topics": sorted(self.specs),
             "consuming": health.consuming,
+            "partitions": health.partitions,
             "warehouse_ok": health.warehouse_ok,
             "kafka_ok": health.kafka_ok,
             "last_error": health.last_error,
