@@ -201,7 +201,7 @@ class SinkLoop:
             self._rewind[partition] = min(self._rewind.get(partition, record.offset), record.offset)
         self._carry = []
         self._batch = self._new_batch()
-        self._retry_at = self._delay = None
+        self._retry_at = self._delay = self._began = None
         self._kafka_failing = False
         self._resume()
         log.info("batch dropped by a rebalance", records=batch.records, revoked=len(partitions))
