@@ -6,11 +6,12 @@ In one run, on one broker:
    pre-produced events and parsing them with orjson: records/s.
 2. One ``sextant processor`` worker catching up on those events with six metric definitions
    (count with breakdown, unique users, sum, mean, percentiles, conversion): events/s.
-3. The worker under a steady open-loop load (``--rate`` events/s for ``--seconds``): freshness,
-   from the broker's acknowledgement of an event to the first ``metric_points`` record whose
-   count includes it, p50 and p95. The collector acknowledges after the same broker
-   acknowledgement, so this is collector-ack → metric point on the topic; the sink's insert
-   (batched) comes on top and is measured by the sink's own benchmark.
+3. The worker under a steady open-loop load (``--rate`` events/s for ``--seconds``), then at
+   half its catch-up rate: freshness, from the broker's acknowledgement of a probe event (one
+   every 0.7 s inside the load, each with its own breakdown value) to the first
+   ``metric_points`` record counting it, p50 and p95. The collector acknowledges after the
+   same broker acknowledgement, so this is collector-ack → metric point on the topic; the
+   sink's insert (batched) comes on top and is measured by the sink's own benchmark.
 4. HyperLogLog relative error on 1,000,000 distinct users (several independent sets), and the
    t-digest's rank error on 1,000,000 log-normal values, beside the exact answers.
 
@@ -207,6 +208,10 @@ def catch_up(worker: Worker, count: int, timeout_s: float = 600) -> float:
     return (count - first) / (time.perf_counter() - started)
 
 
+PROBE_METRIC = "probe"
+PROBE_EVERY_S = 0.7  # at most ~86 probes a minute: under the breakdown limit of 100
+
+
 class PointTail:
     """Arrival time of every metric point of one metric on the topic."""
 
@@ -214,8 +219,11 @@ class PointTail:
         self.settings, self.project, self.metric = settings, project, metric
         self.arrivals: list[tuple[float, MetricPoint]] = []
         self._stop = threading.Event()
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        if not self._ready.wait(30):
+            raise TimeoutError("metric_points could not be followed")
 
     def _run(self) -> None:
         topic = topic_name(Topic.METRIC_POINTS, self.settings.topic_prefix)
@@ -223,6 +231,9 @@ class PointTail:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(tps)
         consumer.seek_to_end(*tps)
+        for tp in tps:
+            consumer.position(tp)  # resolves the end offsets now, before the load starts
+        self._ready.set()
         while not self._stop.is_set():
             for records in consumer.poll(timeout_ms=50).values():
                 arrived = time.time()
@@ -232,6 +243,14 @@ class PointTail:
                     self.arrivals.append((arrived, MetricPoint.model_validate_json(record.value)))
         consumer.close()
 
+    def first_seen(self) -> dict[str, float]:
+        """Breakdown value → when a point first counted it."""
+        seen: dict[str, float] = {}
+        for arrived, point in list(self.arrivals):
+            if point.count and point.breakdown not in seen:
+                seen[point.breakdown] = arrived
+        return seen
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
@@ -240,72 +259,55 @@ class PointTail:
 def steady_load(
     settings: KafkaSection, project: str, rate: float, seconds: float
 ) -> tuple[list[float], float, int]:
-    """Send ``rate`` events/s; freshness (s) of sampled events, the rate achieved, the count."""
-    tail = PointTail(settings, project, "all")
+    """Send ``rate`` events/s with a probe every ``PROBE_EVERY_S``; returns each probe's
+    freshness (broker ack → first metric point counting it), the rate achieved, the count.
+
+    A probe is one more event of the load (a random user, so a random partition) carrying a
+    unique value of the ``probe`` metric's breakdown: the first point with that value tells
+    exactly when that event became visible.
+    """
+    tail = PointTail(settings, project, PROBE_METRIC)
     producer = make_producer(settings)
     topic = topic_name(Topic.EVENTS_RAW, settings.topic_prefix)
-    acked: dict[int, list[float]] = {}  # window start → ack times, in send order
-    lock = threading.Lock()
+    acked: dict[str, float] = {}
     now = datetime.now(UTC)
     templates = [envelope(project, i, now) for i in range(5000)]
     keys = [e.kafka_key().encode() for e in templates]
     bodies = [e.model_dump(mode="json", by_alias=True) for e in templates]
-    sent = 0
+    sent = probes = 0
     started = time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:
         due = int(elapsed * rate)
         while sent < due:
-            now = datetime.now(UTC)
-            window = int(now.timestamp()) // 60 * 60
-            stamp = now.isoformat().replace("+00:00", "Z")
+            stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             body = bodies[sent % len(bodies)] | {
                 "timestamp": stamp,
                 "received_at": stamp,
                 "messageId": str(uuid.uuid4()),
             }
-            key, value = keys[sent % len(keys)], orjson.dumps(body)
+            probe = elapsed >= probes * PROBE_EVERY_S
+            if probe:
+                name = f"probe-{probes}"
+                body |= {"event": "Probe", "properties": {"probe": name}}
+                probes += 1
 
-            def on_ack(_: Any, window: int = window) -> None:
-                with lock:
-                    acked.setdefault(window, []).append(time.time())
+                def on_ack(_: Any, name: str = name) -> None:
+                    acked[name] = time.time()
 
-            producer.send(topic, key=key, value=value).add_callback(on_ack)
+            future = producer.send(topic, key=keys[sent % len(keys)], value=orjson.dumps(body))
+            if probe:
+                future.add_callback(on_ack)
             sent += 1
         time.sleep(0.001)  # pacing the open loop
     producer.flush()
     achieved = sent / (time.perf_counter() - started)
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        totals: dict[int, int] = {}
-        for _, point in tail.arrivals:
-            w = int(point.window_start.timestamp())
-            totals[w] = max(totals.get(w, 0), point.count)
-        if all(totals.get(w, 0) >= len(times) for w, times in acked.items()):
-            break
-        time.sleep(0.2)  # waiting for the last points, with a deadline
+    while time.monotonic() < deadline and len(tail.first_seen()) < probes:
+        time.sleep(0.2)  # waiting for the last probes, with a deadline
     tail.stop()
     producer.close()
-    # The k-th acknowledged event of a window counts as visible once a point of that window
-    # reaches count k: partitions are processed side by side, so this is an estimate (an
-    # event on a lagging partition may become visible a little later than it says).
-    freshness = []
-    for window, times in acked.items():
-        seen = sorted(
-            (arrived, p.count)
-            for arrived, p in tail.arrivals
-            if int(p.window_start.timestamp()) == window
-        )
-        running = 0
-        firsts = []  # first arrival at which the count reached each level
-        for arrived, count in seen:
-            running = max(running, count)
-            firsts.append((running, arrived))
-        levels = [lvl for lvl, _ in firsts]
-        for k in range(0, len(times), 25):
-            i = bisect.bisect_left(levels, k + 1)
-            if i < len(firsts):
-                freshness.append(firsts[i][1] - times[k])
-    return freshness, achieved, sent
+    seen = tail.first_seen()
+    return [seen[name] - at for name, at in acked.items() if name in seen], achieved, sent
 
 
 def hll_errors(trials: int, users: int) -> list[float]:
@@ -373,7 +375,7 @@ def main() -> None:
     parser.add_argument("--bootstrap")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=5_000)
-    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--hll-trials", type=int, default=5)
     args = parser.parse_args()
@@ -387,8 +389,13 @@ def main() -> None:
         for settings in (loaded, empty):
             ensure_topics(settings, partitions=args.partitions)
         publisher = ConfigPublisher(loaded)
-        steady = MetricDefinition(
-            id="all", project_id="steady", metric_kind="count", event="Order Completed"
+        probe = MetricDefinition(
+            id=PROBE_METRIC,
+            project_id="steady",
+            metric_kind="count",
+            event="Probe",
+            breakdown="probe",
+            breakdown_limit=100,
         )
         publisher.put(
             [
@@ -396,7 +403,7 @@ def main() -> None:
                 Project(id="steady", project_id="steady", name="Steady"),
                 *definitions("bench"),
                 *definitions("steady"),
-                steady,
+                probe,
             ]
         )
         publisher.close()
