@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
 
 from sextant.collector import dialects
 from sextant.collector.auth import authenticate, basic_username
@@ -100,12 +101,17 @@ class Endpoints:
         writer = (
             authenticate(self.state, header_key, "header Authorization") if header_key else None
         )
-        body = await read_limited(
-            request.stream(),
-            limit=limit,
-            content_length=request.headers.get("content-length"),
-            content_encoding=request.headers.get("content-encoding"),
-        )
+        try:
+            body = await read_limited(
+                request.stream(),
+                limit=limit,
+                content_length=request.headers.get("content-length"),
+                content_encoding=request.headers.get("content-encoding"),
+            )
+        except ClientDisconnect as error:
+            raise ApiError(
+                400, "bad_request", "the client left before the body ended", "body"
+            ) from error
         submission = dialect(dialects.parse_json(body))
         if writer is None:
             writer = authenticate(self.state, submission.write_key, "body writeKey / api_key")
