@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sextant.gateway import examples
 from sextant.gateway.context import Gateway
 from sextant.gateway.problems import invalid
-from sextant.gateway.sql import DATETIME, Params, in_range_utc, run_query, utc
+from sextant.gateway.sql import DATETIME, FINAL_PER_PARTITION, Params, in_range_utc, run_query, utc
 from sextant.schemas.config import AlertRule
 from sextant.schemas.records import AlertState
 
@@ -93,7 +93,7 @@ def alert_history(
         ORDER BY at DESC, transition_id DESC
         LIMIT {int(limit) + 1}
     """
-    rows = run_query(gateway, "alerts", sql, params)
+    rows = run_query(gateway, "alerts", sql, params, FINAL_PER_PARTITION)
     items = [
         AlertEvent(
             transition_id=r[0],
@@ -125,7 +125,8 @@ def rule_states(gateway: Gateway, project_id: str, rules: list[AlertRule]) -> li
         GROUP BY rule_id
     """
     latest = {
-        str(r[0]): (str(r[1]), utc(r[2])) for r in run_query(gateway, "alert_states", sql, params)
+        str(r[0]): (str(r[1]), utc(r[2]))
+        for r in run_query(gateway, "alert_states", sql, params, FINAL_PER_PARTITION)
     }
     states = []
     for rule in sorted(rules, key=lambda r: r.id):

@@ -35,6 +35,7 @@ from sextant.gateway.context import Gateway
 from sextant.gateway.sql import (
     DATETIME,
     EARLIEST,
+    FINAL_PER_PARTITION,
     LATEST,
     Params,
     filters_sql,
@@ -129,23 +130,34 @@ class ExperimentResults(BaseModel):
 
 @dataclass(frozen=True)
 class _Plan:
-    """A metric as SQL: per-unit aggregate expressions for x and y over joined rows."""
+    """A metric as SQL: per-event columns (computed while scanning ``events``, so only the
+    properties a metric reads leave the scan) and per-unit aggregates of them for x and y."""
 
     metric: MetricDefinition
     role: Literal["primary", "guardrail"]
+    columns: dict[str, tuple[str, str]]
+    """Column name → (the event it reads, SQL); 0 on other events' rows."""
     x: str
     y: str
 
 
 def _units_sql(params: Params, project_id: str, experiment: str) -> str:
+    """One row per unit: its first exposure's variant and time, and whether it saw several
+    variants (flagged by the processor, or rows in two variants). Read from the base table:
+    every aggregate here is unchanged by duplicate rows, so no view is needed.
+
+    Units are keyed by a 64-bit hash of their id (also on the events side): hash joins and
+    groupings on integers are several times cheaper than on strings, and among a billion
+    units the chance that any two share a hash is below 3 in 100,000.
+    """
     return f"""
-        SELECT unit_id, argMin(variation_id, timestamp) AS variant,
+        SELECT cityHash64(unit_id) AS unit, argMin(variation_id, timestamp) AS variant,
                min(timestamp) AS exposed_at,
-               max(multi_variant) OR count() > 1 AS multi
-        FROM exposures_first
+               max(multi_variant) OR min(variation_id) != max(variation_id) AS multi
+        FROM exposures
         WHERE project_id = {params.add(project_id, "String")}
           AND experiment = {params.add(experiment, "String")}
-        GROUP BY unit_id
+        GROUP BY unit
     """
 
 
@@ -154,30 +166,57 @@ def _number(params: Params, metric: MetricDefinition) -> str:
     return f"toFloat64OrNull({property_text(params, metric.property, 'property')})"
 
 
-def _plan(params: Params, metric: MetricDefinition, role: Literal["primary", "guardrail"]) -> _Plan:
-    """Per-unit ``x``/``y`` aggregate SQL for ``metric`` (see the module's table)."""
+def _plan(
+    params: Params, metric: MetricDefinition, role: Literal["primary", "guardrail"], i: int
+) -> _Plan:
+    """Per-event columns and per-unit ``x``/``y`` SQL for ``metric`` (see the module's table)."""
     kind = metric.metric_kind
-    cond = (
-        f"(event = {params.add(metric.event, 'String')}"
-        f" AND {filters_sql(params, metric.filters, 'filters')})"
-    )
+    event = metric.event
+    cond = filters_sql(params, metric.filters, "filters")
+    hit = f"m{i}_hit"
     if kind is MetricKind.COUNT:
-        return _Plan(metric, role, f"toFloat64(countIf({cond}))", "0")
+        return _Plan(
+            metric, role, {hit: (event, f"toUInt8({cond})")}, f"toFloat64(sum({hit}))", "0"
+        )
     if kind is MetricKind.UNIQUE_USERS:
-        return _Plan(metric, role, f"toFloat64(max({cond}))", "0")
-    if kind is MetricKind.SUM:
-        return _Plan(metric, role, f"sumIf(ifNull({_number(params, metric)}, 0), {cond})", "0")
+        return _Plan(
+            metric, role, {hit: (event, f"toUInt8({cond})")}, f"toFloat64(max({hit}))", "0"
+        )
     if kind is MetricKind.CONVERSION:
         assert metric.conversion_event is not None
-        converted = f"(event = {params.add(metric.conversion_event, 'String')})"
+        done = f"m{i}_done"
+        columns = {hit: (event, f"toUInt8({cond})"), done: (metric.conversion_event, "1")}
         window = int(metric.conversion_window_seconds)
-        level = f"windowFunnel({window})(toDateTime(timestamp), toUInt8{cond}, toUInt8{converted})"
-        return _Plan(metric, role, f"toFloat64({level} >= 2)", f"toFloat64({level} >= 1)")
+        level = f"windowFunnel({window})(toDateTime(timestamp), {hit}, {done})"
+        return _Plan(metric, role, columns, f"toFloat64({level} >= 2)", f"toFloat64({level} >= 1)")
+    value = f"m{i}_value"
     number = _number(params, metric)
-    has_value = f"{cond} AND {number} IS NOT NULL"
-    return _Plan(
-        metric, role, f"sumIf(ifNull({number}, 0), {has_value})", f"toFloat64(countIf({has_value}))"
-    )
+    if kind is MetricKind.SUM:
+        columns = {value: (event, f"if({cond}, ifNull({number}, 0), 0)")}
+        return _Plan(metric, role, columns, f"sum({value})", "0")
+    columns = {
+        hit: (event, f"toUInt8({cond} AND {number} IS NOT NULL)"),
+        value: (event, f"if({cond}, ifNull({number}, 0), 0)"),
+    }
+    return _Plan(metric, role, columns, f"sum({value})", f"toFloat64(sum({hit}))")
+
+
+def _events_sql(params: Params, bounds: str, unit_column: str, plans: list[_Plan]) -> str:
+    """The events the metrics read, one scan per event name (the table is sorted by event,
+    so each scan reads its event's rows only, and properties only where a metric needs
+    them), each row with every metric's columns (0 where the metric reads another event)."""
+    columns = [(name, spec) for p in plans for name, spec in p.columns.items()]
+    scans = []
+    for event in sorted({spec[0] for _, spec in columns}):
+        values = ", ".join(
+            f"{sql if of == event else '0'} AS {name}" for name, (of, sql) in columns
+        )
+        scans.append(
+            f"SELECT cityHash64(assumeNotNull({unit_column})) AS unit, timestamp, {values}"
+            f" FROM events_unique"
+            f" WHERE {bounds} AND event = {params.add(event, 'String')}"
+        )
+    return " UNION ALL ".join(scans)
 
 
 def _clamped(value: datetime) -> datetime:
@@ -193,12 +232,7 @@ def _metrics_sql(
     params: Params, project_id: str, experiment: Experiment, plans: list[_Plan], units: str
 ) -> str:
     unit_column = _UNIT_COLUMNS[experiment.unit]
-    events = sorted(
-        {p.metric.event for p in plans}
-        | {p.metric.conversion_event or p.metric.event for p in plans}
-    )
     bounds = f"project_id = {params.add(project_id, 'String')}"
-    bounds += f" AND event IN {params.add(events, 'Array(String)')}"
     bounds += f" AND {unit_column} IS NOT NULL"
     if experiment.start is not None:
         bounds += f" AND timestamp >= {params.add(_clamped(experiment.start), DATETIME)}"
@@ -209,17 +243,14 @@ def _metrics_sql(
         f"sum(x{i}), sum(x{i} * x{i}), sum(y{i}), sum(y{i} * y{i}), sum(x{i} * y{i})"
         for i in range(len(plans))
     )
+    # Units have one row each, so a semi join is an inner join with a simpler hash table.
     return f"""
         SELECT variant, {sums}
         FROM (
             SELECT any(u.variant) AS variant, {per_unit}
-            FROM (
-                SELECT assumeNotNull({unit_column}) AS unit, timestamp, event, properties
-                FROM events_unique
-                WHERE {bounds}
-            ) AS e
-            INNER JOIN (SELECT * FROM ({units}) WHERE NOT multi) AS u ON e.unit = u.unit_id
-            WHERE e.timestamp >= u.exposed_at
+            FROM ({_events_sql(params, bounds, unit_column, plans)}) AS e
+            LEFT SEMI JOIN ({units}) AS u ON e.unit = u.unit
+            WHERE e.timestamp >= u.exposed_at AND NOT u.multi
             GROUP BY e.unit
         )
         GROUP BY variant
@@ -333,13 +364,16 @@ def experiment_results(
     roles += [
         (m, "guardrail") for m in experiment.guardrail_metrics if m != experiment.primary_metric
     ]
-    plans = [_plan(params, metrics[m], role) for m, role in roles if m in metrics]
+    plans = [
+        _plan(params, metrics[m], role, i)
+        for i, (m, role) in enumerate((m, r) for m, r in roles if m in metrics)
+    ]
     sums: dict[str, list[float]] = {}
     if plans:
         sql = _metrics_sql(params, project_id, experiment, plans, units_sql)
         sums = {
             str(row[0]): [float(v) for v in row[1:]]
-            for row in run_query(gateway, "experiment_metrics", sql, params)
+            for row in run_query(gateway, "experiment_metrics", sql, params, FINAL_PER_PARTITION)
         }
 
     results = [

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sextant.gateway import examples
 from sextant.gateway.context import Gateway
 from sextant.gateway.problems import invalid
-from sextant.gateway.sql import DATETIME, Params, run_query, utc
+from sextant.gateway.sql import DATETIME, FINAL_PER_PARTITION, Params, run_query, utc
 from sextant.schemas.config import MetricDefinition, MetricKind
 from sextant.schemas.sketches import Centroid, digest_quantile, hll_estimate_from_histogram
 
@@ -217,7 +217,7 @@ class _SeriesQuery:
         """
         if kind is MetricKind.UNIQUE_USERS:
             sql = f"SELECT bucket, label, c, s, d, {_histogram_sql('regs')} FROM ({sql})"
-        return run_query(self.gateway, "series", sql, params)
+        return run_query(self.gateway, "series", sql, params, FINAL_PER_PARTITION)
 
     def _minute_sketch_rows(self) -> list[tuple[Any, ...]]:
         params = Params()
@@ -228,7 +228,7 @@ class _SeriesQuery:
             FROM metric_points_latest
             WHERE {self._where(params)}
         """
-        rows = run_query(self.gateway, "series", sql, params)
+        rows = run_query(self.gateway, "series", sql, params, FINAL_PER_PARTITION)
         if self.by_breakdown:
             return rows
         per_window: dict[datetime, list[tuple[Any, ...]]] = {}

@@ -193,8 +193,19 @@ def _limit_problem(message: str) -> ProblemError | None:
     return None
 
 
+FINAL_PER_PARTITION = {"do_not_merge_across_partitions_select_final": 1}
+"""For queries through the ``*_unique``/``*_latest`` views (``FINAL``): every table's
+partition key is a function of its sorting key (``toYYYYMM`` of the key's date or time), so
+rows that must fold together always share a partition and ``FINAL`` may skip partitions
+that are already merged into one part."""
+
+
 def run_query(
-    gateway: Gateway, name: str, sql: str, params: Params | dict[str, Any]
+    gateway: Gateway,
+    name: str,
+    sql: str,
+    params: Params | dict[str, Any],
+    settings: dict[str, Any] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Run a read query under the gateway's limits; failures become problems.
 
@@ -202,7 +213,7 @@ def run_query(
     bug in the query and answers 500 (logged with the SQL, never with the values).
     """
     values = params.values if isinstance(params, Params) else params
-    settings = {
+    limits = {
         "max_execution_time": gateway.settings.query_timeout_seconds,
         "max_result_rows": gateway.settings.query_max_result_rows,
         "result_overflow_mode": "throw",
@@ -210,7 +221,7 @@ def run_query(
     warehouse = gateway.warehouse()
     started = time.perf_counter()
     try:
-        rows = warehouse.query_rows(sql, values, settings)
+        rows = warehouse.query_rows(sql, values, (settings or {}) | limits)
     except ClickHouseError as error:
         message = str(error)
         problem = _limit_problem(message)
