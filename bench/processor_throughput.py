@@ -6,8 +6,8 @@ In one run, on one broker:
    pre-produced events and parsing them with orjson: records/s.
 2. One ``sextant processor`` worker catching up on those events with six metric definitions
    (count with breakdown, unique users, sum, mean, percentiles, conversion): events/s.
-3. The worker under a steady open-loop load (``--rate`` events/s for ``--seconds``), then at
-   half its catch-up rate: freshness, from the broker's acknowledgement of a probe event (one
+3. The worker under steady open-loop loads (``--lower-rates``, then ``--rate`` events/s, each
+   for ``--seconds``): freshness, from the broker's acknowledgement of a probe event (one
    every 0.7 s inside the load, each with its own breakdown value) to the first
    ``metric_points`` record counting it, p50 and p95. The collector acknowledges after the
    same broker acknowledgement, so this is collector-ack → metric point on the topic; the
@@ -375,7 +375,8 @@ def main() -> None:
     parser.add_argument("--bootstrap")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=5_000)
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=40)
+    parser.add_argument("--lower-rates", type=float, nargs="*", default=[1_000, 2_500])
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--hll-trials", type=int, default=5)
     args = parser.parse_args()
@@ -422,9 +423,12 @@ def main() -> None:
         try:
             rate = catch_up(worker, args.events)
             print(f"  processor worker, 6 metrics: {rate:,.0f} events/s")
-            half = steady_load(loaded, "steady", rate / 2, args.seconds)
-            wait_processed(worker, args.events + half[2])
-            target = steady_load(loaded, "steady", args.rate, args.seconds)
+            steady = []
+            total = args.events
+            for load in (*args.lower_rates, args.rate):
+                steady.append((load, steady_load(loaded, "steady", load, args.seconds)))
+                total += steady[-1][1][2]
+                wait_processed(worker, total)
         finally:
             worker.stop()
     figures += [
@@ -447,8 +451,8 @@ def main() -> None:
             command=COMMAND,
         ),
     ]
-    figures += freshness_figures(f"steady at {args.rate:,.0f}/s", *target)
-    figures += freshness_figures("steady at half the worker's rate", *half)
+    for load, measured in steady:
+        figures += freshness_figures(f"steady at {load:,.0f}/s", *measured)
     hll = hll_errors(args.hll_trials, 1_000_000)
     rms = math.sqrt(statistics.fmean(e * e for e in hll))
     print(f"  HyperLogLog on 1,000,000 users: errors {[f'{e:+.2%}' for e in hll]}, RMS {rms:.2%}")
