@@ -5,8 +5,8 @@ twice, or an event a client re-sent, counts once whatever the merges have done s
 
 Every query is scoped to the key's project and to a time range; names and values arrive as
 bound parameters (see :mod:`sextant.gateway.sql`). A breakdown keeps its ``breakdown_limit``
-most frequent values (found by a first, cheap query) and folds the rest into ``$other``;
-an event without the property is in the breakdown value ``null``.
+most frequent values (by events) and folds the rest into ``$other``; an event without the
+property is in the breakdown value ``null``.
 """
 
 from __future__ import annotations
