@@ -327,8 +327,14 @@ class ProcessorAgents:
     def _update_lag(self) -> None:
         topic = self.events_topic.get_topic_name()
         consumer = self.app.consumer
+        assigned = {tp.partition for tp in consumer.assignment() if tp.topic == topic}
         for partition, state in self.states.items():
-            highwater = consumer.highwater(TP(topic, partition))
+            if partition not in assigned:
+                continue
+            try:
+                highwater = consumer.highwater(TP(topic, partition))
+            except AssertionError:  # revoked by a rebalance since the assignment was read
+                continue
             if highwater is not None:
                 self.metrics.lag.labels(partition=str(partition)).set(
                     max(0, highwater - state.last_offset - 1)
