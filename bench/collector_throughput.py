@@ -328,7 +328,8 @@ def main() -> None:
                 )
                 rounds.append((peak / baseline, baseline, baseline_lz4, peak, cpu_per_event))
             # The round with the median ratio: the machine is shared, rounds vary.
-            _, baseline, baseline_lz4, peak, cpu_per_event = sorted(rounds)[len(rounds) // 2]
+            rounds.sort()
+            _, baseline, baseline_lz4, peak, cpu_per_event = rounds[len(rounds) // 2]
             half_rate = peak / 2 / BATCH
             latencies = asyncio.run(
                 open_loop(port, requests, half_rate, args.seconds, args.connections * 2)
@@ -350,6 +351,17 @@ def main() -> None:
             baseline="kafka-producer-perf-test acks=all, same record size",
             baseline_value=round(baseline),
             target=">= 0.5 of the baseline",
+            command=command,
+        ),
+        Figure(
+            benchmark=NAME,
+            figure=f"same, the best of the {args.rounds} rounds (ratios "
+            + ", ".join(f"{r[0]:.2f}" for r in rounds)
+            + ")",
+            value=round(rounds[-1][3]),
+            unit="events/s",
+            baseline="kafka-producer-perf-test acks=all, same record size, same round",
+            baseline_value=round(rounds[-1][1]),
             command=command,
         ),
         Figure(
