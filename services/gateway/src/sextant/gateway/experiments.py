@@ -141,6 +141,9 @@ class _Plan:
     y: str
 
 
+_MULTI = "max(multi_variant) OR min(variation_id) != max(variation_id)"
+
+
 def _units_sql(params: Params, project_id: str, experiment: str) -> str:
     """One row per unit: its first exposure's variant and time, and whether it saw several
     variants (flagged by the processor, or rows in two variants). Read from the base table:
@@ -152,12 +155,27 @@ def _units_sql(params: Params, project_id: str, experiment: str) -> str:
     """
     return f"""
         SELECT cityHash64(unit_id) AS unit, argMin(variation_id, timestamp) AS variant,
-               min(timestamp) AS exposed_at,
-               max(multi_variant) OR min(variation_id) != max(variation_id) AS multi
+               min(timestamp) AS exposed_at, {_MULTI} AS multi
         FROM exposures
         WHERE project_id = {params.add(project_id, "String")}
           AND experiment = {params.add(experiment, "String")}
         GROUP BY unit
+    """
+
+
+def _analysed_units_sql(params: Params, project_id: str, experiment: Experiment) -> str:
+    """The units the analysis keeps (seen in one variant), their variant as its 1-based
+    position in the experiment (0: a variant it does not define), and exposure time."""
+    variants = params.add([v.id for v in experiment.variants], "Array(String)")
+    return f"""
+        SELECT cityHash64(unit_id) AS unit,
+               indexOf({variants}, argMin(variation_id, timestamp)) AS variant,
+               min(timestamp) AS exposed_at
+        FROM exposures
+        WHERE project_id = {params.add(project_id, "String")}
+          AND experiment = {params.add(experiment.id, "String")}
+        GROUP BY unit
+        HAVING NOT ({_MULTI})
     """
 
 
@@ -229,7 +247,7 @@ def _clamped(value: datetime) -> datetime:
 
 
 def _metrics_sql(
-    params: Params, project_id: str, experiment: Experiment, plans: list[_Plan], units: str
+    params: Params, project_id: str, experiment: Experiment, plans: list[_Plan]
 ) -> str:
     unit_column = _UNIT_COLUMNS[experiment.unit]
     bounds = f"project_id = {params.add(project_id, 'String')}"
@@ -249,8 +267,9 @@ def _metrics_sql(
         FROM (
             SELECT any(u.variant) AS variant, {per_unit}
             FROM ({_events_sql(params, bounds, unit_column, plans)}) AS e
-            LEFT SEMI JOIN ({units}) AS u ON e.unit = u.unit
-            WHERE e.timestamp >= u.exposed_at AND NOT u.multi
+            LEFT SEMI JOIN ({_analysed_units_sql(params, project_id, experiment)}) AS u
+                ON e.unit = u.unit
+            WHERE e.timestamp >= u.exposed_at
             GROUP BY e.unit
         )
         GROUP BY variant
@@ -370,10 +389,12 @@ def experiment_results(
     ]
     sums: dict[str, list[float]] = {}
     if plans:
-        sql = _metrics_sql(params, project_id, experiment, plans, units_sql)
+        sql = _metrics_sql(params, project_id, experiment, plans)
+        found = run_query(gateway, "experiment_metrics", sql, params, FINAL_PER_PARTITION)
         sums = {
-            str(row[0]): [float(v) for v in row[1:]]
-            for row in run_query(gateway, "experiment_metrics", sql, params, FINAL_PER_PARTITION)
+            variant_ids[int(row[0]) - 1]: [float(v) for v in row[1:]]
+            for row in found
+            if 0 < int(row[0]) <= len(variant_ids)
         }
 
     results = [
