@@ -208,3 +208,20 @@ def test_stream_errors(harness: Harness) -> None:
     assert c.get("/v1/metrics/nope/live", headers=harness.read).status_code == 404
     assert c.get("/v1/metrics/basket/live", headers=harness.foreign).status_code == 404
     assert c.get("/v1/metrics/orders/live").status_code == 401
+
+
+def test_a_client_too_far_behind_is_told_to_reset(
+    harness: Harness, emitter: Emitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sextant.gateway import live
+
+    monkeypatch.setattr(live, "REPLAY_LIMIT", 3)
+    with stream(harness, "basket") as events:
+        last_id = next(events).id
+    for i in range(12):  # past the five buffered records, and past the replay limit
+        emitter.emit("orders", 9, count=i, version=300 + i)
+    with stream(harness, "basket", last_id) as events:
+        assert next(events).event == "ready"
+        assert next(events).event == "reset"
+        emitter.emit("basket", 9, count=1, version=400, total=1.0)
+        assert [p.data["version"] for p in take_points(events, 1)] == [400]

@@ -103,7 +103,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     """The gateway app; ``background`` services start and stop with it."""
     follower = ConfigFollower(settings)
     gateway = Gateway(settings, follower)
-    feed = MetricPointFeed(settings, settings.live_buffer_records)
+    feed = MetricPointFeed(settings, settings.live_buffer_records, settings.live_buffer_bytes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -9,8 +9,10 @@ gives every record an exact position (partition, offset) to resume from.
 Reconnection misses nothing: each event's ``id`` is the stream's position in the topic
 (``partition:next_offset`` for every partition). A client that reconnects with
 ``Last-Event-ID`` first gets, in order, what it missed: records older than the memory buffer
-read back from Kafka, then the buffered ones, then the live ones. Heartbeats carry the
-position too, so a quiet stream's id keeps moving and a reconnect never rereads much.
+read back from Kafka, then the buffered ones, then the live ones. A client more than
+:data:`REPLAY_LIMIT` records behind gets ``event: reset`` instead (reload the series).
+Heartbeats carry the position too, so a quiet stream's id keeps moving and a reconnect never
+rereads much.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ LIVE_REPLAYED = Counter(
     "sextant_gateway_live_replayed_total", "Records replayed to reconnecting streams", ["source"]
 )
 Position = dict[int, int]
-_QUEUE_LIMIT = 10_000
+_QUEUE_LIMIT = 1_000
+REPLAY_LIMIT = 200_000
+"""Most records a reconnecting stream reads back from Kafka; beyond, it is told to reset."""
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,19 @@ class MetricPointFeed:
 
     name = "live-feed"
 
-    def __init__(self, settings: KafkaSection, buffer_records: int = 20_000) -> None:
+    def __init__(
+        self,
+        settings: KafkaSection,
+        buffer_records: int = 20_000,
+        buffer_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self.settings = settings
         self.topic = topic_name(Topic.METRIC_POINTS, settings.topic_prefix)
         self._buffer: deque[FeedRecord] = deque()
         self._buffer_limit = buffer_records
+        # Unique-user windows carry 16,384 registers (tens of kilobytes each): bound bytes too.
+        self._buffer_bytes_limit = buffer_bytes
+        self._buffer_bytes = 0
         self._buffer_start: Position = {}
         self._position: Position = {}
         self._subscriptions: list[Subscription] = []
@@ -194,9 +206,14 @@ class MetricPointFeed:
         with self._lock:
             for record in records:
                 self._buffer.append(record)
+                self._buffer_bytes += len(record.value)
                 self._position[record.partition] = record.offset + 1
-            while len(self._buffer) > self._buffer_limit:
+            while self._buffer and (
+                len(self._buffer) > self._buffer_limit
+                or self._buffer_bytes > self._buffer_bytes_limit
+            ):
                 dropped = self._buffer.popleft()
+                self._buffer_bytes -= len(dropped.value)
                 self._buffer_start[dropped.partition] = dropped.offset + 1
             for partition, offset in position.items():
                 # Positions also move over transaction markers and compacted gaps.
@@ -318,6 +335,12 @@ class LiveStream:
         LIVE_STREAMS.inc()
         try:
             yield sse("ready", {"metric": self.metric_id}, format_position(cursor))
+            if sum(end - start for _, start, end in gaps) > REPLAY_LIMIT:
+                # Too far behind to replay: the client reloads the series, then goes live.
+                yield sse("reset", {"reason": "too far behind to replay; reload the series"})
+                for partition, _, end in gaps:
+                    cursor[partition] = end
+                gaps = []
             older = await asyncio.to_thread(self.feed.read_back, key, gaps) if gaps else []
             LIVE_REPLAYED.labels("kafka").inc(len(older))
             LIVE_REPLAYED.labels("buffer").inc(len(backlog))

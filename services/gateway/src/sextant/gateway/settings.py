@@ -21,6 +21,8 @@ class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection):
     """Request bodies larger than this are refused before they are parsed."""
     live_buffer_records: int = Field(default=20_000, gt=0)
     """Recent ``metric_points`` records kept in memory to replay to reconnecting streams."""
+    live_buffer_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    """... and at most this many bytes of them."""
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
     config_visibility_seconds: float = Field(default=5.0, ge=0)
     """How long an admin write waits to see its own document come back from the topic."""
