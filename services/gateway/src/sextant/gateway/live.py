@@ -30,7 +30,7 @@ from kafka import KafkaConsumer
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from sextant.core.kafka import TopicPartition, make_consumer
+from sextant.core.kafka import KafkaError, TopicPartition, make_consumer
 from sextant.core.logging import get_logger
 from sextant.core.settings import KafkaSection
 from sextant.gateway.problems import invalid
@@ -259,9 +259,13 @@ class MetricPointFeed:
             if subscription in self._subscriptions:
                 self._subscriptions.remove(subscription)
 
-    def read_back(self, key: bytes, gaps: Iterable[tuple[int, int, int]]) -> list[FeedRecord]:
-        """Records of ``key`` in the ``(partition, from, to)`` ranges, read from Kafka."""
+    def read_back(
+        self, key: bytes, gaps: Iterable[tuple[int, int, int]], timeout_s: float = 30.0
+    ) -> list[FeedRecord]:
+        """Records of ``key`` in the ``(partition, from, to)`` ranges, read from Kafka;
+        ``TimeoutError`` if that takes longer than ``timeout_s``."""
         found: list[FeedRecord] = []
+        deadline = time.monotonic() + timeout_s
         consumer: KafkaConsumer = make_consumer(self.settings, None, consumer_timeout_ms=5000)
         try:
             for partition, start, end in gaps:
@@ -269,6 +273,8 @@ class MetricPointFeed:
                 consumer.assign([tp])
                 consumer.seek(tp, start)
                 while consumer.position(tp) < end:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"reading back {self.topic}[{partition}] took too long")
                     batch = consumer.poll(timeout_ms=1000).get(tp, [])
                     if not batch and consumer.position(tp) < end:
                         # Nothing more comes (the range was deleted by retention): stop here.
@@ -341,7 +347,14 @@ class LiveStream:
                 for partition, _, end in gaps:
                     cursor[partition] = end
                 gaps = []
-            older = await asyncio.to_thread(self.feed.read_back, key, gaps) if gaps else []
+            try:
+                older = await asyncio.to_thread(self.feed.read_back, key, gaps) if gaps else []
+            except (TimeoutError, KafkaError):
+                log.warning("could not replay a stream's gap", metric=self.metric_id, exc_info=True)
+                yield sse("reset", {"reason": "the gap could not be replayed; reload the series"})
+                for partition, _, end in gaps:
+                    cursor[partition] = end
+                older = []
             LIVE_REPLAYED.labels("kafka").inc(len(older))
             LIVE_REPLAYED.labels("buffer").inc(len(backlog))
             for record in [*older, *backlog]:
