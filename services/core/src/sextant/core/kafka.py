@@ -178,7 +178,7 @@ def consumer_group_lag(settings: KafkaSection, group: str, topic: str) -> int:
     """Records of ``topic`` that ``group`` has not committed yet (all of them if it never did)."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
-        committed = admin.list_consumer_group_offsets(group)
+        committed = admin.list_group_offsets({group: None}).get(group, {})
     finally:
         admin.close()
     ends = end_offsets(settings, topic)
