@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -115,6 +116,21 @@ def alert_history(
     )
 
 
+def without_secrets(rule: AlertRule) -> AlertRule:
+    """Read keys see where a rule notifies, never what signs or addresses it: webhook URLs
+    (a Slack URL is itself a credential) keep only their scheme and host."""
+    targets = [
+        target.model_copy(update={"secret": "", "url": _origin(target.url)})
+        for target in rule.targets
+    ]
+    return rule.model_copy(update={"targets": targets})
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}/…"
+
+
 def rule_states(gateway: Gateway, project_id: str, rules: list[AlertRule]) -> list[RuleState]:
     """Each rule with the state its latest transition left it in (``ok`` if none yet)."""
     params = Params()
@@ -135,5 +151,5 @@ def rule_states(gateway: Gateway, project_id: str, rules: list[AlertRule]) -> li
             current = AlertState(state)
         except ValueError:
             current = AlertState.ERROR
-        states.append(RuleState(rule=rule, state=current, since=since))
+        states.append(RuleState(rule=without_secrets(rule), state=current, since=since))
     return states

@@ -20,6 +20,7 @@ from sextant.core.logging import get_logger
 from sextant.core.service import BackgroundService, ReadinessCheck, add_operational_routes
 from sextant.gateway import admin_api, dashboard, read_api, routes_alerts
 from sextant.gateway.context import Gateway
+from sextant.gateway.experiment_alerts import ExperimentAlertService, warehouse_results
 from sextant.gateway.live import MetricPointFeed
 from sextant.gateway.problems import install_problem_handlers, problem_response
 from sextant.gateway.settings import GatewaySettings
@@ -104,6 +105,14 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     follower = ConfigFollower(settings)
     gateway = Gateway(settings, follower)
     feed = MetricPointFeed(settings, settings.live_buffer_records, settings.live_buffer_bytes)
+    experiment_alerts = ExperimentAlertService(
+        settings,
+        gateway.state,
+        warehouse_results(gateway),
+        config_ready=lambda: follower.caught_up,
+        interval_s=settings.experiment_alert_interval_seconds,
+    )
+    background = (*background, experiment_alerts)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

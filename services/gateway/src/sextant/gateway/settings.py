@@ -26,3 +26,5 @@ class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection):
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
     config_visibility_seconds: float = Field(default=5.0, ge=0)
     """How long an admin write waits to see its own document come back from the topic."""
+    experiment_alert_interval_seconds: float = Field(default=15.0, gt=0)
+    """How often experiment guardrail and SRM rules are judged against live results."""
