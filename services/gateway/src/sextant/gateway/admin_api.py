@@ -465,6 +465,7 @@ def _register_documents(
 
     name = path.replace("-", "_")
     base = f"/projects/{{project_id}}/{path}"
+    article = "an" if label[0] in "aeiou" else "a"
     router.get(
         base,
         summary=f"List a project's {label}s",
@@ -475,21 +476,21 @@ def _register_documents(
     router.post(
         base,
         status_code=201,
-        summary=f"Create a {label}",
+        summary=f"Create {article} {label}",
         response_model=cls,
         operation_id=f"create_{name}",
         responses=example_response(example, 201) | _ERRORS | problem_responses(409),
     )(_with_body(create_document, create_model_, example_input))
     router.get(
         f"{base}/{{doc_id}}",
-        summary=f"Get a {label}",
+        summary=f"Get {article} {label}",
         response_model=cls,
         operation_id=f"get_{name}",
         responses=one | _ERRORS,
     )(get_document)
     router.put(
         f"{base}/{{doc_id}}",
-        summary=f"Create or replace a {label}",
+        summary=f"Create or replace {article} {label}",
         response_model=cls,
         operation_id=f"replace_{name}",
         responses=one | _ERRORS,
@@ -497,7 +498,7 @@ def _register_documents(
     router.delete(
         f"{base}/{{doc_id}}",
         status_code=204,
-        summary=f"Delete a {label}",
+        summary=f"Delete {article} {label}",
         operation_id=f"delete_{name}",
         responses=NO_CONTENT | _ERRORS,
     )(delete_document)
