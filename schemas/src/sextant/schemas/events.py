@@ -8,6 +8,7 @@ validation travel as :class:`InvalidEvent` to the dead-letter topic.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from datetime import UTC, datetime
@@ -165,10 +166,15 @@ def corrected_timestamp(
 
     A device whose clock runs ahead or behind shifts both ``timestamp`` and ``sentAt`` by the
     same amount, so their difference is the true age of the event when it was sent.
+    A difference too large for the calendar (year 1 against year 9999) corrects nothing: the
+    client's ``timestamp`` is kept as it is, still never later than receipt.
     """
     if timestamp is None:
         return received_at
-    corrected = timestamp if sent_at is None else received_at - (sent_at - timestamp)
+    corrected = timestamp
+    if sent_at is not None:
+        with contextlib.suppress(OverflowError):
+            corrected = received_at - (sent_at - timestamp)
     return min(corrected, received_at)
 
 
