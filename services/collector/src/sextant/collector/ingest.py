@@ -12,13 +12,16 @@ import orjson
 from sextant.collector.auth import Writer
 from sextant.collector.dialects import Submission
 from sextant.collector.encoding import envelope_json
-from sextant.collector.errors import ApiError
+from sextant.collector.errors import ApiError, bad_request
 from sextant.collector.metrics import CollectorMetrics
 from sextant.collector.models import BatchResult, Rejection
 from sextant.collector.ratelimit import RateLimiter, retry_after_header
 from sextant.collector.validation import TrackingPlans, check_event
 from sextant.core.aio_kafka import OutgoingRecord, ProducerUnavailable
 from sextant.schemas.events import InvalidEvent, enrich
+
+MAX_WRITE_DEPTH = 254
+"""The nesting orjson can write (it reads up to 1024 levels)."""
 
 
 class RecordSink(Protocol):
@@ -98,49 +101,62 @@ class Ingestor:
         rejected: list[Rejection] = []
         reasons: dict[str, int] = {}
         flagged = 0
-        for index, raw in enumerate(submission.events):
-            checked = check_event(
-                raw,
-                max_bytes=self._max_event_bytes,
-                measure=measure,
-                names=submission.field_names,
-                plan=plan,
-            )
-            if checked.event is None:
-                message_id = _message_id(raw)
-                errors = list(checked.errors)
-                rejected.append(Rejection(index=index, messageId=message_id, errors=errors))
-                reasons[checked.reason] = reasons.get(checked.reason, 0) + 1
-                dead = InvalidEvent(
+        index = 0
+        try:
+            for index, raw in enumerate(submission.events):
+                checked = check_event(
+                    raw,
+                    max_bytes=self._max_event_bytes,
+                    measure=measure,
+                    names=submission.field_names,
+                    plan=plan,
+                )
+                if checked.event is None:
+                    message_id = _message_id(raw)
+                    errors = list(checked.errors)
+                    rejected.append(Rejection(index=index, messageId=message_id, errors=errors))
+                    reasons[checked.reason] = reasons.get(checked.reason, 0) + 1
+                    dead = InvalidEvent(
+                        project_id=project.id,
+                        received_at=received_at,
+                        payload=orjson.dumps(submission.originals[index]).decode(),
+                        errors=errors,
+                        message_id=message_id,
+                    )
+                    records.append(
+                        OutgoingRecord(
+                            self._invalid_topic,
+                            project.id.encode(),
+                            dead.model_dump_json().encode(),
+                        )
+                    )
+                    continue
+                flagged += bool(checked.violations)
+                envelope = enrich(
+                    checked.event,
                     project_id=project.id,
                     received_at=received_at,
-                    payload=orjson.dumps(submission.originals[index]).decode(),
-                    errors=errors,
-                    message_id=message_id,
+                    batch_sent_at=submission.sent_at,
+                    client_ip=client_ip,
+                    ip_policy=project.ip_policy,
+                    plan_violations=list(checked.violations) if checked.violations else None,
                 )
                 records.append(
                     OutgoingRecord(
-                        self._invalid_topic, project.id.encode(), dead.model_dump_json().encode()
+                        self._raw_topic,
+                        envelope.kafka_key().encode(),
+                        envelope_json(envelope),
                     )
                 )
-                continue
-            flagged += bool(checked.violations)
-            envelope = enrich(
-                checked.event,
-                project_id=project.id,
-                received_at=received_at,
-                batch_sent_at=submission.sent_at,
-                client_ip=client_ip,
-                ip_policy=project.ip_policy,
-                plan_violations=list(checked.violations) if checked.violations else None,
-            )
-            records.append(
-                OutgoingRecord(
-                    self._raw_topic,
-                    envelope.kafka_key().encode(),
-                    envelope_json(envelope),
-                )
-            )
+        except orjson.JSONEncodeError as error:
+            # orjson reads 1024 levels of nesting but writes only 254: an event in between
+            # can be neither produced nor dead-lettered as it came, so the request is refused
+            # whole, before anything of it is acknowledged.
+            raise bad_request(
+                f"event {index} of the request cannot be written as JSON ({error}): an "
+                f"event may nest objects and arrays at most {MAX_WRITE_DEPTH} levels deep",
+                f"body, event {index}",
+            ) from error
         await self._produce(records)
         accepted = count - len(rejected)
         self._count(accepted, reasons, flagged)
