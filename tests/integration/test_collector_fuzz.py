@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sextant.core.settings import KafkaSection
-from sextant.schemas.events import InvalidEvent
+from sextant.schemas.events import Envelope, InvalidEvent
 from sextant.schemas.topics import Topic
 from tests.infra import wait_for
 from tests.integration.test_collector_kafka import (
@@ -167,6 +167,7 @@ def hostile(draw: st.DrawFn) -> Hostile:
                 "gzip_bomb",
                 "bad_gzip",
                 "content_type",
+                "clock_skew",
             ]
         )
     )
@@ -229,6 +230,18 @@ def hostile(draw: st.DrawFn) -> Hostile:
     if kind == "oversized":
         event = {"type": "track", "event": "E", "userId": "u1"}
         return Hostile(kind, orjson.dumps({"batch": [event] * 3_000}))
+    if kind == "clock_skew":
+        ends: st.SearchStrategy[Any] = st.sampled_from(
+            ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59+00:00", "bogus", 7]
+        )
+        skewed: dict[str, Any] = {
+            "type": "track",
+            "event": "Skewed",
+            "userId": "u1",
+            "timestamp": draw(ends),
+            "sentAt": draw(ends),
+        }
+        return _batch([skewed], kind)
     if kind == "gzip_bomb":
         return Hostile(
             kind,
@@ -320,3 +333,43 @@ def test_hostile_bodies_get_a_clear_answer_and_rejected_events_are_dead_lettered
         return payloads if payloads == dead_lettered else None
 
     wait_for(found, timeout_s=30, interval_s=0.5, message="every rejected event dead-lettered")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "where"),
+    [
+        # Past what orjson writes (254 levels) but within what it reads (1024).
+        (b'{"batch":[' + _deep_event(300) + b"]}", 400, "body, event 0"),
+        (b'{"batch":[' + _deep_event(10_000) + b"]}", 400, "body"),
+        (
+            b'{"batch":[{"type":"track","event":"E","userId":"u","properties":{"v":NaN}}]}',
+            400,
+            "body",
+        ),
+    ],
+)
+def test_bodies_that_once_got_a_server_error_get_a_4xx(
+    collector: RunningCollector, body: bytes, status: int, where: str
+) -> None:
+    answer = httpx.post(f"{collector.url}/v1/batch", content=body, headers=basic(WRITE_KEY))
+    assert (answer.status_code, answer.json()["where"]) == (status, where), answer.text
+
+
+def test_clock_skew_beyond_the_calendar_is_accepted_with_the_client_timestamp(
+    collector: RunningCollector, kafka_settings: KafkaSection
+) -> None:
+    event = {
+        "type": "track",
+        "event": "Skewed",
+        "userId": "u1",
+        "timestamp": "0001-01-01T00:00:00Z",
+        "sentAt": "9999-12-31T23:59:59Z",
+    }
+    answer = httpx.post(
+        f"{collector.url}/v1/batch", json={"batch": [event]}, headers=basic(WRITE_KEY)
+    )
+    assert answer.json() == {"accepted": 1, "rejected": []}
+    [record] = topic_records(kafka_settings, Topic.EVENTS_RAW)
+    envelope = Envelope.model_validate_json(record.value or b"")
+    assert envelope.timestamp == envelope.original_timestamp
+    assert envelope.timestamp.year == 1
