@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 
 from sextant.cli.settings import CliSettings
 from sextant.core.config_file import ConfigFile, documents_from_file, load_config_file
@@ -52,15 +53,19 @@ class Child:
         assert self.process.stdout is not None
         for raw in self.process.stdout:
             line = raw.decode(errors="replace").rstrip()
-            console.print(f"[dim]{self.name:>9} |[/dim] {line}", markup=False, highlight=False)
+            console.print(f"[dim]{self.name:>9} |[/dim] {escape(line)}", soft_wrap=True)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout_s: float = 15.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        self.terminate()
         try:
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -118,6 +123,7 @@ def _banner(config: ConfigFile) -> None:
         f"    curl -u {secrets.get('write', '')}: -H 'Content-Type: application/json' "
         f"http://127.0.0.1:8080/v1/track -d '{body}'\n",
         markup=True,
+        soft_wrap=True,  # the curl line must stay one line to be copied
     )
 
 
@@ -167,20 +173,33 @@ class Supervisor:
 
     def stop(self) -> None:
         self.stopping.set()
+        for part in self.parts:  # all at once: each shuts down in parallel
+            part.terminate()
         for part in reversed(self.parts):
             part.stop()
         if self.kafka is not None:
             self.kafka.stop(timeout_s=60)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     supervisor = Supervisor(CliSettings())
-    signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
+    # Ctrl-C and SIGTERM stop everything, whatever the supervisor is waiting for; installed
+    # explicitly because a shell starts background jobs with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         supervisor.run()
     except KeyboardInterrupt:
         pass
     finally:
+        # A terminal's Ctrl-C reaches every process of the group, and `uv run` forwards it
+        # again: once stopping has begun, further signals must not cut the shutdown short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         console.print("stopping Sextant…")
         supervisor.stop()
 

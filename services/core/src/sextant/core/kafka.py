@@ -25,6 +25,7 @@ __all__ = [
     "cluster_reachable",
     "consumer_group_lag",
     "end_offsets",
+    "ensure_topic",
     "ensure_topics",
     "make_consumer",
     "make_producer",
@@ -80,6 +81,26 @@ def ensure_topics(
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted)
         return [new.name for new in wanted]
+    finally:
+        admin.close()
+
+
+def ensure_topic(settings: KafkaSection, name: str, partitions: int) -> bool:
+    """Create one topic outside the registry (a part's internal topic) if missing.
+
+    Returns True when it was created now. A consumer subscribing to a topic that does not
+    exist yet only notices it at its next metadata refresh (minutes), so parts create their
+    internal topics before they subscribe.
+    """
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id=settings.kafka_client_id
+    )
+    try:
+        if name in set(admin.list_topics()):
+            return False
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics([NewTopic(name, partitions, 1)])
+        return True
     finally:
         admin.close()
 

@@ -127,7 +127,7 @@ class ProcessorAgents:
         )
         self.events_topic = app.topic(topic_name(Topic.EVENTS_RAW, prefix))
         self.partials_topic = app.topic(
-            f"{s.app_id}-partials", partitions=self.partitions, internal=True
+            s.partials_topic, partitions=self.partitions, internal=True
         )
         self.points_topic = app.topic(topic_name(Topic.METRIC_POINTS, prefix))
         self.exposures_topic = app.topic(topic_name(Topic.EXPOSURES, prefix))

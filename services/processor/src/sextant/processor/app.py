@@ -9,7 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from sextant.core.config_plane import ConfigFollower
-from sextant.core.kafka import cluster_reachable, end_offsets, ensure_topics
+from sextant.core.kafka import cluster_reachable, end_offsets, ensure_topic, ensure_topics
 from sextant.core.logging import get_logger
 from sextant.core.service import add_operational_routes
 from sextant.processor.agents import ProcessorAgents
@@ -76,6 +76,7 @@ def create_app(settings: ProcessorSettings) -> Processor:
     ensure_topics(settings, TOPICS)
     settings.processor_data_dir.mkdir(parents=True, exist_ok=True)
     partitions = len(end_offsets(settings, topic_name(Topic.EVENTS_RAW, settings.topic_prefix)))
+    ensure_topic(settings, settings.partials_topic, partitions)
     follower = ConfigFollower(settings)
     catalog = ConfigCatalog(follower.state)
     metrics = ProcessorMetrics()

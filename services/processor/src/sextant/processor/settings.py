@@ -27,3 +27,8 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     @property
     def app_id(self) -> str:
         return self.processor_group or f"{self.topic_prefix}-processor"
+
+    @property
+    def partials_topic(self) -> str:
+        """The internal topic from stage one (per-partition partials) to stage two (merge)."""
+        return f"{self.app_id}-partials"
