@@ -46,5 +46,8 @@ test: lint typecheck ## Lint, types, unit, integration and end-to-end tests
 bench: setup ## Benchmarks; writes bench/RESULTS.md
 	$(PY) python -m bench.run_all
 
+soak: setup ## Ten minutes of load with every fault injected, then an exact account of every event
+	$(PY) python -m bench.soak --rate 300 --duration 600
+
 clean: ## Remove local data (Kafka logs, warehouse), keep the Kafka download
 	rm -rf .local/kafka-data .local/warehouse
