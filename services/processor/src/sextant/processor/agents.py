@@ -126,9 +126,7 @@ class ProcessorAgents:
             value_serializer="raw",
         )
         self.events_topic = app.topic(topic_name(Topic.EVENTS_RAW, prefix))
-        self.partials_topic = app.topic(
-            s.partials_topic, partitions=self.partitions, internal=True
-        )
+        self.partials_topic = app.topic(s.partials_topic, partitions=self.partitions, internal=True)
         self.points_topic = app.topic(topic_name(Topic.METRIC_POINTS, prefix))
         self.exposures_topic = app.topic(topic_name(Topic.EXPOSURES, prefix))
         self.state_table = KeyPartitionedTable(
