@@ -70,6 +70,13 @@ class Load:
             return [(s, d) for t, s, d in self.statuses if t >= moment]
 
 
+def _readiness(url: str) -> int:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
 def test_no_acknowledged_event_is_lost_across_a_broker_restart(tmp_path: Path) -> None:
     broker = LocalBroker(tmp_path / "kafka")
     broker.start()
@@ -94,7 +101,9 @@ def test_no_acknowledged_event_is_lost_across_a_broker_restart(tmp_path: Path) -
                     message="503s while the broker is down",
                 )
                 failures = [d for s, d in load.statuses_since(down_since) if s == 503]
+                wait_for(lambda: _readiness(collector.url) == 503, 30, message="/readyz fails")
                 broker.start()
+                wait_for(lambda: _readiness(collector.url) == 200, 60, message="/readyz passes")
                 up_since = time.monotonic()
                 acked_before = load.acked_count()
                 wait_for(
