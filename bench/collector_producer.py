@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import Figure, write_results
+from bench.common import Figure, bootstrap_server, write_results
 from sextant.core.aio_kafka import BatchingProducer, OutgoingRecord
 from sextant.core.kafka import ensure_topics, make_producer
 from sextant.core.settings import KafkaSection
@@ -150,22 +147,6 @@ async def kafka_python_threads(settings: KafkaSection, records: list[OutgoingRec
     finally:
         producer.close(timeout=10)
         pool.shutdown()
-
-
-@contextlib.contextmanager
-def bootstrap_server(given: str | None) -> Iterator[str]:
-    if given:
-        yield given
-        return
-    from tests.infra import LocalBroker
-
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = LocalBroker(Path(tmp) / "kafka")
-        broker.start()
-        try:
-            yield broker.bootstrap
-        finally:
-            broker.stop()
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ import httpx
 import orjson
 
 from bench.common import Figure, write_results
+from bench.common import bootstrap_server as broker
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import ensure_topics
 from sextant.core.settings import KafkaSection
@@ -209,22 +209,6 @@ def kafka_perf_test(bootstrap: str, topic: str, records: int, size: int, *props:
     match = re.search(r"([\d.]+) records/sec", final)
     assert match is not None, output
     return float(match.group(1))
-
-
-@contextlib.contextmanager
-def broker(given: str | None) -> Iterator[str]:
-    if given:
-        yield given
-        return
-    from tests.infra import LocalBroker
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = LocalBroker(Path(tmp) / "kafka")
-        local.start()
-        try:
-            yield local.bootstrap
-        finally:
-            local.stop()
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -8,9 +8,12 @@ collected into ``bench/RESULTS.md`` by ``make bench``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,3 +56,20 @@ def write_results(name: str, figures: list[Figure]) -> Path:
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def bootstrap_server(given: str | None) -> Iterator[str]:
+    """``given`` if set, else a private broker of the project's own for this benchmark."""
+    if given:
+        yield given
+        return
+    from tests.infra import LocalBroker
+
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = LocalBroker(Path(tmp) / "kafka")
+        broker.start()
+        try:
+            yield broker.bootstrap
+        finally:
+            broker.stop()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import math
 import os
 import random
@@ -35,7 +34,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ import httpx
 import orjson
 
 from bench.common import Figure, write_results
+from bench.common import bootstrap_server as broker
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import TopicPartition, ensure_topics, make_consumer, make_producer
 from sextant.core.settings import KafkaSection
@@ -105,22 +104,6 @@ def envelope(project: str, i: int, at: datetime) -> Envelope:
 
 def encoded(e: Envelope) -> tuple[bytes, bytes]:
     return e.kafka_key().encode(), orjson.dumps(e.model_dump(mode="json", by_alias=True))
-
-
-@contextlib.contextmanager
-def broker(given: str | None) -> Iterator[str]:
-    if given:
-        yield given
-        return
-    from tests.infra import LocalBroker
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = LocalBroker(Path(tmp) / "kafka")
-        local.start()
-        try:
-            yield local.bootstrap
-        finally:
-            local.stop()
 
 
 class Worker:

@@ -23,18 +23,16 @@ import queue
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import segment.analytics  # type: ignore[import-untyped]
 
-from bench.common import Figure, write_results
+from bench.common import Figure, bootstrap_server, write_results
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import end_offsets, ensure_topics
 from sextant.core.settings import KafkaSection
@@ -180,22 +178,6 @@ def segment_rate(url: str, events: int) -> float:
 
 def raw_total(settings: KafkaSection) -> int:
     return sum(end_offsets(settings, topic_name(Topic.EVENTS_RAW, settings.topic_prefix)).values())
-
-
-@contextlib.contextmanager
-def bootstrap_server(given: str | None) -> Iterator[str]:
-    if given:
-        yield given
-        return
-    from tests.infra import LocalBroker
-
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = LocalBroker(Path(tmp) / "kafka")
-        broker.start()
-        try:
-            yield broker.bootstrap
-        finally:
-            broker.stop()
 
 
 def delivery_rates(bootstrap: str, events: int) -> dict[str, float]:

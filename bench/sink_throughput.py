@@ -22,16 +22,14 @@ Without ``--bootstrap`` it starts a private broker.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import Figure, write_results
+from bench.common import Figure, bootstrap_server, write_results
 from sextant.core.kafka import ensure_topics, make_producer
 from sextant.core.migrations import migrate
 from sextant.core.settings import KafkaSection
@@ -148,22 +146,6 @@ def sink(root: Path, bootstrap: str, prefix: str, total: int) -> float:
         service.stop()
     assert began is not None
     return total / (ended - began)
-
-
-@contextlib.contextmanager
-def bootstrap_server(given: str | None) -> Iterator[str]:
-    if given:
-        yield given
-        return
-    from tests.infra import LocalBroker
-
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = LocalBroker(Path(tmp) / "kafka")
-        broker.start()
-        try:
-            yield broker.bootstrap
-        finally:
-            broker.stop()
 
 
 def main() -> None:
