@@ -36,12 +36,10 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.common import Figure, write_results
+from bench.common import Figure, publish_bench_project, write_results
 from bench.common import bootstrap_server as broker
-from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import ensure_topics
 from sextant.core.settings import KafkaSection
-from sextant.schemas.config import ApiKey, KeyKind, Project, hash_key
 from sextant.schemas.events import IncomingEvent, enrich
 from sextant.schemas.topics import Topic, topic_name
 
@@ -256,24 +254,6 @@ def collector(settings: KafkaSection, workers: int) -> Iterator[tuple[int, list[
         process.wait(timeout=30)
 
 
-def publish(settings: KafkaSection) -> None:
-    publisher = ConfigPublisher(settings)
-    try:
-        publisher.put(
-            [
-                Project(id="bench", project_id="bench", name="Bench", rate_limit_per_second=10**9),
-                ApiKey(
-                    id="wk",
-                    project_id="bench",
-                    key_kind=KeyKind.WRITE,
-                    key_hash=hash_key(WRITE_KEY),
-                ),
-            ]
-        )
-    finally:
-        publisher.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap")
@@ -292,7 +272,7 @@ def main() -> None:
         perf = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"p{uuid.uuid4().hex[:8]}")
         ensure_topics(settings)
         ensure_topics(perf, [Topic.EVENTS_RAW])
-        publish(settings)
+        publish_bench_project(settings, WRITE_KEY)
         perf_topic = topic_name(Topic.EVENTS_RAW, perf.topic_prefix)
         with collector(settings, args.workers) as (port, pids):
             asyncio.run(closed_loop(port, requests, args.connections, 3.0))  # warm up

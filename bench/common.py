@@ -18,6 +18,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sextant.core.config_plane import ConfigPublisher
+from sextant.core.settings import KafkaSection
+from sextant.schemas.config import ApiKey, KeyKind, Project, hash_key
+
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -73,3 +77,22 @@ def bootstrap_server(given: str | None) -> Iterator[str]:
             yield broker.bootstrap
         finally:
             broker.stop()
+
+
+def publish_bench_project(settings: KafkaSection, write_key: str) -> None:
+    """The ``bench`` project with ``write_key`` and no practical rate limit, on the config topic."""
+    publisher = ConfigPublisher(settings)
+    try:
+        publisher.put(
+            [
+                Project(id="bench", project_id="bench", name="Bench", rate_limit_per_second=10**9),
+                ApiKey(
+                    id="wk",
+                    project_id="bench",
+                    key_kind=KeyKind.WRITE,
+                    key_hash=hash_key(write_key),
+                ),
+            ]
+        )
+    finally:
+        publisher.close()

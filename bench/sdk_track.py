@@ -32,11 +32,9 @@ from typing import Any
 import httpx
 import segment.analytics  # type: ignore[import-untyped]
 
-from bench.common import Figure, bootstrap_server, write_results
-from sextant.core.config_plane import ConfigPublisher
+from bench.common import Figure, bootstrap_server, publish_bench_project, write_results
 from sextant.core.kafka import end_offsets, ensure_topics
 from sextant.core.settings import KafkaSection
-from sextant.schemas.config import ApiKey, KeyKind, Project, hash_key
 from sextant.schemas.topics import Topic, topic_name
 from sextant.sdk import Client
 
@@ -82,24 +80,6 @@ def track_cost(calls: int) -> dict[str, tuple[float, float]]:
     }
     put = per_call_us(lambda i: plain.put(event), calls)
     return {"track": tracked, "put": put}
-
-
-def publish(settings: KafkaSection) -> None:
-    publisher = ConfigPublisher(settings)
-    try:
-        publisher.put(
-            [
-                Project(id="bench", project_id="bench", name="Bench", rate_limit_per_second=10**7),
-                ApiKey(
-                    id="wk",
-                    project_id="bench",
-                    key_kind=KeyKind.WRITE,
-                    key_hash=hash_key(WRITE_KEY),
-                ),
-            ]
-        )
-    finally:
-        publisher.close()
 
 
 @contextlib.contextmanager
@@ -185,7 +165,7 @@ def delivery_rates(bootstrap: str, events: int) -> dict[str, float]:
 
     settings = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}")
     ensure_topics(settings)
-    publish(settings)
+    publish_bench_project(settings, WRITE_KEY)
     samples: dict[str, list[float]] = {"sextant": [], "segment": []}
     with collector_process(settings, free_port()) as url:
         sextant_rate(url, 1000)  # warm the collector's producer and connections
