@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from bench.soak import soak
 
 
@@ -21,10 +19,4 @@ def test_every_acknowledged_event_is_counted_exactly_once(tmp_path: Path) -> Non
     assert result.duplicated == 0
     assert result.in_topic == result.in_warehouse == result.acknowledged
     assert result.dead_letters == result.rejected > 0
-    if result.metric_total != result.acknowledged:
-        # Seen in two of four runs under a loaded machine: after a processor worker's kill -9
-        # and the rebalance, the count metric can come up short (5,045 and 6,393 of 6,680);
-        # the ten-minute `make soak` was exact. Reported, not hidden, until it is fixed.
-        pytest.xfail(
-            f"count metric {result.metric_total} of {result.acknowledged} acknowledged events"
-        )
+    assert result.metric_total == result.acknowledged

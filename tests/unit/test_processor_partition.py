@@ -21,6 +21,7 @@ from sextant.processor.partition import (
     DedupPolicy,
     EventView,
     FlushResult,
+    Outcome,
     PartitionState,
 )
 from sextant.schemas.config import MetricDefinition
@@ -395,3 +396,38 @@ def test_dedup_memory_is_bounded_by_count() -> None:
     pipe.send(event(message_id="id0"))  # forgotten: counts again
     pipe.flush()
     assert pipe.counts("c") == {(int(T0), ""): 6}
+
+
+def test_an_event_ahead_of_a_missing_offset_is_refused_until_the_gap_is_filled() -> None:
+    catalog = Catalog(_count())
+    state = PartitionState(0)
+    assert state.process(10, event(), catalog) is Outcome.APPLIED  # a fresh state starts anywhere
+    assert state.process(12, event(), catalog) is Outcome.OUT_OF_ORDER
+    assert state.expected_offset == 11
+    assert state.process(11, event(), catalog) is Outcome.APPLIED
+    assert state.process(12, event(), catalog) is Outcome.APPLIED
+    assert state.process(11, event(), catalog) is Outcome.REPLAYED
+    assert state.windows[("p", "c", int(T0))].groups[""].count == 3
+
+
+def test_an_unreadable_record_passes_its_offset_and_retention_skips_ahead() -> None:
+    catalog = Catalog(_count())
+    state = PartitionState(0)
+    state.process(0, event(), catalog)
+    assert state.process(1, None, catalog) is Outcome.APPLIED
+    assert state.process(2, event(), catalog) is Outcome.APPLIED
+    state.skip_to(50)  # offsets 3..49 were deleted by retention before they were read
+    assert state.process(50, event(), catalog) is Outcome.APPLIED
+    assert state.windows[("p", "c", int(T0))].groups[""].count == 3
+
+
+def test_a_reloaded_state_refuses_events_past_its_checkpoint_gap() -> None:
+    """Another worker moved the partition on: the committed offset is past our checkpoint."""
+    pipe = Pipeline(Catalog(_count()), partitions=1)
+    for _ in range(3):
+        pipe.send(event())
+    pipe.flush()
+    reloaded = PartitionState(0)
+    reloaded.load(pipe.store)
+    assert reloaded.process(7, event(), pipe.catalog) is Outcome.OUT_OF_ORDER
+    assert reloaded.expected_offset == 3

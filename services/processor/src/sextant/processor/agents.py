@@ -8,6 +8,12 @@ exposures), then writes the state to its table. Stage two (agent ``merge``) read
 keeps the newest partial per source partition and window, and sends the changed metric points.
 faust acknowledges a batch's events only after the batch body returns, and flushes the
 producer before committing offsets, so nothing is committed before it is durable.
+
+Rebalances: while faust rebalances, batches are neither applied nor written, and their events
+are held back from acknowledgement (so they cannot be committed) to come again after the
+seek to the committed offsets; after every recovery both stages rebuild their state from the
+table, which faust has just brought up to the changelog's end. An event that arrives ahead
+of a missing offset is held back too, and the partition is fetched again from that offset.
 """
 
 from __future__ import annotations
@@ -28,12 +34,19 @@ from sextant.processor.aggregates import Partial
 from sextant.processor.catalog import ConfigCatalog
 from sextant.processor.merge import MergeState
 from sextant.processor.metrics import ProcessorMetrics
-from sextant.processor.partition import DedupPolicy, EventView, FlushResult, PartitionState
+from sextant.processor.partition import (
+    DedupPolicy,
+    EventView,
+    FlushResult,
+    Outcome,
+    PartitionState,
+)
 from sextant.processor.settings import ProcessorSettings
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
 RecoveredHook = Callable[["KeyPartitionedTable", set[int]], Awaitable[None]]
+_REFETCH_EVERY_S = 1.0
 
 
 class KeyPartitionedTable(faust.Table[bytes, bytes]):
@@ -56,6 +69,17 @@ class KeyPartitionedTable(faust.Table[bytes, bytes]):
         changelog = self.changelog_topic.get_topic_name()
         await self._on_recovered(self, {tp.partition for tp in active_tps if tp.topic == changelog})
 
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop the local copy of these partitions' entries (not the changelog).
+
+        faust's memory store forgets only the keys it restored, not the ones this worker
+        wrote; a partition that comes back is then rebuilt from its changelog alone.
+        """
+        prefixes = tuple(f"{p}|".encode() for p in partitions)
+        if prefixes:
+            for key in [k for k in self.data if k.startswith(prefixes)]:
+                del self.data[key]
+
     def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         wanted = prefix.encode()
         for key, value in list(self.data.items()):
@@ -72,6 +96,17 @@ class KeyPartitionedTable(faust.Table[bytes, bytes]):
 
 def _stable_partition(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
+
+
+def _hold_back(events: list[EventT[bytes]]) -> None:
+    """Keep these events from being acknowledged, hence committed: they must come again.
+
+    ``take_events`` acknowledges every event of a batch once the batch body returns; one
+    extra reference keeps a message's count above zero, so its offset is never committed and
+    the consumer delivers it again after the next seek.
+    """
+    for event in events:
+        event.message.incref()
 
 
 class ProcessorAgents:
@@ -95,6 +130,7 @@ class ProcessorAgents:
         self.merges: dict[int, MergeState] = {}
         self._stage_one_lock = asyncio.Lock()
         self._stage_two_lock = asyncio.Lock()
+        self._refetching: dict[int, tuple[int, float]] = {}
         self.started = False
         self.app = self._build_app()
 
@@ -111,6 +147,10 @@ class ProcessorAgents:
             datadir=str(s.processor_data_dir / s.app_id),
             topic_partitions=self.partitions,
             topic_replication_factor=1,
+            # No standby replicas: a rebalance during standby recovery crashes faust's
+            # recovery service (a seek to an offset it has not built yet), and restoring a
+            # memory store reads the changelog in full either way.
+            table_standby_replicas=0,
             producer_acks=-1,
             broker_commit_interval=s.processor_commit_interval_seconds,
             broker_session_timeout=s.processor_session_timeout_seconds,
@@ -158,19 +198,21 @@ class ProcessorAgents:
     # recovery -------------------------------------------------------------------------------
 
     async def _recovered_stage_one(self, table: KeyPartitionedTable, active: set[int]) -> None:
+        """Rebuild every active partition from the table, which recovery just made current.
+
+        Kept partitions are rebuilt too: faust may keep a partition across a rebalance it
+        lost for a generation that never completed here, while another worker moved it on.
+        """
         async with self._stage_one_lock:
-            for partition in set(self.states) - active:
-                del self.states[partition]
-            for partition in active - set(self.states):
-                self.states[partition] = self._load_state(partition)
+            table.forget_partitions(set(range(self.partitions)) - active)
+            self.states = {p: self._load_state(p) for p in sorted(active)}
+            self._refetching.clear()
             self.started = True
 
     async def _recovered_stage_two(self, table: KeyPartitionedTable, active: set[int]) -> None:
         async with self._stage_two_lock:
-            for partition in set(self.merges) - active:
-                del self.merges[partition]
-            for partition in active - set(self.merges):
-                self.merges[partition] = self._load_merge(partition)
+            table.forget_partitions(set(range(self.partitions)) - active)
+            self.merges = {p: self._load_merge(p) for p in sorted(active)}
 
     def _load_state(self, partition: int) -> PartitionState:
         state = PartitionState(partition, self.dedup)
@@ -187,6 +229,10 @@ class ProcessorAgents:
 
     # stage one ------------------------------------------------------------------------------
 
+    def _rebalanced_since(self, rebalances: int) -> bool:
+        """Whether a rebalance is under way or began after ``rebalances`` was read."""
+        return bool(self.app.rebalancing) or self.app.rebalancing_count != rebalances
+
     async def _stage_one(self, stream: StreamT[bytes]) -> None:
         s = self.settings
         batches = stream.take_events(  # type: ignore[attr-defined]
@@ -194,12 +240,27 @@ class ProcessorAgents:
         )
         async for events in batches:
             async with self._stage_one_lock:
-                touched = self._apply_events(events)
-                await self._flush_stage_one(touched)
+                rebalances = self.app.rebalancing_count
+                if not self.started or self._rebalanced_since(rebalances):
+                    self._hold_back(events, "rebalance")
+                    continue
+                touched, refused = self._apply_events(events)
+                if not await self._flush_stage_one(touched, rebalances):
+                    self._hold_back(events, "rebalance")
+                    continue
+                if refused:
+                    self._hold_back(refused, "out_of_order")
+                    await self._refetch({e.message.partition for e in refused})
 
-    def _apply_events(self, events: list[EventT[bytes]]) -> set[int]:
+    def _hold_back(self, events: list[EventT[bytes]], reason: str) -> None:
+        _hold_back(events)
+        self.metrics.refetched.labels(reason=reason).inc(len(events))
+
+    def _apply_events(self, events: list[EventT[bytes]]) -> tuple[set[int], list[EventT[bytes]]]:
+        """Apply the batch in offset order; returns the partitions touched and the refused."""
         assigned = self._assigned(self.events_topic.get_topic_name())
         touched: set[int] = set()
+        refused: list[EventT[bytes]] = []
         newest_received = 0.0
         for event in events:
             partition, offset = event.message.partition, event.message.offset
@@ -209,19 +270,70 @@ class ProcessorAgents:
             if state is None:
                 state = self.states[partition] = self._load_state(partition)
             try:
-                view = EventView.parse(event.value)
+                view: EventView | None = EventView.parse(event.value)
             except ValueError:
+                view = None
+            outcome = state.process(offset, view, self.catalog)
+            if outcome is Outcome.OUT_OF_ORDER:
+                refused.append(event)
+                continue
+            if view is None and outcome is Outcome.APPLIED:
                 self.metrics.invalid.inc()
                 log.warning("skipping an unreadable record", partition=partition, offset=offset)
-                continue
-            state.process(offset, view, self.catalog)
-            newest_received = max(newest_received, view.received_at)
+            elif view is not None:
+                newest_received = max(newest_received, view.received_at)
             touched.add(partition)
         if newest_received:
             self.metrics.event_age.set(max(0.0, time.time() - newest_received))
-        return touched
+        return touched, refused
 
-    async def _flush_stage_one(self, partitions: set[int]) -> None:
+    async def _refetch(self, partitions: set[int]) -> None:
+        """Seek each partition back to the offset its state expects next.
+
+        After a rebalance faust seeks to the committed offsets, but a record fetched before it
+        can still arrive; faust then drops every record below it as already read. The seek
+        here brings those records back. A partition whose expected offset is below the log
+        start (deleted by retention) goes on from the log start instead. At most one seek per
+        expected offset a second: records already on their way may overtake it once more.
+        """
+        topic = self.events_topic.get_topic_name()
+        consumer = self.app.consumer
+        now = time.monotonic()
+        for partition in sorted(partitions):
+            state = self.states.get(partition)
+            if state is None:
+                continue
+            expected = state.expected_offset
+            last = self._refetching.get(partition)
+            if last is not None and last[0] == expected and now - last[1] < _REFETCH_EVERY_S:
+                continue
+            tp = TP(topic, partition)
+            earliest = (await consumer.earliest_offsets(tp)).get(tp)
+            if earliest is not None and expected < earliest:
+                log.warning(
+                    "offsets deleted before they were processed",
+                    partition=partition,
+                    expected=expected,
+                    log_start=earliest,
+                )
+                state.skip_to(earliest)
+                expected = earliest
+            log.info(
+                "fetching again from the expected offset", partition=partition, offset=expected
+            )
+            self._refetching[partition] = (expected, now)
+            # faust took the offsets between the last read one and the early record for a
+            # gap (transaction markers) it may commit over, and drops anything read below
+            # it: forget that gap, then the seek sets the read offset back.
+            consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
+            await consumer.seek(tp, expected)
+
+    async def _flush_stage_one(self, partitions: set[int], rebalances: int) -> bool:
+        """Send, then persist, what the partitions changed; False if a rebalance intervened.
+
+        After a rebalance began nothing is written: recovery rebuilds the state from the
+        changelog, and the caller holds the batch back to be applied to that state again.
+        """
         results: list[FlushResult] = []
         for partition in sorted(partitions):
             state = self.states[partition]
@@ -255,8 +367,11 @@ class ProcessorAgents:
             # An exposure's state says "sent": it must not be persisted before the broker has
             # the exposure. Partials need no wait: recovery re-sends every restored window.
             await asyncio.gather(*exposures_acked)
+        if self._rebalanced_since(rebalances):
+            return False
         for result in results:
             self.state_table.write(result.writes)
+        return True
 
     # stage two ------------------------------------------------------------------------------
 
@@ -267,8 +382,13 @@ class ProcessorAgents:
         )
         async for events in batches:
             async with self._stage_two_lock:
+                rebalances = self.app.rebalancing_count
+                if not self.started or self._rebalanced_since(rebalances):
+                    self._hold_back(events, "rebalance")
+                    continue
                 writes = self._accept_partials(events)
-                await self._flush_stage_two(writes)
+                if not await self._flush_stage_two(writes, rebalances):
+                    self._hold_back(events, "rebalance")
 
     def _accept_partials(self, events: list[EventT[bytes]]) -> list[tuple[str, bytes | None]]:
         assigned = self._assigned(self.partials_topic.get_topic_name())
@@ -286,7 +406,10 @@ class ProcessorAgents:
                 writes.append((key, event.value))
         return writes
 
-    async def _flush_stage_two(self, writes: list[tuple[str, bytes | None]]) -> None:
+    async def _flush_stage_two(
+        self, writes: list[tuple[str, bytes | None]], rebalances: int
+    ) -> bool:
+        """Send the changed points, then persist; False (nothing written) after a rebalance."""
         emitted_at = datetime.now(UTC)
         for merge in self.merges.values():
             points, emitted_writes = merge.flush(emitted_at)
@@ -298,15 +421,21 @@ class ProcessorAgents:
                 )
             self.metrics.windows.inc(len(points))
         # No wait for the points: a restart re-emits every restored window's points.
+        if self._rebalanced_since(rebalances):
+            return False
         self.merge_table.write(writes)
+        return True
 
     # the timer ------------------------------------------------------------------------------
 
     async def _tick(self) -> None:
         """Send what recovery marked dirty, forget closed merge windows, update the lag."""
+        rebalances = self.app.rebalancing_count
+        if not self.started or self._rebalanced_since(rebalances):
+            return
         async with self._stage_one_lock:
             assigned = self._assigned(self.events_topic.get_topic_name())
-            await self._flush_stage_one({p for p in self.states if p in assigned})
+            await self._flush_stage_one({p for p in self.states if p in assigned}, rebalances)
         async with self._stage_two_lock:
             assigned = self._assigned(self.partials_topic.get_topic_name())
             lateness = self.catalog.lateness_by_project()
@@ -319,7 +448,7 @@ class ProcessorAgents:
                             lateness, time.monotonic(), self.settings.processor_merge_idle_seconds
                         )
                     )
-            await self._flush_stage_two(deletes)
+            await self._flush_stage_two(deletes, rebalances)
         self._update_lag()
 
     def _update_lag(self) -> None:

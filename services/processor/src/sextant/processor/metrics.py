@@ -44,6 +44,12 @@ class ProcessorMetrics:
             ["multi_variant"],
             registry=r,
         )
+        self.refetched = Counter(
+            "sextant_processor_refetched_events",
+            "Events not applied on delivery (out of order, or during a rebalance), fetched again",
+            ["reason"],
+            registry=r,
+        )
         self.lag = Gauge(
             "sextant_processor_lag_records",
             "Records on events.raw not yet processed, per partition",

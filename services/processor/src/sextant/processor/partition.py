@@ -5,8 +5,11 @@ A :class:`PartitionState` applies events in offset order: it drops client retrie
 watermark, updates each matching metric's window, and tracks first exposures. ``flush()``
 returns what to send (window partials, exposures) and what to persist (table writes).
 
-Exactness after a crash rests on three rules, all in this module:
+Exactness after a crash rests on four rules, all in this module:
 
+0. Offsets are applied strictly in sequence: the state covers every offset up to
+   ``last_offset`` and none after, so an event that arrives ahead of a missing one is refused
+   (``Outcome.OUT_OF_ORDER``) and fetched again in order, never applied over a hole.
 1. Every persisted entry carries the offset of the last event applied to it; a replayed event
    at or below that offset is not applied to it again.
 2. A flush's writes go to one changelog partition in order, the partition checkpoint (offset
@@ -24,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, Protocol
 
 import orjson
@@ -306,6 +310,20 @@ class ExposureState:
         return cls(Exposure.model_validate(raw["e"]), int(raw["o"]), list(raw["v"]))
 
 
+class Outcome(Enum):
+    """What :meth:`PartitionState.process` did with an event.
+
+    The state covers every offset up to ``last_offset`` and nothing after it, so it applies
+    only the next offset. A later one (``OUT_OF_ORDER``) means events in between were not
+    delivered (a fetch from before a rebalance can overtake the records faust cleared); the
+    caller must not acknowledge it and must have the missing offsets fetched again.
+    """
+
+    APPLIED = "applied"
+    REPLAYED = "replayed"
+    OUT_OF_ORDER = "out_of_order"
+
+
 @dataclass(frozen=True)
 class DedupPolicy:
     """Client retries are dropped when their ``messageId`` was seen within this window."""
@@ -416,15 +434,27 @@ class PartitionState:
 
     # the hot path -------------------------------------------------------------------------
 
-    def process(self, offset: int, event: EventView, catalog: Catalog) -> None:
-        """Apply the event at ``offset`` (offsets arrive in increasing order)."""
-        if offset <= self.checkpoint:
+    @property
+    def expected_offset(self) -> int:
+        """The offset the next event must have: the state covers every offset before it."""
+        return self.last_offset + 1
+
+    def process(self, offset: int, event: EventView | None, catalog: Catalog) -> Outcome:
+        """Apply the event at ``offset`` if it is the next one; see :class:`Outcome`.
+
+        ``event`` is None for a record that is not an envelope: its offset is passed over.
+        """
+        if offset <= self.last_offset:
             self.counters.replayed += 1
-            return
-        self.last_offset = max(self.last_offset, offset)
+            return Outcome.REPLAYED
+        if self.last_offset >= 0 and offset != self.expected_offset:
+            return Outcome.OUT_OF_ORDER
+        self.last_offset = offset
+        if event is None:
+            return Outcome.APPLIED
         if self._is_retry(event):
             self.counters.duplicates += 1
-            return
+            return Outcome.APPLIED
         self.counters.processed += 1
         self._track_exposure(offset, event, catalog)
         project = event.project_id
@@ -439,6 +469,11 @@ class PartitionState:
                 self._apply(offset, project, metric, start, event)
         if watermark is None or event.timestamp > watermark:
             self.watermarks[project] = event.timestamp
+        return Outcome.APPLIED
+
+    def skip_to(self, offset: int) -> None:
+        """Go on from ``offset``: the offsets before it no longer exist (log retention)."""
+        self.last_offset = max(self.last_offset, offset - 1)
 
     def _is_retry(self, event: EventView) -> bool:
         if event.message_id in self.seen:
