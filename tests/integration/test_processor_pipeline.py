@@ -79,6 +79,7 @@ class ProcessorProcess:
             "SEXTANT_PROCESSOR_DATA_DIR": str(data_dir / name),
             "SEXTANT_PROCESSOR_SESSION_TIMEOUT_SECONDS": "6",
             "SEXTANT_PROCESSOR_COMMIT_INTERVAL_SECONDS": "0.5",
+            "SEXTANT_PROCESSOR_MAX_REBALANCE_SECONDS": "20",
             "SEXTANT_LOG_LEVEL": "WARNING",
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -795,7 +796,8 @@ def test_kill_restart_and_rebalance_keep_results_exact(
                     hll_add(registers, user)
                 assert point.hll == list(registers)
 
-        _eventually(check, "exact after kill -9 and rebalance", timeout_s=60)
+        # 90 s: a worker whose recovery stalls exits after 20 s and the other takes over
+        _eventually(check, "exact after kill -9 and rebalance", timeout_s=90)
     finally:
         for worker in (first, second):
             with contextlib.suppress(Exception):

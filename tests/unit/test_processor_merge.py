@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sextant.processor.aggregates import Group, Partial
 from sextant.processor.merge import MergeState, top_groups
+from sextant.processor.sequence import Outcome
 from sextant.schemas.config import MetricKind
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -94,3 +95,21 @@ def test_vectorised_register_merge_equals_the_reference() -> None:
     hll_merge(expected, right)
     merge_registers(left, right)
     assert left == expected
+
+
+def test_partials_are_taken_in_offset_order_and_the_offset_survives_a_restart() -> None:
+    merge = MergeState(0)
+    assert merge.admit(20) is Outcome.APPLIED  # a fresh state starts where the topic does
+    assert merge.admit(22) is Outcome.OUT_OF_ORDER  # 21 is missing: fetch again from it
+    assert merge.expected_offset == 21
+    assert merge.admit(21) is Outcome.APPLIED
+    merge.accept(_partial(0, 4, a=1), 0.0)
+    _, writes = merge.flush(NOW)
+    assert writes[-1] == (merge.checkpoint_key, b"21")  # persisted after what it covers
+    restarted = MergeState(0)
+    restarted.load(iter([(k, v) for k, v in writes if v is not None]))
+    assert restarted.admit(21) is Outcome.REPLAYED
+    assert restarted.admit(23) is Outcome.OUT_OF_ORDER
+    assert restarted.admit(22) is Outcome.APPLIED
+    _, unchanged = MergeState(0).flush(NOW)
+    assert unchanged == []  # nothing applied: no checkpoint written

@@ -21,9 +21,9 @@ from sextant.processor.partition import (
     DedupPolicy,
     EventView,
     FlushResult,
-    Outcome,
     PartitionState,
 )
+from sextant.processor.sequence import Outcome
 from sextant.schemas.config import MetricDefinition
 from sextant.schemas.events import EventType
 from sextant.schemas.records import Exposure, MetricPoint

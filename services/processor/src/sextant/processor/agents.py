@@ -13,7 +13,8 @@ Rebalances: while faust rebalances, batches are neither applied nor written, and
 are held back from acknowledgement (so they cannot be committed) to come again after the
 seek to the committed offsets; after every recovery both stages rebuild their state from the
 table, which faust has just brought up to the changelog's end. An event that arrives ahead
-of a missing offset is held back too, and the partition is fetched again from that offset.
+of a missing offset (either stage) is held back too, and the partition is fetched again
+from that offset.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 from faust.types import TP, EventT, StreamT
 
 from sextant.core.logging import get_logger
@@ -38,9 +40,9 @@ from sextant.processor.partition import (
     DedupPolicy,
     EventView,
     FlushResult,
-    Outcome,
     PartitionState,
 )
+from sextant.processor.sequence import Outcome
 from sextant.processor.settings import ProcessorSettings
 from sextant.schemas.topics import Topic, topic_name
 
@@ -94,6 +96,15 @@ class KeyPartitionedTable(faust.Table[bytes, bytes]):
                 self[key.encode()] = value
 
 
+class Sequenced(Protocol):
+    """A stage's state of one partition that applies offsets in sequence."""
+
+    @property
+    def expected_offset(self) -> int: ...
+
+    def skip_to(self, offset: int) -> None: ...
+
+
 def _stable_partition(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
@@ -130,7 +141,7 @@ class ProcessorAgents:
         self.merges: dict[int, MergeState] = {}
         self._stage_one_lock = asyncio.Lock()
         self._stage_two_lock = asyncio.Lock()
-        self._refetching: dict[int, tuple[int, float]] = {}
+        self._refetching: dict[TP, tuple[int, float]] = {}
         self.started = False
         self.app = self._build_app()
 
@@ -248,9 +259,7 @@ class ProcessorAgents:
                 if not await self._flush_stage_one(touched, rebalances):
                     self._hold_back(events, "rebalance")
                     continue
-                if refused:
-                    self._hold_back(refused, "out_of_order")
-                    await self._refetch({e.message.partition for e in refused})
+                await self._refetch(self.events_topic.get_topic_name(), refused, self.states)
 
     def _hold_back(self, events: list[EventT[bytes]], reason: str) -> None:
         _hold_back(events)
@@ -287,8 +296,10 @@ class ProcessorAgents:
             self.metrics.event_age.set(max(0.0, time.time() - newest_received))
         return touched, refused
 
-    async def _refetch(self, partitions: set[int]) -> None:
-        """Seek each partition back to the offset its state expects next.
+    async def _refetch(
+        self, topic: str, refused: list[EventT[bytes]], states: Mapping[int, Sequenced]
+    ) -> None:
+        """Hold the refused records back and seek their partitions to the expected offsets.
 
         After a rebalance faust seeks to the committed offsets, but a record fetched before it
         can still arrive; faust then drops every record below it as already read. The seek
@@ -296,37 +307,44 @@ class ProcessorAgents:
         start (deleted by retention) goes on from the log start instead. At most one seek per
         expected offset a second: records already on their way may overtake it once more.
         """
-        topic = self.events_topic.get_topic_name()
+        if not refused:
+            return
+        self._hold_back(refused, "out_of_order")
         consumer = self.app.consumer
         now = time.monotonic()
-        for partition in sorted(partitions):
-            state = self.states.get(partition)
-            if state is None:
-                continue
+        for partition in sorted({e.message.partition for e in refused} & states.keys()):
+            state = states[partition]
+            tp = TP(topic, partition)
             expected = state.expected_offset
-            last = self._refetching.get(partition)
+            last = self._refetching.get(tp)
             if last is not None and last[0] == expected and now - last[1] < _REFETCH_EVERY_S:
                 continue
-            tp = TP(topic, partition)
-            earliest = (await consumer.earliest_offsets(tp)).get(tp)
+            try:
+                earliest = (await consumer.earliest_offsets(tp)).get(tp)
+            except (KafkaError, AssertionError) as exc:  # the next refused record tries again
+                log.warning("cannot read the log start", tp=str(tp), error=repr(exc))
+                continue
             if earliest is not None and expected < earliest:
                 log.warning(
                     "offsets deleted before they were processed",
+                    topic=topic,
                     partition=partition,
                     expected=expected,
                     log_start=earliest,
                 )
                 state.skip_to(earliest)
                 expected = earliest
-            log.info(
-                "fetching again from the expected offset", partition=partition, offset=expected
-            )
-            self._refetching[partition] = (expected, now)
+            log.info("fetching again from the expected offset", tp=str(tp), offset=expected)
             # faust took the offsets between the last read one and the early record for a
             # gap (transaction markers) it may commit over, and drops anything read below
             # it: forget that gap, then the seek sets the read offset back.
             consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
-            await consumer.seek(tp, expected)
+            try:
+                await consumer.seek(tp, expected)
+            except (KafkaError, AssertionError) as exc:  # revoked: its new owner reads in order
+                log.warning("cannot seek", tp=str(tp), offset=expected, error=repr(exc))
+                continue
+            self._refetching[tp] = (expected, now)
 
     async def _flush_stage_one(self, partitions: set[int], rebalances: int) -> bool:
         """Send, then persist, what the partitions changed; False if a rebalance intervened.
@@ -386,14 +404,20 @@ class ProcessorAgents:
                 if not self.started or self._rebalanced_since(rebalances):
                     self._hold_back(events, "rebalance")
                     continue
-                writes = self._accept_partials(events)
+                writes, refused = self._accept_partials(events)
                 if not await self._flush_stage_two(writes, rebalances):
                     self._hold_back(events, "rebalance")
+                    continue
+                await self._refetch(self.partials_topic.get_topic_name(), refused, self.merges)
 
-    def _accept_partials(self, events: list[EventT[bytes]]) -> list[tuple[str, bytes | None]]:
+    def _accept_partials(
+        self, events: list[EventT[bytes]]
+    ) -> tuple[list[tuple[str, bytes | None]], list[EventT[bytes]]]:
+        """Take the partials in offset order; returns the table writes and the refused."""
         assigned = self._assigned(self.partials_topic.get_topic_name())
         now = time.monotonic()
         writes: list[tuple[str, bytes | None]] = []
+        refused: list[EventT[bytes]] = []
         for event in events:
             partition = event.message.partition
             if partition not in assigned:
@@ -401,10 +425,14 @@ class ProcessorAgents:
             merge = self.merges.get(partition)
             if merge is None:
                 merge = self.merges[partition] = self._load_merge(partition)
-            key = merge.accept(Partial.from_bytes(event.value), now)
-            if key is not None:
-                writes.append((key, event.value))
-        return writes
+            outcome = merge.admit(event.message.offset)
+            if outcome is Outcome.OUT_OF_ORDER:
+                refused.append(event)
+            elif outcome is Outcome.APPLIED:
+                key = merge.accept(Partial.from_bytes(event.value), now)
+                if key is not None:
+                    writes.append((key, event.value))
+        return writes, refused
 
     async def _flush_stage_two(
         self, writes: list[tuple[str, bytes | None]], rebalances: int

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -20,6 +22,7 @@ from sextant.processor.settings import ProcessorSettings
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
+STUCK_EXIT_CODE = 75
 TOPICS = (Topic.EVENTS_RAW, Topic.METRIC_POINTS, Topic.EXPOSURES, Topic.CONFIG, Topic.ALERTS)
 
 
@@ -46,6 +49,30 @@ class Processor:
         self._server = uvicorn.Server(config)
         threading.Thread(target=self._server.run, name="http", daemon=True).start()
 
+    def start_watchdog(self) -> None:
+        """Exit the process when a rebalance or table recovery never ends.
+
+        Seen under load: faust's recovery waiting for changelog records that never come, and
+        its recovery service crashing on a rebalance; either way the worker holds partitions
+        it never processes. Exiting hands them to the other workers, and the supervisor
+        (local supervisor, Kubernetes) restarts this one, which restores from the changelog.
+        """
+        limit = self.settings.processor_max_rebalance_seconds
+
+        def watch() -> None:
+            since: float | None = None
+            while True:
+                time.sleep(1.0)
+                if not self.agents.app.rebalancing:
+                    since = None
+                    continue
+                since = since or time.monotonic()
+                if time.monotonic() - since > limit:
+                    log.error("rebalance not finished; exiting to be restarted", seconds=limit)
+                    os._exit(STUCK_EXIT_CODE)
+
+        threading.Thread(target=watch, name="rebalance-watchdog", daemon=True).start()
+
     def run(self) -> None:
         """Follow the config, then run the faust worker until SIGINT/SIGTERM."""
         import faust
@@ -54,6 +81,7 @@ class Processor:
         if not self.follower.wait_caught_up(self.settings.config_wait_seconds):
             log.warning("config not caught up yet; starting anyway")
         self.start_http()
+        self.start_watchdog()
         self.alerts.start()
         worker = faust.Worker(
             self.agents.app,

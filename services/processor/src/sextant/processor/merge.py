@@ -24,6 +24,7 @@ import orjson
 
 from sextant.processor.aggregates import WINDOW_SECONDS, Group, Partial
 from sextant.processor.definitions import OTHER_VALUE
+from sextant.processor.sequence import Outcome, admit
 from sextant.schemas.config import MetricKind
 from sextant.schemas.records import MetricPoint
 from sextant.schemas.sketches import HLL_REGISTERS, compress
@@ -155,6 +156,28 @@ class MergeState:
     windows: dict[tuple[str, str, int], WindowMerge] = field(default_factory=dict)
     dirty: set[tuple[str, str, int]] = field(default_factory=set)
     horizon: dict[str, int] = field(default_factory=dict)
+    last_offset: int = -1
+    """The ``partials`` offset applied up to (see :mod:`sextant.processor.sequence`)."""
+    _persisted_offset: int = -1
+
+    @property
+    def checkpoint_key(self) -> str:
+        return f"{self.partition}|c"
+
+    @property
+    def expected_offset(self) -> int:
+        return self.last_offset + 1
+
+    def admit(self, offset: int) -> Outcome:
+        """Whether the partial at ``offset`` of this ``partials`` partition is the next one."""
+        outcome = admit(self.last_offset, offset)
+        if outcome is Outcome.APPLIED:
+            self.last_offset = offset
+        return outcome
+
+    def skip_to(self, offset: int) -> None:
+        """Go on from ``offset``: the offsets before it no longer exist (log retention)."""
+        self.last_offset = max(self.last_offset, offset - 1)
 
     def partial_key(self, partial: Partial) -> str:
         return f"{self.partition}|m|{partial.window_key}|{partial.partition}"
@@ -172,6 +195,8 @@ class MergeState:
                 _, _, project, metric, start = key.split("|", 4)
                 window = self.windows.setdefault((project, metric, int(start)), WindowMerge())
                 window.emitted |= set(orjson.loads(value))
+            elif kind == "c":
+                self.last_offset = self._persisted_offset = int(orjson.loads(value))
         self.dirty.update(self.windows)
 
     def accept(self, partial: Partial, now: float) -> str | None:
@@ -200,6 +225,10 @@ class MergeState:
             if grew:
                 writes.append((self.emitted_key(key), window.emitted_bytes()))
         self.dirty.clear()
+        if self.last_offset > self._persisted_offset:
+            # Last, after the partials it covers (one changelog partition keeps the order).
+            self._persisted_offset = self.last_offset
+            writes.append((self.checkpoint_key, orjson.dumps(self.last_offset)))
         return points, writes
 
     def evict(self, lateness: dict[str, int], now: float, idle_s: float) -> list[str]:

@@ -7,9 +7,9 @@ returns what to send (window partials, exposures) and what to persist (table wri
 
 Exactness after a crash rests on four rules, all in this module:
 
-0. Offsets are applied strictly in sequence: the state covers every offset up to
-   ``last_offset`` and none after, so an event that arrives ahead of a missing one is refused
-   (``Outcome.OUT_OF_ORDER``) and fetched again in order, never applied over a hole.
+0. Offsets are applied strictly in sequence (:mod:`sextant.processor.sequence`): the state
+   covers every offset up to ``last_offset`` and none after, so an event that arrives ahead
+   of a missing one is refused and fetched again in order, never applied over a hole.
 1. Every persisted entry carries the offset of the last event applied to it; a replayed event
    at or below that offset is not applied to it again.
 2. A flush's writes go to one changelog partition in order, the partition checkpoint (offset
@@ -27,13 +27,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
 from typing import Any, Protocol
 
 import orjson
 
 from sextant.processor.aggregates import WINDOW_SECONDS, Group, Partial, window_start
 from sextant.processor.definitions import NO_BREAKDOWN, CompiledMetric
+from sextant.processor.sequence import Outcome, admit
 from sextant.schemas.config import MetricKind
 from sextant.schemas.events import EXPERIMENT_VIEWED, Envelope, EventType
 from sextant.schemas.records import Exposure
@@ -310,20 +310,6 @@ class ExposureState:
         return cls(Exposure.model_validate(raw["e"]), int(raw["o"]), list(raw["v"]))
 
 
-class Outcome(Enum):
-    """What :meth:`PartitionState.process` did with an event.
-
-    The state covers every offset up to ``last_offset`` and nothing after it, so it applies
-    only the next offset. A later one (``OUT_OF_ORDER``) means events in between were not
-    delivered (a fetch from before a rebalance can overtake the records faust cleared); the
-    caller must not acknowledge it and must have the missing offsets fetched again.
-    """
-
-    APPLIED = "applied"
-    REPLAYED = "replayed"
-    OUT_OF_ORDER = "out_of_order"
-
-
 @dataclass(frozen=True)
 class DedupPolicy:
     """Client retries are dropped when their ``messageId`` was seen within this window."""
@@ -444,11 +430,11 @@ class PartitionState:
 
         ``event`` is None for a record that is not an envelope: its offset is passed over.
         """
-        if offset <= self.last_offset:
+        outcome = admit(self.last_offset, offset)
+        if outcome is Outcome.REPLAYED:
             self.counters.replayed += 1
-            return Outcome.REPLAYED
-        if self.last_offset >= 0 and offset != self.expected_offset:
-            return Outcome.OUT_OF_ORDER
+        if outcome is not Outcome.APPLIED:
+            return outcome
         self.last_offset = offset
         if event is None:
             return Outcome.APPLIED

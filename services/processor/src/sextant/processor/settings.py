@@ -20,6 +20,9 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     processor_merge_idle_seconds: float = 120.0
     processor_session_timeout_seconds: float = 30.0
     """How long a silent worker keeps its partitions before the group rebalances them away."""
+    processor_max_rebalance_seconds: float = 300.0
+    """A worker still rebalancing or restoring its tables after this long exits (exit code
+    75) for its supervisor to restart it: faust's recovery can stall for good."""
     processor_data_dir: Path = LOCAL_DIR / "processor"
     processor_group: str = ""
     """Consumer group (faust app id); default ``<topic_prefix>-processor``."""
