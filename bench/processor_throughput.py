@@ -27,6 +27,7 @@ import math
 import os
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,7 @@ import orjson
 
 from bench.common import Figure, write_results
 from bench.common import bootstrap_server as broker
+from bench.profile_summary import report
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import TopicPartition, ensure_topics, make_consumer, make_producer
 from sextant.core.settings import KafkaSection
@@ -54,6 +56,21 @@ from sextant.schemas.topics import Topic, topic_name
 
 NAME = "processor_throughput"
 COMMAND = "python -m bench.processor_throughput"
+PROFILED_FUNCTIONS = (
+    "_stage_one",
+    "_apply_events",
+    "parse",
+    "process",
+    "_flush_stage_one",
+    "_stage_two",
+    "_accept_partials",
+    "_flush_stage_two",
+    "_tick",
+    "send",
+    "on_message",
+    "_drain_messages",
+    "getmany",
+)
 
 
 def definitions(project: str) -> list[MetricDefinition]:
@@ -109,7 +126,7 @@ def encoded(e: Envelope) -> tuple[bytes, bytes]:
 class Worker:
     """One ``sextant processor`` process and its /metrics."""
 
-    def __init__(self, settings: KafkaSection, data_dir: Path) -> None:
+    def __init__(self, settings: KafkaSection, data_dir: Path, profile: Path | None = None) -> None:
         from tests.infra import free_port
 
         self.port = free_port()
@@ -121,8 +138,27 @@ class Worker:
             "SEXTANT_PROCESSOR_DATA_DIR": str(data_dir),
             "SEXTANT_LOG_LEVEL": "WARNING",
         }
+        command = [sys.executable, "-m", "sextant.processor"]
+        self.profile = profile
+        if profile is not None:
+            # py-spy must start the worker: attaching to a process that is not a child is
+            # refused where ptrace is limited to descendants. SIGINT makes it write the file.
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            command = [
+                spy,
+                "record",
+                "--nonblocking",
+                "-r",
+                "100",
+                "-f",
+                "raw",
+                "-o",
+                str(profile),
+                "--",
+                *command,
+            ]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sextant.processor"],
+            command,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=(data_dir / "processor.log").open("wb"),
@@ -137,7 +173,10 @@ class Worker:
         return float(match.group(1)) if match else 0.0
 
     def stop(self) -> None:
-        self.process.terminate()
+        if self.profile is not None:
+            self.process.send_signal(signal.SIGINT)
+        else:
+            self.process.terminate()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -362,6 +401,9 @@ def main() -> None:
     parser.add_argument("--lower-rates", type=float, nargs="*", default=[1_000, 2_500])
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--hll-trials", type=int, default=5)
+    parser.add_argument(
+        "--profile", type=Path, help="record the loaded worker with py-spy into this file"
+    )
     args = parser.parse_args()
 
     figures: list[Figure] = []
@@ -402,7 +444,7 @@ def main() -> None:
         finally:
             bare.stop()
         print(f"  processor worker, no metric defined: {bare_rate:,.0f} events/s")
-        worker = Worker(loaded, Path(tmp) / "loaded")
+        worker = Worker(loaded, Path(tmp) / "loaded", args.profile)
         try:
             rate = catch_up(worker, args.events)
             print(f"  processor worker, 6 metrics: {rate:,.0f} events/s")
@@ -414,6 +456,8 @@ def main() -> None:
                 wait_processed(worker, total)
         finally:
             worker.stop()
+    if args.profile is not None:
+        print(report(args.profile, PROFILED_FUNCTIONS))
     figures += [
         Figure(
             NAME,
