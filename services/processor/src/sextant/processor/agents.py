@@ -141,7 +141,8 @@ class ProcessorAgents:
         self.merges: dict[int, MergeState] = {}
         self._stage_one_lock = asyncio.Lock()
         self._stage_two_lock = asyncio.Lock()
-        self._refetching: dict[TP, tuple[int, float]] = {}
+        self._gaps: dict[TP, Sequenced] = {}
+        self._sought: dict[TP, tuple[int, float]] = {}
         self.started = False
         self.app = self._build_app()
 
@@ -217,13 +218,20 @@ class ProcessorAgents:
         async with self._stage_one_lock:
             table.forget_partitions(set(range(self.partitions)) - active)
             self.states = {p: self._load_state(p) for p in sorted(active)}
-            self._refetching.clear()
+            self._forget_gaps(self.events_topic.get_topic_name())
             self.started = True
 
     async def _recovered_stage_two(self, table: KeyPartitionedTable, active: set[int]) -> None:
         async with self._stage_two_lock:
             table.forget_partitions(set(range(self.partitions)) - active)
             self.merges = {p: self._load_merge(p) for p in sorted(active)}
+            self._forget_gaps(self.partials_topic.get_topic_name())
+
+    def _forget_gaps(self, topic: str) -> None:
+        """After a recovery faust seeks to the committed offsets: held records come again."""
+        for tp in [tp for tp in self._gaps if tp.topic == topic]:
+            del self._gaps[tp]
+            self._sought.pop(tp, None)
 
     def _load_state(self, partition: int) -> PartitionState:
         state = PartitionState(partition, self.dedup)
@@ -299,36 +307,47 @@ class ProcessorAgents:
     async def _refetch(
         self, topic: str, refused: list[EventT[bytes]], states: Mapping[int, Sequenced]
     ) -> None:
-        """Hold the refused records back and seek their partitions to the expected offsets.
-
-        After a rebalance faust seeks to the committed offsets, but a record fetched before it
-        can still arrive; faust then drops every record below it as already read. The seek
-        here brings those records back. A partition whose expected offset is below the log
-        start (deleted by retention) goes on from the log start instead. At most one seek per
-        expected offset a second: records already on their way may overtake it once more.
-        """
+        """Hold the refused records back and seek their partitions to the expected offsets."""
         if not refused:
             return
         self._hold_back(refused, "out_of_order")
-        consumer = self.app.consumer
-        now = time.monotonic()
         for partition in sorted({e.message.partition for e in refused} & states.keys()):
-            state = states[partition]
-            tp = TP(topic, partition)
-            expected = state.expected_offset
-            last = self._refetching.get(tp)
-            if last is not None and last[0] == expected and now - last[1] < _REFETCH_EVERY_S:
+            tp, state = TP(topic, partition), states[partition]
+            self._gaps[tp] = state
+            sought = self._sought.get(tp)
+            if sought is not None and sought[0] != state.expected_offset:
+                del self._sought[tp]  # an earlier gap, filled since: this one is new
+        await self._seek_gaps(topic)
+
+    async def _seek_gaps(self, topic: str) -> None:
+        """Seek every partition of ``topic`` with a gap back to the offset its state expects.
+
+        After a rebalance faust seeks to the committed offsets, but a record fetched before it
+        can still arrive; faust then drops every record below it as already read. The seek
+        brings those records back. It is repeated every second (from the timer too) until the
+        expected offset moves: records already on their way can overtake a seek once more,
+        and once the load stops nothing else would bring the held-back records again.
+        """
+        now = time.monotonic()
+        for tp, state in list(self._gaps.items()):
+            if tp.topic != topic:
                 continue
-            try:
-                earliest = (await consumer.earliest_offsets(tp)).get(tp)
-            except (KafkaError, AssertionError) as exc:  # the next refused record tries again
-                log.warning("cannot read the log start", tp=str(tp), error=repr(exc))
-                continue
+            sought = self._sought.get(tp)
+            if sought is not None and sought[0] != state.expected_offset:
+                del self._gaps[tp], self._sought[tp]  # records flow in order from the seek
+            elif sought is None or now - sought[1] >= _REFETCH_EVERY_S:
+                await self._seek(tp, state, now)
+
+    async def _seek(self, tp: TP, state: Sequenced, now: float) -> None:
+        """Seek ``tp`` to the expected offset, or to the log start if retention deleted it."""
+        consumer = self.app.consumer
+        expected = state.expected_offset
+        try:
+            earliest = (await consumer.earliest_offsets(tp)).get(tp)
             if earliest is not None and expected < earliest:
                 log.warning(
                     "offsets deleted before they were processed",
-                    topic=topic,
-                    partition=partition,
+                    tp=str(tp),
                     expected=expected,
                     log_start=earliest,
                 )
@@ -339,12 +358,10 @@ class ProcessorAgents:
             # gap (transaction markers) it may commit over, and drops anything read below
             # it: forget that gap, then the seek sets the read offset back.
             consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
-            try:
-                await consumer.seek(tp, expected)
-            except (KafkaError, AssertionError) as exc:  # revoked: its new owner reads in order
-                log.warning("cannot seek", tp=str(tp), offset=expected, error=repr(exc))
-                continue
-            self._refetching[tp] = (expected, now)
+            await consumer.seek(tp, expected)
+        except (KafkaError, AssertionError) as exc:  # tried again on the next timer tick
+            log.warning("cannot fetch again", tp=str(tp), offset=expected, error=repr(exc))
+        self._sought[tp] = (expected, now)
 
     async def _flush_stage_one(self, partitions: set[int], rebalances: int) -> bool:
         """Send, then persist, what the partitions changed; False if a rebalance intervened.
@@ -464,6 +481,7 @@ class ProcessorAgents:
         async with self._stage_one_lock:
             assigned = self._assigned(self.events_topic.get_topic_name())
             await self._flush_stage_one({p for p in self.states if p in assigned}, rebalances)
+            await self._seek_gaps(self.events_topic.get_topic_name())
         async with self._stage_two_lock:
             assigned = self._assigned(self.partials_topic.get_topic_name())
             lateness = self.catalog.lateness_by_project()
@@ -477,6 +495,7 @@ class ProcessorAgents:
                         )
                     )
             await self._flush_stage_two(deletes, rebalances)
+            await self._seek_gaps(self.partials_topic.get_topic_name())
         self._update_lag()
 
     def _update_lag(self) -> None:
