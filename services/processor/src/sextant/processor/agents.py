@@ -49,6 +49,7 @@ from sextant.schemas.topics import Topic, topic_name
 log = get_logger(__name__)
 RecoveredHook = Callable[["KeyPartitionedTable", set[int]], Awaitable[None]]
 _REFETCH_EVERY_S = 1.0
+_STALL_S = 15.0
 
 
 class KeyPartitionedTable(faust.Table[bytes, bytes]):
@@ -143,6 +144,7 @@ class ProcessorAgents:
         self._stage_two_lock = asyncio.Lock()
         self._gaps: dict[TP, Sequenced] = {}
         self._sought: dict[TP, tuple[int, float]] = {}
+        self._progress: dict[TP, tuple[int, float]] = {}
         self.started = False
         self.app = self._build_app()
 
@@ -232,6 +234,8 @@ class ProcessorAgents:
         for tp in [tp for tp in self._gaps if tp.topic == topic]:
             del self._gaps[tp]
             self._sought.pop(tp, None)
+        for tp in [tp for tp in self._progress if tp.topic == topic]:
+            del self._progress[tp]
 
     def _load_state(self, partition: int) -> PartitionState:
         state = PartitionState(partition, self.dedup)
@@ -319,6 +323,30 @@ class ProcessorAgents:
                 del self._sought[tp]  # an earlier gap, filled since: this one is new
         await self._seek_gaps(topic)
 
+    def _note_stalls(self, topic: str, states: Mapping[int, Sequenced]) -> None:
+        """Treat a partition with records waiting and no progress for a while as a gap.
+
+        A safety net: faust can stop fetching a partition (a full stream buffer takes it out
+        of the fetch set until the buffer drains) and nothing else would bring it back.
+        """
+        consumer, now = self.app.consumer, time.monotonic()
+        for partition, state in states.items():
+            tp = TP(topic, partition)
+            try:
+                highwater = consumer.highwater(tp)
+            except AssertionError:  # not assigned (any more)
+                continue
+            progress = self._progress.get(tp)
+            if highwater is None or highwater <= state.expected_offset:
+                self._progress.pop(tp, None)
+            elif progress is None or progress[0] != state.expected_offset:
+                self._progress[tp] = (state.expected_offset, now)
+            elif now - progress[1] >= _STALL_S and tp not in self._gaps:
+                log.warning("no progress on a partition with records waiting", tp=str(tp))
+                self.metrics.refetched.labels(reason="stalled").inc()
+                self._gaps[tp] = state
+                self._progress[tp] = (state.expected_offset, now)
+
     async def _seek_gaps(self, topic: str) -> None:
         """Seek every partition of ``topic`` with a gap back to the offset its state expects.
 
@@ -356,9 +384,11 @@ class ProcessorAgents:
             log.info("fetching again from the expected offset", tp=str(tp), offset=expected)
             # faust took the offsets between the last read one and the early record for a
             # gap (transaction markers) it may commit over, and drops anything read below
-            # it: forget that gap, then the seek sets the read offset back.
+            # it: forget that gap, then the seek sets the read offset back. `seek_wait` runs
+            # in the consumer's thread (faust's `seek` calls aiokafka from this one).
             consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
-            await consumer.seek(tp, expected)
+            consumer.resume_partitions({tp})
+            await consumer.seek_wait({tp: expected})
         except (KafkaError, AssertionError) as exc:  # tried again on the next timer tick
             log.warning("cannot fetch again", tp=str(tp), offset=expected, error=repr(exc))
         self._sought[tp] = (expected, now)
@@ -481,6 +511,7 @@ class ProcessorAgents:
         async with self._stage_one_lock:
             assigned = self._assigned(self.events_topic.get_topic_name())
             await self._flush_stage_one({p for p in self.states if p in assigned}, rebalances)
+            self._note_stalls(self.events_topic.get_topic_name(), self.states)
             await self._seek_gaps(self.events_topic.get_topic_name())
         async with self._stage_two_lock:
             assigned = self._assigned(self.partials_topic.get_topic_name())
@@ -495,6 +526,7 @@ class ProcessorAgents:
                         )
                     )
             await self._flush_stage_two(deletes, rebalances)
+            self._note_stalls(self.partials_topic.get_topic_name(), self.merges)
             await self._seek_gaps(self.partials_topic.get_topic_name())
         self._update_lag()
 
