@@ -530,19 +530,30 @@ def test_percentiles_within_the_stated_rank_error(
 
 
 def test_conversion_matches_sql(shop_traffic: datetime, points: Tail, events_db: Warehouse) -> None:
+    """Each minute's users who started checkout (first time in the minute, with a source),
+    and those of them who completed an order within 20 s, in that minute or the next."""
     rows = _rows(
         events_db,
-        "SELECT w, b, count(), countIf(converted) FROM ("
-        " SELECT toStartOfMinute(timestamp) AS w, distinct_id,"
-        "  minIf(timestamp, is_a) AS first_a, argMinIf(src, timestamp, is_a) AS b,"
-        "  arrayExists(t -> t >= first_a AND t <= first_a + toIntervalSecond(20),"
-        "   groupArrayIf(timestamp, event = 'Order Completed')) AS converted,"
-        "  countIf(is_a) AS a"
-        " FROM (SELECT *, toString(properties.source) AS src,"
-        "  event = 'Checkout Started' AND dynamicType(properties.source) != 'None' AS is_a"
-        "  FROM events FINAL WHERE project_id = 'shop')"
-        " GROUP BY w, distinct_id HAVING a > 0) GROUP BY w, b",
+        "SELECT w, b, count(), countIf("
+        "  arrayExists(t -> t >= first_a AND t <= first_a + toIntervalSecond(20), times)) FROM ("
+        " SELECT toStartOfMinute(timestamp) AS w, distinct_id, min(timestamp) AS first_a,"
+        "  argMin(toString(properties.source), timestamp) AS b"
+        " FROM events FINAL WHERE project_id = 'shop' AND event = 'Checkout Started'"
+        "  AND dynamicType(properties.source) != 'None' GROUP BY w, distinct_id"
+        ") AS a LEFT JOIN ("
+        " SELECT distinct_id, groupArray(timestamp) AS times FROM events FINAL"
+        " WHERE project_id = 'shop' AND event = 'Order Completed' GROUP BY distinct_id"
+        ") AS o USING distinct_id GROUP BY w, b",
     )
+    across = _rows(
+        events_db,
+        "SELECT count() FROM events AS a FINAL JOIN events AS o FINAL USING distinct_id"
+        " WHERE a.project_id = 'shop' AND o.project_id = 'shop'"
+        " AND a.event = 'Checkout Started' AND o.event = 'Order Completed'"
+        " AND toStartOfMinute(o.timestamp) > toStartOfMinute(a.timestamp)"
+        " AND o.timestamp <= a.timestamp + toIntervalSecond(20)",
+    )
+    assert across[0][0] > 0, "the traffic has conversions into the next minute"
     assert any(converted for *_, converted in rows)
 
     def check() -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sextant.processor.definitions import CompiledMetric, compile_metric
 from sextant.processor.merge import MergeState
@@ -305,6 +307,126 @@ def test_conversion_counts_users_who_did_b_after_a_within_the_window() -> None:
     pipe.flush()
     latest = pipe.latest("conv")
     assert (latest[(w, "seo")].denominator, latest[(w, "seo")].count) == (2, 1)
+
+
+def _conversion(window_s: int) -> MetricDefinition:
+    return MetricDefinition(
+        id="conv",
+        project_id="p",
+        metric_kind="conversion",
+        event="A",
+        conversion_event="B",
+        conversion_window_seconds=window_s,
+    )
+
+
+def _expected_conversions(
+    events: list[tuple[str, str, float]], window_s: int
+) -> dict[int, tuple[int, int]]:
+    """Minute → (users whose first A of the minute is there, those with a B within
+    ``window_s`` after it), from the whole event list at once."""
+    first_a: dict[tuple[int, str], float] = {}
+    for user, name, at in events:
+        if name == "A":
+            key = (int(at // 60) * 60, user)
+            first_a[key] = min(first_a.get(key, at), at)
+    result: dict[int, tuple[int, int]] = {}
+    for (minute, user), start in first_a.items():
+        converted = any(
+            u == user and n == "B" and start <= t <= start + window_s for u, n, t in events
+        )
+        users, count = result.get(minute, (0, 0))
+        result[minute] = (users + 1, count + converted)
+    return result
+
+
+def _observed_conversions(pipe: Pipeline) -> dict[int, tuple[int, int]]:
+    return {k[0]: (p.denominator, p.count) for k, p in pipe.latest("conv").items() if p.denominator}
+
+
+def test_conversion_counts_b_in_a_later_minute_within_the_conversion_window() -> None:
+    pipe = Pipeline(Catalog(_conversion(600), lateness=120))
+    pipe.send(event("A", T0 + 10, "u1"))
+    pipe.send(event("A", T0 + 20, "u2"))
+    pipe.flush()
+    w = int(T0)
+    assert _observed_conversions(pipe) == {w: (2, 0)}
+    # u1 converts five minutes later (the minute is past its lateness: still open for B)
+    pipe.send(event("A", T0 + 300, "u3"))
+    pipe.send(event("B", T0 + 310, "u1"))
+    pipe.flush()
+    assert _observed_conversions(pipe)[w] == (2, 1)
+    # u2's B comes after the conversion window: not a conversion of minute w
+    pipe.send(event("B", T0 + 20 + 601, "u2"))
+    pipe.flush()
+    assert _observed_conversions(pipe)[w] == (2, 1)
+
+
+def test_an_a_arriving_after_its_later_b_converts() -> None:
+    pipe = Pipeline(Catalog(_conversion(600), lateness=300))
+    pipe.send(event("B", T0 + 130, "u1"))
+    pipe.send(event("A", T0 + 10, "u1"))  # late, within the lateness
+    pipe.flush()
+    assert _observed_conversions(pipe) == {int(T0): (1, 1)}
+
+
+def test_a_conversion_window_closes_after_its_conversion_window_and_lateness() -> None:
+    pipe = Pipeline(Catalog(_conversion(120), lateness=60))
+    pipe.send(event("A", T0 + 10, "u1"))
+    pipe.send(event("A", T0 + 150, "u2"))  # past the lateness of minute T0, not its window
+    pipe.flush()
+    assert any("|w|p|conv|" + str(int(T0)) in key for key in pipe.store)
+    pipe.send(event("A", T0 + 60 + 60 + 120 + 1, "u3"))
+    pipe.flush()
+    assert not any("|p|conv|" + str(int(T0)) + "|" in key for key in pipe.store)
+    assert not any(key.endswith("|p|conv|" + str(int(T0))) for key in pipe.store)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["u1", "u2", "u3"]),
+            st.sampled_from(["A", "B"]),
+            st.integers(min_value=0, max_value=600),
+            st.integers(min_value=0, max_value=100),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from([30, 90, 240]),
+)
+def test_conversion_across_minutes_matches_a_direct_computation(
+    draws: list[tuple[str, str, int, int]], window_s: int
+) -> None:
+    """Events arrive out of order by up to 100 s (inside the lateness); each minute's
+    conversion equals the count over the whole list, whatever the arrival order."""
+    events = [(user, name, T0 + at) for user, name, at, _ in draws]
+    arrival = sorted(range(len(draws)), key=lambda i: draws[i][2] + draws[i][3])
+    pipe = Pipeline(Catalog(_conversion(window_s), lateness=300), partitions=1)
+    for i in arrival:
+        user, name, at = events[i]
+        pipe.send(event(name, at, user))
+        if i % 5 == 0:
+            pipe.flush()
+    pipe.flush()
+    expected = _expected_conversions(events, window_s)
+    assert _observed_conversions(pipe) == {int(m): v for m, v in expected.items()}
+
+
+def test_cross_minute_conversion_survives_a_crash_and_replay() -> None:
+    definition = _conversion(200)
+    events = [event("B" if i % 3 == 2 else "A", T0 + i * 25, f"u{i % 4}") for i in range(14)]
+    reference = Pipeline(Catalog(definition), partitions=1)
+    for view in events:
+        reference.send(view)
+    reference.flush()
+    expected = _observed_conversions(reference)
+    assert sum(c for _, c in expected.values()) > 0
+    for keep in range(0, 12, 2):
+        pipe = Pipeline(Catalog(definition), partitions=1)
+        _replay(pipe, events, crash_after=11, keep_writes=keep)
+        pipe.flush()
+        assert _observed_conversions(pipe) == expected, keep
 
 
 def test_changed_definition_starts_the_window_afresh() -> None:

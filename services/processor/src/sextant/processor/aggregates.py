@@ -123,6 +123,8 @@ class Partial:
     offset: int
     breakdown_limit: int
     groups: dict[str, Group] = field(default_factory=dict)
+    conversion_window: int = 0
+    """Seconds the window stays open after its lateness (a conversion's window, else 0)."""
 
     @property
     def window_key(self) -> str:
@@ -139,6 +141,7 @@ class Partial:
                 "o": self.offset,
                 "n": self.breakdown_limit,
                 "g": {name: group.to_json() for name, group in self.groups.items()},
+                "cw": self.conversion_window,
             }
         )
 
@@ -154,6 +157,7 @@ class Partial:
             offset=int(raw["o"]),
             breakdown_limit=int(raw["n"]),
             groups={name: Group.from_json(g) for name, g in raw["g"].items()},
+            conversion_window=int(raw.get("cw", 0)),
         )
 
 

@@ -143,23 +143,27 @@ def _simple_query(definition: MetricDefinition, start: datetime, end: datetime) 
 
 
 def _conversion_query(definition: MetricDefinition, start: datetime, end: datetime) -> _Sql:
+    """Per minute of A: the users whose first A of the minute is there, and how many of them
+    did B within the conversion window after it (B in any later minute too)."""
     sql = _Sql(definition)
     assert definition.conversion_event is not None
-    scope = sql.scope(start, end, [definition.event, definition.conversion_event])
-    is_a = f"(event = {sql.bind(definition.event, 'String')} AND {sql.matches()})"
-    is_b = f"(event = {sql.bind(definition.conversion_event, 'String')})"
+    window_s = definition.conversion_window_seconds
+    a_scope = sql.scope(start, end, [definition.event])
+    b_scope = sql.scope(start, end + timedelta(seconds=window_s), [definition.conversion_event])
     breakdown = sql.breakdown()
-    window_ms = sql.bind(definition.conversion_window_seconds * 1000, "Int64")
+    window_ms = sql.bind(window_s * 1000, "Int64")
+    millis = "toUnixTimestamp64Milli(timestamp)"
     sql.text = (
-        "SELECT w, b, count() AS users, countIf(converted) AS converted FROM ("
-        f" SELECT {_MINUTE} AS w, distinct_id,"
-        f" minIf(toUnixTimestamp64Milli(timestamp), {is_a}) AS first_a,"
-        f" argMinIf({breakdown}, timestamp, {is_a}) AS b,"
-        f" arrayExists(t -> t >= first_a AND t <= first_a + {window_ms},"
-        f" groupArrayIf(toUnixTimestamp64Milli(timestamp), {is_b})) AS converted,"
-        f" countIf({is_a}) AS a_events"
-        f" FROM events FINAL WHERE {scope} GROUP BY w, distinct_id HAVING a_events > 0"
-        ") GROUP BY w, b"
+        "SELECT w, b, count() AS users,"
+        f" countIf(arrayExists(t -> t >= first_a AND t <= first_a + {window_ms}, times))"
+        " AS converted FROM ("
+        f" SELECT {_MINUTE} AS w, distinct_id, min({millis}) AS first_a,"
+        f" argMin({breakdown}, timestamp) AS b"
+        f" FROM events FINAL WHERE {a_scope} AND {sql.matches()} GROUP BY w, distinct_id"
+        ") AS a LEFT JOIN ("
+        f" SELECT distinct_id, groupArray({millis}) AS times"
+        f" FROM events FINAL WHERE {b_scope} GROUP BY distinct_id"
+        ") AS c USING distinct_id GROUP BY w, b"
     )
     return sql
 

@@ -115,6 +115,10 @@ class WindowMerge:
         return True
 
     @property
+    def open_beyond_lateness(self) -> int:
+        return max((p.conversion_window for p in self.partials.values()), default=0)
+
+    @property
     def version(self) -> int:
         return sum(p.offset + 1 for p in self.partials.values())
 
@@ -234,14 +238,15 @@ class MergeState:
     def evict(self, lateness: dict[str, int], now: float, idle_s: float) -> list[str]:
         """Forget windows far behind the newest window of their project; returns keys to delete.
 
-        A window is kept while it is within the project's lateness (plus a minute) of the
-        newest window seen, or while partials for it arrived within ``idle_s``.
+        A window is kept while it is within the project's lateness (plus a minute, plus a
+        conversion's window) of the newest window seen, or while partials for it arrived
+        within ``idle_s``.
         """
         deleted: list[str] = []
         for key, window in list(self.windows.items()):
             project, _, start = key
             newest = self.horizon.get(project, start)
-            margin = lateness.get(project, 300) + 2 * WINDOW_SECONDS
+            margin = lateness.get(project, 300) + 2 * WINDOW_SECONDS + window.open_beyond_lateness
             if start + margin < newest and now - window.last_seen > idle_s:
                 del self.windows[key]
                 self.dirty.discard(key)

@@ -219,6 +219,24 @@ class WindowState:
             user.conversions.append(event.timestamp)
             self.changed_users.add(event.distinct_id)
 
+    @property
+    def open_beyond_lateness(self) -> int:
+        """Seconds the window stays open after its lateness: a conversion's users can still
+        convert for a conversion window after their first A."""
+        return self.conversion_window if self.kind is MetricKind.CONVERSION else 0
+
+    def convert(self, user_id: str, at: float) -> bool:
+        """A conversion event of ``user_id`` at ``at``, from a later minute: True if it
+        converts the user's first A of this window (and was not counted here before)."""
+        user = self.users.get(user_id)
+        if user is None or user.first_a is None or user.converted(self.conversion_window):
+            return False
+        if not user.first_a <= at <= user.first_a + self.conversion_window:
+            return False
+        user.conversions.append(at)
+        self.changed_users.add(user_id)
+        return True
+
     def conversion_groups(self) -> dict[str, Group]:
         groups: dict[str, Group] = {}
         for user in self.users.values():
@@ -240,6 +258,7 @@ class WindowState:
             offset=self.offset,
             breakdown_limit=self.breakdown_limit,
             groups=dict(groups),
+            conversion_window=self.open_beyond_lateness,
         )
 
     def to_bytes(self) -> bytes:
@@ -360,6 +379,8 @@ class PartitionState:
         self._new_exposures: list[tuple[tuple[str, str, str], Exposure]] = []
         self._orphans: list[str] = []
         self._newest_received = 0.0
+        self._journeys: dict[tuple[str, str], dict[str, set[int]]] = {}
+        """Per conversion metric, user → starts of the open windows holding the user."""
 
     # keys of the persisted entries -------------------------------------------------------
 
@@ -413,6 +434,8 @@ class PartitionState:
                 continue
             owner.apply_users_chunk(value)
             owner.user_chunks.append(key)
+        for window_key, window in self.windows.items():
+            self._index_users(window_key, window)
         self.last_offset = self.checkpoint
         # Partials of windows restored here may not have reached the second stage before the
         # crash (the changelog write can land while the send did not): send them again.
@@ -479,6 +502,7 @@ class PartitionState:
             previous = -1 if window is None else window.offset
             if window is not None:
                 self._orphans.extend(window.user_chunks)
+                self._unindex_users(key, window)
             window = self.windows[key] = WindowState.for_metric(project, metric, start)
             window.offset = previous
         if offset <= window.offset:
@@ -486,6 +510,63 @@ class PartitionState:
         window.apply(metric, event)
         window.offset = offset
         self._dirty_windows.add(key)
+        if window.kind is MetricKind.CONVERSION:
+            self._carry_conversion(offset, key, metric, event)
+
+    def _carry_conversion(
+        self, offset: int, key: tuple[str, str, int], metric: CompiledMetric, event: EventView
+    ) -> None:
+        """Link a conversion across minutes (a user's events are all on one partition).
+
+        A conversion event (B) converts the user's first A of every earlier open window
+        within the conversion window; an A looks for the user's B events already seen in
+        later minutes (events arrive out of order within the lateness).
+        """
+        project, metric_key, start = key
+        user_id, at = event.distinct_id, event.timestamp
+        starts = self._journeys.setdefault((project, metric_key), {}).setdefault(user_id, set())
+        starts.add(start)
+        window = self.windows[key]
+        definition = metric.definition
+        if event.event == definition.conversion_event:
+            earliest = start - window.conversion_window - WINDOW_SECONDS
+            for other in sorted(s for s in starts if earliest <= s < start):
+                earlier = self.windows.get((project, metric_key, other))
+                if earlier is not None and offset > earlier.offset and earlier.convert(user_id, at):
+                    earlier.offset = offset
+                    self._dirty_windows.add((project, metric_key, other))
+        if event.event == definition.event and metric.matches(event.properties):
+            later_b = [
+                t
+                for other in starts
+                if start < other <= at + window.conversion_window
+                for t in self._conversions_of(project, metric_key, other, user_id)
+            ]
+            for t in sorted(later_b):
+                if window.convert(user_id, t):
+                    break
+
+    def _conversions_of(self, project: str, metric: str, start: int, user_id: str) -> list[float]:
+        window = self.windows.get((project, metric, start))
+        user = None if window is None else window.users.get(user_id)
+        return [] if user is None else user.conversions
+
+    def _index_users(self, key: tuple[str, str, int], window: WindowState) -> None:
+        if window.kind is MetricKind.CONVERSION:
+            journeys = self._journeys.setdefault((key[0], key[1]), {})
+            for user_id in window.users:
+                journeys.setdefault(user_id, set()).add(key[2])
+
+    def _unindex_users(self, key: tuple[str, str, int], window: WindowState) -> None:
+        journeys = self._journeys.get((key[0], key[1]))
+        if journeys is None:
+            return
+        for user_id in window.users:
+            starts = journeys.get(user_id)
+            if starts is not None:
+                starts.discard(key[2])
+                if not starts:
+                    del journeys[user_id]
 
     def _count_late(self, offset: int, project: str, watermark: float) -> None:
         self.counters.late[project] = self.counters.late.get(project, 0) + 1
@@ -579,12 +660,14 @@ class PartitionState:
     def _closed_windows(self, catalog: Catalog) -> Iterable[tuple[str, None]]:
         closed = [
             key
-            for key in self.windows
+            for key, window in self.windows.items()
             if key[0] in self.watermarks
-            and key[2] + WINDOW_SECONDS + catalog.lateness(key[0]) <= self.watermarks[key[0]]
+            and key[2] + WINDOW_SECONDS + catalog.lateness(key[0]) + window.open_beyond_lateness
+            <= self.watermarks[key[0]]
         ]
         for key in closed:
             window = self.windows.pop(key)
+            self._unindex_users(key, window)
             yield self._window_key(key), None
             for chunk_key in window.user_chunks:
                 yield chunk_key, None
