@@ -39,7 +39,7 @@ from rich.table import Table
 
 from bench.common import Figure, write_results
 from sextant.core.config_plane import ConfigPublisher
-from sextant.core.kafka import consumer_group_lag, ensure_topics, read_all
+from sextant.core.kafka import consumer_group_lags, ensure_topics, read_all
 from sextant.core.settings import KafkaSection
 from sextant.schemas.config import ApiKey, KeyKind, MetricDefinition, Project, hash_key
 from sextant.schemas.topics import Topic, topic_name
@@ -322,6 +322,21 @@ class Account:
         return self.lost == 0 and self.duplicated == 0 and self.metric_total == self.acknowledged
 
 
+def _wait_caught_up(kafka: KafkaSection, group: str, topics: tuple[str, ...]) -> None:
+    """Until ``group`` has committed every record of ``topics``; the lags say where if not."""
+    lags: dict[str, dict[int, int]] = {}
+
+    def caught_up() -> bool:
+        lags.update({topic: consumer_group_lags(kafka, group, topic) for topic in topics})
+        return not any(lag for per_topic in lags.values() for lag in per_topic.values())
+
+    try:
+        wait_for(caught_up, 180, 0.5, f"{group} caught up")
+    except TimeoutError as exc:
+        behind = {t: {p: n for p, n in per.items() if n} for t, per in lags.items()}
+        raise TimeoutError(f"{exc}; not committed, per topic and partition: {behind}") from exc
+
+
 def account(pipeline: Pipeline, tally: Tally) -> Account:
     """Wait for the pipeline to drain, stop it, and count every event everywhere."""
     raw = topic_name(Topic.EVENTS_RAW, pipeline.kafka.topic_prefix)
@@ -329,24 +344,8 @@ def account(pipeline: Pipeline, tally: Tally) -> Account:
     for part in pipeline.parts:
         wait_for(part.ready, 120, 0.5, f"{part.name} ready after the run")
     partials = "soak-processor-partials"  # the processor's stage one → stage two topic
-    wait_for(
-        lambda: (
-            consumer_group_lag(pipeline.kafka, "soak-processor", raw) == 0
-            and consumer_group_lag(pipeline.kafka, "soak-processor", partials) == 0
-        ),
-        180,
-        0.5,
-        "processor caught up",
-    )
-    wait_for(
-        lambda: (
-            consumer_group_lag(pipeline.kafka, "soak.sink", raw) == 0
-            and consumer_group_lag(pipeline.kafka, "soak.sink", points) == 0
-        ),
-        180,
-        0.5,
-        "sink caught up",
-    )
+    _wait_caught_up(pipeline.kafka, "soak-processor", (raw, partials))
+    _wait_caught_up(pipeline.kafka, "soak.sink", (raw, points))
     topic_ids = Counter(
         orjson.loads(r.value)["messageId"]
         for r in read_all(pipeline.kafka, raw)

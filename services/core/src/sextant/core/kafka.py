@@ -197,6 +197,11 @@ def broker_version(bootstrap: str) -> tuple[int, ...]:
 
 def consumer_group_lag(settings: KafkaSection, group: str, topic: str) -> int:
     """Records of ``topic`` that ``group`` has not committed yet (all of them if it never did)."""
+    return sum(consumer_group_lags(settings, group, topic).values())
+
+
+def consumer_group_lags(settings: KafkaSection, group: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``: records ``group`` has not committed yet."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         committed = admin.list_group_offsets({group: None}).get(group, {})
@@ -204,4 +209,7 @@ def consumer_group_lag(settings: KafkaSection, group: str, topic: str) -> int:
         admin.close()
     ends = end_offsets(settings, topic)
     done = {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
-    return sum(max(0, end - max(0, done.get(partition, 0))) for partition, end in ends.items())
+    return {
+        partition: max(0, end - max(0, done.get(partition, 0)))
+        for partition, end in sorted(ends.items())
+    }

@@ -23,8 +23,9 @@ import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import faust
 import orjson
@@ -48,6 +49,9 @@ from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
 RecoveredHook = Callable[["KeyPartitionedTable", set[int]], Awaitable[None]]
+T = TypeVar("T")
+Marker = tuple[int, int | None]
+"""A partition's progress: (the offset its state expects next, faust's committed offset)."""
 _REFETCH_EVERY_S = 1.0
 _STALL_S = 15.0
 
@@ -106,6 +110,24 @@ class Sequenced(Protocol):
     def skip_to(self, offset: int) -> None: ...
 
 
+@dataclass(frozen=True)
+class Stage(Generic[T]):
+    """One stage as the batch loop, the timer and the gap seeker see it."""
+
+    name: str
+    topic: str
+    lock: asyncio.Lock
+    states: Callable[[], Mapping[int, Sequenced]]
+    take: Callable[[list[EventT[bytes]]], tuple[T, list[EventT[bytes]]]]
+    """Apply a batch in offset order: (what to flush, the records refused as out of order)."""
+    flush: Callable[[T, int], Awaitable[bool]]
+    """Send, then persist; False (nothing persisted) if a rebalance began since ``int``."""
+    tick: Callable[[int], Awaitable[None]]
+    """The timer's step."""
+    reload: Callable[[int], Sequenced]
+    """Rebuild one partition's state from the table, in place of the one in memory."""
+
+
 def _stable_partition(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
@@ -140,13 +162,31 @@ class ProcessorAgents:
         )
         self.states: dict[int, PartitionState] = {}
         self.merges: dict[int, MergeState] = {}
-        self._stage_one_lock = asyncio.Lock()
-        self._stage_two_lock = asyncio.Lock()
         self._gaps: dict[TP, Sequenced] = {}
-        self._sought: dict[TP, tuple[int, float]] = {}
-        self._progress: dict[TP, tuple[int, float]] = {}
+        self._sought: dict[TP, tuple[Marker, float]] = {}
+        self._progress: dict[TP, tuple[Marker, float]] = {}
         self.started = False
         self.app = self._build_app()
+        self.stage_one: Stage[set[int]] = Stage(
+            "one",
+            self.events_topic.get_topic_name(),
+            asyncio.Lock(),
+            lambda: self.states,
+            self._apply_events,
+            self._flush_stage_one,
+            self._tick_stage_one,
+            self._reload_state,
+        )
+        self.stage_two: Stage[list[tuple[str, bytes | None]]] = Stage(
+            "two",
+            self.partials_topic.get_topic_name(),
+            asyncio.Lock(),
+            lambda: self.merges,
+            self._accept_partials,
+            self._flush_stage_two,
+            self._tick_stage_two,
+            self._reload_merge,
+        )
 
     # wiring ---------------------------------------------------------------------------------
 
@@ -217,14 +257,14 @@ class ProcessorAgents:
         Kept partitions are rebuilt too: faust may keep a partition across a rebalance it
         lost for a generation that never completed here, while another worker moved it on.
         """
-        async with self._stage_one_lock:
+        async with self.stage_one.lock:
             table.forget_partitions(set(range(self.partitions)) - active)
             self.states = {p: self._load_state(p) for p in sorted(active)}
             self._forget_gaps(self.events_topic.get_topic_name())
             self.started = True
 
     async def _recovered_stage_two(self, table: KeyPartitionedTable, active: set[int]) -> None:
-        async with self._stage_two_lock:
+        async with self.stage_two.lock:
             table.forget_partitions(set(range(self.partitions)) - active)
             self.merges = {p: self._load_merge(p) for p in sorted(active)}
             self._forget_gaps(self.partials_topic.get_topic_name())
@@ -257,21 +297,71 @@ class ProcessorAgents:
         return bool(self.app.rebalancing) or self.app.rebalancing_count != rebalances
 
     async def _stage_one(self, stream: StreamT[bytes]) -> None:
+        await self._run(self.stage_one, stream)
+
+    async def _stage_two(self, stream: StreamT[bytes]) -> None:
+        await self._run(self.stage_two, stream)
+
+    async def _run(self, stage: Stage[Any], stream: StreamT[bytes]) -> None:
         s = self.settings
         batches = stream.take_events(  # type: ignore[attr-defined]
             s.processor_batch_max, within=s.processor_flush_interval_seconds
         )
         async for events in batches:
-            async with self._stage_one_lock:
-                rebalances = self.app.rebalancing_count
-                if not self.started or self._rebalanced_since(rebalances):
-                    self._hold_back(events, "rebalance")
-                    continue
-                touched, refused = self._apply_events(events)
-                if not await self._flush_stage_one(touched, rebalances):
-                    self._hold_back(events, "rebalance")
-                    continue
-                await self._refetch(self.events_topic.get_topic_name(), refused, self.states)
+            async with stage.lock:
+                await self._batch(stage, events)
+
+    async def _batch(self, stage: Stage[Any], events: list[EventT[bytes]]) -> None:
+        rebalances = self.app.rebalancing_count
+        if not self.started or self._rebalanced_since(rebalances):
+            self._hold_back(events, "rebalance")
+            return
+        try:
+            taken, refused = stage.take(events)
+            flushed = await stage.flush(taken, rebalances)
+        except Exception:
+            log.exception("a batch failed; its partitions are rebuilt", stage=stage.name)
+            self._hold_back(events, "error")
+            await self._rebuild(stage, {e.message.partition for e in events}, "batch")
+            return
+        if not flushed:
+            self._hold_back(events, "rebalance")
+            return
+        await self._refetch(stage, refused)
+
+    async def _rebuild(self, stage: Stage[Any], partitions: set[int], cause: str) -> None:
+        """After a failure: state back to what the table holds, reading back to its offset.
+
+        Whatever the failed step changed in memory but did not persist is dropped; the
+        partition is fetched again from the offset the persisted state expects.
+        """
+        self.metrics.errors.labels(stage=f"{stage.name}_{cause}").inc()
+        for partition in partitions & self._assigned(stage.topic):
+            self._mark_gap(TP(stage.topic, partition), stage.reload(partition))
+        await self._seek_gaps(stage.topic)
+
+    def _reload_state(self, partition: int) -> PartitionState:
+        state = self.states[partition] = self._load_state(partition)
+        return state
+
+    def _reload_merge(self, partition: int) -> MergeState:
+        merge = self.merges[partition] = self._load_merge(partition)
+        return merge
+
+    def _mark_gap(self, tp: TP, state: Sequenced) -> None:
+        """Fetch ``tp`` again (see :meth:`_seek`) until its state or its commit moves on."""
+        self._gaps[tp] = state
+        sought = self._sought.get(tp)
+        if sought is not None and sought[0] != self._marker(tp, state):
+            del self._sought[tp]  # an earlier gap, filled since: this one is new
+
+    def _committed(self, tp: TP) -> int | None:
+        """The offset faust last committed for ``tp`` (None before the group's first)."""
+        committed: int | None = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        return committed
+
+    def _marker(self, tp: TP, state: Sequenced) -> Marker:
+        return state.expected_offset, self._committed(tp)
 
     def _hold_back(self, events: list[EventT[bytes]], reason: str) -> None:
         _hold_back(events)
@@ -308,26 +398,23 @@ class ProcessorAgents:
             self.metrics.event_age.set(max(0.0, time.time() - newest_received))
         return touched, refused
 
-    async def _refetch(
-        self, topic: str, refused: list[EventT[bytes]], states: Mapping[int, Sequenced]
-    ) -> None:
-        """Hold the refused records back and seek their partitions to the expected offsets."""
+    async def _refetch(self, stage: Stage[Any], refused: list[EventT[bytes]]) -> None:
+        """Hold the refused records back and seek their partitions back (see ``_seek``)."""
         if not refused:
             return
         self._hold_back(refused, "out_of_order")
+        states = stage.states()
         for partition in sorted({e.message.partition for e in refused} & states.keys()):
-            tp, state = TP(topic, partition), states[partition]
-            self._gaps[tp] = state
-            sought = self._sought.get(tp)
-            if sought is not None and sought[0] != state.expected_offset:
-                del self._sought[tp]  # an earlier gap, filled since: this one is new
-        await self._seek_gaps(topic)
+            self._mark_gap(TP(stage.topic, partition), states[partition])
+        await self._seek_gaps(stage.topic)
 
     def _note_stalls(self, topic: str, states: Mapping[int, Sequenced]) -> None:
-        """Treat a partition with records waiting and no progress for a while as a gap.
+        """Treat a partition that is behind and makes no progress for a while as a gap.
 
-        A safety net: faust can stop fetching a partition (a full stream buffer takes it out
-        of the fetch set until the buffer drains) and nothing else would bring it back.
+        Behind means records waiting beyond the state's offset, or a committed offset below
+        it. A safety net: faust can stop fetching a partition (a full stream buffer takes it
+        out of the fetch set until the buffer drains), or never deliver offsets between the
+        committed one and the state's (then it never commits again, see :meth:`_seek`).
         """
         consumer, now = self.app.consumer, time.monotonic()
         for partition, state in states.items():
@@ -336,38 +423,54 @@ class ProcessorAgents:
                 highwater = consumer.highwater(tp)
             except AssertionError:  # not assigned (any more)
                 continue
+            marker = self._marker(tp, state)
+            expected, committed = marker
+            waiting = highwater is not None and highwater > expected
+            uncommitted = committed is not None and committed < expected
             progress = self._progress.get(tp)
-            if highwater is None or highwater <= state.expected_offset:
+            if not (waiting or uncommitted):
                 self._progress.pop(tp, None)
-            elif progress is None or progress[0] != state.expected_offset:
-                self._progress[tp] = (state.expected_offset, now)
+            elif progress is None or progress[0] != marker:
+                self._progress[tp] = (marker, now)
             elif now - progress[1] >= _STALL_S and tp not in self._gaps:
-                log.warning("no progress on a partition with records waiting", tp=str(tp))
+                log.warning(
+                    "no progress on a partition that is behind",
+                    tp=str(tp),
+                    expected=expected,
+                    committed=committed,
+                    highwater=highwater,
+                )
                 self.metrics.refetched.labels(reason="stalled").inc()
-                self._gaps[tp] = state
-                self._progress[tp] = (state.expected_offset, now)
+                self._mark_gap(tp, state)
+                self._progress[tp] = (marker, now)
 
     async def _seek_gaps(self, topic: str) -> None:
-        """Seek every partition of ``topic`` with a gap back to the offset its state expects.
+        """Seek every partition of ``topic`` with a gap back (see :meth:`_seek`).
 
         After a rebalance faust seeks to the committed offsets, but a record fetched before it
         can still arrive; faust then drops every record below it as already read. The seek
         brings those records back. It is repeated every second (from the timer too) until the
-        expected offset moves: records already on their way can overtake a seek once more,
-        and once the load stops nothing else would bring the held-back records again.
+        state's offset or the committed one moves: records already on their way can overtake
+        a seek once more, and once the load stops nothing else would bring them again.
         """
         now = time.monotonic()
         for tp, state in list(self._gaps.items()):
             if tp.topic != topic:
                 continue
             sought = self._sought.get(tp)
-            if sought is not None and sought[0] != state.expected_offset:
+            if sought is not None and sought[0] != self._marker(tp, state):
                 del self._gaps[tp], self._sought[tp]  # records flow in order from the seek
             elif sought is None or now - sought[1] >= _REFETCH_EVERY_S:
                 await self._seek(tp, state, now)
 
     async def _seek(self, tp: TP, state: Sequenced, now: float) -> None:
-        """Seek ``tp`` to the expected offset, or to the log start if retention deleted it."""
+        """Seek ``tp`` to the committed offset, or the state's if lower (or the log start).
+
+        Not to the state's offset alone: faust commits only over a run of acknowledged
+        offsets that starts at the committed one, so offsets between the committed one and
+        the state's must be delivered (they are replays, passed over) and acknowledged too,
+        or the partition is never committed again.
+        """
         consumer = self.app.consumer
         expected = state.expected_offset
         try:
@@ -381,17 +484,20 @@ class ProcessorAgents:
                 )
                 state.skip_to(earliest)
                 expected = earliest
-            log.info("fetching again from the expected offset", tp=str(tp), offset=expected)
+            committed = self._committed(tp)
+            target = expected if committed is None else min(expected, committed)
+            target = max(target, earliest or 0)
+            log.info("fetching again", tp=str(tp), offset=target, expected=expected)
             # faust took the offsets between the last read one and the early record for a
             # gap (transaction markers) it may commit over, and drops anything read below
             # it: forget that gap, then the seek sets the read offset back. `seek_wait` runs
             # in the consumer's thread (faust's `seek` calls aiokafka from this one).
             consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
             consumer.resume_partitions({tp})
-            await consumer.seek_wait({tp: expected})
-        except (KafkaError, AssertionError) as exc:  # tried again on the next timer tick
+            await consumer.seek_wait({tp: target})
+        except (KafkaError, AssertionError, TimeoutError) as exc:  # again on the next tick
             log.warning("cannot fetch again", tp=str(tp), offset=expected, error=repr(exc))
-        self._sought[tp] = (expected, now)
+        self._sought[tp] = (self._marker(tp, state), now)
 
     async def _flush_stage_one(self, partitions: set[int], rebalances: int) -> bool:
         """Send, then persist, what the partitions changed; False if a rebalance intervened.
@@ -439,23 +545,6 @@ class ProcessorAgents:
         return True
 
     # stage two ------------------------------------------------------------------------------
-
-    async def _stage_two(self, stream: StreamT[bytes]) -> None:
-        s = self.settings
-        batches = stream.take_events(  # type: ignore[attr-defined]
-            s.processor_batch_max, within=s.processor_flush_interval_seconds
-        )
-        async for events in batches:
-            async with self._stage_two_lock:
-                rebalances = self.app.rebalancing_count
-                if not self.started or self._rebalanced_since(rebalances):
-                    self._hold_back(events, "rebalance")
-                    continue
-                writes, refused = self._accept_partials(events)
-                if not await self._flush_stage_two(writes, rebalances):
-                    self._hold_back(events, "rebalance")
-                    continue
-                await self._refetch(self.partials_topic.get_topic_name(), refused, self.merges)
 
     def _accept_partials(
         self, events: list[EventT[bytes]]
@@ -508,27 +597,38 @@ class ProcessorAgents:
         rebalances = self.app.rebalancing_count
         if not self.started or self._rebalanced_since(rebalances):
             return
-        async with self._stage_one_lock:
-            assigned = self._assigned(self.events_topic.get_topic_name())
-            await self._flush_stage_one({p for p in self.states if p in assigned}, rebalances)
-            self._note_stalls(self.events_topic.get_topic_name(), self.states)
-            await self._seek_gaps(self.events_topic.get_topic_name())
-        async with self._stage_two_lock:
-            assigned = self._assigned(self.partials_topic.get_topic_name())
-            lateness = self.catalog.lateness_by_project()
-            deletes: list[tuple[str, bytes | None]] = []
-            for partition, merge in self.merges.items():
-                if partition in assigned:
-                    deletes.extend(
-                        (key, None)
-                        for key in merge.evict(
-                            lateness, time.monotonic(), self.settings.processor_merge_idle_seconds
-                        )
-                    )
-            await self._flush_stage_two(deletes, rebalances)
-            self._note_stalls(self.partials_topic.get_topic_name(), self.merges)
-            await self._seek_gaps(self.partials_topic.get_topic_name())
+        # An exception must not end the timer: it is what fetches gaps again once the load
+        # stops. A failed step rebuilds its stage from the table instead.
+        for stage in (self.stage_one, self.stage_two):
+            async with stage.lock:
+                try:
+                    await stage.tick(rebalances)
+                    self._note_stalls(stage.topic, stage.states())
+                    await self._seek_gaps(stage.topic)
+                except Exception:
+                    log.exception("a timer step failed; rebuilding", stage=stage.name)
+                    await self._rebuild(stage, set(stage.states()), "timer")
         self._update_lag()
+
+    async def _tick_stage_one(self, rebalances: int) -> None:
+        topic = self.events_topic.get_topic_name()
+        assigned = self._assigned(topic)
+        await self._flush_stage_one({p for p in self.states if p in assigned}, rebalances)
+
+    async def _tick_stage_two(self, rebalances: int) -> None:
+        topic = self.partials_topic.get_topic_name()
+        assigned = self._assigned(topic)
+        lateness = self.catalog.lateness_by_project()
+        deletes: list[tuple[str, bytes | None]] = []
+        for partition, merge in self.merges.items():
+            if partition in assigned:
+                deletes.extend(
+                    (key, None)
+                    for key in merge.evict(
+                        lateness, time.monotonic(), self.settings.processor_merge_idle_seconds
+                    )
+                )
+        await self._flush_stage_two(deletes, rebalances)
 
     def _update_lag(self) -> None:
         topic = self.events_topic.get_topic_name()

@@ -50,6 +50,12 @@ class ProcessorMetrics:
             ["reason"],
             registry=r,
         )
+        self.errors = Counter(
+            "sextant_processor_errors",
+            "Batches or timer ticks that failed; their partitions were rebuilt and fetched again",
+            ["stage"],
+            registry=r,
+        )
         self.lag = Gauge(
             "sextant_processor_lag_records",
             "Records on events.raw not yet processed, per partition",
