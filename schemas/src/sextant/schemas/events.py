@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Self
 
+import orjson
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -132,6 +133,34 @@ class Envelope(BaseModel):
 
     def kafka_key(self) -> str:
         return f"{self.project_id}:{self.distinct_id}"
+
+
+_WIRE_NAMES = {
+    name: field.serialization_alias or field.alias or name
+    for name, field in Envelope.model_fields.items()
+}
+
+
+def _encode_nested(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def envelope_json(envelope: Envelope, *, by_alias: bool = True) -> bytes:
+    """``envelope`` as JSON: exactly ``model_dump_json(by_alias=...)``, in a third of the time.
+
+    With aliases (camelCase) it is what ``events.raw`` carries; with field names it is a row of
+    the ``events`` table. pydantic's serializer walks every ``Any`` value; orjson over the
+    model's fields writes the same bytes (a unit test keeps the two identical), which matters
+    at one call per event in the collector and in the sink.
+    """
+    fields = envelope.__dict__
+    return orjson.dumps(
+        {(_WIRE_NAMES[name] if by_alias else name): fields[name] for name in _WIRE_NAMES},
+        default=_encode_nested,
+        option=orjson.OPT_UTC_Z,
+    )
 
 
 class FieldError(BaseModel):

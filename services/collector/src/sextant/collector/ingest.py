@@ -11,14 +11,13 @@ import orjson
 
 from sextant.collector.auth import Writer
 from sextant.collector.dialects import Submission
-from sextant.collector.encoding import envelope_json
 from sextant.collector.errors import ApiError, bad_request
 from sextant.collector.metrics import CollectorMetrics
 from sextant.collector.models import BatchResult, Rejection
 from sextant.collector.ratelimit import RateLimiter, retry_after_header
 from sextant.collector.validation import TrackingPlans, check_event
 from sextant.core.aio_kafka import OutgoingRecord, ProducerUnavailable
-from sextant.schemas.events import InvalidEvent, enrich
+from sextant.schemas.events import InvalidEvent, enrich, envelope_json
 
 MAX_WRITE_DEPTH = 254
 """The nesting orjson can write (it reads up to 1024 levels)."""

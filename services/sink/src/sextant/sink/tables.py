@@ -16,7 +16,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter
 
 from sextant.core.batch_consumer import ConsumedRecord
-from sextant.schemas.events import Envelope, InvalidEvent
+from sextant.schemas.events import Envelope, InvalidEvent, envelope_json
 from sextant.schemas.records import AlertTransition, Exposure, MetricPoint
 from sextant.schemas.topics import Topic
 
@@ -64,8 +64,8 @@ def _decode(parse: Callable[[bytes], ModelT], record: ConsumedRecord) -> ModelT:
         raise PoisonRecordError(f"not a valid record: {error}") from error
 
 
-_parse_envelope, _dump_envelope = _decoder(Envelope)
-_parse_invalid, _ = _decoder(InvalidEvent)
+_parse_envelope = TypeAdapter(Envelope).validate_json  # rows: envelope_json, names not aliases
+_parse_invalid = TypeAdapter(InvalidEvent).validate_json
 _parse_exposure, _dump_exposure = _decoder(Exposure)
 _parse_point, _dump_point = _decoder(MetricPoint)
 _parse_alert, _dump_alert = _decoder(AlertTransition)
@@ -73,7 +73,7 @@ _parse_alert, _dump_alert = _decoder(AlertTransition)
 
 def _event_row(record: ConsumedRecord) -> Row:
     event = _decode(_parse_envelope, record)
-    return Row((event.project_id, event.message_id), 0, _dump_envelope(event))
+    return Row((event.project_id, event.message_id), 0, envelope_json(event, by_alias=False))
 
 
 def _invalid_row(record: ConsumedRecord) -> Row:
