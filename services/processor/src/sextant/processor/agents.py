@@ -290,7 +290,7 @@ class ProcessorAgents:
     def _assigned(self, topic: str) -> set[int]:
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
 
-    # stage one ------------------------------------------------------------------------------
+    # the batch loop of both stages ----------------------------------------------------------
 
     def _rebalanced_since(self, rebalances: int) -> bool:
         """Whether a rebalance is under way or began after ``rebalances`` was read."""
@@ -366,6 +366,8 @@ class ProcessorAgents:
     def _hold_back(self, events: list[EventT[bytes]], reason: str) -> None:
         _hold_back(events)
         self.metrics.refetched.labels(reason=reason).inc(len(events))
+
+    # stage one ------------------------------------------------------------------------------
 
     def _apply_events(self, events: list[EventT[bytes]]) -> tuple[set[int], list[EventT[bytes]]]:
         """Apply the batch in offset order; returns the partitions touched and the refused."""
