@@ -6,12 +6,14 @@ In one run, on one broker:
    pre-produced events and parsing them with orjson: records/s.
 2. One ``sextant processor`` worker catching up on those events with six metric definitions
    (count with breakdown, unique users, sum, mean, percentiles, conversion): events/s.
-3. The worker under steady open-loop loads (``--lower-rates``, then ``--rate`` events/s, each
-   for ``--seconds``): freshness, from the broker's acknowledgement of a probe event (one
-   every 0.7 s inside the load, each with its own breakdown value) to the first
-   ``metric_points`` record counting it, p50 and p95. The collector acknowledges after the
-   same broker acknowledgement, so this is collector-ack → metric point on the topic; the
-   sink's insert (batched) comes on top and is measured by the sink's own benchmark.
+3. The worker under steady open-loop loads (``--lower-rates`` with the one worker, then
+   ``--rate`` events/s with ``--workers`` workers sharing the consumer group's partitions,
+   each for ``--seconds`` after a 10 s warm-up): freshness, from the broker's
+   acknowledgement of a probe event (one every 0.7 s inside the load, each with its own
+   breakdown value) to the first ``metric_points`` record counting it, p50 and p95. The
+   collector acknowledges after the same broker acknowledgement, so this is collector-ack →
+   metric point on the topic; the sink's insert (batched) comes on top and is measured by the
+   sink's own benchmark.
 4. HyperLogLog relative error on 1,000,000 distinct users (several independent sets), and the
    t-digest's rank error on 1,000,000 log-normal values, beside the exact answers.
 
@@ -172,6 +174,12 @@ class Worker:
         match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
 
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).is_success
+        except httpx.HTTPError:
+            return False
+
     def stop(self) -> None:
         if self.profile is not None:
             self.process.send_signal(signal.SIGINT)
@@ -230,7 +238,12 @@ def catch_up(worker: Worker, count: int, timeout_s: float = 600) -> float:
     return (count - first) / (time.perf_counter() - started)
 
 
-PROBE_METRIC = "probe"
+def probe_metric(load: int) -> str:
+    """Each load has its probe metric of its own: a rebalance re-emits the restored windows
+    of earlier loads, which must not pass for this load's probes."""
+    return f"probe-{load}"
+
+
 PROBE_EVERY_S = 0.7  # at most ~86 probes a minute: under the breakdown limit of 100
 
 
@@ -278,17 +291,23 @@ class PointTail:
         self._thread.join(timeout=5)
 
 
+WARM_UP_S = 10.0
+"""Each load runs this long before its first probe: the workers settle at the new rate (and a
+worker that just joined has its partitions' windows restored and re-sent)."""
+
+
 def steady_load(
-    settings: KafkaSection, project: str, rate: float, seconds: float
+    settings: KafkaSection, project: str, rate: float, seconds: float, load: int
 ) -> tuple[list[float], float, int]:
-    """Send ``rate`` events/s with a probe every ``PROBE_EVERY_S``; returns each probe's
-    freshness (broker ack → first metric point counting it), the rate achieved, the count.
+    """Send ``rate`` events/s for ``WARM_UP_S`` + ``seconds``, with a probe every
+    ``PROBE_EVERY_S`` after the warm-up; returns each probe's freshness (broker ack → first
+    metric point counting it), the rate achieved, the count.
 
     A probe is one more event of the load (a random user, so a random partition) carrying a
-    unique value of the ``probe`` metric's breakdown: the first point with that value tells
-    exactly when that event became visible.
+    unique value of the load's probe metric's breakdown: the first point with that value
+    tells exactly when that event became visible.
     """
-    tail = PointTail(settings, project, PROBE_METRIC)
+    tail = PointTail(settings, project, probe_metric(load))
     producer = make_producer(settings)
     topic = topic_name(Topic.EVENTS_RAW, settings.topic_prefix)
     acked: dict[str, float] = {}
@@ -298,7 +317,7 @@ def steady_load(
     bodies = [e.model_dump(mode="json", by_alias=True) for e in templates]
     sent = probes = 0
     started = time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
+    while (elapsed := time.perf_counter() - started) < WARM_UP_S + seconds:
         due = int(elapsed * rate)
         while sent < due:
             stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -307,10 +326,10 @@ def steady_load(
                 "received_at": stamp,
                 "messageId": str(uuid.uuid4()),
             }
-            probe = elapsed >= probes * PROBE_EVERY_S
+            probe = elapsed >= WARM_UP_S + probes * PROBE_EVERY_S
             if probe:
                 name = f"probe-{probes}"
-                body |= {"event": "Probe", "properties": {"probe": name}}
+                body |= {"event": f"Probe {load}", "properties": {"probe": name}}
                 probes += 1
 
                 def on_ack(_: Any, name: str = name) -> None:
@@ -360,13 +379,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def wait_processed(worker: Worker, total: int, timeout_s: float = 300) -> None:
-    """Until the worker has processed ``total`` events (its backlog is gone)."""
+def wait_processed(workers: list[Worker], total: int, timeout_s: float = 300) -> None:
+    """Until the workers have processed ``total`` events between them (no backlog left)."""
     deadline = time.monotonic() + timeout_s
-    while worker.counter("sextant_processor_events_total") < total:
+    while sum(w.counter("sextant_processor_events_total") for w in workers) < total:
         if time.monotonic() > deadline:
             raise TimeoutError("the processor did not catch up")
-        time.sleep(0.2)  # polling the worker's progress
+        time.sleep(0.2)  # polling the workers' progress
+
+
+def wait_ready(workers: list[Worker], timeout_s: float = 300) -> None:
+    """Until every worker has its partitions (the group's rebalance is over)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(w.ready() for w in workers):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the workers did not settle")
+        time.sleep(0.2)  # polling the workers' readiness
 
 
 def freshness_figures(
@@ -400,6 +428,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--lower-rates", type=float, nargs="*", default=[1_000, 2_500])
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="workers sharing the group at --rate"
+    )
     parser.add_argument("--hll-trials", type=int, default=5)
     parser.add_argument(
         "--profile", type=Path, help="record the loaded worker with py-spy into this file"
@@ -415,21 +446,25 @@ def main() -> None:
         for settings in (loaded, empty):
             ensure_topics(settings, partitions=args.partitions)
         publisher = ConfigPublisher(loaded)
-        probe = MetricDefinition(
-            id=PROBE_METRIC,
-            project_id="steady",
-            metric_kind="count",
-            event="Probe",
-            breakdown="probe",
-            breakdown_limit=100,
-        )
+        loads = [*args.lower_rates, args.rate]
+        probes = [
+            MetricDefinition(
+                id=probe_metric(load),
+                project_id="steady",
+                metric_kind="count",
+                event=f"Probe {load}",
+                breakdown="probe",
+                breakdown_limit=100,
+            )
+            for load in range(len(loads))
+        ]
         publisher.put(
             [
                 Project(id="bench", project_id="bench", name="Bench"),
                 Project(id="steady", project_id="steady", name="Steady"),
                 *definitions("bench"),
                 *definitions("steady"),
-                probe,
+                *probes,
             ]
         )
         publisher.close()
@@ -444,18 +479,24 @@ def main() -> None:
         finally:
             bare.stop()
         print(f"  processor worker, no metric defined: {bare_rate:,.0f} events/s")
-        worker = Worker(loaded, Path(tmp) / "loaded", args.profile)
+        workers = [Worker(loaded, Path(tmp) / "loaded", args.profile)]
         try:
-            rate = catch_up(worker, args.events)
+            rate = catch_up(workers[0], args.events)
             print(f"  processor worker, 6 metrics: {rate:,.0f} events/s")
             steady = []
             total = args.events
-            for load in (*args.lower_rates, args.rate):
-                steady.append((load, steady_load(loaded, "steady", load, args.seconds)))
-                total += steady[-1][1][2]
-                wait_processed(worker, total)
+            for i, rate_of_load in enumerate(args.lower_rates):
+                measured = steady_load(loaded, "steady", rate_of_load, args.seconds, i)
+                steady.append((rate_of_load, 1, measured))
+                total += measured[2]
+                wait_processed(workers, total)
+            workers += [Worker(loaded, Path(tmp) / f"loaded-{i}") for i in range(1, args.workers)]
+            wait_ready(workers)
+            measured = steady_load(loaded, "steady", args.rate, args.seconds, len(loads) - 1)
+            steady.append((args.rate, len(workers), measured))
         finally:
-            worker.stop()
+            for worker in workers:
+                worker.stop()
     if args.profile is not None:
         print(report(args.profile, PROFILED_FUNCTIONS))
     figures += [
@@ -478,8 +519,9 @@ def main() -> None:
             command=COMMAND,
         ),
     ]
-    for load, measured in steady:
-        figures += freshness_figures(f"steady at {load:,.0f}/s", *measured)
+    for load, count, measured in steady:
+        label = f"steady at {load:,.0f}/s, {count} worker{'s' if count > 1 else ''}"
+        figures += freshness_figures(label, *measured)
     hll = hll_errors(args.hll_trials, 1_000_000)
     rms = math.sqrt(statistics.fmean(e * e for e in hll))
     print(f"  HyperLogLog on 1,000,000 users: errors {[f'{e:+.2%}' for e in hll]}, RMS {rms:.2%}")
