@@ -23,7 +23,7 @@ __all__ = [
     "TopicPartition",
     "broker_version",
     "cluster_reachable",
-    "consumer_group_lag",
+    "consumer_group_lags",
     "end_offsets",
     "ensure_topic",
     "ensure_topics",
@@ -195,13 +195,9 @@ def broker_version(bootstrap: str) -> tuple[int, ...]:
         admin.close()
 
 
-def consumer_group_lag(settings: KafkaSection, group: str, topic: str) -> int:
-    """Records of ``topic`` that ``group`` has not committed yet (all of them if it never did)."""
-    return sum(consumer_group_lags(settings, group, topic).values())
-
-
 def consumer_group_lags(settings: KafkaSection, group: str, topic: str) -> dict[int, int]:
-    """Per partition of ``topic``: records ``group`` has not committed yet."""
+    """Per partition of ``topic``: records ``group`` has not committed yet (all of them if it
+    never did)."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         committed = admin.list_group_offsets({group: None}).get(group, {})

@@ -260,14 +260,14 @@ class ProcessorAgents:
         async with self.stage_one.lock:
             table.forget_partitions(set(range(self.partitions)) - active)
             self.states = {p: self._load_state(p) for p in sorted(active)}
-            self._forget_gaps(self.events_topic.get_topic_name())
+            self._forget_gaps(self.stage_one.topic)
             self.started = True
 
     async def _recovered_stage_two(self, table: KeyPartitionedTable, active: set[int]) -> None:
         async with self.stage_two.lock:
             table.forget_partitions(set(range(self.partitions)) - active)
             self.merges = {p: self._load_merge(p) for p in sorted(active)}
-            self._forget_gaps(self.partials_topic.get_topic_name())
+            self._forget_gaps(self.stage_two.topic)
 
     def _forget_gaps(self, topic: str) -> None:
         """After a recovery faust seeks to the committed offsets: held records come again."""
@@ -371,7 +371,7 @@ class ProcessorAgents:
 
     def _apply_events(self, events: list[EventT[bytes]]) -> tuple[set[int], list[EventT[bytes]]]:
         """Apply the batch in offset order; returns the partitions touched and the refused."""
-        assigned = self._assigned(self.events_topic.get_topic_name())
+        assigned = self._assigned(self.stage_one.topic)
         touched: set[int] = set()
         refused: list[EventT[bytes]] = []
         newest_received = 0.0
@@ -381,7 +381,7 @@ class ProcessorAgents:
                 continue  # revoked while buffered: its new owner processes it
             state = self.states.get(partition)
             if state is None:
-                state = self.states[partition] = self._load_state(partition)
+                state = self._reload_state(partition)
             try:
                 view: EventView | None = EventView.parse(event.value)
             except ValueError:
@@ -552,7 +552,7 @@ class ProcessorAgents:
         self, events: list[EventT[bytes]]
     ) -> tuple[list[tuple[str, bytes | None]], list[EventT[bytes]]]:
         """Take the partials in offset order; returns the table writes and the refused."""
-        assigned = self._assigned(self.partials_topic.get_topic_name())
+        assigned = self._assigned(self.stage_two.topic)
         now = time.monotonic()
         writes: list[tuple[str, bytes | None]] = []
         refused: list[EventT[bytes]] = []
@@ -562,7 +562,7 @@ class ProcessorAgents:
                 continue
             merge = self.merges.get(partition)
             if merge is None:
-                merge = self.merges[partition] = self._load_merge(partition)
+                merge = self._reload_merge(partition)
             outcome = merge.admit(event.message.offset)
             if outcome is Outcome.OUT_OF_ORDER:
                 refused.append(event)
@@ -613,13 +613,11 @@ class ProcessorAgents:
         self._update_lag()
 
     async def _tick_stage_one(self, rebalances: int) -> None:
-        topic = self.events_topic.get_topic_name()
-        assigned = self._assigned(topic)
+        assigned = self._assigned(self.stage_one.topic)
         await self._flush_stage_one({p for p in self.states if p in assigned}, rebalances)
 
     async def _tick_stage_two(self, rebalances: int) -> None:
-        topic = self.partials_topic.get_topic_name()
-        assigned = self._assigned(topic)
+        assigned = self._assigned(self.stage_two.topic)
         lateness = self.catalog.lateness_by_project()
         deletes: list[tuple[str, bytes | None]] = []
         for partition, merge in self.merges.items():
@@ -633,7 +631,7 @@ class ProcessorAgents:
         await self._flush_stage_two(deletes, rebalances)
 
     def _update_lag(self) -> None:
-        topic = self.events_topic.get_topic_name()
+        topic = self.stage_one.topic
         consumer = self.app.consumer
         assigned = {tp.partition for tp in consumer.assignment() if tp.topic == topic}
         for partition, state in self.states.items():

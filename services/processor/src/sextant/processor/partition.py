@@ -511,10 +511,15 @@ class PartitionState:
         window.offset = offset
         self._dirty_windows.add(key)
         if window.kind is MetricKind.CONVERSION:
-            self._carry_conversion(offset, key, metric, event)
+            self._carry_conversion(offset, key, window, metric, event)
 
     def _carry_conversion(
-        self, offset: int, key: tuple[str, str, int], metric: CompiledMetric, event: EventView
+        self,
+        offset: int,
+        key: tuple[str, str, int],
+        window: WindowState,
+        metric: CompiledMetric,
+        event: EventView,
     ) -> None:
         """Link a conversion across minutes (a user's events are all on one partition).
 
@@ -526,7 +531,6 @@ class PartitionState:
         user_id, at = event.distinct_id, event.timestamp
         starts = self._journeys.setdefault((project, metric_key), {}).setdefault(user_id, set())
         starts.add(start)
-        window = self.windows[key]
         definition = metric.definition
         if event.event == definition.conversion_event:
             earliest = start - window.conversion_window - WINDOW_SECONDS
