@@ -92,10 +92,13 @@ class BatchConsumer:
             # refresh; kafka-python's default refresh is 5 minutes.
             metadata_max_age_ms=metadata_max_age_ms,
         )
-        self._await_metadata(topics, metadata_wait_s)
         self._committed: dict[Partition, int] = {}
         self._on_revoked = on_revoked
         self._consumer.subscribe(list(topics), listener=_Listener(self._revoked))
+        # After subscribing: the group's assignment snapshot is taken from the first metadata
+        # that arrives for the subscription. Fetched before it, the member would join with an
+        # empty snapshot and rebalance again about a second later.
+        self._await_metadata(topics, metadata_wait_s)
 
     def _await_metadata(self, topics: Sequence[str], wait_s: float) -> None:
         """Wait (a little) until every topic's partitions are known, so the first assignment
