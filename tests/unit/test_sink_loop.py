@@ -7,6 +7,7 @@ tests/integration/test_sink_service.py and tests/integration/test_sink_crash.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import orjson
@@ -310,3 +311,123 @@ def test_stopping_during_an_outage_commits_nothing(down: str) -> None:
     rig.run(5)
     assert not rig.loop.flush()
     assert rig.log.committed == {}
+
+
+class HeldWriter:
+    """A writer whose inserts run only when the test says so, as if the engine were slow."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[Callable[[], None], Future[None]]] = []
+
+    def submit(self, fn: Callable[[], None], /) -> Future[None]:
+        future: Future[None] = Future()
+        self.queue.append((fn, future))
+        return future
+
+    def finish(self) -> None:
+        """Run every insert handed over so far, in order."""
+        queue, self.queue = self.queue, []
+        for fn, future in queue:
+            try:
+                fn()
+            except Exception as error:  # noqa: BLE001 - handed back through the future
+                future.set_exception(error)
+            else:
+                future.set_result(None)
+
+
+def held_rig(rows: int) -> tuple[Rig, HeldWriter]:
+    rig = Rig(rows=rows)
+    writer = HeldWriter()
+    rig.loop = SinkLoop(
+        rig.log,
+        rig.warehouse,
+        rig.dead,
+        SPECS,
+        BatchLimits(rows=rows, bytes=10**9, seconds=1.0),
+        Backoff(initial=0.2, maximum=5.0),
+        writer=writer,
+        clock=rig.clock,
+        ping=rig.warehouse.ping,
+    )
+    rig.log.on_revoked = rig.loop.revoked
+    return rig, writer
+
+
+def test_the_next_batch_is_read_while_an_insert_runs_and_commits_keep_their_order() -> None:
+    rig, writer = held_rig(rows=30)
+    ids = rig.produce(90)
+    rig.loop.step()  # batch 1 due: handed to the writer
+    assert len(writer.queue) == 1
+    rig.loop.step()  # batch 2 read and decoded meanwhile
+    rig.loop.step()
+    assert rig.log.commits == 0
+    assert len(writer.queue) == 1  # never two inserts at once
+    assert sum(rig.log.position.values()) == 60
+    writer.finish()
+    rig.loop.step()  # batch 1 committed, batch 2 handed over
+    assert rig.log.commits == 1
+    assert rig.log.committed == {(RAW, 0): 30}  # the fake log hands out partition 0 first
+    assert len(writer.queue) == 1
+    for _ in range(10):
+        writer.finish()
+        rig.loop.step()
+    assert sorted(rig.warehouse.message_ids()) == sorted(ids)
+    assert rig.caught_up()
+    assert rig.log.commits == 3
+
+
+def test_a_rebalance_during_an_insert_reads_both_batches_again() -> None:
+    rig, writer = held_rig(rows=30)
+    ids = rig.produce(50)
+    rig.loop.step()
+    rig.loop.step()  # one batch in the writer, twenty records in the next
+    rig.log.revoke_on_next_poll = True
+    rig.loop.step()
+    writer.finish()  # the dropped insert ends after the rebalance: harmless, never committed
+    assert rig.log.committed == {}
+    for _ in range(20):
+        writer.finish()
+        rig.loop.step()
+    assert sorted(set(rig.warehouse.message_ids())) == sorted(ids)
+    assert rig.caught_up()
+
+
+def test_a_failed_insert_holds_the_next_batch_back_until_it_succeeds() -> None:
+    rig, writer = held_rig(rows=30)
+    rig.warehouse.down = True
+    ids = rig.produce(90)
+    rig.loop.step()
+    writer.finish()
+    rig.loop.step()  # the failure is seen: back off, stop fetching
+    assert not rig.loop.health.warehouse_ok
+    assert rig.log.paused
+    rig.warehouse.down = False
+    for _ in range(200):
+        writer.finish()
+        rig.loop.step()
+        if rig.caught_up():
+            break
+    assert sorted(rig.warehouse.message_ids()) == sorted(ids)
+    assert rig.caught_up()
+
+
+def test_flush_waits_for_the_insert_in_progress_then_writes_the_rest() -> None:
+    rig = Rig(rows=30)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        rig.loop = SinkLoop(
+            rig.log,
+            rig.warehouse,
+            rig.dead,
+            SPECS,
+            BatchLimits(rows=30, bytes=10**9, seconds=1.0),
+            Backoff(initial=0.2, maximum=5.0),
+            writer=pool,
+            clock=rig.clock,
+        )
+        ids = rig.produce(45)
+        rig.loop.step()
+        rig.loop.step()
+        assert rig.loop.flush()
+    assert sorted(rig.warehouse.message_ids()) == sorted(ids)
+    assert rig.caught_up()

@@ -1,5 +1,7 @@
 """The sink's consume loop: poll → batch → insert → dead-letter → commit, one step at a time.
 
+The insert of one batch runs on a writer thread while the loop reads and decodes the next.
+
 What a caller may rely on:
 
 * Offsets are committed only after every row of the batch is in the warehouse (or was refused
@@ -21,7 +23,9 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from sextant.core.batch_consumer import ConsumedRecord, Partition
@@ -37,6 +41,8 @@ log = get_logger(__name__)
 
 WAIT_SLICE_SECONDS = 0.25
 """Longest single poll while waiting, so a stop request is noticed quickly."""
+WRITE_CHECK_SECONDS = 0.02
+"""Longest single poll while an insert runs, so its batch is committed soon after it ends."""
 
 
 class Source(Protocol):
@@ -87,8 +93,34 @@ class Backoff:
         return base * random.uniform(0.8, 1.2)
 
 
+class Writer(Protocol):
+    """Runs a batch's inserts: a one-thread executor in production, inline in most tests."""
+
+    def submit(self, fn: Callable[[], None], /) -> Future[None]: ...
+
+
+class InlineWriter:
+    """A :class:`Writer` that runs the insert at once, on the caller's thread."""
+
+    def submit(self, fn: Callable[[], None], /) -> Future[None]:
+        done: Future[None] = Future()
+        try:
+            fn()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller with the future
+            done.set_exception(error)
+        else:
+            done.set_result(None)
+        return done
+
+
 class SinkLoop:
-    """One consumer's loop. Call :meth:`step` until stopping, then :meth:`flush` once."""
+    """One consumer's loop. Call :meth:`step` until stopping, then :meth:`flush` once.
+
+    Two batches may be alive: one being flushed (its inserts run on the ``writer``, then its
+    dead letters and commit on the loop's thread) and the next one being read and decoded
+    meanwhile. The next one is flushed only after the previous one is committed, so commits
+    stay in offset order and at most one insert runs at a time.
+    """
 
     # A step returns within about one poll (WAIT_SLICE_SECONDS) plus one flush attempt, so the
     # caller notices a stop request quickly and never leaves the group for being slow.
@@ -102,6 +134,7 @@ class SinkLoop:
         limits: BatchLimits,
         backoff: Backoff,
         *,
+        writer: Writer | None = None,
         health: Health | None = None,
         clock: Callable[[], float] = time.monotonic,
         health_interval: float = 5.0,
@@ -113,11 +146,14 @@ class SinkLoop:
         self._specs = specs
         self._limits = limits
         self._backoff = backoff
+        self._writer = writer or InlineWriter()
         self.health = health or Health()
         self._clock = clock
         self._health_interval = health_interval
         self._ping = ping
         self._batch = self._new_batch()
+        self._flushing: Batch | None = None
+        self._writing: Future[None] | None = None
         self._carry: list[ConsumedRecord] = []
         self._rewind: dict[Partition, int] = {}
         self._paused = False
@@ -136,12 +172,18 @@ class SinkLoop:
     def step(self) -> None:
         """Do the next bit of work; never blocks much longer than one poll.
 
-        Normally: read what is there (waiting at most until the batch is due), then flush if
-        due. After a failed flush: wait out the backoff, fetching nothing but keeping the
+        Normally: move the batch being flushed on, read what is there (waiting at most until
+        the next batch is due) and hand the next batch to the writer when it is due and the
+        writer is free. With a full batch waiting: wait for the writer instead of reading.
+        After a failed flush: wait out the backoff, fetching nothing but keeping the
         membership, then try again.
         """
+        if self._flushing is not None:
+            self._advance_flush()
         if self._retry_at is not None:
-            self._retry_pending()
+            self._wait_for_retry()
+        elif self._writing is not None and self._batch.due(self._clock(), self._limits):
+            wait([self._writing], timeout=WAIT_SLICE_SECONDS)
         else:
             self._read()
         self._check_health()
@@ -151,26 +193,25 @@ class SinkLoop:
         if self._carry:
             records, self._carry = self._carry, []
         else:
-            timeout = min(batch.time_left(self._clock(), self._limits), WAIT_SLICE_SECONDS)
+            longest = WAIT_SLICE_SECONDS if self._writing is None else WRITE_CHECK_SECONDS
+            timeout = min(batch.time_left(self._clock(), self._limits), longest)
             records = self._poll(timeout, self._limits.rows - batch.records)
         batch = self._batch  # a rebalance inside the poll may have replaced it
         now = self._clock()
         for record in records:
             batch.add(record, now)
-        if batch.due(self._clock(), self._limits):
-            self._flush_or_back_off()
+        if self._flushing is None and batch.due(self._clock(), self._limits):
+            self._start_flush()
 
-    def _retry_pending(self) -> None:
+    def _wait_for_retry(self) -> None:
         assert self._retry_at is not None
         left = self._retry_at - self._clock()
         if left > 0:
             self._source.pause_all()  # also pauses partitions a rebalance just assigned
             records = self._poll(min(left, WAIT_SLICE_SECONDS), self._limits.rows)
-            # Anything fetched meanwhile belongs to the next batch, never to this one. (Poll
-            # first: a rebalance inside it replaces self._carry.)
+            # Anything fetched meanwhile is added to the next batch later. (Poll first: a
+            # rebalance inside it replaces self._carry.)
             self._carry.extend(records)
-        if self._retry_at is not None and self._clock() >= self._retry_at:
-            self._flush_or_back_off()
 
     def _poll(self, timeout_s: float, max_records: int) -> list[ConsumedRecord]:
         records = self._source.poll(timeout_s, max(max_records, 1))
@@ -185,26 +226,29 @@ class SinkLoop:
         return [r for r in records if (r.topic, r.partition) not in rewound]
 
     def revoked(self, partitions: list[Partition]) -> None:
-        """Rebalance: drop the uncommitted batch; it is read again from its first offsets.
+        """Rebalance: drop the uncommitted batches; they are read again from their first offsets.
 
         Runs inside the source's poll, so it only records what to do; the next poll seeks
-        the partitions this member keeps back to where the dropped batch began.
+        the partitions this member keeps back to where the dropped batches began. An insert
+        still running is left to finish: what it writes is read again, and a replay is
+        harmless (see :mod:`sextant.sink.batch`).
         """
         self._forget_lag(partitions)  # the next owner reports these
-        batch = self._batch
-        if batch.records == 0 and not self._carry:
+        dropped = [b for b in (self._flushing, self._batch) if b is not None and b.records]
+        if not dropped and not self._carry:
             return
-        for partition, span in batch.spans.items():
-            self._rewind[partition] = min(self._rewind.get(partition, span.first), span.first)
-        for record in self._carry:
-            partition = (record.topic, record.partition)
-            self._rewind[partition] = min(self._rewind.get(partition, record.offset), record.offset)
+        firsts = [(p, s.first) for b in dropped for p, s in b.spans.items()]
+        firsts += [((r.topic, r.partition), r.offset) for r in self._carry]
+        for partition, offset in firsts:
+            self._rewind[partition] = min(self._rewind.get(partition, offset), offset)
         self._carry = []
         self._batch = self._new_batch()
+        self._flushing = self._writing = None
         self._retry_at = self._delay = self._began = None
         self._kafka_failing = False
         self._resume()
-        log.info("batch dropped by a rebalance", records=batch.records, revoked=len(partitions))
+        records = sum(b.records for b in dropped)
+        log.info("batches dropped by a rebalance", records=records, revoked=len(partitions))
 
     def _forget_lag(self, partitions: list[Partition]) -> None:
         for topic, partition in partitions:
@@ -214,43 +258,75 @@ class SinkLoop:
     # -- flushing ---------------------------------------------------------------------------
 
     def flush(self) -> bool:
-        """One attempt to write the batch, dead-letter its poison and commit: True when done.
+        """Before leaving: one more attempt at each batch still open; True when all committed.
 
-        A failed attempt keeps the batch; the next attempt skips the stages already done.
+        Waits for an insert in progress. What is not committed now is read again later.
         """
-        batch = self._batch
-        if batch.records == 0:
+        if self._flushing is not None:
+            self._advance_flush(block=True)
+            if self._flushing is not None:
+                return False
+        if self._batch.records == 0:
             return True
-        if self._began is None:
-            self._began = self._clock()
-        for stage, action in (
-            ("warehouse", self._write),
-            ("dead_letters", self._send_letters),
-            ("commit", self._commit),
-        ):
+        self._start_flush(block=True)
+        return self._flushing is None
+
+    def _start_flush(self, *, block: bool = False) -> None:
+        """Hand the batch to the writer; the loop reads into a fresh one meanwhile."""
+        self._flushing, self._batch = self._batch, self._new_batch()
+        self._began = self._clock()
+        self._writing = self._writer.submit(partial(self._write, self._flushing))
+        self._advance_flush(block=block)
+
+    def _advance_flush(self, *, block: bool = False) -> None:
+        """Take the flushing batch as far as it goes now: inserted, dead letters, committed.
+
+        A failed stage backs off; the retry skips the stages already done (tables written,
+        letters sent). ``block`` waits for the insert and retries at once.
+        """
+        batch = self._flushing
+        assert batch is not None
+        if self._retry_at is not None:
+            if not block and self._clock() < self._retry_at:
+                return
+            self._retry_at = None
+            self._writing = self._writer.submit(partial(self._write, batch))
+        if self._writing is not None:
+            if block:
+                wait([self._writing])
+            if not self._writing.done():
+                return
+            error, self._writing = self._writing.exception(), None
+            if isinstance(error, WarehouseUnavailableError):
+                self._back_off("warehouse", error)
+                return
+            if error is not None:
+                raise error
+        for stage, action in (("dead_letters", self._send_letters), ("commit", self._commit)):
             try:
                 action(batch)
-            except (WarehouseUnavailableError, KafkaError) as error:
-                self._failed(stage, error)
-                return False
+            except KafkaError as error:
+                self._back_off(stage, error)
+                return
+        self._committed(batch)
+
+    def _committed(self, batch: Batch) -> None:
+        assert self._began is not None
         metrics.BATCH_SECONDS.observe(self._clock() - self._began)
         metrics.BATCH_RECORDS.observe(batch.records)
         self.health.batches_committed += 1
         self.health.records_committed += batch.records
-        self._batch = self._new_batch()
-        self._began = None
+        self._flushing = None
+        self._began = self._delay = None
         self._kafka_failing = False
-        return True
+        self._resume()
 
-    def _flush_or_back_off(self) -> None:
-        if self.flush():
-            self._retry_at = self._delay = None
-            self._resume()
-        else:
-            self._delay = self._backoff.next(self._delay)
-            self._retry_at = self._clock() + self._delay
-            self._source.pause_all()
-            self._paused = True
+    def _back_off(self, stage: str, error: Exception) -> None:
+        self._failed(stage, error)
+        self._delay = self._backoff.next(self._delay)
+        self._retry_at = self._clock() + self._delay
+        self._source.pause_all()
+        self._paused = True
 
     def _resume(self) -> None:
         if self._paused:
@@ -269,6 +345,7 @@ class SinkLoop:
         log.warning("sink stage failed, will retry", stage=stage, error=str(error)[:300])
 
     def _write(self, batch: Batch) -> None:
+        """Insert every table of ``batch`` not inserted yet. Runs on the writer."""
         for topic, spec in self._specs.items():
             rows = batch.tables.get(spec.table)
             if rows is None or spec.table in batch.written:
@@ -325,7 +402,7 @@ class SinkLoop:
             self.health.partitions = len(lags)
             for (topic, partition), lag in lags.items():
                 metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
-        idle = self._retry_at is None and now - self._last_write >= self._health_interval
+        idle = self._flushing is None and now - self._last_write >= self._health_interval
         if self._ping is not None and idle:
             up = self._ping()
             self.health.warehouse_ok = up

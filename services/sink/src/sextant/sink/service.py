@@ -3,9 +3,10 @@ embedded warehouse (``chdb://``) the gateway process runs it (one process owns t
 
 The service owns one thread. It opens the warehouse (retrying until it answers), applies
 pending migrations when ``sink_migrate`` is set, makes sure the dead-letter topic exists, and
-runs :class:`~sextant.sink.loop.SinkLoop` until stopped. Should anything unexpected break the
-loop, it closes the consumer (nothing uncommitted is lost: it is read again), backs off, and
-starts over.
+runs :class:`~sextant.sink.loop.SinkLoop` until stopped, its inserts on a second thread (the
+engine releases the GIL while it inserts, so the next batch is decoded meanwhile). Should
+anything unexpected break the loop, it closes the consumer (nothing uncommitted is lost: it is
+read again), backs off, and starts over.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from sextant.core.batch_consumer import BatchConsumer, Partition
@@ -177,6 +179,9 @@ class SinkService:
             dead_letters = KafkaDeadLetters(self.settings)
             clients.callback(_close_quietly, dead_letters.close)
             clients.callback(setattr, self.health, "consuming", False)
+            writer = clients.enter_context(
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="sextant-sink-writer")
+            )
             loop = SinkLoop(
                 source,
                 warehouse,
@@ -188,6 +193,7 @@ class SinkService:
                     self.settings.sink_batch_seconds,
                 ),
                 self._backoff,
+                writer=writer,
                 health=self.health,
                 health_interval=self.settings.sink_health_interval_seconds,
                 ping=warehouse.ping,
