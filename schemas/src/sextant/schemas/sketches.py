@@ -8,7 +8,7 @@ HyperLogLog (``MetricPoint.hll``)
     digest read big-endian (:func:`hll_hash_sql` computes the same number in ClickHouse); the
     top 16 bits choose the register, which keeps the maximum rank (leading zeros + 1, at most
     49) of the remaining 48 bits. Relative standard error: 1.04 / sqrt(2**16) = 0.41 %, so an
-    estimate is within 1 % of the exact count about 98.5 % of the time (1 % is 2.5 standard
+    estimate is within 1 % of the exact count about 98.6 % of the time (1 % is 2.5 standard
     errors); measured on five sets of a million users, see docs/decisions.
 
     In memory (the processor) the registers are dense: a ``bytearray`` of 2**16 ranks. Where
@@ -114,7 +114,7 @@ def hll_is_sparse(sparse: Sparse) -> bool:
 def hll_pack_array(registers: bytes | bytearray) -> npt.NDArray[np.uint32]:
     """The sparse form of dense ``registers``, as a numpy array."""
     ranks = np.frombuffer(registers, dtype=np.uint8)
-    index = np.flatnonzero(ranks).astype(np.uint32)
+    index = np.flatnonzero(ranks != 0).astype(np.uint32)  # on booleans: several times faster
     return ((index << HLL_RANK_BITS) | ranks[index]).astype(np.uint32, copy=False)
 
 
