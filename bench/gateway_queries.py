@@ -6,7 +6,7 @@ of five steps that users abandon along the way, page views, searches and logins;
 with a plan, a country and, for orders, a revenue), one exposure per user to a two-variant
 experiment, and a day of the processor's minute windows for a count metric (five breakdown
 values, every window emitted twice so the newest version must win) and a unique-users metric
-(HyperLogLog registers). The tables are then merged (``OPTIMIZE … FINAL``), as a warehouse
+(sparse HyperLogLog registers). The tables are then merged (``OPTIMIZE … FINAL``), as a warehouse
 that has been running a while is.
 
 Each query runs through the gateway's own code (SQL building, the engine, assembling the
@@ -135,8 +135,9 @@ def load_points(warehouse: Warehouse) -> None:
                                    emitted_at)
         SELECT '{PROJECT}', 'visitors',
                toDateTime64('{day}', 3, 'UTC') + toIntervalMinute(number), 60, '', 50, 0, 0, 0,
-               arrayMap(i -> toUInt8(if(cityHash64(number, i) % 300 = 0,
-                                       1 + cityHash64(i, number) % 6, 0)), range(16384)),
+               arrayMap(i -> toUInt32(bitOr(bitShiftLeft(i, 6), 1 + cityHash64(i, number) % 6)),
+                        arraySort(arrayDistinct(arrayMap(j -> cityHash64(number, j) % 65536,
+                                                         range(55))))),
                [], 1, now64(3)
         FROM numbers(1440)
         """

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from sextant.schemas.config import MetricDefinition, MetricKind
-from sextant.schemas.sketches import HLL_REGISTERS, hll_add, hll_estimate, hll_merge
+from sextant.schemas.sketches import (
+    HLL_REGISTERS,
+    hll_add,
+    hll_estimate,
+    hll_merge_sparse,
+    hll_pack,
+)
 from tests.integration.test_gateway_harness import Harness, make_harness
 
 T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)  # a Monday
@@ -162,11 +168,11 @@ def test_mean_and_conversion_are_ratios_of_summed_components(harness: Harness) -
 
 
 def _registers(users: range) -> list[int]:
-    """HyperLogLog registers of ``users``, built as the processor builds them."""
+    """Sparse HyperLogLog registers of ``users``, built as the processor builds them."""
     registers = bytearray(HLL_REGISTERS)
     for user in users:
         hll_add(registers, f"user-{user}")
-    return list(registers)
+    return hll_pack(registers)
 
 
 def test_unique_users_merge_sketches_instead_of_adding_minutes(harness: Harness) -> None:
@@ -191,8 +197,7 @@ def test_unique_users_merge_sketches_instead_of_adding_minutes(harness: Harness)
     assert [p["value"] for p in minutes] == [pytest.approx(5000, rel=0.03)] * 2
     hour = series(harness, "visitors", interval="hour", **window)["series"][0]["points"][0]
     assert hour["value"] == pytest.approx(7500, rel=0.03)
-    merged = bytearray(_registers(range(5000)))
-    hll_merge(merged, _registers(range(2500, 7500)))
+    merged = hll_merge_sparse(_registers(range(5000)), _registers(range(2500, 7500)))
     assert hour["value"] == round(hll_estimate(merged))
 
 
@@ -233,8 +238,7 @@ def test_sketches_of_breakdown_values_merge_into_the_total(harness: Harness) -> 
     )
     window = {"from": iso(minute(50)), "to": iso(minute(52))}
     total = series(harness, "visitors-by-plan", interval="minute", **window)["series"][0]["points"]
-    merged = bytearray(_registers(range(3000)))
-    hll_merge(merged, _registers(range(2000, 6000)))
+    merged = hll_merge_sparse(_registers(range(3000)), _registers(range(2000, 6000)))
     assert [p["value"] for p in total] == [
         round(hll_estimate(merged)),
         round(hll_estimate(_registers(range(100)))),

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 
-from sextant.core.warehouse import Warehouse
+from sextant.core.migrations import load_migrations, migrate
+from sextant.core.warehouse import Warehouse, connect
 from sextant.schemas.events import Envelope, EventType, InvalidEvent
 from sextant.schemas.records import AlertState, AlertTransition, Exposure, MetricPoint
 
@@ -156,3 +158,23 @@ def test_an_alert_transition_is_one_row_even_re_emitted_at_another_time(frozen: 
             list(AlertTransition.model_fields),
         )
     assert frozen.query_rows("SELECT count() FROM alert_events_unique") == [(1,)]
+
+
+def test_the_sparse_registers_replace_the_dense_ones_and_old_rows_keep_the_rest(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    """0006: rows with 2**14 dense registers keep their components and lose the sketch; the
+    view reads the new column as it is (a view keeps the types it was created with)."""
+    for migration in load_migrations():
+        if migration.version < 6:
+            (tmp_path / migration.name).write_text(migration.sql)
+    warehouse = connect(warehouse_url)
+    migrate(warehouse, tmp_path)
+    columns = ["project_id", "metric", "window_start", "count", "hll", "version", "emitted_at"]
+    warehouse.insert("metric_points", [["p", "u", AT, 40, [0, 3, 1] * 100, 1, AT]], columns)
+    assert migrate(warehouse) == ["0006_metric_points_sparse_hll.sql"]
+    later = AT + timedelta(minutes=1)
+    warehouse.insert("metric_points", [["p", "u", later, 1, [65535 << 6 | 49], 1, AT]], columns)
+    assert warehouse.query_rows(
+        "SELECT count, hll, toTypeName(hll) FROM metric_points_latest ORDER BY window_start"
+    ) == [(40, [], "Array(UInt32)"), (1, [4194289], "Array(UInt32)")]

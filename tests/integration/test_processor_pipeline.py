@@ -43,7 +43,13 @@ from sextant.schemas.config import (
 )
 from sextant.schemas.events import Envelope, EventType
 from sextant.schemas.records import Exposure, MetricPoint
-from sextant.schemas.sketches import HLL_REGISTERS, digest_quantile, hll_add, hll_estimate
+from sextant.schemas.sketches import (
+    HLL_REGISTERS,
+    digest_quantile,
+    hll_add,
+    hll_estimate,
+    hll_pack,
+)
 from sextant.schemas.topics import Topic, topic_name
 from tests.infra import free_port, wait_for
 
@@ -467,7 +473,7 @@ def test_unique_users_within_the_stated_error(
             registers = bytearray(HLL_REGISTERS)
             for user in users:
                 hll_add(registers, user)
-            assert point.hll == list(registers)  # the same sketch as the exact set's
+            assert point.hll == hll_pack(registers)  # the same sketch as the exact set's
             assert hll_estimate(point.hll) == pytest.approx(exact, rel=0.02, abs=1)
 
     _eventually(check, "buyers match SQL")
@@ -805,7 +811,7 @@ def test_kill_restart_and_rebalance_keep_results_exact(
                 registers = bytearray(HLL_REGISTERS)
                 for user in users[window]:
                     hll_add(registers, user)
-                assert point.hll == list(registers)
+                assert point.hll == hll_pack(registers)
 
         # 90 s: a worker whose recovery stalls exits after 20 s and the other takes over
         _eventually(check, "exact after kill -9 and rebalance", timeout_s=90)

@@ -137,7 +137,7 @@ def produce_dataset(settings: KafkaSection) -> Expected:
             window_start=START + timedelta(minutes=w),
             count=version * 10 + w,
             sum=float(w),
-            hll=[w % 256] * 4,
+            hll=[w << 6 | 1 + version],
             digest=[(float(w), 1.0)],
             version=version,
             emitted_at=START,

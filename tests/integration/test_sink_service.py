@@ -130,7 +130,7 @@ def point(version: int, count: int) -> bytes:
             window_start=DAY,
             count=count,
             sum=count * 2.5,
-            hll=[0, 3, 1],
+            hll=[3, 1 << 6 | 1, 65535 << 6 | 49],  # sparse; the last needs UInt32
             digest=[(10.0, 2.0), (20.0, 1.0)],
             version=version,
             emitted_at=DAY,
@@ -237,7 +237,7 @@ def test_rows_arrive_in_every_table_and_repeats_count_once(
     ]
     assert warehouse.query_rows(
         "SELECT version, count, sum, hll, digest FROM metric_points_latest"
-    ) == [(3, 30, 75.0, [0, 3, 1], [(10.0, 2.0), (20.0, 1.0)])]
+    ) == [(3, 30, 75.0, [3, 65, 4194289], [(10.0, 2.0), (20.0, 1.0)])]
 
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text

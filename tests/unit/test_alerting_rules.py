@@ -22,6 +22,7 @@ from sextant.core.alerting import (
 )
 from sextant.schemas.config import AlertRule, Experiment, MetricKind
 from sextant.schemas.records import AlertState, AlertTransition, MetricPoint
+from sextant.schemas.sketches import HLL_REGISTERS, hll_add, hll_pack
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -77,12 +78,17 @@ def test_an_empty_window_is_zero_for_counts_and_no_value_for_ratios() -> None:
     assert metric_value(MetricKind.PERCENTILES, empty)[0] is None
 
 
+def _sketch(users: range) -> list[int]:
+    registers = bytearray(HLL_REGISTERS)
+    for user in users:
+        hll_add(registers, f"user-{user}")
+    return hll_pack(registers)
+
+
 def test_distinct_users_and_quantiles_come_from_the_sketches() -> None:
-    registers = [0] * 1024
-    for i in range(100):
-        registers[i * 7 % 1024] = 1
-    users, _ = metric_value(MetricKind.UNIQUE_USERS, merge_points([point(T0, hll=registers)]))
-    assert 95 < users < 110  # 100 registers hit: collisions included
+    minutes = [point(T0, hll=_sketch(range(600))), point(T0, hll=_sketch(range(400, 1000)))]
+    users, _ = metric_value(MetricKind.UNIQUE_USERS, merge_points(minutes))
+    assert users == pytest.approx(1000, abs=10)  # the union, not the sum
     digest = [(float(v), 1.0) for v in range(1, 101)]
     p90, _ = metric_value(MetricKind.PERCENTILES, merge_points([point(T0, digest=digest)]), 0.9)
     assert p90 == pytest.approx(90.5, abs=0.6)

@@ -153,16 +153,28 @@ def test_the_histogram_estimate_equals_the_register_estimate() -> None:
         hll_add,
         hll_estimate,
         hll_estimate_from_histogram,
+        hll_histogram,
+        hll_pack,
     )
 
     for n in (0, 1, 500, 40_000):
         registers = bytearray(HLL_REGISTERS)
         for i in range(n):
             hll_add(registers, f"u{i}")
-        histogram = [0] * 52
-        for rank in registers:
-            histogram[rank] += 1
-        assert hll_estimate_from_histogram(histogram) == hll_estimate(registers)
-        assert hll_estimate_from_histogram(
-            histogram[: max(registers, default=0) + 1]
-        ) == hll_estimate(registers)
+        sparse = hll_pack(registers)
+        histogram = hll_histogram(sparse)
+        assert hll_estimate_from_histogram(histogram) == hll_estimate(sparse)
+        # SQL sends the histogram up to the largest rank only
+        top = max(registers, default=0)
+        assert hll_estimate_from_histogram(histogram[: top + 1]) == hll_estimate(sparse)
+
+
+def test_unique_users_without_registers_are_unknown() -> None:
+    from sextant.gateway.series import point_value, unique_users
+    from sextant.schemas.config import MetricKind
+    from sextant.schemas.sketches import HLL_REGISTERS
+
+    assert unique_users(0, [HLL_REGISTERS]) == 0.0
+    assert unique_users(12, [HLL_REGISTERS]) is None  # events, but no register: before 0006
+    assert point_value(MetricKind.UNIQUE_USERS, 12, 0.0, 0, None) is None
+    assert unique_users(1, [HLL_REGISTERS - 1, 1]) == pytest.approx(1.0, abs=0.01)

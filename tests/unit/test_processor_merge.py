@@ -82,19 +82,27 @@ def test_old_windows_are_forgotten_once_far_behind() -> None:
     assert len(merge.windows) == 1
 
 
-def test_vectorised_register_merge_equals_the_reference() -> None:
-    import random
+def test_registers_travel_sparse_between_the_stages() -> None:
+    from sextant.processor.aggregates import Group, decode_registers, encode_registers
+    from sextant.schemas.sketches import HLL_REGISTERS, hll_add
 
-    from sextant.processor.aggregates import merge_registers
-    from sextant.schemas.sketches import HLL_REGISTERS, hll_merge
+    group = Group(count=3000)
+    registers = group.ensure_registers()
+    for i in range(3000):
+        hll_add(registers, f"user-{i}")
+    assert decode_registers(encode_registers(registers)) == registers
+    assert len(encode_registers(registers)) < 4 * 3000  # bytes per user, not per register
+    assert Group.from_json(group.to_json()).registers == registers
+    assert decode_registers(encode_registers(bytearray(HLL_REGISTERS))) == bytearray(HLL_REGISTERS)
+    assert decode_registers(encode_registers(None)) is None
 
-    rng = random.Random(5)
-    left = bytearray(rng.randrange(0, 30) for _ in range(HLL_REGISTERS))
-    right = bytes(rng.randrange(0, 30) for _ in range(HLL_REGISTERS))
-    expected = bytearray(left)
-    hll_merge(expected, right)
-    merge_registers(left, right)
-    assert left == expected
+
+def test_state_with_the_former_dense_registers_restarts_the_sketch() -> None:
+    from sextant.processor.aggregates import Group
+
+    legacy = {"c": 4, "s": 0.0, "q": 0.0, "d": 0, "h": "eJzjYBgFo2AUjAIAAT8AAQ==", "t": []}
+    group = Group.from_json(legacy)
+    assert (group.count, group.registers) == (4, None)
 
 
 def test_partials_are_taken_in_offset_order_and_the_offset_survives_a_restart() -> None:

@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sextant.schemas.sketches import HLL_LEGACY_DENSE_REGISTERS, hll_is_sparse
 
 
 class MetricPoint(BaseModel):
     """One metric's aggregate for one event-time window (and one breakdown value).
 
     Components are additive so minutes roll up to hours and days: ``count``, ``sum`` and
-    ``sum_sq`` exactly; ``hll`` (HyperLogLog registers) and ``digest`` (t-digest centroids) by
-    merging sketches. A window is re-emitted with a higher ``version`` whenever it changes
-    (including late corrections); the newest version replaces the older ones.
+    ``sum_sq`` exactly; ``hll`` (sparse HyperLogLog registers) and ``digest`` (t-digest
+    centroids) by merging sketches (both defined in :mod:`sextant.schemas.sketches`). A window
+    is re-emitted with a higher ``version`` whenever it changes (including late corrections);
+    the newest version replaces the older ones.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -32,6 +35,18 @@ class MetricPoint(BaseModel):
     digest: list[tuple[float, float]] = Field(default_factory=list)
     version: int = 0
     emitted_at: datetime
+
+    @field_validator("hll")
+    @classmethod
+    def _sparse_registers(cls, hll: list[int]) -> list[int]:
+        """The dense 2**14 registers of points emitted before the sparse form cannot become
+        2**16 ones: such a point keeps its components and loses its sketch, as the rows
+        migration 0006 changed did."""
+        if hll_is_sparse(hll):
+            return hll
+        if len(hll) == HLL_LEGACY_DENSE_REGISTERS:
+            return []
+        raise ValueError("not sparse HyperLogLog registers (sextant.schemas.sketches)")
 
     def kafka_key(self) -> str:
         return f"{self.project_id}:{self.metric}"

@@ -35,6 +35,7 @@ from enum import StrEnum
 
 from sextant.schemas.config import AlertRule, AlertRuleKind, Experiment, MetricKind
 from sextant.schemas.records import AlertState, AlertTransition, MetricPoint
+from sextant.schemas.sketches import hll_estimate, hll_merge_sparse
 
 __all__ = [
     "METRIC_RULE_KINDS",
@@ -270,6 +271,7 @@ class WindowValues:
     sum_sq: float = 0.0
     denominator: int = 0
     hll: tuple[int, ...] = ()
+    """Sparse HyperLogLog registers (``sextant.schemas.sketches``)."""
     digest: tuple[tuple[float, float], ...] = ()
 
 
@@ -290,7 +292,7 @@ def merge_points(points: Iterable[MetricPoint]) -> WindowValues:
     """Add counts and sums, merge HyperLogLog registers (maximum) and digests (union)."""
     n = count = denominator = 0
     total = total_sq = 0.0
-    registers: list[int] = []
+    sketches: list[list[int]] = []
     centroids: list[tuple[float, float]] = []
     for p in points:
         n += 1
@@ -299,20 +301,10 @@ def merge_points(points: Iterable[MetricPoint]) -> WindowValues:
         total_sq += p.sum_sq
         denominator += p.denominator
         if p.hll:
-            if len(p.hll) > len(registers):
-                registers.extend([0] * (len(p.hll) - len(registers)))
-            registers[: len(p.hll)] = map(max, registers, p.hll)
+            sketches.append(p.hll)
         centroids.extend(p.digest)
-    return WindowValues(n, count, total, total_sq, denominator, tuple(registers), tuple(centroids))
-
-
-def _hll_estimate(registers: Sequence[int]) -> float:
-    """HyperLogLog distinct count (Flajolet et al. 2007, linear counting in the small range)."""
-    m = len(registers)
-    alpha = {16: 0.673, 32: 0.697, 64: 0.709}.get(m, 0.7213 / (1 + 1.079 / m))
-    raw = alpha * m * m / math.fsum(2.0**-r for r in registers)
-    zeros = sum(1 for r in registers if r == 0)
-    return m * math.log(m / zeros) if raw <= 2.5 * m and zeros else raw
+    registers = tuple(hll_merge_sparse(*sketches))
+    return WindowValues(n, count, total, total_sq, denominator, registers, tuple(centroids))
 
 
 def _quantile(centroids: Sequence[tuple[float, float]], q: float) -> float | None:
@@ -344,7 +336,7 @@ def metric_value(
     if kind is MetricKind.SUM:
         return values.sum, float(values.count)
     if kind is MetricKind.UNIQUE_USERS:
-        users = _hll_estimate(values.hll) if values.hll else float(values.count)
+        users = hll_estimate(values.hll) if values.hll else float(values.count)
         return users, users
     if kind is MetricKind.MEAN:
         return (values.sum / values.count if values.count else None), float(values.count)

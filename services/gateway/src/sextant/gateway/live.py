@@ -34,10 +34,10 @@ from sextant.core.kafka import KafkaError, TopicPartition, make_consumer
 from sextant.core.logging import get_logger
 from sextant.core.settings import KafkaSection
 from sextant.gateway.problems import invalid
-from sextant.gateway.series import point_value, quantiles_of
+from sextant.gateway.series import point_value, quantiles_of, unique_users
 from sextant.schemas.config import MetricDefinition, MetricKind
 from sextant.schemas.records import MetricPoint
-from sextant.schemas.sketches import hll_estimate
+from sextant.schemas.sketches import hll_histogram
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
@@ -131,7 +131,8 @@ class MetricPointFeed:
         self.topic = topic_name(Topic.METRIC_POINTS, settings.topic_prefix)
         self._buffer: deque[FeedRecord] = deque()
         self._buffer_limit = buffer_records
-        # Unique-user windows carry 16,384 registers (tens of kilobytes each): bound bytes too.
+        # Unique-user windows carry a packed int per non-zero register (up to 65,536, several
+        # hundred kilobytes of JSON for a window of a hundred thousand users): bound bytes too.
         self._buffer_bytes_limit = buffer_bytes
         self._buffer_bytes = 0
         self._buffer_start: Position = {}
@@ -297,7 +298,9 @@ class MetricPointFeed:
 
 def _point_payload(point: MetricPoint, metric: MetricDefinition | None) -> dict[str, Any]:
     kind = metric.metric_kind if metric is not None else MetricKind.COUNT
-    uniques = hll_estimate(point.hll) if kind is MetricKind.UNIQUE_USERS else None
+    uniques = None
+    if kind is MetricKind.UNIQUE_USERS:
+        uniques = unique_users(point.count, hll_histogram(point.hll))
     quantiles = None
     if kind is MetricKind.PERCENTILES:
         quantiles = quantiles_of(sorted(point.digest))

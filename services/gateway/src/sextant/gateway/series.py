@@ -4,7 +4,8 @@ The processor re-emits a window with a higher ``version`` whenever it changes (l
 so each ``(window_start, breakdown)`` is first reduced to its newest version (``argMax`` on
 ``version``: right whatever the table engine has merged so far), then minutes are summed into
 the requested interval: counts, sums and denominators exactly, unique users by merging the
-HyperLogLog registers (``maxForEach``), percentiles by pooling the t-digest centroids.
+sparse HyperLogLog registers (the maximum per register), percentiles by pooling the t-digest
+centroids.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from sextant.gateway.context import Gateway
 from sextant.gateway.problems import invalid
 from sextant.gateway.sql import DATETIME, FINAL_PER_PARTITION, Params, run_query, utc
 from sextant.schemas.config import MetricDefinition, MetricKind
-from sextant.schemas.sketches import Centroid, digest_quantile, hll_estimate_from_histogram
+from sextant.schemas.sketches import (
+    HLL_REGISTERS,
+    Centroid,
+    digest_quantile,
+    hll_estimate_from_histogram,
+    hll_histogram_sql,
+    hll_register_sql,
+)
 
 MINUTE_WINDOW_SECONDS = 60
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -48,7 +56,8 @@ class Point(BaseModel):
     ``value`` is what the metric measures: the count, the sum, the mean (``sum / count``),
     unique users (HyperLogLog estimate), the conversion rate (``count / denominator``), or
     the median for percentile metrics (all four quantiles in ``quantiles``). ``null`` when
-    undefined (a mean over no events).
+    undefined (a mean over no events) or unknown (unique users of events whose points carry
+    no register: written before the registers became sparse, and not backfilled since).
     """
 
     t: datetime
@@ -103,7 +112,7 @@ def point_value(
     if kind is MetricKind.MEAN:
         return total / count if count else None
     if kind is MetricKind.UNIQUE_USERS:
-        return round(uniques) if uniques is not None else 0.0
+        return round(uniques) if uniques is not None else None
     if kind is MetricKind.CONVERSION:
         return count / denominator if denominator else None
     return (quantiles or {}).get("p50")
@@ -125,13 +134,13 @@ def bucket_starts(start: datetime, end: datetime, interval: Interval, limit: int
     return [first + timedelta(seconds=step * i) for i in range(count)]
 
 
-def _histogram_sql(registers: str) -> str:
-    """SQL: the rank histogram of a register array (index k: registers holding rank k).
-
-    The estimator needs nothing else, so a few numbers per bucket leave the warehouse
-    instead of 16,384 registers; ranks stop at the array's maximum, so the count is cheap.
-    """
-    return f"arrayMap(k -> countEqual({registers}, k), range(arrayMax({registers}) + 1))"
+def unique_users(count: int, histogram: list[int]) -> float | None:
+    """The estimate from a bucket's rank histogram; ``None`` (unknown) when the bucket has
+    events but no register: its points were written before the registers became sparse
+    (migration 0006) and have not been backfilled since."""
+    if count and histogram[0] >= HLL_REGISTERS:
+        return None
+    return hll_estimate_from_histogram(histogram)
 
 
 def metric_series(
@@ -166,8 +175,9 @@ class _SeriesQuery:
     Windows are read through ``metric_points_latest`` (``FINAL`` on the version: only the
     newest version of each window counts, whatever the merges have done). Minute buckets of
     sketch metrics skip the aggregation (one window is one bucket) unless several breakdown
-    values share a minute and the total is asked for: merging 16,384 registers per group is
-    the one costly step, so it runs only where it is needed.
+    values share a minute and the total is asked for: merging registers (one row per
+    non-zero register, grouped by bucket, label and register) is the one costly step, so it
+    runs only where it is needed. Only the rank histogram of each bucket leaves the warehouse.
     """
 
     gateway: Gateway
@@ -199,30 +209,33 @@ class _SeriesQuery:
     def _grouped_rows(self, windows: list[datetime] | None) -> list[tuple[Any, ...]]:
         params = Params()
         kind = self.metric.metric_kind
+        bucket = f"toStartOfInterval(window_start, INTERVAL 1 {self.interval.sql_unit})"
         label = "breakdown" if self.by_breakdown else "''"
-        sketch = ""
-        if kind is MetricKind.UNIQUE_USERS:
-            sketch = ", maxForEach(hll) AS regs"
-        elif kind is MetricKind.PERCENTILES:
-            sketch = ", arraySort(groupArrayArray(digest)) AS cents"
+        digest = ", arraySort(groupArrayArray(digest)) AS cents"
         where = self._where(params)
         if windows is not None:
             where += f" AND window_start IN {params.add(windows, f'Array({DATETIME})')}"
         sql = f"""
-            SELECT toStartOfInterval(window_start, INTERVAL 1 {self.interval.sql_unit}) AS bucket,
-                   {label} AS label, sum(count) AS c, sum(sum) AS s, sum(denominator) AS d{sketch}
+            SELECT {bucket} AS bucket, {label} AS label,
+                   sum(count) AS c, sum(sum) AS s, sum(denominator) AS d
+                   {digest if kind is MetricKind.PERCENTILES else ""}
             FROM metric_points_latest
             WHERE {where}
             GROUP BY bucket, label
         """
         if kind is MetricKind.UNIQUE_USERS:
-            sql = f"SELECT bucket, label, c, s, d, {_histogram_sql('regs')} FROM ({sql})"
+            sql = f"""
+                SELECT bucket, label, c, s, d, {hll_histogram_sql("regs")}
+                FROM ({sql}) AS components
+                LEFT JOIN ({_merged_registers_sql(bucket, label, where)}) AS sketches
+                USING (bucket, label)
+            """
         return run_query(self.gateway, "series", sql, params, FINAL_PER_PARTITION)
 
     def _minute_sketch_rows(self) -> list[tuple[Any, ...]]:
         params = Params()
         kind = self.metric.metric_kind
-        sketch = _histogram_sql("hll") if kind is MetricKind.UNIQUE_USERS else "digest"
+        sketch = hll_histogram_sql("hll") if kind is MetricKind.UNIQUE_USERS else "digest"
         sql = f"""
             SELECT window_start, breakdown, count, sum, denominator, {sketch}
             FROM metric_points_latest
@@ -241,6 +254,21 @@ class _SeriesQuery:
         if kind is MetricKind.PERCENTILES:
             return single + [_pooled(w, found) for w, found in shared.items()]
         return single + self._grouped_rows(sorted(shared))
+
+
+def _merged_registers_sql(bucket: str, label: str, where: str) -> str:
+    """SQL: per bucket and label, ``regs``: the sparse registers of its points merged (the
+    largest packed int of each register, see ``sextant.schemas.sketches``)."""
+    return f"""
+        SELECT bucket, label, groupArray(packed) AS regs
+        FROM (
+            SELECT {bucket} AS bucket, {label} AS label, max(element) AS packed
+            FROM metric_points_latest ARRAY JOIN hll AS element
+            WHERE {where}
+            GROUP BY bucket, label, {hll_register_sql("element")}
+        )
+        GROUP BY bucket, label
+    """
 
 
 def _pooled(window: datetime, rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -275,7 +303,7 @@ def _point(kind: MetricKind, t: datetime, row: tuple[Any, ...] | None) -> Point:
     uniques = None
     quantiles = None
     if kind is MetricKind.UNIQUE_USERS:
-        uniques = hll_estimate_from_histogram(list(row[5]))
+        uniques = unique_users(count, list(row[5]))
     elif kind is MetricKind.PERCENTILES:
         quantiles = quantiles_of([(float(m), float(w)) for m, w in row[5]])
     value = point_value(kind, count, total, denominator, uniques, quantiles)

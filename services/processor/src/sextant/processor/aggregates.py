@@ -17,7 +17,15 @@ import numpy as np
 import orjson
 
 from sextant.schemas.config import MetricKind
-from sextant.schemas.sketches import HLL_REGISTERS, Centroid, TDigest, compress
+from sextant.schemas.sketches import (
+    HLL_REGISTERS,
+    Centroid,
+    TDigest,
+    compress,
+    hll_merge,
+    hll_pack_array,
+    hll_unpack,
+)
 
 WINDOW_SECONDS = 60
 
@@ -27,22 +35,20 @@ def window_start(timestamp_s: float) -> int:
     return int(timestamp_s // WINDOW_SECONDS) * WINDOW_SECONDS
 
 
-def merge_registers(into: bytearray, other: bytearray | bytes) -> None:
-    """``sextant.schemas.sketches.hll_merge``, vectorised: the merge stage's hot loop."""
-    target = np.frombuffer(into, dtype=np.uint8)
-    np.maximum(target, np.frombuffer(other, dtype=np.uint8), out=target)
-
-
 def encode_registers(registers: bytearray | bytes | None) -> str:
+    """The registers' sparse form for state and partials: the gaps between successive packed
+    ints (small numbers, so they compress well) as little-endian UInt32, zlib, base64."""
     if registers is None:
         return ""
-    return base64.b64encode(zlib.compress(bytes(registers), 1)).decode()
+    gaps = np.diff(hll_pack_array(registers), prepend=np.uint32(0)).astype("<u4")
+    return base64.b64encode(zlib.compress(gaps.tobytes(), 1)).decode()
 
 
 def decode_registers(text: str) -> bytearray | None:
     if not text:
         return None
-    return bytearray(zlib.decompress(base64.b64decode(text)))
+    gaps = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<u4")
+    return hll_unpack(np.cumsum(gaps, dtype=np.uint32))
 
 
 @dataclass
@@ -77,7 +83,7 @@ class Group:
         self.total_sq += other.total_sq
         self.denominator += other.denominator
         if other.registers is not None:
-            merge_registers(self.ensure_registers(), other.registers)
+            hll_merge(self.ensure_registers(), other.registers)
         if other.digest is not None:
             self.ensure_digest().merge(other.digest.centroids())
 
@@ -94,19 +100,21 @@ class Group:
             "s": self.total,
             "q": self.total_sq,
             "d": self.denominator,
-            "h": encode_registers(self.registers),
+            "r": encode_registers(self.registers),
             "t": self.centroids(),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Group:
         centroids = [(float(m), float(w)) for m, w in data.get("t", [])]
+        # State from before 2**16 registers kept 2**14 under "h": they cannot be converted, so
+        # such a window's sketch starts again (docs/decisions/processor-metric-semantics.md).
         return cls(
             count=int(data["c"]),
             total=float(data["s"]),
             total_sq=float(data["q"]),
             denominator=int(data["d"]),
-            registers=decode_registers(data.get("h", "")),
+            registers=decode_registers(data.get("r", "")),
             digest=TDigest(centroids) if centroids else None,
         )
 

@@ -31,14 +31,14 @@ from sextant.processor.definitions import NO_BREAKDOWN, NONE_VALUE
 from sextant.processor.merge import WindowId, to_point, top_groups
 from sextant.schemas.config import FilterOp, MetricDefinition, MetricKind, PropertyFilter
 from sextant.schemas.records import MetricPoint
-from sextant.schemas.sketches import hll_position
+from sextant.schemas.sketches import hll_hash_sql, hll_position
 from sextant.schemas.topics import Topic, topic_name
 
 BACKFILL_VERSION_BASE = 1 << 62
 Progress = Callable[[datetime, datetime, int], None]
 """Called after each chunk with (chunk start, chunk end, points produced so far)."""
 
-_HASH = "reinterpretAsUInt64(reverse(substring(MD5(distinct_id), 1, 8)))"
+_HASH = hll_hash_sql("distinct_id")
 
 
 class _Sql:

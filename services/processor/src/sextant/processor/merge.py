@@ -27,7 +27,7 @@ from sextant.processor.definitions import OTHER_VALUE
 from sextant.processor.sequence import Outcome, admit
 from sextant.schemas.config import MetricKind
 from sextant.schemas.records import MetricPoint
-from sextant.schemas.sketches import HLL_REGISTERS, compress
+from sextant.schemas.sketches import compress, hll_pack
 
 
 def top_groups(groups: dict[str, Group], kind: MetricKind, limit: int) -> dict[str, Group]:
@@ -69,8 +69,8 @@ def to_point(
     window: WindowId, breakdown: str, group: Group, version: int, emitted_at: datetime
 ) -> MetricPoint:
     registers: list[int] = []
-    if window.kind is MetricKind.UNIQUE_USERS:
-        registers = list(group.registers or bytes(HLL_REGISTERS))
+    if window.kind is MetricKind.UNIQUE_USERS and group.registers is not None:
+        registers = hll_pack(group.registers)
     digest = compress(group.centroids()) if window.kind is MetricKind.PERCENTILES else []
     return MetricPoint(
         project_id=window.project_id,
@@ -93,7 +93,7 @@ def _content_digest(group: Group) -> str:
     """A digest of what a point would carry, to skip re-sending unchanged values."""
     scalars = (group.count, group.total, group.total_sq, group.denominator, group.centroids())
     content = hashlib.sha256(orjson.dumps(scalars))
-    content.update(bytes(group.registers or b""))
+    content.update(group.registers or b"")
     return content.hexdigest()
 
 
