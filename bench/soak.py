@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -50,6 +51,10 @@ EVENT = "Soak Event"
 METRIC = "soak-count"
 WRITE_KEY = "sx_write_soak_000000000000000000"
 USERS = 2_000
+MAX_REBALANCE_SECONDS = 90
+"""A processor whose rebalance or recovery lasts longer exits (and is restarted)."""
+READY_AFTER_RUN_SECONDS = MAX_REBALANCE_SECONDS + 150
+"""Room for one such exit, the restart and the recovery after it."""
 INVALID_EVERY = 97  # one event in 97 lacks its name: the collector must dead-letter it
 console = Console()
 
@@ -77,6 +82,14 @@ class Part:
             return httpx.get(self.ready_url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def restart_if_exited(self, tally: Tally) -> None:
+        """What a supervisor does: start the part again if it exited by itself (a processor
+        exits with code 75 when faust's recovery never ends)."""
+        if self.process is not None and self.process.poll() is not None:
+            tally.faults.append(f"{self.name} exited with code {self.process.returncode}")
+            self.start()
+            self.restarts += 1
 
     def kill9(self) -> None:
         assert self.process is not None
@@ -154,7 +167,11 @@ def start_pipeline(root: Path) -> Pipeline:
         _part(
             f"processor-{i}",
             root,
-            env | {"SEXTANT_PROCESSOR_DATA_DIR": str(root / f"p{i}")},
+            env
+            | {
+                "SEXTANT_PROCESSOR_DATA_DIR": str(root / f"p{i}"),
+                "SEXTANT_PROCESSOR_MAX_REBALANCE_SECONDS": str(MAX_REBALANCE_SECONDS),
+            },
             "SEXTANT_PROCESSOR_PORT",
         )
         for i in (1, 2)
@@ -337,12 +354,22 @@ def _wait_caught_up(kafka: KafkaSection, group: str, topics: tuple[str, ...]) ->
         raise TimeoutError(f"{exc}; not committed, per topic and partition: {behind}") from exc
 
 
+def _supervised_ready(part: Part, tally: Tally) -> bool:
+    part.restart_if_exited(tally)
+    return part.ready()
+
+
 def account(pipeline: Pipeline, tally: Tally) -> Account:
     """Wait for the pipeline to drain, stop it, and count every event everywhere."""
     raw = topic_name(Topic.EVENTS_RAW, pipeline.kafka.topic_prefix)
     points = topic_name(Topic.METRIC_POINTS, pipeline.kafka.topic_prefix)
     for part in pipeline.parts:
-        wait_for(part.ready, 120, 0.5, f"{part.name} ready after the run")
+        wait_for(
+            functools.partial(_supervised_ready, part, tally),
+            READY_AFTER_RUN_SECONDS,
+            0.5,
+            f"{part.name} ready after the run",
+        )
     partials = "soak-processor-partials"  # the processor's stage one → stage two topic
     _wait_caught_up(pipeline.kafka, "soak-processor", (raw, partials))
     _wait_caught_up(pipeline.kafka, "soak.sink", (raw, points))
