@@ -20,7 +20,7 @@ from sextant.schemas.events import Envelope, EventType
 from sextant.schemas.records import SinkDeadLetter
 from sextant.schemas.topics import Topic, topic_name
 from sextant.sink.batch import BatchLimits
-from sextant.sink.loop import Backoff, SinkLoop
+from sextant.sink.loop import STALL_SECONDS, Backoff, ConsumerStalledError, SinkLoop
 from sextant.sink.tables import TABLES
 
 PREFIX = "unit"
@@ -50,6 +50,8 @@ class Log:
         self.commit_fails = False
         self.on_revoked: Callable[[list[Partition]], None] = lambda _: None
         self.revoke_on_next_poll = False
+        self.wedged = False
+        """Return nothing while records wait, as a consumer that stopped fetching does."""
 
     def produce(self, partition: int, value: bytes | None) -> None:
         log = self.records[(RAW, partition)]
@@ -61,7 +63,7 @@ class Log:
             self.on_revoked(sorted(self.position))  # all reassigned: positions are kept
         out: list[Record] = []
         for partition in sorted(self.position):
-            if partition in self.paused:
+            if partition in self.paused or self.wedged:
                 continue
             start = self.position[partition]
             taken = self.records[partition][start : start + max_records - len(out)]
@@ -431,3 +433,15 @@ def test_flush_waits_for_the_insert_in_progress_then_writes_the_rest() -> None:
         assert rig.loop.flush()
     assert sorted(rig.warehouse.message_ids()) == sorted(ids)
     assert rig.caught_up()
+
+
+def test_a_consumer_that_stops_fetching_what_it_owns_is_given_up() -> None:
+    rig = Rig(rows=10)
+    rig.produce(10)
+    rig.run(5)
+    assert rig.caught_up()
+    rig.run(STALL_SECONDS * 2)  # idle with nothing to read: fine
+    rig.log.wedged = True
+    rig.produce(5, start=10)
+    with pytest.raises(ConsumerStalledError, match="5 waiting in"):
+        rig.run(STALL_SECONDS * 2)

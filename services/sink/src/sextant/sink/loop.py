@@ -41,6 +41,8 @@ log = get_logger(__name__)
 
 WAIT_SLICE_SECONDS = 0.25
 """Longest single poll while waiting, so a stop request is noticed quickly."""
+STALL_SECONDS = 60.0
+"""A member that owns records to read but has received none for this long is wedged."""
 WRITE_CHECK_SECONDS = 0.02
 """Longest single poll while an insert runs, so its batch is committed soon after it ends."""
 
@@ -68,9 +70,13 @@ class DeadLetterOut(Protocol):
         """Return once every letter is durable on the dead-letter topic; raise otherwise."""
 
 
+class ConsumerStalledError(RuntimeError):
+    """The consumer stopped fetching records it owns; the service replaces it."""
+
+
 @dataclass
 class Health:
-    """What readiness reports; written by the loop's thread, read by any."""
+    """What readiness reports; written by the loop's and the writer's threads, read by any."""
 
     warehouse_ok: bool = False
     kafka_ok: bool = False
@@ -163,6 +169,7 @@ class SinkLoop:
         self._kafka_failing = False
         self._next_check = clock()
         self._last_write = clock()
+        self._last_records = clock()
 
     def _new_batch(self) -> Batch:
         return Batch(self._specs)
@@ -216,6 +223,8 @@ class SinkLoop:
     def _poll(self, timeout_s: float, max_records: int) -> list[ConsumedRecord]:
         records = self._source.poll(timeout_s, max(max_records, 1))
         self.health.consuming = True
+        if records:
+            self._last_records = self._clock()
         if not self._rewind:
             return records
         rewound, self._rewind = self._rewind, {}
@@ -383,6 +392,23 @@ class SinkLoop:
 
     # -- health -----------------------------------------------------------------------------
 
+    def _raise_if_stalled(self, now: float, lags: Mapping[Partition, int]) -> None:
+        """Raise when records wait beyond the committed offsets, nothing is held here, nothing
+        is paused, and the consumer has returned nothing for ``STALL_SECONDS``.
+
+        Seen with kafka-python after a rebalance: every partition stayed assigned but was never
+        fetched again. The service closes the consumer and joins with a new one.
+        """
+        behind = {p: lag for p, lag in lags.items() if lag}
+        holding = self._batch.records or self._flushing is not None or self._carry
+        if not behind or holding or self._paused or now - self._last_records < STALL_SECONDS:
+            return
+        metrics.FAILURES.labels("stalled").inc()
+        raise ConsumerStalledError(
+            f"no records for {now - self._last_records:.0f}s with {sum(behind.values())} "
+            f"waiting in {len(behind)} partitions"
+        )
+
     def _check_health(self) -> None:
         """Every ``health_interval``: measure the lag; ping a warehouse nothing was written to.
 
@@ -402,6 +428,7 @@ class SinkLoop:
             self.health.partitions = len(lags)
             for (topic, partition), lag in lags.items():
                 metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+            self._raise_if_stalled(now, lags)
         idle = self._flushing is None and now - self._last_write >= self._health_interval
         if self._ping is not None and idle:
             up = self._ping()
