@@ -80,6 +80,18 @@ def test_a_batch_is_due_by_records_bytes_or_age() -> None:
     assert big.due(0.0, BatchLimits(rows=100, bytes=len(envelope("x", user="u" * 200)), seconds=9))
 
 
+def test_a_metric_point_makes_its_batch_due_sooner() -> None:
+    limits = BatchLimits(rows=1_000, bytes=10**9, seconds=2.0, live_seconds=0.25)
+    batch = Batch(SPECS)
+    batch.add(record(RAW, 0, 0, envelope("a")), now=10.0)
+    assert not batch.due(11.0, limits)  # events alone wait the full age
+    batch.add(record(POINTS, 0, 0, point(1, 5)), now=11.0)
+    assert batch.time_left(11.1, limits) == pytest.approx(0.15)
+    assert not batch.due(11.2, limits)
+    assert batch.due(11.25, limits)  # the point waited its live limit: the events go with it
+    assert not Batch(SPECS).due(11.25, limits)
+
+
 def test_a_message_repeated_within_a_batch_is_one_row_the_first_copy() -> None:
     batch = fill(
         Batch(SPECS),

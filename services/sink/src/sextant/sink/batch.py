@@ -26,6 +26,9 @@ class BatchLimits:
     rows: int
     bytes: int
     seconds: float
+    live_seconds: float | None = None
+    """The age limit of a batch once it holds a record of a live table (metric points,
+    alerts: what dashboards and alert views read); ``seconds`` when None."""
 
 
 class TableRows:
@@ -89,6 +92,8 @@ class Batch:
     specs: dict[str, TableSpec]
     """The table spec of each full topic name."""
     started_at: float | None = None
+    live_since: float | None = None
+    """When the first record of a live table came (see :attr:`BatchLimits.live_seconds`)."""
     records: int = 0
     value_bytes: int = 0
     tables: dict[str, TableRows] = field(default_factory=dict)
@@ -106,6 +111,8 @@ class Batch:
         self.value_bytes += len(value)
         self._track(record, value)
         spec = self.specs[record.topic]
+        if spec.live and self.live_since is None:
+            self.live_since = now
         try:
             row = spec.encode(record)
         except PoisonRecordError as error:
@@ -127,18 +134,20 @@ class Batch:
     def due(self, now: float, limits: BatchLimits) -> bool:
         if self.records == 0:
             return False
-        assert self.started_at is not None
         return (
             self.records >= limits.rows
             or self.value_bytes >= limits.bytes
-            or now - self.started_at >= limits.seconds
+            or self.time_left(now, limits) <= 0
         )
 
     def time_left(self, now: float, limits: BatchLimits) -> float:
         """Seconds until the batch is due by age (``limits.seconds`` while it is empty)."""
         if self.started_at is None:
             return limits.seconds
-        return max(self.started_at + limits.seconds - now, 0.0)
+        left = self.started_at + limits.seconds - now
+        if self.live_since is not None and limits.live_seconds is not None:
+            left = min(left, self.live_since + limits.live_seconds - now)
+        return max(left, 0.0)
 
     def token(self, topic: str) -> str:
         """The deduplication token of ``topic``'s rows: same records, same token."""

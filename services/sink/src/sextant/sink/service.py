@@ -191,6 +191,7 @@ class SinkService:
                     self.settings.sink_batch_rows,
                     self.settings.sink_batch_bytes,
                     self.settings.sink_batch_seconds,
+                    self.settings.sink_live_batch_seconds,
                 ),
                 self._backoff,
                 writer=writer,

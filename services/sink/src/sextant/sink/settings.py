@@ -22,7 +22,10 @@ class SinkSettings(KafkaSection, ClickHouseSection, ServiceSection):
     sink_batch_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     """... or this many bytes of record values ..."""
     sink_batch_seconds: float = Field(default=1.0, gt=0)
-    """... or its first record has waited this long."""
+    """... or its first record has waited this long ..."""
+    sink_live_batch_seconds: float = Field(default=0.25, gt=0)
+    """... or its first metric point or alert has waited this long (what dashboards read
+    live; the rest of the batch goes with it)."""
     sink_retry_initial_seconds: float = Field(default=0.2, gt=0)
     """First wait after the warehouse or Kafka failed; doubles up to the maximum."""
     sink_retry_max_seconds: float = Field(default=10.0, gt=0)

@@ -42,6 +42,8 @@ class TableSpec:
     table: str
     columns: tuple[str, ...]
     encode: Callable[[ConsumedRecord], Row]
+    live: bool = False
+    """Read as it happens (dashboards, alert views): written after a shorter wait."""
 
 
 def _decoder(
@@ -128,9 +130,19 @@ TABLES: dict[Topic, TableSpec] = {
         ),
         TableSpec(Topic.EXPOSURES, "exposures", tuple(Exposure.model_fields), _exposure_row),
         TableSpec(
-            Topic.METRIC_POINTS, "metric_points", tuple(MetricPoint.model_fields), _point_row
+            Topic.METRIC_POINTS,
+            "metric_points",
+            tuple(MetricPoint.model_fields),
+            _point_row,
+            live=True,
         ),
-        TableSpec(Topic.ALERTS, "alert_events", tuple(AlertTransition.model_fields), _alert_row),
+        TableSpec(
+            Topic.ALERTS,
+            "alert_events",
+            tuple(AlertTransition.model_fields),
+            _alert_row,
+            live=True,
+        ),
     )
 }
 """The topics the sink consumes, each with its table."""
