@@ -145,6 +145,22 @@ def encoded(e: Envelope) -> tuple[bytes, bytes]:
     return e.kafka_key().encode(), orjson.dumps(e.model_dump(mode="json", by_alias=True))
 
 
+def answers_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def end(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+    """Ask ``process`` to stop with ``sig``; kill it if it has not within 30 s."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 class Worker:
     """One ``sextant processor`` process and its /metrics."""
 
@@ -195,20 +211,11 @@ class Worker:
         return float(match.group(1)) if match else 0.0
 
     def ready(self) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).is_success
-        except httpx.HTTPError:
-            return False
+        return answers_ready(f"http://127.0.0.1:{self.port}")
 
     def stop(self) -> None:
-        if self.profile is not None:
-            self.process.send_signal(signal.SIGINT)
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        # SIGINT makes py-spy write its profile.
+        end(self.process, signal.SIGINT if self.profile is not None else signal.SIGTERM)
 
 
 def produce(settings: KafkaSection, project: str, count: int) -> None:
@@ -494,17 +501,10 @@ class Gateway:
         )
 
     def ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).is_success
-        except httpx.HTTPError:
-            return False
+        return answers_ready(self.url)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        end(self.process)
 
 
 def wait_processed(workers: list[Worker], total: int, timeout_s: float = 300) -> None:
