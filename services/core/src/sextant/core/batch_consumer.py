@@ -76,6 +76,8 @@ class BatchConsumer:
         max_partition_fetch_bytes: int = 4 * 1024 * 1024,
         metadata_max_age_ms: int = 30_000,
         metadata_wait_s: float = 10.0,
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         # check_crcs=False: kafka-python verifies CRC32C in pure Python, which costs more than
         # everything else it does per record; TCP and the broker (which validates CRCs on
@@ -91,6 +93,8 @@ class BatchConsumer:
             # A topic without metadata when the group forms gets no partitions until the next
             # refresh; kafka-python's default refresh is 5 minutes.
             metadata_max_age_ms=metadata_max_age_ms,
+            fetch_min_bytes=fetch_min_bytes,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         self._committed: dict[Partition, int] = {}
         self._on_revoked = on_revoked

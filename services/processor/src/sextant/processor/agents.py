@@ -45,6 +45,7 @@ from sextant.processor.partition import (
 )
 from sextant.processor.sequence import Outcome
 from sextant.processor.settings import ProcessorSettings
+from sextant.processor.transport import fetch_tuned_transport
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
@@ -218,6 +219,9 @@ class ProcessorAgents:
             stream_buffer_maxsize=1000,
             key_serializer="raw",
             value_serializer="raw",
+        )
+        app.transport = fetch_tuned_transport(
+            app, s.processor_fetch_min_bytes, s.processor_fetch_max_wait_ms
         )
         self.events_topic = app.topic(topic_name(Topic.EVENTS_RAW, prefix))
         self.partials_topic = app.topic(s.partials_topic, partitions=self.partitions, internal=True)

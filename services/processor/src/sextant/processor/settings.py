@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from sextant.core.settings import LOCAL_DIR, KafkaSection, ServiceSection
 
 
@@ -23,6 +25,10 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     processor_max_rebalance_seconds: float = 300.0
     """A worker still rebalancing or restoring its tables after this long exits (exit code
     75) for its supervisor to restart it: faust's recovery can stall for good."""
+    processor_fetch_min_bytes: int = Field(default=32 * 1024, ge=1)
+    """The broker answers the worker's fetch once it has this many bytes ..."""
+    processor_fetch_max_wait_ms: int = Field(default=50, ge=0)
+    """... or has waited this long (each of the two stages may add this to freshness)."""
     processor_data_dir: Path = LOCAL_DIR / "processor"
     processor_group: str = ""
     """Consumer group (faust app id); default ``<topic_prefix>-processor``."""

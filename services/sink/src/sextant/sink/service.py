@@ -174,6 +174,8 @@ class SinkService:
                 on_revoked=on_revoked,
                 instance_id=self.settings.sink_instance_id,
                 session_timeout_ms=self.settings.sink_session_timeout_ms,
+                fetch_min_bytes=self.settings.sink_fetch_min_bytes,
+                fetch_max_wait_ms=self.settings.sink_fetch_max_wait_ms,
             )
             clients.callback(_close_quietly, source.close)
             dead_letters = KafkaDeadLetters(self.settings)
