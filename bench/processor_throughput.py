@@ -14,9 +14,9 @@ In one run, on one broker:
    ``metric_points`` topic (what the gateway's live stream follows) and in the warehouse,
    read through a ``sextant gateway`` process (it runs the sink with its default batching
    over the embedded engine) whose series API is polled every ``WAREHOUSE_POLL_S`` from the
-   first steady load on: a probe counts as visible at the first poll that shows it. The
-   collector acknowledges after the same broker acknowledgement, so this is collector-ack →
-   metric point.
+   first steady load on: a probe counts as visible at the first poll that shows it. The load
+   is sent through the collector's own producer (``BatchingProducer``), and the collector
+   answers after that same acknowledgement, so this is collector-ack → metric point.
 4. HyperLogLog relative error on 1,000,000 distinct users (several independent sets), and the
    t-digest's rank error on 1,000,000 log-normal values, beside the exact answers.
 
@@ -27,6 +27,7 @@ it starts a private broker. Producer, broker and processor share the machine's c
 from __future__ import annotations
 
 import argparse
+import asyncio
 import bisect
 import math
 import os
@@ -52,6 +53,7 @@ import orjson
 from bench.common import Figure, write_results
 from bench.common import bootstrap_server as broker
 from bench.profile_summary import report
+from sextant.core.aio_kafka import BatchingProducer, OutgoingRecord
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import TopicPartition, ensure_topics, make_consumer, make_producer
 from sextant.core.settings import KafkaSection
@@ -161,6 +163,30 @@ def end(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) 
         process.kill()
 
 
+def spied(command: list[str], profile: Path | None) -> list[str]:
+    """``command``, recorded by py-spy into ``profile`` when one is given.
+
+    py-spy must start the process: attaching to a process that is not a child is refused
+    where ptrace is limited to descendants. SIGINT makes it write the file."""
+    if profile is None:
+        return command
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    return [
+        spy,
+        "record",
+        "--nonblocking",
+        "--threads",
+        "-r",
+        "100",
+        "-f",
+        "raw",
+        "-o",
+        str(profile),
+        "--",
+        *command,
+    ]
+
+
 class Worker:
     """One ``sextant processor`` process and its /metrics."""
 
@@ -176,27 +202,9 @@ class Worker:
             "SEXTANT_PROCESSOR_DATA_DIR": str(data_dir),
             "SEXTANT_LOG_LEVEL": "WARNING",
         }
-        command = [sys.executable, "-m", "sextant.processor"]
         self.profile = profile
-        if profile is not None:
-            # py-spy must start the worker: attaching to a process that is not a child is
-            # refused where ptrace is limited to descendants. SIGINT makes it write the file.
-            spy = str(Path(sys.executable).with_name("py-spy"))
-            command = [
-                spy,
-                "record",
-                "--nonblocking",
-                "-r",
-                "100",
-                "-f",
-                "raw",
-                "-o",
-                str(profile),
-                "--",
-                *command,
-            ]
         self.process = subprocess.Popen(
-            command,
+            spied([sys.executable, "-m", "sextant.processor"], profile),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=(data_dir / "processor.log").open("wb"),
@@ -397,40 +405,8 @@ def steady_load(
     """
     tail = PointTail(settings, project, probe_metric(load))
     stored = WarehouseTail(gateway, probe_metric(load))
-    producer = make_producer(settings)
-    topic = topic_name(Topic.EVENTS_RAW, settings.topic_prefix)
-    acked: dict[str, float] = {}
-    now = datetime.now(UTC)
-    templates = [envelope(project, i, now) for i in range(5000)]
-    keys = [e.kafka_key().encode() for e in templates]
-    bodies = [e.model_dump(mode="json", by_alias=True) for e in templates]
-    sent = probes = 0
-    started = time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < WARM_UP_S + seconds:
-        due = int(elapsed * rate)
-        while sent < due:
-            stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            body = bodies[sent % len(bodies)] | {
-                "timestamp": stamp,
-                "received_at": stamp,
-                "messageId": str(uuid.uuid4()),
-            }
-            probe = elapsed >= WARM_UP_S + probes * PROBE_EVERY_S
-            if probe:
-                name = f"probe-{probes}"
-                body |= {"event": f"Probe {load}", "properties": {"probe": name}}
-                probes += 1
-
-                def on_ack(_: Any, name: str = name) -> None:
-                    acked[name] = time.time()
-
-            future = producer.send(topic, key=keys[sent % len(keys)], value=orjson.dumps(body))
-            if probe:
-                future.add_callback(on_ack)
-            sent += 1
-        time.sleep(0.001)  # pacing the open loop
-    producer.flush()
-    achieved = sent / (time.perf_counter() - started)
+    acked, achieved, sent = asyncio.run(send_steadily(settings, project, rate, seconds, load))
+    probes = len(acked)
     deadline = time.monotonic() + 180
     while (
         time.monotonic() < deadline
@@ -439,13 +415,76 @@ def steady_load(
         time.sleep(0.2)  # waiting for the last probes, with a deadline
     tail.stop()
     stored.stop()
-    producer.close()
     on_topic, in_warehouse = tail.first_seen(), stored.first_seen()
     freshness = Freshness(
         [on_topic[name] - at for name, at in acked.items() if name in on_topic],
         [in_warehouse[name] - at for name, at in acked.items() if name in in_warehouse],
     )
     return freshness, achieved, sent
+
+
+SEND_EVERY_S = 0.005
+
+
+async def send_steadily(
+    settings: KafkaSection, project: str, rate: float, seconds: float, load: int
+) -> tuple[dict[str, float], float, int]:
+    """The open loop of :func:`steady_load`, through the collector's own producer (what the
+    collector's acknowledgement waits for), so the load generator costs the machine about
+    what a collector's Kafka side would; returns each probe's acknowledgement time, the rate
+    achieved and the count sent.
+
+    Every ``SEND_EVERY_S`` the events due are handed over in one call; each probe goes in a
+    call of its own, whose return is its acknowledgement."""
+    producer = BatchingProducer(settings)
+    await producer.start()
+    topic = topic_name(Topic.EVENTS_RAW, settings.topic_prefix)
+    now = datetime.now(UTC)
+    templates = [envelope(project, i, now) for i in range(5000)]
+    keys = [e.kafka_key().encode() for e in templates]
+    bodies = [e.model_dump(mode="json", by_alias=True) for e in templates]
+    acked: dict[str, float] = {}
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def send(records: list[OutgoingRecord], probe: str | None = None) -> None:
+        await producer.send(records, timeout_s=30)
+        if probe is not None:
+            acked[probe] = time.time()
+
+    def record(i: int, stamp: str, changes: dict[str, Any]) -> OutgoingRecord:
+        body = bodies[i % len(bodies)] | {
+            "timestamp": stamp,
+            "received_at": stamp,
+            "messageId": str(uuid.uuid4()),
+        }
+        return OutgoingRecord(topic, keys[i % len(keys)], orjson.dumps(body | changes))
+
+    def start(records: list[OutgoingRecord], probe: str | None = None) -> None:
+        task = asyncio.create_task(send(records, probe))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+
+    sent = probes = 0
+    started = time.perf_counter()
+    try:
+        while (elapsed := time.perf_counter() - started) < WARM_UP_S + seconds:
+            stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            due = int(elapsed * rate)
+            if elapsed >= WARM_UP_S + probes * PROBE_EVERY_S and due > sent:
+                name = f"probe-{probes}"
+                probe = {"event": f"Probe {load}", "properties": {"probe": name}}
+                start([record(sent, stamp, probe)], name)
+                probes += 1
+                sent += 1
+            if due > sent:
+                start([record(i, stamp, {}) for i in range(sent, due)])
+                sent = due
+            await asyncio.sleep(SEND_EVERY_S)
+        achieved = sent / (time.perf_counter() - started)
+        await asyncio.gather(*in_flight)
+    finally:
+        await producer.stop()
+    return acked, achieved, sent
 
 
 def hll_errors(trials: int, users: int) -> list[float]:
@@ -480,7 +519,7 @@ class Gateway:
     """One ``sextant gateway`` process; over an embedded warehouse it runs the sink inside
     (the one process that owns the engine), with the sink's default batching."""
 
-    def __init__(self, settings: KafkaSection, root: Path) -> None:
+    def __init__(self, settings: KafkaSection, root: Path, profile: Path | None = None) -> None:
         from tests.infra import free_port
 
         port = free_port()
@@ -493,8 +532,9 @@ class Gateway:
             "SEXTANT_LOG_LEVEL": "WARNING",
         }
         root.mkdir(parents=True, exist_ok=True)
+        self.profile = profile
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sextant.cli.main", "gateway"],
+            spied([sys.executable, "-m", "sextant.cli.main", "gateway"], profile),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=(root.parent / "gateway.log").open("wb"),
@@ -504,7 +544,7 @@ class Gateway:
         return answers_ready(self.url)
 
     def stop(self) -> None:
-        end(self.process)
+        end(self.process, signal.SIGINT if self.profile is not None else signal.SIGTERM)
 
 
 def wait_processed(workers: list[Worker], total: int, timeout_s: float = 300) -> None:
@@ -567,6 +607,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="record the loaded worker with py-spy into this file"
     )
+    parser.add_argument(
+        "--profile-gateway", type=Path, help="record the gateway (and its sink) with py-spy"
+    )
     args = parser.parse_args()
 
     figures: list[Figure] = []
@@ -622,7 +665,9 @@ def main() -> None:
         try:
             rate = catch_up(workers[0], args.events)
             print(f"  processor worker, 6 metrics: {rate:,.0f} events/s")
-            gateway = Gateway(loaded, Path(tmp) / "warehouse")  # after: it shares the cores
+            gateway = Gateway(
+                loaded, Path(tmp) / "warehouse", args.profile_gateway
+            )  # after: it shares the cores
             wait_ready([gateway])
             steady = []
             total = args.events
@@ -642,8 +687,9 @@ def main() -> None:
                 gateway.stop()
             for worker in workers:
                 worker.stop()
-    if args.profile is not None:
-        print(report(args.profile, PROFILED_FUNCTIONS))
+    for profile in (args.profile, args.profile_gateway):
+        if profile is not None:
+            print(report(profile, PROFILED_FUNCTIONS))
     figures += [
         Figure(
             NAME,
