@@ -1,4 +1,4 @@
-"""The worker's Kafka consumer asks the broker for fuller fetches than faust's default."""
+"""The worker's Kafka consumer: fuller fetches than faust's default, one wait per batch."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sextant.processor.agents import ProcessorAgents
 from sextant.processor.catalog import ConfigCatalog
 from sextant.processor.metrics import ProcessorMetrics
 from sextant.processor.settings import ProcessorSettings
+from sextant.processor.transport import BatchDrainingConsumer
 
 
 def test_the_worker_consumer_uses_the_configured_fetch_sizes() -> None:
@@ -21,6 +22,7 @@ def test_the_worker_consumer_uses_the_configured_fetch_sizes() -> None:
     async def build() -> tuple[int, int]:
         agents = ProcessorAgents(settings, ConfigCatalog(ConfigState()), ProcessorMetrics(), 3)
         app = agents.app
+        assert isinstance(app.consumer, BatchDrainingConsumer)
         consumer = app.consumer._thread._create_worker_consumer(app.transport)
         try:
             return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms

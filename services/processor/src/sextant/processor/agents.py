@@ -5,7 +5,9 @@ Stage one (agent ``metrics``) reads ``events.raw`` in batches of at most
 :class:`~sextant.processor.partition.PartitionState`, sends window partials to the internal
 ``partials`` topic and exposures to ``exposures`` (waiting for the broker to acknowledge the
 exposures), then writes the state to its table. Stage two (agent ``merge``) reads ``partials``,
-keeps the newest partial per source partition and window, and sends the changed metric points.
+keeps the newest partial per source partition and window, and sends the changed metric points
+(in batches of at most ``processor_merge_interval_seconds``: partials come in bursts, one per
+stage-one flush, so a short wait gathers a burst).
 faust acknowledges a batch's events only after the batch body returns, and flushes the
 producer before committing offsets, so nothing is committed before it is durable.
 
@@ -45,7 +47,7 @@ from sextant.processor.partition import (
 )
 from sextant.processor.sequence import Outcome
 from sextant.processor.settings import ProcessorSettings
-from sextant.processor.transport import fetch_tuned_transport
+from sextant.processor.transport import tuned_transport
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
@@ -117,6 +119,8 @@ class Stage(Generic[T]):
 
     name: str
     topic: str
+    interval: float
+    """A batch is taken at most this long after its first record."""
     lock: asyncio.Lock
     states: Callable[[], Mapping[int, Sequenced]]
     take: Callable[[list[EventT[bytes]]], tuple[T, list[EventT[bytes]]]]
@@ -171,6 +175,7 @@ class ProcessorAgents:
         self.stage_one: Stage[set[int]] = Stage(
             "one",
             self.events_topic.get_topic_name(),
+            settings.processor_flush_interval_seconds,
             asyncio.Lock(),
             lambda: self.states,
             self._apply_events,
@@ -181,6 +186,7 @@ class ProcessorAgents:
         self.stage_two: Stage[list[tuple[str, bytes | None]]] = Stage(
             "two",
             self.partials_topic.get_topic_name(),
+            settings.processor_merge_interval_seconds,
             asyncio.Lock(),
             lambda: self.merges,
             self._accept_partials,
@@ -220,7 +226,7 @@ class ProcessorAgents:
             key_serializer="raw",
             value_serializer="raw",
         )
-        app.transport = fetch_tuned_transport(
+        app.transport = tuned_transport(
             app, s.processor_fetch_min_bytes, s.processor_fetch_max_wait_ms
         )
         self.events_topic = app.topic(topic_name(Topic.EVENTS_RAW, prefix))
@@ -307,9 +313,8 @@ class ProcessorAgents:
         await self._run(self.stage_two, stream)
 
     async def _run(self, stage: Stage[Any], stream: StreamT[bytes]) -> None:
-        s = self.settings
         batches = stream.take_events(  # type: ignore[attr-defined]
-            s.processor_batch_max, within=s.processor_flush_interval_seconds
+            self.settings.processor_batch_max, within=stage.interval
         )
         async for events in batches:
             async with stage.lock:

@@ -12,7 +12,11 @@ from sextant.core.settings import LOCAL_DIR, KafkaSection, ServiceSection
 class ProcessorSettings(KafkaSection, ServiceSection):
     processor_port: int = 8083
     processor_flush_interval_seconds: float = 0.25
-    """Open windows are emitted at most this often (and at least this often while they change)."""
+    """Stage one sends the partials of open windows at most this often (and at least this
+    often while they change)."""
+    processor_merge_interval_seconds: float = 0.1
+    """Stage two sends the points of the partials it received at most this long after the
+    first of them."""
     processor_batch_max: int = 5_000
     processor_commit_interval_seconds: float = 1.0
     processor_dedup_window_seconds: float = 600.0

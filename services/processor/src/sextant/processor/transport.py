@@ -1,33 +1,132 @@
-"""faust's Kafka transport with the fetch sizes faust does not expose.
+"""faust's Kafka transport, with two costs of its consumer taken out.
 
-faust builds its aiokafka consumer with ``fetch_min_bytes=1``: the broker answers each fetch
-as soon as one record is there, so under a steady load the consumer fetches, and hands a few
-records from its thread to the event loop, about 150 times a second. Asking the broker to
-wait for a fuller answer (bounded by a short wait) cut the consumer's CPU by about three
-quarters at 5,000 events/s.
+- *Fetch sizes.* faust builds its aiokafka consumer with ``fetch_min_bytes=1``: the broker
+  answers each fetch as soon as one record is there, so under a steady load the consumer
+  fetches, and hands a few records from its thread to the event loop, about 150 times a
+  second. Asking for a fuller answer (bounded by a short wait) cut that consumer's CPU by
+  about three quarters at 5,000 events/s.
+- *One wait per fetched batch.* faust's loop that hands records to the streams
+  (``Consumer._drain_messages``) waits for each record's delivery with
+  ``Service.wait_first``, which makes four tasks per record (the delivery, the flow's
+  suspension, the consumer's stop and crash) and so costs the event loop a full turn per
+  record. Here the delivery of a whole fetched batch is one task, raced against the same
+  three, so a suspended flow (a rebalance) still cancels a delivery that is blocked.
+  Catching up with six metrics this took a worker from about 7,200 to 11,000 events/s.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from functools import cached_property
+from typing import Any, cast
 
 import faust
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
+from faust.types import TP
+from mode import Service, ServiceT
+
+_YIELD_EVERY = 100
+"""Records handed over before the loop lets other coroutines run (as faust does)."""
+_FETCH_WAIT_S = 0.02
+"""Longest wait for records (faust waits 1 s). A partition whose stream buffer is full is
+left out of the fetch until the buffer drains, and a fetch that is waiting does not notice
+when it drains: a batch handed over at once fills the buffers often."""
 
 
-def fetch_tuned_transport(app: faust.App, min_bytes: int, max_wait_ms: int) -> Transport:
-    """A transport for ``app`` whose worker consumer fetches at least ``min_bytes`` (or waits
-    ``max_wait_ms``); set it as ``app.transport`` before the app's first topic is made."""
+class BatchDrainingConsumer(Consumer):
+    """faust's aiokafka consumer whose drain loop waits once per fetched batch."""
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        """faust's loop (``faust.transport.consumer.Consumer._drain_messages``), its
+        per-record wait moved out to the batch; see the module docstring."""
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                await self._until_fetchable()
+                records = cast(AsyncIterator[Any], self.getmany(timeout=_FETCH_WAIT_S))
+                # getmany can be called in a loop without ever releasing the event loop.
+                await self.sleep(0)
+                if not self.should_stop:
+                    await self.wait_first(self._deliver(records), self.suspend_flow.wait())
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _until_fetchable(self) -> None:
+        """Wait while every partition waits for its stream buffer to drain (faust's getmany
+        would sleep a whole second then)."""
+        while (
+            self._buffered_partitions and not self._get_active_partitions() and not self.should_stop
+        ):
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout=1.0)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        """A stream buffer of ``tp`` has room again (faust fetches ``tp`` again)."""
+        super().on_buffer_drop(tp)
+        self._drained.set()
+
+    @cached_property
+    def _drained(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    async def _deliver(self, records: AsyncIterator[Any]) -> None:
+        """Hand each record to the streams, in order, as faust's loop does per record."""
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        since_yield = 0
+        async for tp, message in records:
+            since_yield += 1
+            if since_yield > _YIELD_EVERY:
+                await asyncio.sleep(0)
+                since_yield = 0
+            offset = message.offset
+            last = read_offset[tp]
+            if last is not None and offset < last:
+                continue  # read already (faust drops these too)
+            if offset - (last or 0) > 1 and last and acks_enabled_for(message.topic):
+                # A gap (transaction markers, compaction): commits may pass over it.
+                await asyncio.shield(self._add_gap(tp, last + 1, offset))
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await asyncio.shield(self.commit())
+            await self.callback(message)
+            read_offset[tp] = offset
+
+
+def tuned_transport(app: faust.App, fetch_min_bytes: int, fetch_max_wait_ms: int) -> Transport:
+    """A transport for ``app`` whose worker consumer drains whole batches and fetches at
+    least ``fetch_min_bytes`` (or waits ``fetch_max_wait_ms``); set it as ``app.transport``
+    before the app's first topic is made."""
 
     class TunedThread(AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Transport) -> Any:
             consumer = super()._create_worker_consumer(transport)
             # Read by AIOKafkaConsumer.start() when it builds its fetcher.
-            consumer._fetch_min_bytes = min_bytes
-            consumer._fetch_max_wait_ms = max_wait_ms
+            consumer._fetch_min_bytes = fetch_min_bytes
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms
             return consumer
 
-    class TunedConsumer(Consumer):
+    class TunedConsumer(BatchDrainingConsumer):
         def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
             return TunedThread(self, loop=self.loop, beacon=self.beacon)
 
