@@ -23,7 +23,7 @@ class SinkSettings(KafkaSection, ClickHouseSection, ServiceSection):
     """... or this many bytes of record values ..."""
     sink_batch_seconds: float = Field(default=1.0, gt=0)
     """... or its first record has waited this long ..."""
-    sink_live_batch_seconds: float = Field(default=0.25, gt=0)
+    sink_live_batch_seconds: float = Field(default=0.1, gt=0)
     """... or its first metric point or alert has waited this long (what dashboards read
     live; the rest of the batch goes with it)."""
     sink_fetch_min_bytes: int = Field(default=64 * 1024, ge=1)
