@@ -33,7 +33,9 @@ _YIELD_EVERY = 100
 _FETCH_WAIT_S = 0.02
 """Longest wait for records (faust waits 1 s). A partition whose stream buffer is full is
 left out of the fetch until the buffer drains, and a fetch that is waiting does not notice
-when it drains: a batch handed over at once fills the buffers often."""
+when it drains: a batch handed over at once fills the buffers often. The price: an idle
+worker polls 50 times a second, 5.3 % of a core against faust's 3.3 % (0.1 s: 3.6 %, but
+catching up with no metric fell from 19,180 to 15,278 events/s)."""
 
 
 class BatchDrainingConsumer(Consumer):
