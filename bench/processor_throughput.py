@@ -191,7 +191,13 @@ def spied(command: list[str], profile: Path | None) -> list[str]:
 class Worker:
     """One ``sextant processor`` process and its /metrics."""
 
-    def __init__(self, settings: KafkaSection, data_dir: Path, profile: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: KafkaSection,
+        data_dir: Path,
+        profile: Path | None = None,
+        module: str = "sextant.processor",
+    ) -> None:
         from tests.infra import free_port
 
         self.port = free_port()
@@ -205,7 +211,7 @@ class Worker:
         }
         self.profile = profile
         self.process = subprocess.Popen(
-            spied([sys.executable, "-m", "sextant.processor"], profile),
+            spied([sys.executable, "-m", module], profile),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=(data_dir / "processor.log").open("wb"),
