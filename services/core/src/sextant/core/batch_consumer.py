@@ -16,6 +16,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from sextant.core.kafka import make_consumer
+from sextant.core.native_records import use_native_records
 from sextant.core.settings import KafkaSection
 
 __all__ = ["BatchConsumer", "ConsumedRecord", "Partition"]
@@ -96,6 +97,7 @@ class BatchConsumer:
             fetch_min_bytes=fetch_min_bytes,
             fetch_max_wait_ms=fetch_max_wait_ms,
         )
+        use_native_records(self._consumer)
         self._committed: dict[Partition, int] = {}
         self._on_revoked = on_revoked
         self._consumer.subscribe(list(topics), listener=_Listener(self._revoked))
