@@ -4,9 +4,13 @@ The same events (realistic envelopes: properties, context, a re-sent message now
 are first written to ``events.raw``. Then, in one run and one embedded engine:
 
 - **sink**: :class:`sextant.sink.service.SinkService` with its default batching consumes the
-  topic and inserts into ``events`` (fetch, decode, validate, dedupe, insert, commit).
-  Measured from its first poll to its last commit, so opening the engine, migrations and
-  joining the group are left out;
+  topic and inserts into ``events`` (fetch, decode, validate, dedupe, insert, commit). The
+  sink decodes the next batch while the engine inserts the previous one, so its first batch
+  (decoded with no insert beside it) and its last (inserted with nothing left to decode) run
+  at half speed. The figure is its steady state: rows committed after its first commit,
+  divided by the time from its first commit to its last. The whole run, from the first poll
+  (group joined; opening the engine and migrations left out) to the last commit, is
+  reported beside it;
 - **baseline**: a plain clickhouse-connect insert of the same rows (Python values, the
   envelope's fields, JSON columns as dicts) into a fresh ``events`` table, in batches of the
   same size, with nothing else to do (no Kafka, no decoding);
@@ -25,6 +29,7 @@ import argparse
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -122,8 +127,16 @@ def json_insert(root: Path, events: list[Envelope], batch: int) -> float:
     return len(lines) / (time.perf_counter() - began)
 
 
-def sink(root: Path, bootstrap: str, prefix: str, total: int) -> float:
-    """Rows per second of the sink, from its first poll (group joined) to its last commit."""
+@dataclass(frozen=True)
+class SinkRun:
+    steady: float
+    """Rows/s from the first commit to the last."""
+    whole: float
+    """Rows/s from the first poll (group joined) to the last commit."""
+
+
+def sink(root: Path, bootstrap: str, prefix: str, total: int) -> SinkRun:
+    """The sink's rates over ``total`` records: steady state and whole run."""
     settings = SinkSettings(
         kafka_bootstrap=bootstrap,
         topic_prefix=prefix,
@@ -134,24 +147,29 @@ def sink(root: Path, bootstrap: str, prefix: str, total: int) -> float:
     service.start()
     try:
         began: float | None = None
+        first_commit: tuple[float, int] | None = None
         deadline = time.monotonic() + 600
-        while service.health.records_committed < total:
+        while (committed := service.health.records_committed) < total:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"sink stuck at {service.health.records_committed} records")
+                raise TimeoutError(f"sink stuck at {committed} records")
             if began is None and service.health.consuming:
                 began = time.perf_counter()
+            if first_commit is None and committed:
+                first_commit = (time.perf_counter(), committed)
             time.sleep(0.002)
         ended = time.perf_counter()
     finally:
         service.stop()
     assert began is not None
-    return total / (ended - began)
+    assert first_commit is not None, "the whole topic came in one batch"
+    at, rows = first_commit
+    return SinkRun(steady=(total - rows) / (ended - at), whole=total / (ended - began))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap")
-    parser.add_argument("--events", type=int, default=150_000)
+    parser.add_argument("--events", type=int, default=400_000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     batch = SinkSettings().sink_batch_rows
@@ -164,30 +182,41 @@ def main() -> None:
         ensure_topics(kafka, [Topic.EVENTS_RAW, Topic.SINK_DEAD_LETTER, *SINK_ONLY], partitions=6)
         produce(kafka, events)
         root = Path(tmp) / "warehouse"
-        best = {"sink": 0.0, "plain": 0.0, "json": 0.0}
+        plain = json = 0.0
+        best = SinkRun(steady=0.0, whole=0.0)
         for _ in range(args.rounds):
-            best["plain"] = max(best["plain"], plain_insert(root, events, batch))
-            best["sink"] = max(best["sink"], sink(root, bootstrap, kafka.topic_prefix, len(events)))
-            best["json"] = max(best["json"], json_insert(root, events, batch))
-            print({name: round(value) for name, value in best.items()}, flush=True)
+            plain = max(plain, plain_insert(root, events, batch))
+            run = sink(root, bootstrap, kafka.topic_prefix, len(events))
+            best = max(best, run, key=lambda r: r.steady)
+            json = max(json, json_insert(root, events, batch))
+            print(f"plain {plain:,.0f}, sink {run}, json {json:,.0f}", flush=True)
     figures = [
         Figure(
             benchmark="sink_throughput",
-            figure="sink rows/s (Kafka → events, steady state)",
-            value=best["sink"],
+            figure="sink rows/s (Kafka → events, steady state: first commit to last)",
+            value=best.steady,
             unit="rows/s",
             baseline="plain clickhouse-connect insert of the same rows",
-            baseline_value=best["plain"],
+            baseline_value=plain,
             target="ratio >= 0.8",
             command=COMMAND,
         ),
         Figure(
             benchmark="sink_throughput",
-            figure="sink rows/s vs the same rows inserted as JSON text (no Kafka, no decoding)",
-            value=best["sink"],
+            figure="sink rows/s, whole run (first poll to last commit, same round)",
+            value=best.whole,
+            unit="rows/s",
+            baseline="plain clickhouse-connect insert of the same rows",
+            baseline_value=plain,
+            command=COMMAND,
+        ),
+        Figure(
+            benchmark="sink_throughput",
+            figure="sink rows/s (steady) vs the same rows inserted as JSON text (no Kafka)",
+            value=best.steady,
             unit="rows/s",
             baseline="clickhouse-connect raw JSONEachRow insert of the same rows",
-            baseline_value=best["json"],
+            baseline_value=json,
             command=COMMAND,
         ),
     ]
