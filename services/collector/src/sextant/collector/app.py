@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -24,7 +23,7 @@ from sextant.core.aio_kafka import BatchingProducer
 from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.kafka import cluster_reachable
 from sextant.core.logging import get_logger
-from sextant.core.service import add_operational_routes
+from sextant.core.service import add_operational_routes, settle_heap
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
@@ -88,7 +87,7 @@ def create_app(
                 log.warning("config not caught up yet; keys will work once it is")
         if producer is not None:
             await producer.start(timeout_s=2.0)
-        _settle_heap()
+        settle_heap()
         try:
             yield
         finally:
@@ -121,18 +120,6 @@ def create_app(
     add_operational_routes(app, {"config": config_ready, "kafka": kafka_ready}, registry)
     _document(app)
     return app
-
-
-def _settle_heap() -> None:
-    """Keep garbage collection pauses out of the acknowledgement latency.
-
-    A full collection walks every object the imports created (FastAPI, pydantic, aiokafka):
-    tens to hundreds of milliseconds, on requests that should take a few. Freezing the heap as
-    it is after start-up leaves the collector only what requests allocate, which is short-lived.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
 
 
 def _document(app: FastAPI) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, runtime_checkable
@@ -13,6 +14,20 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
+
+
+def settle_heap() -> None:
+    """Call once a process has started: keep what start-up made out of garbage collection.
+
+    A full collection walks every object the imports created (FastAPI, pydantic, Kafka
+    clients, the engine's bindings): tens to hundreds of milliseconds, paid again and again
+    by request handlers and consumer loops whose own objects are short-lived. Freezing the
+    heap as it is after start-up leaves the collector only what the work allocates, and a
+    higher first threshold makes it run less often over batches of thousands of records.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 @runtime_checkable

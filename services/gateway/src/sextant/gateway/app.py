@@ -17,7 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sextant.core.config_plane import ConfigFollower
 from sextant.core.logging import get_logger
-from sextant.core.service import BackgroundService, ReadinessCheck, add_operational_routes
+from sextant.core.service import (
+    BackgroundService,
+    ReadinessCheck,
+    add_operational_routes,
+    settle_heap,
+)
 from sextant.gateway import admin_api, dashboard, read_api, routes_alerts
 from sextant.gateway.context import Gateway
 from sextant.gateway.experiment_alerts import ExperimentAlertService, warehouse_results
@@ -125,6 +130,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
         )
         if not caught_up:
             log.warning("config topic not read to its end yet; keys may be unknown for now")
+        settle_heap()
         try:
             yield
         finally:

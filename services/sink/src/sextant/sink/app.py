@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from sextant.core.service import add_operational_routes
+from sextant.core.service import add_operational_routes, settle_heap
 from sextant.sink.service import SinkService
 from sextant.sink.settings import SinkSettings
 
@@ -22,6 +22,7 @@ def create_app(settings: SinkSettings, service: SinkService | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sink.start()
+        settle_heap()
         try:
             yield
         finally:
