@@ -10,11 +10,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pydantic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sextant.schemas.events import Envelope, EventType, IncomingEvent, IpPolicy, enrich
+from sextant.schemas.events import (
+    Envelope,
+    EventType,
+    IncomingEvent,
+    IpPolicy,
+    enrich,
+    enriched_record,
+    envelope_json,
+)
 
 RECEIVED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -114,6 +123,28 @@ def test_any_input_is_an_envelope_or_a_validation_error(
     assert envelope.timestamp <= RECEIVED
     again = Envelope.model_validate_json(envelope.model_dump_json(by_alias=True))
     assert again == envelope
+    options = {"batch_sent_at": batch_sent_at, "client_ip": client_ip, "ip_policy": ip_policy}
+    assert_record_is_the_envelopes(incoming, envelope, options)
+
+
+def assert_record_is_the_envelopes(
+    incoming: IncomingEvent, envelope: Envelope, options: dict[str, Any]
+) -> None:
+    """The collector's record (``enriched_record``) is the envelope's key and bytes."""
+    try:
+        expected = envelope_json(envelope)
+    except orjson.JSONEncodeError:  # beyond 64-bit integers, 254 levels: refused by both
+        try:
+            enriched_record(incoming, project_id="demo", received_at=RECEIVED, **options)
+        except orjson.JSONEncodeError:
+            return
+        raise AssertionError("the record was written where the envelope could not be") from None
+    key, value = enriched_record(incoming, project_id="demo", received_at=RECEIVED, **options)
+    assert key == envelope.kafka_key().encode()
+    if not incoming.message_id:  # each call draws a new UUIDv7
+        drawn = Envelope.model_validate_json(value).message_id
+        expected = envelope_json(envelope.model_copy(update={"message_id": drawn}))
+    assert value == expected
 
 
 @settings(max_examples=200, deadline=None)

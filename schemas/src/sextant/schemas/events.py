@@ -13,7 +13,7 @@ import os
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypedDict, Unpack
 
 import orjson
 from pydantic import (
@@ -132,7 +132,12 @@ class Envelope(BaseModel):
     plan_violations: list[str] = Field(default_factory=list)
 
     def kafka_key(self) -> str:
-        return f"{self.project_id}:{self.distinct_id}"
+        return envelope_key(self.project_id, self.distinct_id)
+
+
+def envelope_key(project_id: str, distinct_id: str) -> str:
+    """The ``events.raw`` key: a user's events stay in one partition, in order."""
+    return f"{project_id}:{distinct_id}"
 
 
 _WIRE_NAMES = {
@@ -155,7 +160,10 @@ def envelope_json(envelope: Envelope) -> bytes:
     handed on at once, as the collector does. (Kept alive by the thousand, orjson's output
     buffers cost more than they save: the sink writes its rows with pydantic.)
     """
-    fields = envelope.__dict__
+    return _wire_json(envelope.__dict__)
+
+
+def _wire_json(fields: dict[str, Any]) -> bytes:
     return orjson.dumps(
         {wire: fields[name] for name, wire in _WIRE_NAMES.items()},
         default=_encode_nested,
@@ -239,7 +247,7 @@ def new_message_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def enrich(
+def envelope_values(
     incoming: IncomingEvent,
     *,
     project_id: str,
@@ -248,8 +256,8 @@ def enrich(
     client_ip: str | None = None,
     ip_policy: IpPolicy = IpPolicy.KEEP,
     plan_violations: list[str] | None = None,
-) -> Envelope:
-    """Turn a validated client event into the envelope the pipeline carries."""
+) -> dict[str, Any]:
+    """The envelope's field values (by field name) for a validated client event."""
     sent_at = incoming.sent_at or batch_sent_at
     distinct_id = incoming.user_id or incoming.anonymous_id
     assert distinct_id is not None  # guaranteed by IncomingEvent's validator
@@ -258,23 +266,61 @@ def enrich(
     properties = dict(incoming.properties)
     if incoming.type in (EventType.PAGE, EventType.SCREEN) and incoming.name:
         properties.setdefault("name", incoming.name)
-    return Envelope(
-        project_id=project_id,
-        type=incoming.type,
-        event=event_name(incoming),
-        distinct_id=distinct_id,
-        user_id=incoming.user_id,
-        anonymous_id=incoming.anonymous_id,
-        properties=properties,
-        traits=incoming.traits,
-        context=incoming.context,
-        timestamp=corrected_timestamp(incoming.timestamp, sent_at, received_at),
-        original_timestamp=incoming.timestamp,
-        sent_at=sent_at,
-        received_at=received_at,
-        message_id=incoming.message_id or new_message_id(),
-        group_id=incoming.group_id,
-        previous_id=incoming.previous_id,
-        ip=ip,
-        plan_violations=plan_violations or [],
-    )
+    return {
+        "project_id": project_id,
+        "type": incoming.type,
+        "event": event_name(incoming),
+        "distinct_id": distinct_id,
+        "user_id": incoming.user_id,
+        "anonymous_id": incoming.anonymous_id,
+        "properties": properties,
+        "traits": incoming.traits,
+        "context": incoming.context,
+        "timestamp": corrected_timestamp(incoming.timestamp, sent_at, received_at),
+        "original_timestamp": incoming.timestamp,
+        "sent_at": sent_at,
+        "received_at": received_at,
+        "message_id": incoming.message_id or new_message_id(),
+        "group_id": incoming.group_id,
+        "previous_id": incoming.previous_id,
+        "ip": ip,
+        "plan_violations": plan_violations or [],
+    }
+
+
+class EnrichOptions(TypedDict, total=False):
+    """What :func:`envelope_values` takes beside the event, its project and its receipt."""
+
+    batch_sent_at: datetime | None
+    client_ip: str | None
+    ip_policy: IpPolicy
+    plan_violations: list[str] | None
+
+
+def enrich(
+    incoming: IncomingEvent,
+    *,
+    project_id: str,
+    received_at: datetime,
+    **options: Unpack[EnrichOptions],
+) -> Envelope:
+    """Turn a validated client event into the envelope the pipeline carries."""
+    values = envelope_values(incoming, project_id=project_id, received_at=received_at, **options)
+    return Envelope.model_validate(values)
+
+
+def enriched_record(
+    incoming: IncomingEvent,
+    *,
+    project_id: str,
+    received_at: datetime,
+    **options: Unpack[EnrichOptions],
+) -> tuple[bytes, bytes]:
+    """The ``events.raw`` record (key, value) of a validated client event.
+
+    Exactly ``enrich(...).kafka_key()`` and ``envelope_json(enrich(...))`` (a property test
+    keeps them equal), without building the model: ``incoming`` is validated already, and
+    checking the same values again as an :class:`Envelope` took a tenth of the collector's time.
+    """
+    values = envelope_values(incoming, project_id=project_id, received_at=received_at, **options)
+    return envelope_key(project_id, values["distinct_id"]).encode(), _wire_json(values)

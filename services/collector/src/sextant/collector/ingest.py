@@ -17,7 +17,7 @@ from sextant.collector.models import BatchResult, Rejection
 from sextant.collector.ratelimit import RateLimiter, retry_after_header
 from sextant.collector.validation import TrackingPlans, check_event
 from sextant.core.aio_kafka import OutgoingRecord, ProducerUnavailable
-from sextant.schemas.events import InvalidEvent, enrich, envelope_json
+from sextant.schemas.events import InvalidEvent, enriched_record
 
 MAX_WRITE_DEPTH = 254
 """The nesting orjson can write (it reads up to 1024 levels)."""
@@ -131,7 +131,7 @@ class Ingestor:
                     )
                     continue
                 flagged += bool(checked.violations)
-                envelope = enrich(
+                key, value = enriched_record(
                     checked.event,
                     project_id=project.id,
                     received_at=received_at,
@@ -140,13 +140,7 @@ class Ingestor:
                     ip_policy=project.ip_policy,
                     plan_violations=list(checked.violations) if checked.violations else None,
                 )
-                records.append(
-                    OutgoingRecord(
-                        self._raw_topic,
-                        envelope.kafka_key().encode(),
-                        envelope_json(envelope),
-                    )
-                )
+                records.append(OutgoingRecord(self._raw_topic, key, value))
         except orjson.JSONEncodeError as error:
             # orjson reads 1024 levels of nesting but writes only 254: an event in between
             # can be neither produced nor dead-lettered as it came, so the request is refused
