@@ -1,6 +1,6 @@
 """Reading fetched records: the sink's compiled reader beside kafka-python's own.
 
-The same fetch responses (v2 record batches of 500 sink-sized records, lz4 as the collector
+The same fetch responses (v2 record batches of 500 sink-sized records, zstd as the collector
 writes them) are read by kafka-python's ``PartitionRecords`` and by
 :class:`sextant.core.native_records.NativePartitionRecords`, alternating for ``--rounds``
 rounds in one process; the figure is the best µs per record of each.
@@ -24,7 +24,7 @@ from sextant.core.native_records import NativePartitionRecords
 
 NAME = "record_reader"
 COMMAND = "python -m bench.record_reader"
-LZ4 = 3
+ZSTD = 4
 BATCH = 500
 PER_FETCH = 10  # batches in one partition's fetch response
 VALUE_BYTES = 560
@@ -38,7 +38,7 @@ def fetch_responses(records: int) -> list[bytes]:
         segment, offset = bytearray(), 0
         for _ in range(PER_FETCH):
             builder = MemoryRecordsBuilder(
-                magic=2, compression_type=LZ4, batch_size=1 << 20, offset=offset
+                magic=2, compression_type=ZSTD, batch_size=1 << 20, offset=offset
             )
             for i in range(BATCH):
                 key = b"shop:user-%d" % i
@@ -76,7 +76,7 @@ def main() -> None:
         print({name: round(value, 2) for name, value in best.items()}, flush=True)
     figure = Figure(
         benchmark=NAME,
-        figure="µs to read one fetched record (lz4 batches of 500, 560 B values)",
+        figure="µs to read one fetched record (zstd batches of 500, 560 B values)",
         value=best["native"],
         unit="µs/record",
         baseline="kafka-python's own record reader, same bytes",

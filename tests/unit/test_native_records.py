@@ -16,7 +16,7 @@ from kafka.structs import TopicPartition
 from sextant.core.native_records import NativePartitionRecords
 
 TP = TopicPartition("sextant.events.raw", 3)
-CODECS = {"none": 0, "gzip": 1, "lz4": 3}
+CODECS = {"none": 0, "gzip": 1, "lz4": 3, "zstd": 4}
 
 record_strategy = st.fixed_dictionaries(
     {

@@ -27,6 +27,6 @@ class CollectorSettings(KafkaSection, ServiceSection):
     producer_batch_bytes: int = Field(default=256 * KIB, ge=64 * KIB)
     producer_buffer_bytes: int = Field(default=32 * 1024 * KIB, gt=0)
     """Bytes waiting for Kafka beyond which requests are refused at once with 503."""
-    producer_compression: Literal["lz4", "zstd", "gzip", "snappy", "none"] = "lz4"
+    producer_compression: Literal["lz4", "zstd", "gzip", "snappy", "none"] = "zstd"
     trust_forwarded_for: bool = False
     """Take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it)."""

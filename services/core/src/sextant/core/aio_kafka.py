@@ -91,7 +91,7 @@ class BatchingProducer:
         linger_ms: float = 2.0,
         batch_bytes: int = 256 * 1024,
         buffer_bytes: int = 32 * 1024 * 1024,
-        compression: str | None = "lz4",
+        compression: str | None = "zstd",
         request_timeout_ms: int = 30_000,
     ) -> None:
         self._settings = settings
