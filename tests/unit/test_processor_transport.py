@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+
+from faust.types import TP
 
 from sextant.core.config_plane import ConfigState
 from sextant.processor.agents import ProcessorAgents
@@ -30,3 +33,43 @@ def test_the_worker_consumer_uses_the_configured_fetch_sizes() -> None:
             await consumer.stop()  # never started: only releases what it holds
 
     assert asyncio.run(build()) == (12_345, 77)
+
+
+class _Message:
+    def __init__(self, topic: str, offset: int) -> None:
+        self.topic, self.offset = topic, offset
+
+
+def test_a_seek_during_a_batch_leaves_the_rest_of_its_partition_to_the_fetch_again() -> None:
+    """An agent seeking its partition back while a fetched batch is delivered: the batch's
+    later records of that partition are not delivered (they are fetched again from the
+    seek), so the read offset stays where the seek put it; other partitions go on."""
+    settings = ProcessorSettings(kafka_bootstrap="127.0.0.1:1")
+    topic = "sextant.events.raw"
+    sought, other = TP(topic, 0), TP(topic, 1)
+
+    async def deliver() -> tuple[list[tuple[TP, int]], int | None, int | None]:
+        agents = ProcessorAgents(settings, ConfigCatalog(ConfigState()), ProcessorMetrics(), 3)
+        consumer = agents.app.consumer
+        assert isinstance(consumer, BatchDrainingConsumer)
+        delivered: list[tuple[TP, int]] = []
+
+        async def callback(message: _Message) -> None:
+            tp = TP(message.topic, 0 if message.offset < 100 else 1)
+            delivered.append((tp, message.offset))
+            if tp == sought and message.offset == 11:
+                consumer._read_offset[sought] = 5  # what seek_wait does
+
+        async def batch() -> AsyncIterator[tuple[TP, _Message]]:
+            for offset in (10, 11, 12, 13):
+                yield sought, _Message(topic, offset)
+                yield other, _Message(topic, 100 + offset)
+
+        consumer.callback = callback  # type: ignore[method-assign]
+        await consumer._deliver(batch())
+        return delivered, consumer._read_offset[sought], consumer._read_offset[other]
+
+    delivered, sought_offset, other_offset = asyncio.run(deliver())
+    assert [o for tp, o in delivered if tp == sought] == [10, 11]
+    assert [o for tp, o in delivered if tp == other] == [110, 111, 112, 113]
+    assert (sought_offset, other_offset) == (5, 113)

@@ -96,12 +96,15 @@ class BatchDrainingConsumer(Consumer):
         """Hand each record to the streams, in order, as faust's loop does per record."""
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
+        sought: set[TP] = set()
         since_yield = 0
         async for tp, message in records:
             since_yield += 1
             if since_yield > _YIELD_EVERY:
                 await asyncio.sleep(0)
                 since_yield = 0
+            if tp in sought:
+                continue  # fetched again from where the seek points
             offset = message.offset
             last = read_offset[tp]
             if last is not None and offset < last:
@@ -113,6 +116,13 @@ class BatchDrainingConsumer(Consumer):
                 self._n_acked = 0
                 await asyncio.shield(self.commit())
             await self.callback(message)
+            if read_offset[tp] != last:
+                # An agent sought the partition back meanwhile (seek_wait sets the read
+                # offset). Delivering the rest of this batch would move the read offset past
+                # the seek, and the records fetched again would be dropped as read already:
+                # never acknowledged, they would hold the partition's commits back for good.
+                sought.add(tp)
+                continue
             read_offset[tp] = offset
 
 
