@@ -170,6 +170,7 @@ def start_pipeline(root: Path) -> Pipeline:
             env
             | {
                 "SEXTANT_PROCESSOR_DATA_DIR": str(root / f"p{i}"),
+                "SEXTANT_LOG_LEVEL": "INFO",  # each refetch and stall, for a failed run
                 "SEXTANT_PROCESSOR_MAX_REBALANCE_SECONDS": str(MAX_REBALANCE_SECONDS),
             },
             "SEXTANT_PROCESSOR_PORT",

@@ -73,3 +73,31 @@ def test_a_seek_during_a_batch_leaves_the_rest_of_its_partition_to_the_fetch_aga
     assert [o for tp, o in delivered if tp == sought] == [10, 11]
     assert [o for tp, o in delivered if tp == other] == [110, 111, 112, 113]
     assert (sought_offset, other_offset) == (5, 113)
+
+
+def _agents() -> ProcessorAgents:
+    settings = ProcessorSettings(kafka_bootstrap="127.0.0.1:1")
+    return ProcessorAgents(settings, ConfigCatalog(ConfigState()), ProcessorMetrics(), 3)
+
+
+def test_a_partition_crawling_behind_counts_as_stalled() -> None:
+    """One record a second, 900 behind: never caught up, so fetched again after 30 s."""
+    agents, tp = _agents(), TP("sextant.events.raw", 2)
+    crawl = [agents._stalled(tp, (900, 100 + s), 900 - s, float(s)) for s in range(31)]
+    assert crawl[:30] == [False] * 30
+    assert crawl[30]
+
+
+def test_a_partition_catching_up_is_not_stalled() -> None:
+    agents, tp = _agents(), TP("sextant.events.raw", 2)
+    catching_up = [
+        agents._stalled(tp, (900, 100 + 30 * s), 900 - 30 * s, float(s)) for s in range(31)
+    ]
+    assert not any(catching_up)
+
+
+def test_a_partition_standing_still_counts_as_stalled_after_15_s() -> None:
+    agents, tp = _agents(), TP("sextant.events.raw", 2)
+    still = [agents._stalled(tp, (900, 100), 50, float(s)) for s in range(16)]
+    assert still[:15] == [False] * 15
+    assert still[15]

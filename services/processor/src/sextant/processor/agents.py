@@ -57,6 +57,8 @@ Marker = tuple[int, int | None]
 """A partition's progress: (the offset its state expects next, faust's committed offset)."""
 _REFETCH_EVERY_S = 1.0
 _STALL_S = 15.0
+_SLOW_S = 30.0
+_SLOW_MIN_BACKLOG = 200
 
 
 class KeyPartitionedTable(faust.Table[bytes, bytes]):
@@ -170,6 +172,8 @@ class ProcessorAgents:
         self._gaps: dict[TP, Sequenced] = {}
         self._sought: dict[TP, tuple[Marker, float]] = {}
         self._progress: dict[TP, tuple[Marker, float]] = {}
+        self._behind: dict[TP, tuple[int, float]] = {}
+        """Per partition behind: its backlog when the current window began, and when."""
         self.started = False
         self.app = self._build_app()
         self.stage_one: Stage[set[int]] = Stage(
@@ -286,6 +290,8 @@ class ProcessorAgents:
             self._sought.pop(tp, None)
         for tp in [tp for tp in self._progress if tp.topic == topic]:
             del self._progress[tp]
+        for tp in [tp for tp in self._behind if tp.topic == topic]:
+            del self._behind[tp]
 
     def _load_state(self, partition: int) -> PartitionState:
         state = PartitionState(partition, self.dedup)
@@ -426,6 +432,8 @@ class ProcessorAgents:
         it. A safety net: faust can stop fetching a partition (a full stream buffer takes it
         out of the fetch set until the buffer drains), or never deliver offsets between the
         committed one and the state's (then it never commits again, see :meth:`_seek`).
+        Progress so slow that it never catches up counts too: a partition seen advancing one
+        record a second, hundreds behind, once the load had stopped.
         """
         consumer, now = self.app.consumer, time.monotonic()
         for partition, state in states.items():
@@ -436,14 +444,13 @@ class ProcessorAgents:
                 continue
             marker = self._marker(tp, state)
             expected, committed = marker
-            waiting = highwater is not None and highwater > expected
-            uncommitted = committed is not None and committed < expected
-            progress = self._progress.get(tp)
-            if not (waiting or uncommitted):
+            backlog = max(
+                (highwater or 0) - expected, expected - committed if committed is not None else 0
+            )
+            if backlog <= 0:
                 self._progress.pop(tp, None)
-            elif progress is None or progress[0] != marker:
-                self._progress[tp] = (marker, now)
-            elif now - progress[1] >= _STALL_S and tp not in self._gaps:
+                self._behind.pop(tp, None)
+            elif self._stalled(tp, marker, backlog, now) and tp not in self._gaps:
                 log.warning(
                     "no progress on a partition that is behind",
                     tp=str(tp),
@@ -453,7 +460,24 @@ class ProcessorAgents:
                 )
                 self.metrics.refetched.labels(reason="stalled").inc()
                 self._mark_gap(tp, state)
-                self._progress[tp] = (marker, now)
+
+    def _stalled(self, tp: TP, marker: Marker, backlog: int, now: float) -> bool:
+        """Whether ``tp``, behind by ``backlog``, has stood still for ``_STALL_S`` or has
+        not caught up half of a backlog of more than ``_SLOW_MIN_BACKLOG`` in ``_SLOW_S``."""
+        progress = self._progress.get(tp)
+        if progress is None or progress[0] != marker:
+            self._progress[tp] = progress = (marker, now)
+        behind = self._behind.setdefault(tp, (backlog, now))
+        still = now - progress[1] >= _STALL_S
+        slow = (
+            now - behind[1] >= _SLOW_S and backlog > _SLOW_MIN_BACKLOG and backlog > behind[0] / 2
+        )
+        if still or slow:
+            self._progress[tp] = (marker, now)
+            self._behind[tp] = (backlog, now)
+        elif now - behind[1] >= _SLOW_S:
+            self._behind[tp] = (backlog, now)  # caught up enough: a new window
+        return still or slow
 
     async def _seek_gaps(self, topic: str) -> None:
         """Seek every partition of ``topic`` with a gap back (see :meth:`_seek`).
