@@ -529,6 +529,9 @@ class ProcessorAgents:
             # in the consumer's thread (faust's `seek` calls aiokafka from this one).
             consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
             consumer.resume_partitions({tp})
+            # A partition faust took out of the fetch for a full stream buffer comes back
+            # only when that buffer reports it drained; fetch it again regardless.
+            consumer.on_buffer_drop(tp)
             await consumer.seek_wait({tp: target})
         except (KafkaError, AssertionError, TimeoutError) as exc:  # again on the next tick
             log.warning("cannot fetch again", tp=str(tp), offset=expected, error=repr(exc))
