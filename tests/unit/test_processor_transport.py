@@ -101,3 +101,24 @@ def test_a_partition_standing_still_counts_as_stalled_after_15_s() -> None:
     still = [agents._stalled(tp, (900, 100), 50, float(s)) for s in range(16)]
     assert still[:15] == [False] * 15
     assert still[15]
+
+
+def test_commits_pass_every_single_held_back_offset_at_once() -> None:
+    """faust passes over one unacknowledged offset between two acknowledged runs, one run
+    per commit; the worker's consumer takes every such run in one commit, and stops at a
+    longer hole."""
+    settings = ProcessorSettings(kafka_bootstrap="127.0.0.1:1")
+    tp = TP("sextant.events.raw", 1)
+
+    async def new_offset() -> tuple[int | None, list[int]]:
+        agents = ProcessorAgents(settings, ConfigCatalog(ConfigState()), ProcessorMetrics(), 3)
+        consumer = agents.app.consumer
+        assert isinstance(consumer, BatchDrainingConsumer)
+        consumer._committed_offset[tp] = 5
+        consumer._acked[tp] = [5, 6, 7, 9, 10, 12, 15, 16]
+        consumer._acked_index[tp] = set(consumer._acked[tp])
+        return consumer._new_offset(tp), list(consumer._acked[tp])
+
+    offset, left = asyncio.run(new_offset())
+    assert offset == 13  # faust alone: 8, then 11, then 13 in three commits
+    assert left == [15, 16]
