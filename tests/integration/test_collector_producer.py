@@ -10,15 +10,22 @@ import pytest
 from sextant.core.aio_kafka import BatchingProducer, OutgoingRecord, ProducerUnavailable
 from sextant.core.kafka import read_all
 from sextant.core.settings import KafkaSection
+from sextant.core.turns import Turns
 from sextant.schemas.topics import Topic, topic_name
 from tests.infra import free_port
 
 
+@pytest.mark.parametrize(
+    ("batch_bytes", "with_turns"),
+    [(256 * 1024, False), (256 * 1024, True), (600, True)],
+    ids=["batches", "batches-taking-turns", "small-batches-queued-per-partition"],
+)
 async def test_records_are_acknowledged_partitioned_by_key_and_in_order(
-    kafka_settings: KafkaSection,
+    kafka_settings: KafkaSection, batch_bytes: int, with_turns: bool
 ) -> None:
     topic = topic_name(Topic.EVENTS_RAW, kafka_settings.topic_prefix)
-    producer = BatchingProducer(kafka_settings)
+    turns = Turns() if with_turns else None
+    producer = BatchingProducer(kafka_settings, batch_bytes=batch_bytes, turns=turns)
     await producer.start()
     try:
 
@@ -28,6 +35,8 @@ async def test_records_are_acknowledged_partitioned_by_key_and_in_order(
                     OutgoingRecord(topic, f"p:user-{n}".encode(), f"{n}:{round_}:{i}".encode())
                     for i in range(10)
                 ]
+                if turns is not None:
+                    await turns.take()  # as a request handler does before its CPU work
                 await producer.send(records, timeout_s=10)
 
         await asyncio.gather(*(sender(n) for n in range(8)))

@@ -24,6 +24,7 @@ from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.kafka import cluster_reachable
 from sextant.core.logging import get_logger
 from sextant.core.service import add_operational_routes, settle_heap
+from sextant.core.turns import Turns
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
@@ -48,6 +49,7 @@ def create_app(
     producer (tests); without them the app follows the config topic and produces to Kafka."""
     follower = None if state is not None else ConfigFollower(settings)
     config = state if state is not None else follower.state  # type: ignore[union-attr]
+    turns = Turns()
     producer = (
         None
         if sink is not None
@@ -59,6 +61,7 @@ def create_app(
             compression=None
             if settings.producer_compression == "none"
             else settings.producer_compression,
+            turns=turns,
         )
     )
     registry = CollectorRegistry()
@@ -109,6 +112,7 @@ def create_app(
         trust_forwarded_for=settings.trust_forwarded_for,
         config_ready=config_ready,
         retry_after_s=settings.retry_after_seconds,
+        turns=turns,
     )
     app.include_router(build_router(endpoints))
 

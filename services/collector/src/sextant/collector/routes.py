@@ -21,6 +21,7 @@ from sextant.collector.metrics import CollectorMetrics
 from sextant.collector.models import BATCH_RESULT_EXAMPLE, BatchResult
 from sextant.collector.openapi import request_body
 from sextant.core.config_plane import ConfigState
+from sextant.core.turns import Turns
 from sextant.schemas.events import EventType
 
 Dialect = Callable[[Any], Submission]
@@ -57,6 +58,7 @@ class Endpoints:
         trust_forwarded_for: bool,
         config_ready: Callable[[], bool] = lambda: True,
         retry_after_s: int = 5,
+        turns: Turns | None = None,
     ) -> None:
         self.state = state
         self.ingestor = ingestor
@@ -66,6 +68,7 @@ class Endpoints:
         self.trust_forwarded_for = trust_forwarded_for
         self.config_ready = config_ready
         self.retry_after_s = retry_after_s
+        self.turns = turns or Turns()
 
     async def handle(self, request: Request, dialect: Dialect, limit: int, name: str) -> Response:
         started = time.perf_counter()
@@ -112,6 +115,7 @@ class Endpoints:
             raise ApiError(
                 400, "bad_request", "the client left before the body ended", "body"
             ) from error
+        await self.turns.take()
         submission = dialect(dialects.parse_json(body))
         if writer is None:
             writer = authenticate(self.state, submission.write_key, "body writeKey / api_key")
