@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,28 @@ async def test_a_full_buffer_refuses_at_once(kafka_settings: KafkaSection) -> No
             await producer.send([OutgoingRecord(topic, b"k", b"v" * 2000)], timeout_s=10)
     finally:
         await producer.stop()
+
+
+async def test_an_unexpected_failure_fails_its_batch_and_the_partition_goes_on(
+    kafka_settings: KafkaSection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = topic_name(Topic.EVENTS_RAW, kafka_settings.topic_prefix)
+    producer = BatchingProducer(kafka_settings)
+    await producer.start()
+    hand_over = producer._send_batch
+    failures = [ValueError("a bug between the producer and aiokafka")]
+
+    async def failing_once(tp: tuple[str, int], batch: Any) -> asyncio.Future[Any]:
+        if failures:
+            raise failures.pop()
+        return await hand_over(tp, batch)
+
+    monkeypatch.setattr(producer, "_send_batch", failing_once)
+    try:
+        with pytest.raises(ProducerUnavailable, match="a bug"):
+            await producer.send([OutgoingRecord(topic, b"k", b"first")], timeout_s=10)
+        await producer.send([OutgoingRecord(topic, b"k", b"second")], timeout_s=10)
+        assert producer.buffered_bytes == 0
+    finally:
+        await producer.stop()
+    assert [r.value for r in read_all(kafka_settings, topic)] == [b"second"]

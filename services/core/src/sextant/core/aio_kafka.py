@@ -336,6 +336,10 @@ class BatchingProducer:
                 # error (a sequence gap, a fenced producer): it cannot be revived.
                 self._replace_producer(error)
             return
+        except Exception as error:  # not Kafka's doing: fail this batch, keep the partition going
+            log.exception("handing a batch to aiokafka failed", topic=tp[0], partition=tp[1])
+            self._delivered(tp, batch, error)
+            return
         delivery.add_done_callback(functools.partial(self._on_delivery, tp, batch))
 
     def _replace_producer(self, error: BaseException) -> None:
