@@ -164,11 +164,12 @@ def envelope_json(envelope: Envelope) -> bytes:
 
 
 def _wire_json(fields: dict[str, Any]) -> bytes:
-    return orjson.dumps(
-        {wire: fields[name] for name, wire in _WIRE_NAMES.items()},
-        default=_encode_nested,
-        option=orjson.OPT_UTC_Z,
-    )
+    return _dump_wire({wire: fields[name] for name, wire in _WIRE_NAMES.items()})
+
+
+def _dump_wire(values: dict[str, Any]) -> bytes:
+    """JSON of values already under their wire names, in the envelope's field order."""
+    return orjson.dumps(values, default=_encode_nested, option=orjson.OPT_UTC_Z)
 
 
 class FieldError(BaseModel):
@@ -257,7 +258,9 @@ def envelope_values(
     ip_policy: IpPolicy = IpPolicy.KEEP,
     plan_violations: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The envelope's field values (by field name) for a validated client event."""
+    """The envelope's values for a validated client event, under their wire names (the keys
+    of ``events.raw``'s JSON) and in the envelope's field order, so they are written as they
+    are; :class:`Envelope` validates them by those names too."""
     sent_at = incoming.sent_at or batch_sent_at
     distinct_id = incoming.user_id or incoming.anonymous_id
     assert distinct_id is not None  # guaranteed by IncomingEvent's validator
@@ -271,18 +274,18 @@ def envelope_values(
         "type": incoming.type,
         "event": event_name(incoming),
         "distinct_id": distinct_id,
-        "user_id": incoming.user_id,
-        "anonymous_id": incoming.anonymous_id,
+        "userId": incoming.user_id,
+        "anonymousId": incoming.anonymous_id,
         "properties": properties,
         "traits": incoming.traits,
         "context": incoming.context,
         "timestamp": corrected_timestamp(incoming.timestamp, sent_at, received_at),
-        "original_timestamp": incoming.timestamp,
-        "sent_at": sent_at,
+        "originalTimestamp": incoming.timestamp,
+        "sentAt": sent_at,
         "received_at": received_at,
-        "message_id": incoming.message_id or new_message_id(),
-        "group_id": incoming.group_id,
-        "previous_id": incoming.previous_id,
+        "messageId": incoming.message_id or new_message_id(),
+        "groupId": incoming.group_id,
+        "previousId": incoming.previous_id,
         "ip": ip,
         "plan_violations": plan_violations or [],
     }
@@ -323,4 +326,4 @@ def enriched_record(
     checking the same values again as an :class:`Envelope` took a tenth of the collector's time.
     """
     values = envelope_values(incoming, project_id=project_id, received_at=received_at, **options)
-    return envelope_key(project_id, values["distinct_id"]).encode(), _wire_json(values)
+    return envelope_key(project_id, values["distinct_id"]).encode(), _dump_wire(values)
