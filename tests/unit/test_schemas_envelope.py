@@ -79,12 +79,41 @@ def test_invalid_events_say_why(payload: dict[str, object], field_fragment: str)
     assert field_fragment in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("u-1", "u-1"), (7, "7"), ("", None), (None, None), ("x" * 256, "x" * 256)],
+)
+def test_ids_are_strings_and_empty_ids_are_absent(sent: object, kept: str | None) -> None:
+    incoming = IncomingEvent.model_validate(
+        {"type": "track", "event": "X", "anonymousId": "a", "userId": sent}
+    )
+    assert incoming.user_id == kept
+
+
+@pytest.mark.parametrize("sent", [True, 1.5, ["a"], {"id": 1}, "x" * 257])
+def test_ids_that_are_not_strings_or_integers_are_refused(sent: object) -> None:
+    with pytest.raises(ValidationError) as error:
+        IncomingEvent.model_validate({"type": "track", "event": "X", "userId": sent})
+    assert error.value.errors()[0]["loc"] == ("userId",)
+
+
 def test_page_name_is_kept_as_a_property() -> None:
-    incoming = IncomingEvent.model_validate({"type": "page", "userId": "u", "name": "Pricing"})
+    incoming = IncomingEvent.model_validate(
+        {"type": "page", "userId": "u", "name": "Pricing", "properties": {"path": "/p"}}
+    )
     envelope = enrich(incoming, project_id="p", received_at=RECEIVED)
     assert envelope.type is EventType.PAGE
     assert envelope.event == "$page"
-    assert envelope.properties["name"] == "Pricing"
+    assert envelope.properties == {"path": "/p", "name": "Pricing"}
+    assert incoming.properties == {"path": "/p"}  # the client's event is left as it came
+
+
+def test_a_name_property_the_client_sent_wins_over_the_page_name() -> None:
+    incoming = IncomingEvent.model_validate(
+        {"type": "screen", "userId": "u", "name": "Home", "properties": {"name": "Start"}}
+    )
+    envelope = enrich(incoming, project_id="p", received_at=RECEIVED)
+    assert envelope.properties["name"] == "Start"
 
 
 @pytest.mark.parametrize(
