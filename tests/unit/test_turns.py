@@ -22,9 +22,11 @@ def hop_chain(log: list[str], hops: int) -> None:
     loop.call_soon(hop, 1)
 
 
-async def heavy_step(turns: Turns | None, name: str, log: list[str]) -> None:
+async def heavy_step(
+    turns: Turns | None, name: str, log: list[str], *, first: bool = False
+) -> None:
     if turns is not None:
-        await turns.take()
+        await turns.take(first=first)
     log.append(name)
 
 
@@ -57,6 +59,18 @@ async def test_turns_are_granted_in_arrival_order() -> None:
     log: list[str] = []
     await asyncio.gather(*(heavy_step(turns, f"heavy {i}", log) for i in range(5)))
     assert log == [f"heavy {i}" for i in range(5)]
+
+
+async def test_a_step_that_goes_first_overtakes_the_waiting_ones() -> None:
+    turns = Turns()
+    log: list[str] = []
+    steps = [asyncio.create_task(heavy_step(turns, f"heavy {i}", log)) for i in range(3)]
+    steps.append(asyncio.create_task(heavy_step(turns, "heavy urgent", log, first=True)))
+    await asyncio.sleep(0)  # heavy 0 holds this iteration; the others wait
+    assert turns.waiting == 3
+    await asyncio.gather(*steps)
+    assert log == ["heavy 0", "heavy urgent", "heavy 1", "heavy 2"]
+    assert turns.waiting == 0
 
 
 async def test_a_single_step_takes_its_turn_at_once() -> None:

@@ -41,6 +41,8 @@ __all__ = ["BatchingProducer", "OutgoingRecord", "ProducerUnavailable"]
 log = get_logger(__name__)
 
 _PARTITION_CACHE_LIMIT = 200_000
+PUMP_AHEAD_OF = 4
+"""A hand-over round goes ahead of fewer queued request handlers than this, behind more."""
 _compressors = threading.local()
 
 
@@ -306,9 +308,12 @@ class BatchingProducer:
         request carries everything that arrived during the previous one. One task serves every
         partition, so the partitions freed by one produce response go out in one round.
 
-        With ``turns`` (shared with the request handlers), a round waits its turn behind the
-        handlers already queued for theirs: under load it then carries their records too, in
-        fewer and fuller produce requests, and with no queue it starts at once.
+        With ``turns`` (shared with the request handlers), a round goes ahead of a short queue
+        of handlers (fewer than :data:`PUMP_AHEAD_OF`), so that at moderate load the next
+        produce request leaves as soon as the last one is answered. Behind a longer queue, at
+        the peak, it waits its turn and then carries those handlers' records too, in fewer and
+        fuller produce requests. (Always going first cut the p99 at 45,000 events/s from 47–51
+        to 39–45 ms but the peak by a tenth; always waiting cost the latency.)
         """
         while True:
             if not self._ready:
@@ -316,7 +321,7 @@ class BatchingProducer:
                 await self._pump_wake.wait()
                 continue
             if self._turns is not None:
-                await self._turns.take()
+                await self._turns.take(first=self._turns.waiting < PUMP_AHEAD_OF)
             while self._ready:
                 tp = next(iter(self._ready))
                 del self._ready[tp]

@@ -30,10 +30,19 @@ class Turns:
         self._taken_this_iteration = False
         self._waiting: deque[asyncio.Future[None]] = deque()
 
-    async def take(self) -> None:
+    @property
+    def waiting(self) -> int:
+        """How many steps wait for a turn."""
+        return len(self._waiting)
+
+    async def take(self, *, first: bool = False) -> None:
+        """Wait for a turn; ``first`` goes ahead of the steps already waiting."""
         if self._taken_this_iteration or self._waiting:
             turn = asyncio.get_running_loop().create_future()
-            self._waiting.append(turn)
+            if first:
+                self._waiting.appendleft(turn)
+            else:
+                self._waiting.append(turn)
             try:
                 await turn
             except asyncio.CancelledError:
