@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from sextant.collector import openapi
 from sextant.collector.ingest import Ingestor, RecordSink, utc_now
-from sextant.collector.metrics import CollectorMetrics
+from sextant.collector.metrics import CollectorMetrics, scrape_registry
 from sextant.collector.ratelimit import RateLimiter
 from sextant.collector.routes import Endpoints, build_router
 from sextant.collector.settings import CollectorSettings
@@ -121,7 +121,11 @@ def create_app(
             metrics.buffered_bytes.set(producer.buffered_bytes)
         return cluster_reachable(settings.kafka_bootstrap, timeout_s=2.0)
 
-    add_operational_routes(app, {"config": config_ready, "kafka": kafka_ready}, registry)
+    add_operational_routes(
+        app,
+        {"config": config_ready, "kafka": kafka_ready},
+        scrape_registry(registry, settings.collector_metrics_dir),
+    )
     _document(app)
     return app
 

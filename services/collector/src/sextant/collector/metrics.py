@@ -1,8 +1,15 @@
-"""The collector's Prometheus metrics, on a registry of each app's own."""
+"""The collector's Prometheus metrics, on a registry of each app's own.
+
+With several worker processes the values live in files shared by the workers
+(prometheus_client's multiprocess mode), and a scrape of any worker adds them all up.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -46,9 +53,20 @@ class CollectorMetrics:
             "sextant_collector_in_flight_requests",
             "Requests being handled now",
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.buffered_bytes = Gauge(
             "sextant_collector_producer_buffered_bytes",
             "Bytes handed to the producer and not yet acknowledged by Kafka",
             registry=registry,
+            multiprocess_mode="livesum",
         )
+
+
+def scrape_registry(own: CollectorRegistry, shared_dir: Path | None) -> CollectorRegistry:
+    """What ``/metrics`` reports: this process's registry, or every worker's shared values."""
+    if shared_dir is None:
+        return own
+    every_worker = CollectorRegistry()
+    MultiProcessCollector(every_worker, path=str(shared_dir))  # type: ignore[no-untyped-call]
+    return every_worker
