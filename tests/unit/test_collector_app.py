@@ -7,6 +7,7 @@ import base64
 import gzip
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -443,3 +444,15 @@ async def test_shared_batch_context_reaches_every_event(
         {"app": {"name": "shop"}},
         {"app": {"name": "shop"}, "x": 1},
     ]
+
+
+async def test_one_process_reports_its_own_metrics_even_with_a_metrics_dir(
+    state: ConfigState, sink: MemorySink, tmp_path: Path
+) -> None:
+    settings = CollectorSettings(topic_prefix="t", collector_metrics_dir=tmp_path)
+    app = create_app(settings, state=state, sink=sink, clock=lambda: NOW)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://collector") as http:
+        await http.post("/v1/track", json=track(), headers=basic(WRITE_KEY))
+        text = (await http.get("/metrics")).text
+    assert 'sextant_collector_events_total{outcome="accepted",reason=""} 1.0' in text

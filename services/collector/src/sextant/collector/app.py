@@ -124,7 +124,10 @@ def create_app(
     add_operational_routes(
         app,
         {"config": config_ready, "kafka": kafka_ready},
-        scrape_registry(registry, settings.collector_metrics_dir),
+        scrape_registry(
+            registry,
+            settings.collector_metrics_dir if settings.collector_workers > 1 else None,
+        ),
     )
     _document(app)
     return app

@@ -19,7 +19,7 @@ class CollectorSettings(KafkaSection, ServiceSection):
     collector_metrics_dir: Path | None = None
     """Where worker processes share their Prometheus metrics, so that a scrape of any one of
     them reports the whole collector. Set by ``sextant collector`` for its workers (a private
-    directory, emptied at start); with one process, unset."""
+    directory unless set here, emptied at start); with one process, not used."""
     max_batch_bytes: int = Field(default=500 * KIB, gt=0)
     """Largest request body, on the wire and again after gzip inflation (Segment: 500 KB)."""
     max_event_bytes: int = Field(default=32 * KIB, gt=0)
