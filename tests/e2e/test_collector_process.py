@@ -59,10 +59,10 @@ def _cmdline(pid: int) -> bytes:
 
 @contextlib.contextmanager
 def running_collector(
-    kafka_settings: KafkaSection, tmp_path: Path, workers: int
+    kafka_settings: KafkaSection, tmp_path: Path, workers: int, rate_limit: int = 100_000
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``sextant collector`` ready on a free port; stopped with SIGTERM, which must end it."""
-    publish_demo_project(kafka_settings)
+    publish_demo_project(kafka_settings, rate_limit=rate_limit)
     port = free_port()
     env = os.environ | {
         "SEXTANT_KAFKA_BOOTSTRAP": kafka_settings.kafka_bootstrap,
@@ -133,3 +133,19 @@ def test_a_crashed_worker_is_replaced_and_its_counts_stay(
         for _ in range(6):
             assert accepted_events(httpx.get(f"{url}/metrics").text) == 5
     assert raw_event_names(kafka_settings) == ["Booted"] * 5
+
+
+def test_workers_enforce_one_rate_per_key_together(
+    kafka_settings: KafkaSection, tmp_path: Path
+) -> None:
+    batch = {"batch": [{"type": "track", "event": "Booted", "userId": "u1"}] * 48}
+    with running_collector(kafka_settings, tmp_path, workers=2, rate_limit=100) as (_, url):
+        # One keep-alive connection reaches one worker, and still gets the key's whole rate.
+        with httpx.Client(base_url=url, headers=AUTH) as one_connection:
+            for _ in range(2):
+                response = one_connection.post("/v1/batch", json=batch)
+                assert response.json() == {"accepted": 48, "rejected": []}
+        # What is left of the second is refused whichever worker a new connection reaches.
+        for _ in range(3):
+            refused = httpx.post(f"{url}/v1/batch", json=batch, headers=AUTH)
+            assert refused.status_code == 429, refused.text

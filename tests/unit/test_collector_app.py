@@ -446,10 +446,10 @@ async def test_shared_batch_context_reaches_every_event(
     ]
 
 
-async def test_one_process_reports_its_own_metrics_even_with_a_metrics_dir(
+async def test_one_process_reports_its_own_metrics_even_with_a_shared_dir(
     state: ConfigState, sink: MemorySink, tmp_path: Path
 ) -> None:
-    settings = CollectorSettings(topic_prefix="t", collector_metrics_dir=tmp_path)
+    settings = CollectorSettings(topic_prefix="t", collector_shared_dir=tmp_path)
     app = create_app(settings, state=state, sink=sink, clock=lambda: NOW)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://collector") as http:

@@ -15,9 +15,10 @@ from prometheus_client import CollectorRegistry
 from sextant.collector import openapi
 from sextant.collector.ingest import Ingestor, RecordSink, utc_now
 from sextant.collector.metrics import CollectorMetrics, scrape_registry
-from sextant.collector.ratelimit import RateLimiter
+from sextant.collector.ratelimit import RateLimiter, SharedBuckets
 from sextant.collector.routes import Endpoints, build_router
 from sextant.collector.settings import CollectorSettings
+from sextant.collector.shared import buckets_file, metrics_dir
 from sextant.collector.validation import TrackingPlans
 from sextant.core.aio_kafka import BatchingProducer
 from sextant.core.config_plane import ConfigFollower, ConfigState
@@ -64,12 +65,13 @@ def create_app(
             turns=turns,
         )
     )
+    shared = settings.collector_shared_dir if settings.collector_workers > 1 else None
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry)
     ingestor = Ingestor(
         sink=sink or producer,  # type: ignore[arg-type]
         plans=TrackingPlans(config),
-        limiter=RateLimiter(share=settings.collector_workers),
+        limiter=RateLimiter(store=SharedBuckets(buckets_file(shared)) if shared else None),
         metrics=metrics,
         raw_topic=topic_name(Topic.EVENTS_RAW, settings.topic_prefix),
         invalid_topic=topic_name(Topic.EVENTS_INVALID, settings.topic_prefix),
@@ -124,10 +126,7 @@ def create_app(
     add_operational_routes(
         app,
         {"config": config_ready, "kafka": kafka_ready},
-        scrape_registry(
-            registry,
-            settings.collector_metrics_dir if settings.collector_workers > 1 else None,
-        ),
+        scrape_registry(registry, metrics_dir(shared) if shared else None),
     )
     _document(app)
     return app

@@ -63,10 +63,10 @@ class CollectorMetrics:
         )
 
 
-def scrape_registry(own: CollectorRegistry, shared_dir: Path | None) -> CollectorRegistry:
+def scrape_registry(own: CollectorRegistry, shared_metrics: Path | None) -> CollectorRegistry:
     """What ``/metrics`` reports: this process's registry, or every worker's shared values."""
-    if shared_dir is None:
+    if shared_metrics is None:
         return own
     every_worker = CollectorRegistry()
-    MultiProcessCollector(every_worker, path=str(shared_dir))  # type: ignore[no-untyped-call]
+    MultiProcessCollector(every_worker, path=str(shared_metrics))  # type: ignore[no-untyped-call]
     return every_worker

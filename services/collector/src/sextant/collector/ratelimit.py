@@ -1,17 +1,35 @@
-"""Per-key rate limits: a token bucket of events per second, refilled continuously."""
+"""Per-key rate limits: a token bucket of events per second, refilled continuously.
+
+One collector process keeps its buckets in memory. Worker processes on one port share theirs
+through a memory-mapped file, so a key gets its project's whole rate whichever worker its
+connections reach (a client with one keep-alive connection reaches only one).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import math
+import mmap
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 
 @dataclass
-class _Bucket:
+class Bucket:
     tokens: float
     updated: float
+
+
+class BucketStore(Protocol):
+    def open(self, key: str, full: float, now: float) -> contextlib.AbstractContextManager[Bucket]:
+        """``key``'s bucket (a new one holds ``full`` tokens), held alone until closed."""
+        ...
 
 
 class RateLimiter:
@@ -19,27 +37,89 @@ class RateLimiter:
 
     A request of ``n`` events passes when the bucket holds ``n`` tokens, or when it is full (so
     a batch larger than one second's allowance is not refused forever; the bucket then goes
-    into debt). ``share`` divides every rate, for processes that split one key's traffic.
+    into debt).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, share: int = 1) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, store: BucketStore | None = None
+    ) -> None:
         self._clock = clock
-        self._share = share
-        self._buckets: dict[str, _Bucket] = {}
+        self._store = store or MemoryBuckets()
 
     def acquire(self, key: str, events: int, per_second: float) -> float:
         """Take ``events`` tokens and return 0, or return the seconds until they would pass."""
-        rate = per_second / self._share
-        now = self._clock()
+        rate, now = per_second, self._clock()
+        with self._store.open(key, rate, now) as bucket:
+            bucket.tokens = min(rate, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+            if bucket.tokens >= events or bucket.tokens >= rate:
+                bucket.tokens -= events
+                return 0.0
+            return (min(events, rate) - bucket.tokens) / rate
+
+
+class MemoryBuckets:
+    """The buckets of one process."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, Bucket] = {}
+
+    @contextlib.contextmanager
+    def open(self, key: str, full: float, now: float) -> Iterator[Bucket]:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(tokens=rate, updated=now)
-        bucket.tokens = min(rate, bucket.tokens + (now - bucket.updated) * rate)
-        bucket.updated = now
-        if bucket.tokens >= events or bucket.tokens >= rate:
-            bucket.tokens -= events
-            return 0.0
-        return (min(events, rate) - bucket.tokens) / rate
+            bucket = self._buckets[key] = Bucket(tokens=full, updated=now)
+        yield bucket
+
+
+_SLOT = struct.Struct("16sdd")  # key digest, tokens, updated (CLOCK_MONOTONIC, machine-wide)
+SHARED_SLOTS = 8192
+
+
+class SharedBuckets:
+    """Buckets in a file every worker maps; an exclusive ``flock`` guards each update.
+
+    Slots are found by the key's digest with linear probing. When every slot is taken (more
+    keys than ``SHARED_SLOTS``), further keys fall back to buckets of this process alone.
+    """
+
+    def __init__(self, path: Path, slots: int = SHARED_SLOTS) -> None:
+        self._file = path.open("a+b")
+        if self._file.seek(0, 2) < slots * _SLOT.size:
+            self._file.truncate(slots * _SLOT.size)  # zero-filled: every slot free
+        self._map = mmap.mmap(self._file.fileno(), slots * _SLOT.size)
+        self._slots = slots
+        self._overflow = MemoryBuckets()
+
+    @contextlib.contextmanager
+    def open(self, key: str, full: float, now: float) -> Iterator[Bucket]:
+        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        try:
+            offset = self._slot_of(digest)
+            if offset is None:
+                with self._overflow.open(key, full, now) as bucket:
+                    yield bucket
+                return
+            stored, tokens, updated = _SLOT.unpack_from(self._map, offset)
+            bucket = Bucket(tokens, updated) if stored == digest else Bucket(full, now)
+            yield bucket
+            _SLOT.pack_into(self._map, offset, digest, bucket.tokens, bucket.updated)
+        finally:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    def _slot_of(self, digest: bytes) -> int | None:
+        start = int.from_bytes(digest[:8]) % self._slots
+        for probe in range(self._slots):
+            offset = (start + probe) % self._slots * _SLOT.size
+            stored = self._map[offset : offset + 16]
+            if stored == digest or stored == bytes(16):
+                return offset
+        return None
+
+    def close(self) -> None:
+        self._map.close()
+        self._file.close()
 
 
 def retry_after_header(seconds: float) -> str:

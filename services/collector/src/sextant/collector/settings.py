@@ -16,10 +16,11 @@ class CollectorSettings(KafkaSection, ServiceSection):
     collector_port: int = 8080
     collector_workers: int = Field(default=1, ge=1, le=64)
     """uvicorn worker processes; each has its own producer, config follower and rate limiter."""
-    collector_metrics_dir: Path | None = None
-    """Where worker processes share their Prometheus metrics, so that a scrape of any one of
-    them reports the whole collector. Set by ``sextant collector`` for its workers (a private
-    directory unless set here, emptied at start); with one process, not used."""
+    collector_shared_dir: Path | None = None
+    """Where worker processes share their Prometheus metrics (a scrape of any one reports the
+    whole collector) and their rate-limit buckets (a key gets its whole rate whichever worker
+    it reaches). ``sextant collector`` passes it to its workers: a private temporary directory
+    unless set here, emptied at start. With one process, not used."""
     max_batch_bytes: int = Field(default=500 * KIB, gt=0)
     """Largest request body, on the wire and again after gzip inflation (Segment: 500 KB)."""
     max_event_bytes: int = Field(default=32 * KIB, gt=0)

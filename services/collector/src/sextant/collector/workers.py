@@ -8,14 +8,10 @@ connections across the processes by their address hash.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
-import os
 import signal
 import socket
-import tempfile
 import time
-from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
@@ -25,6 +21,7 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from sextant.collector.app import create_app
 from sextant.collector.settings import CollectorSettings
+from sextant.collector.shared import metrics_dir, prepared_shared_dir
 from sextant.core.logging import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -54,33 +51,13 @@ def run_worker() -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-@contextlib.contextmanager
-def shared_metrics_dir(settings: CollectorSettings) -> Iterator[Path]:
-    """An empty directory for the workers' shared metrics, passed on in their environment.
-
-    prometheus_client's multiprocess mode is switched on by ``PROMETHEUS_MULTIPROC_DIR`` when
-    a process first imports it, so the workers (spawned, they import afresh) inherit it.
-    """
-    with contextlib.ExitStack() as cleanup:
-        if settings.collector_metrics_dir is None:
-            directory = Path(cleanup.enter_context(tempfile.TemporaryDirectory("-metrics")))
-        else:
-            directory = settings.collector_metrics_dir
-            directory.mkdir(parents=True, exist_ok=True)
-            for stale in directory.glob("*.db"):  # counts of an earlier run would add up
-                stale.unlink()
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-        os.environ["SEXTANT_COLLECTOR_METRICS_DIR"] = str(directory)
-        yield directory
-
-
 def supervise(settings: CollectorSettings) -> None:
     """Run ``collector_workers`` processes until SIGTERM/SIGINT; restart one that crashes."""
-    with shared_metrics_dir(settings) as metrics_dir:
-        _run_workers(settings, metrics_dir)
+    with prepared_shared_dir(settings) as shared:
+        _run_workers(settings, metrics_dir(shared))
 
 
-def _run_workers(settings: CollectorSettings, metrics_dir: Path) -> None:
+def _run_workers(settings: CollectorSettings, metrics: Path) -> None:
     context = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -104,7 +81,7 @@ def _run_workers(settings: CollectorSettings, metrics_dir: Path) -> None:
             if not process.is_alive() and not stopping:
                 log.error("a collector worker exited; starting another", code=process.exitcode)
                 if process.pid is not None:  # its gauges stop counting; its counts remain
-                    mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
+                    mark_process_dead(process.pid, str(metrics))  # type: ignore[no-untyped-call]
                 processes[index] = start()
         time.sleep(0.5)
     for process in processes:
