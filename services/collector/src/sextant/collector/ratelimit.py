@@ -74,13 +74,14 @@ class MemoryBuckets:
 
 _SLOT = struct.Struct("16sdd")  # key digest, tokens, updated (CLOCK_MONOTONIC, machine-wide)
 SHARED_SLOTS = 8192
+MAX_PROBES = 64
 
 
 class SharedBuckets:
     """Buckets in a file every worker maps; an exclusive ``flock`` guards each update.
 
-    Slots are found by the key's digest with linear probing. When every slot is taken (more
-    keys than ``SHARED_SLOTS``), further keys fall back to buckets of this process alone.
+    Slots are found by the key's digest with linear probing, at most ``MAX_PROBES`` of them. A
+    key that finds none free (thousands of keys) falls back to a bucket of this process alone.
     """
 
     def __init__(self, path: Path, slots: int = SHARED_SLOTS) -> None:
@@ -110,7 +111,7 @@ class SharedBuckets:
 
     def _slot_of(self, digest: bytes) -> int | None:
         start = int.from_bytes(digest[:8]) % self._slots
-        for probe in range(self._slots):
+        for probe in range(min(self._slots, MAX_PROBES)):
             offset = (start + probe) % self._slots * _SLOT.size
             stored = self._map[offset : offset + 16]
             if stored == digest or stored == bytes(16):
