@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI
+from mode import Service
 
 from sextant.core.config_plane import ConfigFollower
 from sextant.core.kafka import cluster_reachable, end_offsets, ensure_topic, ensure_topics
@@ -49,29 +50,32 @@ class Processor:
         self._server = uvicorn.Server(config)
         threading.Thread(target=self._server.run, name="http", daemon=True).start()
 
-    def start_watchdog(self) -> None:
-        """Exit the process when a rebalance or table recovery never ends.
+    def start_watchdog(self, worker: Service) -> None:
+        """Exit the process when a rebalance or table recovery never ends, or a stop.
 
         Seen under load: faust's recovery waiting for changelog records that never come, and
         its recovery service crashing on a rebalance; either way the worker holds partitions
         it never processes. Exiting hands them to the other workers, and the supervisor
         (local supervisor, Kubernetes) restarts this one, which restores from the changelog.
+        Seen with Kafka gone: a stop waiting for the broker (and retrying its metadata on a
+        full core) until killed.
         """
-        limit = self.settings.processor_max_rebalance_seconds
+        rebalance_limit = self.settings.processor_max_rebalance_seconds
+        stop_limit = self.settings.processor_stop_seconds
 
         def watch() -> None:
-            since: float | None = None
+            rebalancing = Since()
+            stopping = Since()
             while True:
-                time.sleep(1.0)
-                if not self.agents.app.rebalancing:
-                    since = None
-                    continue
-                since = since or time.monotonic()
-                if time.monotonic() - since > limit:
-                    log.error("rebalance not finished; exiting to be restarted", seconds=limit)
+                time.sleep(0.5)
+                if rebalancing.longer_than(rebalance_limit, self.agents.app.rebalancing):
+                    log.error("rebalance not finished; exiting", seconds=rebalance_limit)
                     os._exit(STUCK_EXIT_CODE)
+                if stopping.longer_than(stop_limit, worker.should_stop):
+                    log.error("stop not finished; exiting now", seconds=stop_limit)
+                    os._exit(1)
 
-        threading.Thread(target=watch, name="rebalance-watchdog", daemon=True).start()
+        threading.Thread(target=watch, name="watchdog", daemon=True).start()
 
     def run(self) -> None:
         """Follow the config, then run the faust worker until SIGINT/SIGTERM."""
@@ -81,7 +85,6 @@ class Processor:
         if not self.follower.wait_caught_up(self.settings.config_wait_seconds):
             log.warning("config not caught up yet; starting anyway")
         self.start_http()
-        self.start_watchdog()
         self.alerts.start()
         worker = faust.Worker(
             self.agents.app,
@@ -90,6 +93,7 @@ class Processor:
             redirect_stdouts=False,
             override_logging=False,
         )
+        self.start_watchdog(worker)
         try:
             worker.execute_from_commandline()
         finally:
@@ -97,6 +101,20 @@ class Processor:
             self.follower.stop()
             if self._server is not None:
                 self._server.should_exit = True
+
+
+class Since:
+    """How long a condition has held, as polled."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+
+    def longer_than(self, seconds: float, holds: bool) -> bool:
+        if not holds:
+            self._since = None
+            return False
+        self._since = self._since or time.monotonic()
+        return time.monotonic() - self._since > seconds
 
 
 def create_app(settings: ProcessorSettings) -> Processor:

@@ -29,6 +29,11 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     processor_max_rebalance_seconds: float = 300.0
     """A worker still rebalancing or restoring its tables after this long exits (exit code
     75) for its supervisor to restart it: faust's recovery can stall for good."""
+    processor_stop_seconds: float = Field(default=30.0, gt=0)
+    """A worker asked to stop (SIGTERM, SIGINT) that has not finished this long after exits at
+    once (exit code 1): with Kafka gone, faust's shutdown waits for the broker for ever. This
+    is a crash as far as the data goes, and a crash loses nothing: what was not committed is
+    read again by the next worker."""
     processor_fetch_min_bytes: int = Field(default=32 * 1024, ge=1)
     """The broker answers the worker's fetch once it has this many bytes ..."""
     processor_fetch_max_wait_ms: int = Field(default=50, ge=0)
