@@ -1,4 +1,4 @@
-"""A worker whose rebalance never ends exits for its supervisor to restart it."""
+"""A worker whose rebalance, or stop, never ends exits (to be restarted, or to end)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import textwrap
 
 from sextant.processor.app import STUCK_EXIT_CODE
 
-_WORKER = textwrap.dedent(
+_PROCESS = textwrap.dedent(
     """
     import sys, time
     from types import SimpleNamespace
@@ -16,23 +16,30 @@ _WORKER = textwrap.dedent(
     from sextant.processor.settings import ProcessorSettings
 
     app = SimpleNamespace(rebalancing=sys.argv[1] == "stuck")
-    worker = SimpleNamespace(
-        settings=ProcessorSettings(processor_max_rebalance_seconds=1.0),
+    processor = SimpleNamespace(
+        settings=ProcessorSettings(
+            processor_max_rebalance_seconds=1.0, processor_stop_seconds=1.0
+        ),
         agents=SimpleNamespace(app=app),
     )
-    Processor.start_watchdog(worker)  # type: ignore[arg-type]
+    faust_worker = SimpleNamespace(should_stop=sys.argv[1] == "stopping")
+    Processor.start_watchdog(processor, faust_worker)  # type: ignore[arg-type]
     time.sleep(4)
     """
 )
 
 
 def _run(mode: str) -> int:
-    return subprocess.run([sys.executable, "-c", _WORKER, mode], timeout=60).returncode
+    return subprocess.run([sys.executable, "-c", _PROCESS, mode], timeout=60).returncode
 
 
 def test_a_stuck_rebalance_ends_the_process_with_its_exit_code() -> None:
     assert _run("stuck") == STUCK_EXIT_CODE
 
 
-def test_a_worker_that_is_not_rebalancing_keeps_running() -> None:
+def test_a_stop_that_does_not_finish_ends_the_process() -> None:
+    assert _run("stopping") == 1
+
+
+def test_a_worker_that_is_neither_rebalancing_nor_stopping_keeps_running() -> None:
     assert _run("working") == 0
