@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -104,6 +105,20 @@ class LocalBroker:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+
+@contextlib.contextmanager
+def private_kafka(data_dir: Path) -> Iterator[tuple[LocalBroker, KafkaSection]]:
+    """A broker of the test's own, to stop and restart, and settings with a fresh prefix."""
+    broker = LocalBroker(data_dir / "kafka")
+    broker.start()
+    try:
+        yield (
+            broker,
+            KafkaSection(kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}"),
+        )
+    finally:
+        broker.stop()
 
 
 def _docker_answers() -> bool:

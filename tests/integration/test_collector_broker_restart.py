@@ -7,7 +7,6 @@ import base64
 import itertools
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +14,8 @@ import httpx
 import orjson
 
 from sextant.core.kafka import ensure_topics
-from sextant.core.settings import KafkaSection
 from sextant.schemas.topics import Topic
-from tests.infra import LocalBroker, wait_for
+from tests.infra import private_kafka, wait_for
 from tests.integration.test_collector_kafka import (
     WRITE_KEY,
     publish_demo_project,
@@ -78,12 +76,7 @@ def _readiness(url: str) -> int:
 
 
 def test_no_acknowledged_event_is_lost_across_a_broker_restart(tmp_path: Path) -> None:
-    broker = LocalBroker(tmp_path / "kafka")
-    broker.start()
-    try:
-        settings = KafkaSection(
-            kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}"
-        )
+    with private_kafka(tmp_path) as (broker, settings):
         ensure_topics(settings, partitions=3)
         publish_demo_project(settings)
         with running_collector(settings, produce_timeout_seconds=1.0) as collector:
@@ -125,5 +118,3 @@ def test_no_acknowledged_event_is_lost_across_a_broker_restart(tmp_path: Path) -
         }
         lost = load.acknowledged - present
         assert not lost, f"{len(lost)} of {len(load.acknowledged)} acknowledged events lost"
-    finally:
-        broker.stop()

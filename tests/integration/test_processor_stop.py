@@ -5,24 +5,17 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 from sextant.core.kafka import ensure_topics
-from sextant.core.settings import KafkaSection
-from tests.infra import LocalBroker
+from tests.infra import private_kafka
 from tests.integration.test_processor_pipeline import ProcessorProcess
 
 STOP_SECONDS = 5
 
 
 def test_a_processor_stops_within_its_limit_after_kafka_is_gone(tmp_path: Path) -> None:
-    broker = LocalBroker(tmp_path / "kafka")
-    broker.start()
-    try:
-        settings = KafkaSection(
-            kafka_bootstrap=broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}"
-        )
+    with private_kafka(tmp_path) as (broker, settings):
         ensure_topics(settings, partitions=2)
         worker = ProcessorProcess(settings, tmp_path)
         worker.env["SEXTANT_PROCESSOR_STOP_SECONDS"] = str(STOP_SECONDS)
@@ -39,5 +32,3 @@ def test_a_processor_stops_within_its_limit_after_kafka_is_gone(tmp_path: Path) 
         assert time.monotonic() - asked > STOP_SECONDS  # it did try to stop gracefully
         assert exit_code == 1
         assert "stop not finished; exiting now" in worker.log_path.read_text()
-    finally:
-        broker.stop(kill=True)

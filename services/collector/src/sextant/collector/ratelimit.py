@@ -118,10 +118,6 @@ class SharedBuckets:
                 return offset
         return None
 
-    def close(self) -> None:
-        self._map.close()
-        self._file.close()
-
 
 def retry_after_header(seconds: float) -> str:
     """Whole seconds, at least 1 (``Retry-After`` has no fractions)."""
