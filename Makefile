@@ -10,10 +10,11 @@ export UV_PYTHON ?= 3.11
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: ## Create the Python environment from uv.lock and fetch Kafka into .local/
+setup: ## Python environment from uv.lock, Kafka into .local/, Chromium, npm packages built
 	@[ -x "$(UV)" ] || python3 -m pip install --quiet --user 'uv>=0.5'
 	$(UV) sync --frozen --all-packages
 	bash deploy/local/kafka.sh fetch
+	bash deploy/local/web.sh
 
 run: setup ## Run Sextant: Kafka, every part, the demo project (Ctrl-C stops it)
 	$(PY) python deploy/local/supervisor.py

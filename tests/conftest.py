@@ -67,3 +67,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif "/tests/e2e/" in path:
             item.add_marker(pytest.mark.e2e)
+        elif "/tests/browser/" in path:
+            item.add_marker(pytest.mark.browser)
