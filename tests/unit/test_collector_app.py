@@ -4,6 +4,7 @@ tests/integration/test_collector_*.py against a real broker)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -81,12 +82,22 @@ def sink() -> MemorySink:
     return MemorySink()
 
 
-@pytest.fixture
-async def client(state: ConfigState, sink: MemorySink) -> AsyncIterator[httpx.AsyncClient]:
-    settings = CollectorSettings(topic_prefix="t", max_batch_bytes=20_000, max_event_bytes=2_000)
-    app = create_app(settings, state=state, sink=sink, clock=lambda: NOW)
+@contextlib.asynccontextmanager
+async def collector_client(
+    state: ConfigState, sink: MemorySink, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of a collector app on ``state`` and ``sink``, from 203.0.113.77."""
+    defaults: dict[str, Any] = {"topic_prefix": "t", "max_batch_bytes": 20_000}
+    options = CollectorSettings(**(defaults | {"max_event_bytes": 2_000} | settings))
+    app = create_app(options, state=state, sink=sink, clock=lambda: NOW)
     transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 5555))
     async with httpx.AsyncClient(transport=transport, base_url="http://collector") as http:
+        yield http
+
+
+@pytest.fixture
+async def client(state: ConfigState, sink: MemorySink) -> AsyncIterator[httpx.AsyncClient]:
+    async with collector_client(state, sink) as http:
         yield http
 
 

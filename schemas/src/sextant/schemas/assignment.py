@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 
 __all__ = [
     "BucketRange",
@@ -36,6 +37,7 @@ __all__ = [
     "get_equal_weights",
     "hash_value",
     "in_namespace",
+    "running",
 ]
 
 BucketRange = tuple[float, float]
@@ -201,3 +203,9 @@ def assign(
         return None
     variant = choose_variation(n, get_bucket_ranges(len(weights), coverage, weights))
     return variant if variant >= 0 else None
+
+
+def running(start: datetime | None, stop: datetime | None, now: datetime) -> bool:
+    """Whether an experiment scheduled from ``start`` until ``stop`` (either open) assigns at
+    ``now``: from ``start`` inclusive to ``stop`` exclusive."""
+    return (start is None or start <= now) and (stop is None or now < stop)

@@ -12,9 +12,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
 
 from sextant.schemas.events import IpPolicy
+from sextant.schemas.origins import check_pattern
 from sextant.schemas.records import AlertState
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -50,12 +59,24 @@ class _Document(BaseModel):
         return f"{kind}:{self.project_id}:{self.id}"
 
 
+OriginPattern = Annotated[str, Field(max_length=300), AfterValidator(check_pattern)]
+
+
 class Project(_Document):
     kind: Literal["project"] = "project"
     name: str = Field(min_length=1, max_length=200)
     allowed_lateness_seconds: int = Field(default=300, ge=0, le=86_400)
     ip_policy: IpPolicy = IpPolicy.KEEP
     rate_limit_per_second: int = Field(default=10_000, gt=0)
+    """Events per second per write key."""
+    rate_limit_per_ip_per_second: int | None = Field(default=None, gt=0)
+    """Events per second per client address (``None``: no limit per address). A public write
+    key in a page is protected by the origin list and by this limit."""
+    allowed_origins: list[OriginPattern] = Field(default_factory=list, max_length=100)
+    """Web origins whose pages may send events and read assignments (CORS): exact
+    (``https://app.example.com``), subdomains (``https://*.example.com``), any port
+    (``http://localhost:*``) or ``*``. Requests without an ``Origin`` (servers, apps) are not
+    concerned; a browser request from an origin not listed is refused."""
 
     @model_validator(mode="after")
     def _project_id_is_id(self) -> Project:

@@ -8,15 +8,19 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sextant.collector import openapi
+from sextant.collector.browser_api import BrowserApi, build_browser_router
+from sextant.collector.errors import ApiError
+from sextant.collector.gate import Call, Gate
 from sextant.collector.ingest import Ingestor, RecordSink, utc_now
 from sextant.collector.metrics import CollectorMetrics, scrape_registry
 from sextant.collector.ratelimit import RateLimiter, SharedBuckets
-from sextant.collector.routes import Endpoints, build_router
+from sextant.collector.routes import Endpoints, build_router, error_response
 from sextant.collector.settings import CollectorSettings
 from sextant.collector.shared import buckets_file, metrics_dir
 from sextant.collector.validation import TrackingPlans
@@ -105,18 +109,32 @@ def create_app(
         return follower is None or follower.caught_up
 
     app = FastAPI(title="Sextant collector", description=DESCRIPTION, lifespan=lifespan)
-    endpoints = Endpoints(
+    gate = Gate(
         state=config,
+        metrics=metrics,
+        config_ready=config_ready,
+        retry_after_s=settings.retry_after_seconds,
+    )
+    endpoints = Endpoints(
+        gate=gate,
         ingestor=ingestor,
         metrics=metrics,
         max_batch_bytes=settings.max_batch_bytes,
         max_event_bytes=settings.max_event_bytes,
         trust_forwarded_for=settings.trust_forwarded_for,
-        config_ready=config_ready,
-        retry_after_s=settings.retry_after_seconds,
         turns=turns,
     )
     app.include_router(build_router(endpoints))
+    browser = BrowserApi(
+        gate=gate,
+        state=config,
+        max_body_bytes=settings.max_batch_bytes,
+        trust_forwarded_for=settings.trust_forwarded_for,
+        public_url=settings.collector_public_url,
+        clock=clock,
+    )
+    app.include_router(build_browser_router(browser))
+    _answer_other_errors_with_cors(app, gate)
 
     def kafka_ready() -> bool:
         if producer is not None:
@@ -130,6 +148,24 @@ def create_app(
     )
     _document(app)
     return app
+
+
+def _answer_other_errors_with_cors(app: FastAPI, gate: Gate) -> None:
+    """404 and 405 (a path or method the collector does not have) readable by the pages of
+    origins some project allows, so a client logs the real answer, not a network error."""
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        response = error_response(
+            ApiError(error.status_code, "not_found", str(error.detail), "path")
+            if error.status_code == 404
+            else ApiError(error.status_code, "bad_request", str(error.detail), "method")
+        )
+        if error.headers:
+            response.headers.update(error.headers)
+        return gate.answer(Call(origin=request.headers.get("origin")), response)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
 
 
 def _document(app: FastAPI) -> None:

@@ -71,17 +71,32 @@ class Ingestor:
         self._retry_after_s = retry_after_s
         self._clock = clock
 
-    def rate_limit(self, writer: Writer, events: int) -> None:
-        """Raise 429 when ``events`` more would exceed the project's rate for this key."""
-        rate = writer.project.rate_limit_per_second
+    def rate_limit(self, writer: Writer, events: int, client_ip: str | None = None) -> None:
+        """Raise 429 when ``events`` more would exceed the project's rate for this key, or
+        for this client address."""
+        project = writer.project
+        rate = project.rate_limit_per_second
         wait = self._limiter.acquire(writer.key.key_hash, events, rate)
         if wait > 0:
             raise ApiError(
                 429,
                 "rate_limited",
-                f"project {writer.project.id!r} allows {rate} events per second per key; "
+                f"project {project.id!r} allows {rate} events per second per key; "
                 f"this request of {events} events exceeds it",
                 f"write key {writer.key.id!r}",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+        per_ip = project.rate_limit_per_ip_per_second
+        if per_ip is None or client_ip is None:
+            return
+        wait = self._limiter.acquire(f"ip:{project.id}:{client_ip}", events, per_ip)
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"project {project.id!r} allows {per_ip} events per second from one address; "
+                f"this request of {events} events exceeds it",
+                "client address",
                 headers={"Retry-After": retry_after_header(wait)},
             )
 
@@ -90,7 +105,7 @@ class Ingestor:
     ) -> BatchResult:
         count = len(submission.events)
         self._metrics.batch_events.observe(count)
-        self.rate_limit(writer, count)
+        self.rate_limit(writer, count, client_ip)
         received_at = self._clock()
         project = writer.project
         plan = self._plans.for_project(project.id)

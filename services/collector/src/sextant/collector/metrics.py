@@ -49,6 +49,13 @@ class CollectorMetrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.origin_refusals = Counter(
+            "sextant_collector_origin_refusals",
+            "Browser requests refused because no project (or not the key's) allows the page's "
+            "origin, by origin (the first 100 distinct origins; later ones as 'other')",
+            ["origin"],
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "sextant_collector_in_flight_requests",
             "Requests being handled now",

@@ -1,4 +1,5 @@
-"""Per-key rate limits: a token bucket of events per second, refilled continuously.
+"""Rate limits per key and per client address: token buckets of events per second, refilled
+continuously.
 
 One collector process keeps its buckets in memory. Worker processes on one port share theirs
 through a memory-mapped file, so a key gets its project's whole rate whichever worker its
@@ -58,18 +59,33 @@ class RateLimiter:
             return (min(events, rate) - bucket.tokens) / rate
 
 
-class MemoryBuckets:
-    """The buckets of one process."""
+IDLE_SECONDS = 60.0
+"""A bucket untouched this long is as good as new (full, its debt long paid): its place may
+be reused, so buckets per client address do not pile up."""
 
-    def __init__(self) -> None:
+
+class MemoryBuckets:
+    """The buckets of one process; idle ones are forgotten once there are ``max_keys``."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
         self._buckets: dict[str, Bucket] = {}
+        self._max_keys = max_keys
 
     @contextlib.contextmanager
     def open(self, key: str, full: float, now: float) -> Iterator[Bucket]:
         bucket = self._buckets.get(key)
         if bucket is None:
+            if len(self._buckets) >= self._max_keys:
+                self._forget_idle(now)
             bucket = self._buckets[key] = Bucket(tokens=full, updated=now)
         yield bucket
+
+    def _forget_idle(self, now: float) -> None:
+        self._buckets = {
+            key: bucket
+            for key, bucket in self._buckets.items()
+            if now - bucket.updated < IDLE_SECONDS
+        }
 
 
 _SLOT = struct.Struct("16sdd")  # key digest, tokens, updated (CLOCK_MONOTONIC, machine-wide)
@@ -97,7 +113,7 @@ class SharedBuckets:
         digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
         fcntl.flock(self._file, fcntl.LOCK_EX)
         try:
-            offset = self._slot_of(digest)
+            offset = self._slot_of(digest, now)
             if offset is None:
                 with self._overflow.open(key, full, now) as bucket:
                     yield bucket
@@ -109,14 +125,20 @@ class SharedBuckets:
         finally:
             fcntl.flock(self._file, fcntl.LOCK_UN)
 
-    def _slot_of(self, digest: bytes) -> int | None:
+    def _slot_of(self, digest: bytes, now: float) -> int | None:
+        """The key's slot; else the first free or idle one on its probe path."""
         start = int.from_bytes(digest[:8]) % self._slots
+        reusable: int | None = None
         for probe in range(min(self._slots, MAX_PROBES)):
             offset = (start + probe) % self._slots * _SLOT.size
-            stored = self._map[offset : offset + 16]
-            if stored == digest or stored == bytes(16):
+            stored, _, updated = _SLOT.unpack_from(self._map, offset)
+            if stored == digest:
                 return offset
-        return None
+            if stored == bytes(16):
+                return offset if reusable is None else reusable
+            if reusable is None and now - updated >= IDLE_SECONDS:
+                reusable = offset
+        return reusable
 
 
 def retry_after_header(seconds: float) -> str:

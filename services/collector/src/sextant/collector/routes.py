@@ -12,15 +12,14 @@ from fastapi import APIRouter, Request, Response
 from starlette.requests import ClientDisconnect
 
 from sextant.collector import dialects
-from sextant.collector.auth import authenticate, basic_username
-from sextant.collector.body import read_limited
+from sextant.collector.body import decode_payload, read_limited
 from sextant.collector.dialects import Submission
 from sextant.collector.errors import ApiError, ErrorBody
+from sextant.collector.gate import Call, Gate
 from sextant.collector.ingest import Ingestor
 from sextant.collector.metrics import CollectorMetrics
 from sextant.collector.models import BATCH_RESULT_EXAMPLE, BatchResult
 from sextant.collector.openapi import request_body
-from sextant.core.config_plane import ConfigState
 from sextant.core.turns import Turns
 from sextant.schemas.events import EventType
 
@@ -50,85 +49,89 @@ class Endpoints:
     def __init__(
         self,
         *,
-        state: ConfigState,
+        gate: Gate,
         ingestor: Ingestor,
         metrics: CollectorMetrics,
         max_batch_bytes: int,
         max_event_bytes: int,
         trust_forwarded_for: bool,
-        config_ready: Callable[[], bool] = lambda: True,
-        retry_after_s: int = 5,
         turns: Turns | None = None,
     ) -> None:
-        self.state = state
+        self.gate = gate
         self.ingestor = ingestor
         self.metrics = metrics
         self.max_batch_bytes = max_batch_bytes
         self.max_event_bytes = max_event_bytes
         self.trust_forwarded_for = trust_forwarded_for
-        self.config_ready = config_ready
-        self.retry_after_s = retry_after_s
         self.turns = turns or Turns()
 
     async def handle(self, request: Request, dialect: Dialect, limit: int, name: str) -> Response:
         started = time.perf_counter()
         self.metrics.in_flight.inc()
+        call = Call(origin=request.headers.get("origin"))
         try:
-            result = await self._handle(request, dialect, limit)
+            call = self.gate.open(request)
+            result = await self._handle(request, call, dialect, limit)
             response = Response(orjson.dumps(result.model_dump()), media_type="application/json")
         except ApiError as error:
-            response = Response(
-                orjson.dumps(error.body.model_dump()),
-                status_code=error.status,
-                headers=error.headers,
-                media_type="application/json",
-            )
+            response = error_response(error)
         finally:
             self.metrics.in_flight.dec()
+        self.gate.answer(call, response)
         self.metrics.requests.labels(name, str(response.status_code)).inc()
         self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
         return response
 
-    async def _handle(self, request: Request, dialect: Dialect, limit: int) -> BatchResult:
-        if not self.config_ready():
-            # Until the keys are read, every key would look unknown: a 401 would make clients
-            # drop their events, a 503 makes them retry.
-            raise ApiError(
-                503,
-                "starting",
-                "the collector has not read its configuration (keys, projects) yet",
-                "config",
-                headers={"Retry-After": str(self.retry_after_s)},
-            )
-        header_key = basic_username(request.headers.get("authorization"))
-        writer = (
-            authenticate(self.state, header_key, "header Authorization") if header_key else None
-        )
+    async def _handle(
+        self, request: Request, call: Call, dialect: Dialect, limit: int
+    ) -> BatchResult:
+        header_key = self.gate.header_key(request)
+        writer = self.gate.admit(call, header_key, "header Authorization") if header_key else None
+        headers = request.headers
         try:
             body = await read_limited(
                 request.stream(),
                 limit=limit,
-                content_length=request.headers.get("content-length"),
-                content_encoding=request.headers.get("content-encoding"),
+                content_length=headers.get("content-length"),
+                content_encoding=headers.get("content-encoding"),
             )
         except ClientDisconnect as error:
             raise ApiError(
                 400, "bad_request", "the client left before the body ended", "body"
             ) from error
         await self.turns.take()
+        compression = request.query_params.get("compression") if request.url.query else None
+        body = decode_payload(
+            body, limit=limit, content_type=headers.get("content-type"), compression=compression
+        )
         submission = dialect(dialects.parse_json(body))
         if writer is None:
-            writer = authenticate(self.state, submission.write_key, "body writeKey / api_key")
+            writer = self.gate.admit(call, submission.write_key, "body writeKey / api_key")
         return await self.ingestor.ingest(
             submission, writer, client_ip=self._client_ip(request), body_bytes=len(body)
         )
 
     def _client_ip(self, request: Request) -> str | None:
-        if self.trust_forwarded_for:
-            forwarded = request.headers.get("x-forwarded-for")
-            if forwarded:
-                return forwarded.split(",")[0].strip()
-        return request.client.host if request.client else None
+        return client_ip(request, self.trust_forwarded_for)
+
+
+def client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
+    """The client's address: the connection's, or the first of ``X-Forwarded-For`` behind a
+    proxy that sets it."""
+    if trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else None
+
+
+def error_response(error: ApiError) -> Response:
+    return Response(
+        orjson.dumps(error.body.model_dump()),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )
 
 
 SEGMENT_CALLS = (
@@ -139,10 +142,28 @@ SEGMENT_CALLS = (
     EventType.GROUP,
     EventType.ALIAS,
 )
+SHORT_PATHS = {
+    EventType.TRACK: "/v1/t",
+    EventType.IDENTIFY: "/v1/i",
+    EventType.PAGE: "/v1/p",
+    EventType.SCREEN: "/v1/s",
+    EventType.GROUP: "/v1/g",
+    EventType.ALIAS: "/v1/a",
+}
+"""analytics-next posts each call to its type's first letter (Segment's API accepts both)."""
 
 
 def _single_call(body: Any, call: EventType) -> Submission:
     return dialects.segment_single(body, call)
+
+
+def add_preflight(router: APIRouter, gate: Gate, path: str) -> None:
+    """Answer ``OPTIONS path`` (a browser's CORS preflight)."""
+
+    async def preflight(request: Request) -> Response:
+        return gate.preflight(request)
+
+    router.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False)
 
 
 def build_router(endpoints: Endpoints) -> APIRouter:
@@ -156,7 +177,15 @@ def build_router(endpoints: Endpoints) -> APIRouter:
         **ERROR_RESPONSES,
     }
 
-    def add(path: str, dialect: Dialect, limit: int, summary: str, tag: str, body: str) -> None:
+    def add(
+        path: str,
+        dialect: Dialect,
+        limit: int,
+        summary: str,
+        tag: str,
+        body: str,
+        aliases: tuple[str, ...] = (),
+    ) -> None:
         async def route(request: Request) -> Response:
             return await endpoints.handle(request, dialect, limit, path)
 
@@ -165,17 +194,30 @@ def build_router(endpoints: Endpoints) -> APIRouter:
             route,
             methods=["POST"],
             summary=summary,
+            description=f"Also at {', '.join(f'`{a}`' for a in aliases)}." if aliases else None,
             tags=[tag],
             responses=responses,
             response_model=None,
             openapi_extra=request_body(body),
             name=path,
         )
-        if path.endswith("/"):
-            router.add_api_route(path.rstrip("/"), route, methods=["POST"], include_in_schema=False)
+        every = {path, *aliases}
+        every |= {p.rstrip("/") for p in every if p.endswith("/")}
+        for alias in sorted(every - {path}):
+            router.add_api_route(alias, route, methods=["POST"], include_in_schema=False)
+        for each in sorted(every):
+            add_preflight(router, endpoints.gate, each)
 
     batch, single = endpoints.max_batch_bytes, endpoints.max_event_bytes
-    add("/v1/batch", dialects.segment_batch, batch, "A batch of calls", "segment", "segment_batch")
+    add(
+        "/v1/batch",
+        dialects.segment_batch,
+        batch,
+        "A batch of calls",
+        "segment",
+        "segment_batch",
+        aliases=("/v1/b", "/beacon/v1/batch"),
+    )
     for call in SEGMENT_CALLS:
         add(
             f"/v1/{call.value}",
@@ -184,8 +226,17 @@ def build_router(endpoints: Endpoints) -> APIRouter:
             f"One {call.value} call",
             "segment",
             f"segment_{call.value}",
+            aliases=(SHORT_PATHS[call],),
         )
     add("/batch/", dialects.posthog_batch, batch, "A batch of events", "posthog", "posthog_batch")
-    for path in ("/capture/", "/e/"):
-        add(path, dialects.posthog_single, batch, "One event", "posthog", "posthog_single")
+    add("/capture/", dialects.posthog_single, batch, "One event", "posthog", "posthog_single")
+    add(
+        "/e/",
+        dialects.posthog_single,
+        batch,
+        "One event, or a batch (posthog-js)",
+        "posthog",
+        "posthog_single",
+        aliases=("/i/v0/e/",),
+    )
     return router

@@ -35,4 +35,8 @@ class CollectorSettings(KafkaSection, ServiceSection):
     """Bytes waiting for Kafka beyond which requests are refused at once with 503."""
     producer_compression: Literal["lz4", "zstd", "gzip", "snappy", "none"] = "zstd"
     trust_forwarded_for: bool = False
-    """Take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it)."""
+    """Take the client IP from ``X-Forwarded-For`` (only behind a proxy that sets it), and
+    the public scheme and host from ``X-Forwarded-Proto`` / ``X-Forwarded-Host``."""
+    collector_public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
+    """The address clients reach the collector at (``https://collect.example.com``), written
+    into the settings analytics-next fetches; by default the address each request came to."""

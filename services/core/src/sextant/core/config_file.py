@@ -53,12 +53,12 @@ class KeySpec(BaseModel):
 
 
 class ProjectSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A project's settings (every field of :class:`Project`, checked by it) and its documents."""
+
+    model_config = ConfigDict(extra="allow")
 
     id: Identifier
     name: str
-    allowed_lateness_seconds: int = 300
-    ip_policy: str = "keep"
     keys: list[KeySpec] = Field(default_factory=list)
     metrics: list[dict[str, Any]] = Field(default_factory=list)
     experiments: list[dict[str, Any]] = Field(default_factory=list)
@@ -84,16 +84,9 @@ def _key_document(spec: KeySpec, project_id: str) -> ApiKey:
 
 
 def _project_documents(spec: ProjectSpec) -> list[ConfigDocument]:
+    settings = {"id": spec.id, "project_id": spec.id, "name": spec.name}
     documents: list[ConfigDocument] = [
-        Project.model_validate(
-            {
-                "id": spec.id,
-                "project_id": spec.id,
-                "name": spec.name,
-                "allowed_lateness_seconds": spec.allowed_lateness_seconds,
-                "ip_policy": spec.ip_policy,
-            }
-        )
+        Project.model_validate(settings | (spec.model_extra or {}))
     ]
     documents += [_key_document(key, spec.id) for key in spec.keys]
     for section, kind in _SECTIONS.items():
