@@ -85,9 +85,7 @@ def _key_document(spec: KeySpec, project_id: str) -> ApiKey:
 
 def _project_documents(spec: ProjectSpec) -> list[ConfigDocument]:
     settings = {"id": spec.id, "project_id": spec.id, "name": spec.name}
-    documents: list[ConfigDocument] = [
-        Project.model_validate(settings | (spec.model_extra or {}))
-    ]
+    documents: list[ConfigDocument] = [Project.model_validate(settings | (spec.model_extra or {}))]
     documents += [_key_document(key, spec.id) for key in spec.keys]
     for section, kind in _SECTIONS.items():
         for raw in getattr(spec, section):
