@@ -33,15 +33,16 @@ class Seen:
 
 
 class FakeServer:
-    """Answers the collector's ``/v1/batch`` (scripted, then 200) and the gateway's definitions."""
+    """Answers ``/v1/batch`` (scripted, then 200) and ``/v1/experiments/definitions`` (the
+    collector's or the gateway's: ``definitions``, after ``definition_script``)."""
 
     def __init__(self, script: Iterable[Step] = ()) -> None:
         self.script = list(script)
         self.requests: list[Seen] = []
         self.answers: list[int] = []
         self.definitions: list[dict[str, Any]] = []
-        self.gateway_script: list[Step] = []
-        self.gateway_requests: list[httpx.Request] = []
+        self.definition_script: list[Step] = []
+        self.definition_requests: list[httpx.Request] = []
         self.gate = threading.Event()
         self.gate.set()
         self.reject: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
@@ -53,7 +54,7 @@ class FakeServer:
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/experiments/definitions":
-            return self._gateway(request)
+            return self._definitions(request)
         self.gate.wait(30)
         raw = request.read()
         content = gzip.decompress(raw) if request.headers.get("content-encoding") == "gzip" else raw
@@ -77,9 +78,9 @@ class FakeServer:
         accepted = len(seen.batch) - len(rejected)
         return httpx.Response(200, json={"accepted": accepted, "rejected": rejected})
 
-    def _gateway(self, request: httpx.Request) -> httpx.Response:
-        self.gateway_requests.append(request)
-        step = self.gateway_script.pop(0) if self.gateway_script else 200
+    def _definitions(self, request: httpx.Request) -> httpx.Response:
+        self.definition_requests.append(request)
+        step = self.definition_script.pop(0) if self.definition_script else 200
         if isinstance(step, Exception):
             raise step
         status, headers = _status(step)

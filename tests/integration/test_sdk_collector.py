@@ -26,6 +26,7 @@ from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import Warehouse
 from sextant.gateway.app import create_app as create_gateway
 from sextant.gateway.settings import GatewaySettings
+from sextant.schemas.assignment import assign
 from sextant.schemas.config import ApiKey, Experiment, KeyKind, Project, Variant, hash_key
 from sextant.schemas.events import EXPERIMENT_VIEWED
 from sextant.schemas.topics import Topic, topic_name
@@ -379,3 +380,32 @@ def test_exposures_carry_the_variants_growthbook_assigns(
         expected.items()
     )
     assert {e["properties"]["experiment_id"] for e in exposures} == {"new-checkout"}
+
+
+def test_the_write_key_alone_reads_assignments_from_the_collector(
+    collector: Served, kafka_settings: KafkaSection
+) -> None:
+    """No gateway, no read key: the SDK assigns from what the collector serves a write key."""
+    experiment = Experiment(
+        id="pricing-page",
+        project_id="demo",
+        variants=[Variant(id="old", weight=0.5), Variant(id="new", weight=0.5)],
+        seed="pricing",
+        primary_metric="orders",
+    )
+    publisher = ConfigPublisher(kafka_settings)
+    try:
+        publisher.put([experiment])
+    finally:
+        publisher.close()
+    users = [f"visitor-{i}" for i in range(200)]
+    expected = {user: assign("pricing-page", user, [0.5, 0.5], seed="pricing") for user in users}
+
+    def assigned() -> dict[str, str | None] | None:
+        with Client(WRITE_KEY, host=collector.url) as client:
+            client.refresh_experiments()
+            variants = {user: client.get_variant("pricing-page", user) for user in users}
+        return variants if all(v is not None for v in variants.values()) else None
+
+    variants = wait_for(assigned, 30, 0.5, "the experiment served by the collector")
+    assert variants == {u: experiment.variants[i].id for u, i in expected.items() if i is not None}

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +21,7 @@ from sextant.schemas.assignment import (
     hash_value,
     in_namespace,
 )
-
-CASES_PATH = Path(__file__).parents[2].parent / "shared" / "testdata" / "growthbook-cases.json"
-CASES: dict[str, Any] = json.loads(CASES_PATH.read_text(encoding="utf-8"))
+from tests.assignment_vectors import CASES, NON_ASCII_VECTORS
 
 
 def _rounded(ranges: list[tuple[float, float]] | list[list[float]]) -> list[list[float]]:
@@ -88,27 +84,7 @@ def test_growthbook_equal_weights(num_variations: int, expected: list[float]) ->
     assert [round(w, 8) for w in get_equal_weights(num_variations)] == expected
 
 
-# --- Non-ASCII vectors -------------------------------------------------------------------
-# Expected values come from the GrowthBook JS SDK's hash (`hashFnv32a`, which
-# loops over `str.charCodeAt(i)`), run under Node.js, not from this module.
-
-NON_ASCII_VECTORS = [
-    ("seed", "😀-user", 2, 0.3956),
-    ("seed", "😀-user", 1, 0.057),
-    ("", "é", 1, 0.94),
-    ("", "é", 2, 0.8917),
-    ("exp-1", "Zoë", 2, 0.2306),
-    ("exp-1", "Zoë", 1, 0.88),
-    ("checkout", "用户-42", 2, 0.0612),
-    ("checkout", "用户-42", 1, 0.813),
-    ("checkout", "пользователь", 2, 0.1846),
-    ("🚀", "user-1", 2, 0.7431),
-    ("🚀", "user-1", 1, 0.657),
-    ("seed", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", 2, 0.0515),
-    ("seed", "👩\u200d💻", 2, 0.8243),
-    ("seed", "e\u0301", 2, 0.331),  # decomposed é: not normalised
-    ("seed", "\u00e9", 2, 0.8663),  # precomposed é
-]
+# --- Non-ASCII vectors (from GrowthBook's JS SDK under Node.js) -------------------------
 
 
 @pytest.mark.parametrize(

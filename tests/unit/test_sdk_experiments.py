@@ -1,7 +1,9 @@
-"""get_variant: definitions from the gateway, GrowthBook's assignment, one exposure per unit."""
+"""get_variant: definitions from the collector or the gateway, GrowthBook's assignment, one
+exposure per unit."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,6 +17,7 @@ from growthbook import GrowthBook
 from sextant.schemas.assignment import assign
 from sextant.schemas.config import Experiment, Variant
 from sextant.schemas.events import EXPERIMENT_VIEWED
+from sextant.schemas.experiments import ASSIGNMENT_FIELDS
 from sextant.sdk import Client
 from sextant.sdk._experiments import SeenUnits
 from tests.infra import wait_for
@@ -65,7 +68,7 @@ def test_definitions_come_from_the_gateway_with_the_read_key(
 ) -> None:
     client.get_variant("checkout", "u1")
 
-    request = server.gateway_requests[0]
+    request = server.definition_requests[0]
     assert str(request.url) == "http://gateway.test/v1/experiments/definitions"
     assert request.headers["authorization"] == "Bearer rk_test"
 
@@ -128,7 +131,7 @@ def test_the_last_definitions_are_served_while_the_gateway_is_down(
     client: Client, server: FakeServer
 ) -> None:
     before = client.get_variant("checkout", "u1")
-    server.gateway_script = [503, httpx.ConnectError("gateway down")]
+    server.definition_script = [503, httpx.ConnectError("gateway down")]
 
     assert client.refresh_experiments() is False
     assert client.refresh_experiments() is False
@@ -144,11 +147,11 @@ def test_new_definitions_are_picked_up_in_the_background(server: FakeServer) -> 
 
 
 def test_an_unchanged_list_is_not_sent_again(client: Client, server: FakeServer) -> None:
-    server.gateway_script = [(200, {"ETag": '"v1"'}), (304, {})]
+    server.definition_script = [(200, {"ETag": '"v1"'}), (304, {})]
     client.refresh_experiments()
     client.refresh_experiments()
 
-    assert server.gateway_requests[-1].headers["if-none-match"] == '"v1"'
+    assert server.definition_requests[-1].headers["if-none-match"] == '"v1"'
     assert client.get_variant("checkout", "u1") is not None
 
 
@@ -166,17 +169,89 @@ def test_an_unreadable_definition_is_skipped_and_the_others_kept(
 def test_an_unreachable_gateway_at_start_means_no_experiment_not_an_error(
     server: FakeServer,
 ) -> None:
-    server.gateway_script = [httpx.ConnectError("down")] * 1000
+    server.definition_script = [httpx.ConnectError("down")] * 1000
     with make(server, first_load_timeout=0.5) as client:
         assert client.get_variant("checkout", "u1") is None
 
 
-def test_get_variant_without_a_gateway_is_a_configuration_error() -> None:
-    with (
-        Client("wk", host="http://c.test") as client,
-        pytest.raises(RuntimeError, match="read_key"),
-    ):
-        client.get_variant("checkout", "u1")
+# --- From the collector, with the write key (the default) -----------------------------------
+
+
+def collector_definition(experiment: Experiment) -> dict[str, Any]:
+    """What the collector serves to a write key: the assignment fields only."""
+    return experiment.model_dump(mode="json", include=set(ASSIGNMENT_FIELDS))
+
+
+def make_default(server: FakeServer, **options: Any) -> Client:
+    arguments: dict[str, Any] = {
+        "host": "http://collector.test/",
+        "transport": server.transport,
+        "flush_interval": 30,
+    } | options
+    return Client("wk_test", **arguments)
+
+
+def test_without_a_gateway_definitions_come_from_the_collector_with_the_write_key(
+    server: FakeServer,
+) -> None:
+    server.definitions = [collector_definition(CHECKOUT)]
+    with make_default(server) as client:
+        variant = client.get_variant("checkout", "u1")
+
+        index = assign("checkout", "u1", [0.5, 0.5])
+        assert index is not None
+        assert variant == CHECKOUT.variants[index].id
+        assert [e["properties"] for e in exposures(client, server)] == [
+            {"experiment_id": "checkout", "variation_id": variant}
+        ]
+    request = server.definition_requests[0]
+    assert str(request.url) == "http://collector.test/v1/experiments/definitions"
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(b"wk_test:").decode()
+
+
+def test_the_collector_is_asked_only_once_a_variant_is_wanted(server: FakeServer) -> None:
+    with make_default(server, refresh_interval=0.05) as client:
+        client.track("u1", "Signed Up")
+        assert client.flush(5)
+        assert server.definition_requests == []
+
+        assert client.get_variant("checkout", "u1") is not None
+        wait_for(lambda: len(server.definition_requests) >= 2, timeout_s=5, message="refresh")
+
+
+def test_the_collector_list_is_refreshed_with_its_etag(server: FakeServer) -> None:
+    server.definitions = [collector_definition(CHECKOUT)]
+    server.definition_script = [(200, {"ETag": '"c1"'}), (304, {"ETag": '"c1"'})]
+    with make_default(server) as client:
+        assert client.refresh_experiments() is True
+        assert client.refresh_experiments() is True
+        assert client.get_variant("checkout", "u1") is not None
+
+    assert "if-none-match" not in server.definition_requests[0].headers
+    assert server.definition_requests[1].headers["if-none-match"] == '"c1"'
+
+
+def test_without_the_collector_endpoint_there_is_no_experiment_not_an_error(
+    server: FakeServer,
+) -> None:
+    server.definition_script = [404] * 1000
+    with make_default(server, first_load_timeout=0.5) as client:
+        assert client.get_variant("checkout", "u1") is None
+        assert client.refresh_experiments() is False
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"gateway": "http://gateway.test"},
+        {"read_key": "rk_test"},
+        {"gateway": "http://gateway.test", "read_key": ""},
+    ],
+    ids=["gateway-alone", "read-key-alone", "empty-read-key"],
+)
+def test_gateway_and_read_key_go_together(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="gateway and read_key"):
+        Client("wk", host="http://collector.test", **options)
 
 
 @pytest.mark.parametrize("unit", ["", None, True, 1.5])

@@ -23,16 +23,16 @@ from pydantic import (
 )
 
 from sextant.schemas.events import IpPolicy
+from sextant.schemas.experiments import IDENTIFIER as IDENTIFIER
+from sextant.schemas.experiments import ExperimentDefinition
+from sextant.schemas.experiments import Identifier as Identifier
+from sextant.schemas.experiments import Variant as Variant
 from sextant.schemas.origins import check_pattern
 from sextant.schemas.records import AlertState
-
-IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
-"""Keys of projects, metrics, experiments and rules: safe in URLs, logs and topic keys."""
 
 PROPERTY_NAME = r"^[A-Za-z_$][A-Za-z0-9_$.\- ]{0,127}$"
 PROPERTY_PATTERN = re.compile(PROPERTY_NAME)
 
-Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
 PropertyName = Annotated[str, Field(pattern=PROPERTY_NAME)]
 EventName = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -177,28 +177,16 @@ class MetricDefinition(_Document):
         return self
 
 
-class Variant(BaseModel):
+class Experiment(ExperimentDefinition, _Document):
+    """An experiment: the assignment fields the SDKs read, and how the server judges it."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Identifier
-    name: str = ""
-    weight: float = Field(ge=0, le=1)
-
-
-class Experiment(_Document):
     kind: Literal["experiment"] = "experiment"
-    name: str = ""
-    variants: list[Variant] = Field(min_length=2)
-    coverage: float = Field(default=1.0, ge=0, le=1)
-    seed: str | None = None
-    hash_version: Literal[1, 2] = 2
-    unit: Literal["userId", "anonymousId"] = "userId"
     primary_metric: Identifier | None = None
     guardrail_metrics: list[Identifier] = Field(default_factory=list)
     correction: Literal["holm", "benjamini_hochberg"] = "holm"
     min_sample_per_variant: int = Field(default=100, ge=1)
-    start: datetime | None = None
-    stop: datetime | None = None
 
 
 class AlertRuleKind(StrEnum):

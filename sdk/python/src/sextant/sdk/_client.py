@@ -17,11 +17,16 @@ import httpx
 import orjson
 from pydantic import ValidationError
 
-from sextant.schemas.config import Experiment
 from sextant.schemas.events import EXPERIMENT_VIEWED, FieldError, IncomingEvent, new_message_id
+from sextant.schemas.experiments import ExperimentDefinition, variant_of
 from sextant.sdk._clock import Clock, SystemClock
 from sextant.sdk._errors import DeliveryError, EventValidationError
-from sextant.sdk._experiments import DEFINITIONS_PATH, DefinitionCache, SeenUnits, choose_variant
+from sextant.sdk._experiments import (
+    DEFINITIONS_PATH,
+    BearerAuth,
+    DefinitionCache,
+    SeenUnits,
+)
 from sextant.sdk._sender import (
     BATCH_OVERHEAD,
     MAX_BATCH_BYTES,
@@ -111,9 +116,10 @@ class Client:
     ``retry`` bounds the retries. ``sync_mode`` sends each event on the calling thread before
     returning (short-lived processes, serverless functions).
 
-    Experiments need ``gateway`` (the gateway's base URL) and a ``read_key``; definitions are
-    fetched on creation, refreshed every ``refresh_interval`` seconds, and the first
-    :meth:`get_variant` waits at most ``first_load_timeout`` for them.
+    Experiment definitions come from the collector, with the write key: they are fetched on the
+    first :meth:`get_variant`, which waits at most ``first_load_timeout`` for them, and
+    refreshed every ``refresh_interval`` seconds. Given ``gateway`` (the gateway's base URL)
+    and a ``read_key``, they come from the gateway instead, fetched from creation on.
 
     ``transport`` (an httpx transport) and ``clock`` replace the network and time in tests.
     """
@@ -143,6 +149,11 @@ class Client:
         clock: Clock | None = None,
     ) -> None:
         _check_options(write_key, host, flush_at, flush_interval, max_batch_bytes, max_queue_size)
+        if (gateway, read_key) != (None, None) and not (gateway and read_key):
+            raise ValueError(
+                "gateway and read_key go together; without both, experiment definitions come "
+                "from the collector (host) with the write key"
+            )
         self._write_key = write_key
         self._batch_url = host.rstrip("/") + "/v1/batch"
         self._flush_at = min(flush_at, max_queue_size)
@@ -160,19 +171,22 @@ class Client:
         self._transport = transport
         self._clock: Clock = clock or SystemClock()
         self._closed = False
-        self._experiments: DefinitionCache | None = None
-        if gateway is not None and read_key:
-            self._experiments = DefinitionCache(
-                self._make_http,
-                gateway.rstrip("/") + DEFINITIONS_PATH,
-                read_key,
-                refresh_interval=refresh_interval,
-                first_load_timeout=first_load_timeout,
-            )
+        # From the gateway when asked to; from the collector by default, and then only once the
+        # application asks for a variant, so a client used only for events polls nothing.
+        source: tuple[str, httpx.Auth] = (host, httpx.BasicAuth(write_key, ""))
+        if gateway and read_key:
+            source = (gateway, BearerAuth(read_key))
+        self._experiments = DefinitionCache(
+            self._make_http,
+            source[0].rstrip("/") + DEFINITIONS_PATH,
+            source[1],
+            refresh_interval=refresh_interval,
+            first_load_timeout=first_load_timeout,
+        )
         self._seen = SeenUnits()
         self._reset_runtime()
         _LIVE.add(self)
-        if self._experiments is not None:
+        if gateway:
             self._experiments.start()
 
     def _reset_runtime(self) -> None:
@@ -325,16 +339,12 @@ class Client:
         a user id, or an anonymous id for experiments whose unit is ``anonymousId``. The
         first assignment of a unit in this process tracks ``Experiment Viewed`` (properties
         ``experiment_id``, ``variation_id``; ``attributes`` travel as ``context.traits``).
-        Raises ``RuntimeError`` when the client was created without ``gateway`` and
-        ``read_key``.
         """
-        if self._experiments is None:
-            raise RuntimeError("get_variant needs Client(..., gateway=..., read_key=...)")
         unit = _unit_id(user_id)
         experiment = self._experiments.get(experiment_key)
         if experiment is None:
             return None
-        variant = choose_variant(experiment, unit, self._clock.now())
+        variant = variant_of(experiment, unit, self._clock.now())
         if variant is None:
             return None
         if self._track_exposures and self._seen.first((experiment.id, unit)):
@@ -343,12 +353,14 @@ class Client:
 
     def refresh_experiments(self) -> bool:
         """Fetch the experiment definitions now (True on success); normally automatic."""
-        if self._experiments is None:
-            raise RuntimeError("refresh_experiments needs Client(..., gateway=..., read_key=...)")
         return self._experiments.refresh()
 
     def _track_exposure(
-        self, experiment: Experiment, unit: str, variant_id: str, attributes: Properties | None
+        self,
+        experiment: ExperimentDefinition,
+        unit: str,
+        variant_id: str,
+        attributes: Properties | None,
     ) -> None:
         by_anonymous_id = experiment.unit == "anonymousId"
         self._enqueue(
@@ -388,8 +400,7 @@ class Client:
                 return True
             self._closed = True
         flushed = self.flush(self._shutdown_timeout if timeout is None else timeout)
-        if self._experiments is not None:
-            self._experiments.stop()
+        self._experiments.stop()
         worker = self._worker
         if worker is not None and worker.stop(join_timeout=self._timeout + 1.0):
             left = worker.abandon()
@@ -548,8 +559,7 @@ class Client:
         # state; its queued events stay the parent's to deliver.
         self._reset_runtime()
         self._seen.after_fork_in_child()
-        if self._experiments is not None:
-            self._experiments.after_fork_in_child()
+        self._experiments.after_fork_in_child()
 
 
 def _serialise(message: dict[str, Any]) -> bytes:

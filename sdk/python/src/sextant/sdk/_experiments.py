@@ -1,9 +1,17 @@
-"""Experiment definitions from the gateway, and which units have been exposed already.
+"""Experiment definitions, fetched and kept fresh, and which units have been exposed already.
 
-The gateway serves ``GET {gateway}/v1/experiments/definitions`` (read key as a Bearer token):
-a JSON list of :class:`sextant.schemas.config.Experiment` documents of the key's project. The
-cache fetches it on first use, refreshes it in the background, and keeps serving the last good
-copy while the gateway cannot be reached.
+Two services answer ``GET /v1/experiments/definitions`` with a JSON list of experiment
+documents (and an ``ETag``; a matching ``If-None-Match`` gets 304):
+
+- the collector, to the project's write key (HTTP Basic user name), with the assignment fields
+  only (:data:`sextant.schemas.experiments.ASSIGNMENT_FIELDS`): the default, so an application
+  needs nothing but its write key;
+- the gateway, to a read key (Bearer token), with whole :class:`sextant.schemas.config.Experiment`
+  documents.
+
+Both are read into :class:`sextant.schemas.experiments.ExperimentDefinition`, which ignores the
+fields it does not use. The cache fetches on first use, refreshes in the background, and keeps
+serving the last good copy while the service cannot be reached.
 """
 
 from __future__ import annotations
@@ -11,15 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from datetime import datetime
+from collections.abc import Callable, Generator, Hashable
 
 import httpx
 import orjson
 from pydantic import ValidationError
 
-from sextant.schemas.assignment import assign
-from sextant.schemas.config import Experiment, Variant
+from sextant.schemas.experiments import ExperimentDefinition
 
 log = logging.getLogger("sextant.sdk")
 
@@ -27,15 +33,26 @@ DEFINITIONS_PATH = "/v1/experiments/definitions"
 _RETRY_AFTER_FAILURE_S = 5.0
 
 
-def parse_definitions(content: bytes) -> dict[str, Experiment]:
-    """Experiments by key from the gateway's JSON list; invalid documents are skipped."""
+class BearerAuth(httpx.Auth):
+    """``Authorization: Bearer <token>``, as the gateway takes read keys."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+
+def parse_definitions(content: bytes) -> dict[str, ExperimentDefinition]:
+    """Experiments by key from the service's JSON list; invalid documents are skipped."""
     documents = orjson.loads(content)
     if not isinstance(documents, list):
         raise ValueError("the definitions endpoint must answer a JSON list of experiments")
-    experiments: dict[str, Experiment] = {}
+    experiments: dict[str, ExperimentDefinition] = {}
     for document in documents:
         try:
-            experiment = Experiment.model_validate(document)
+            experiment = ExperimentDefinition.model_validate(document)
         except ValidationError as exc:
             log.warning("skipping an experiment definition the SDK cannot read: %s", exc)
             continue
@@ -43,45 +60,28 @@ def parse_definitions(content: bytes) -> dict[str, Experiment]:
     return experiments
 
 
-def choose_variant(experiment: Experiment, unit_id: str, now: datetime) -> Variant | None:
-    """The unit's variant, or None when the experiment is not running or leaves the unit out.
-
-    Assignment is :func:`sextant.schemas.assignment.assign`, GrowthBook-compatible: the seed
-    defaults to the experiment's key, weights and coverage carve the hash range.
-    """
-    if (experiment.start is not None and now < experiment.start) or (
-        experiment.stop is not None and now >= experiment.stop
-    ):
-        return None
-    index = assign(
-        experiment.id,
-        unit_id,
-        [variant.weight for variant in experiment.variants],
-        coverage=experiment.coverage,
-        seed=experiment.seed,
-        hash_version=experiment.hash_version,
-    )
-    return None if index is None else experiment.variants[index]
-
-
 class DefinitionCache:
-    """The experiments of the read key's project, kept fresh by a daemon thread."""
+    """The experiments of the key's project, kept fresh by a daemon thread.
+
+    ``url`` is the definitions endpoint and ``auth`` the key it takes. The thread starts with
+    :meth:`start`, or with the first :meth:`get`.
+    """
 
     def __init__(
         self,
         make_http: Callable[[], httpx.Client],
         url: str,
-        read_key: str,
+        auth: httpx.Auth,
         *,
         refresh_interval: float,
         first_load_timeout: float,
     ) -> None:
         self._make_http = make_http
         self._url = url
-        self._read_key = read_key
+        self._auth = auth
         self._refresh_interval = refresh_interval
         self._first_load_timeout = first_load_timeout
-        self._experiments: dict[str, Experiment] = {}
+        self._experiments: dict[str, ExperimentDefinition] = {}
         self._etag: str | None = None
         self.refreshed = 0
         self.refresh_errors = 0
@@ -106,7 +106,7 @@ class DefinitionCache:
                 )
                 self._thread.start()
 
-    def get(self, key: str) -> Experiment | None:
+    def get(self, key: str) -> ExperimentDefinition | None:
         """The experiment ``key``; the first call waits (briefly) for the first fetch."""
         if self._thread is None:
             self.start()
@@ -117,13 +117,11 @@ class DefinitionCache:
     def refresh(self) -> bool:
         """Fetch the definitions now; on failure keep the previous ones. True on success."""
         with self._fetching:
-            headers = {"Authorization": f"Bearer {self._read_key}"}
-            if self._etag is not None:
-                headers["If-None-Match"] = self._etag
+            headers = {} if self._etag is None else {"If-None-Match": self._etag}
             try:
                 if self._http is None:
                     self._http = self._make_http()
-                response = self._http.get(self._url, headers=headers)
+                response = self._http.get(self._url, headers=headers, auth=self._auth)
                 if response.status_code != 304:
                     response.raise_for_status()
                     self._experiments = parse_definitions(response.content)
@@ -132,6 +130,8 @@ class DefinitionCache:
                 self.refresh_errors += 1
                 log.warning("could not refresh experiment definitions (serving the last): %s", exc)
                 return False
+            finally:
+                self._first_attempt.set()
             self.refreshed += 1
             return True
 
@@ -149,7 +149,6 @@ class DefinitionCache:
     def _run(self) -> None:
         while not self._stop.is_set():
             ok = self.refresh()
-            self._first_attempt.set()
             interval = self._refresh_interval
             self._stop.wait(interval if ok else min(interval, _RETRY_AFTER_FAILURE_S))
 

@@ -15,43 +15,17 @@ from typing import Any
 import orjson
 
 from sextant.core.config_plane import ConfigState
-from sextant.schemas.assignment import assign, running
-from sextant.schemas.config import Experiment, Variant
-
-PUBLIC_FIELDS = {
-    "id",
-    "name",
-    "variants",
-    "coverage",
-    "seed",
-    "hash_version",
-    "unit",
-    "start",
-    "stop",
-}
-"""An experiment's fields an SDK needs to assign; the rest (metrics, guardrails) stay private."""
+from sextant.schemas.assignment import running
+from sextant.schemas.experiments import ASSIGNMENT_FIELDS, Variant, variant_of
 
 
 def public_definitions(state: ConfigState, project_id: str) -> tuple[bytes, str]:
     """The project's experiments as SDKs read them (a JSON list, by id) and its ETag."""
     experiments = sorted(state.experiments(project_id), key=lambda e: e.id)
-    body = orjson.dumps([e.model_dump(mode="json", include=PUBLIC_FIELDS) for e in experiments])
-    return body, f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-
-
-def variant_of(experiment: Experiment, unit_id: str, now: datetime) -> Variant | None:
-    """The unit's variant, or None when the experiment is not running or leaves the unit out."""
-    if not running(experiment.start, experiment.stop, now):
-        return None
-    index = assign(
-        experiment.id,
-        unit_id,
-        [variant.weight for variant in experiment.variants],
-        coverage=experiment.coverage,
-        seed=experiment.seed,
-        hash_version=experiment.hash_version,
+    body = orjson.dumps(
+        [e.model_dump(mode="json", include=set(ASSIGNMENT_FIELDS)) for e in experiments]
     )
-    return None if index is None else experiment.variants[index]
+    return body, f'"{hashlib.sha256(body).hexdigest()[:32]}"'
 
 
 def variants_for(
