@@ -13,6 +13,7 @@ export const KEEPALIVE_BYTES = 64000;
 /** A queue another page left without closing is taken over after this long. */
 const ORPHAN_AFTER_MS = 10 * 60 * 1000;
 const BATCH_OVERHEAD = 120;
+const BEACON_DRAIN_MS = 10000;
 
 export interface DeliveryOptions {
   flushAt: number;
@@ -69,6 +70,9 @@ export class Delivery {
   private failures = 0;
   private persistTimer: unknown = undefined;
   private storageReported = false;
+  /** Beacon bytes the browser may still be sending, and when the last beacon went. */
+  private beaconBytes = 0;
+  private beaconAt = 0;
   private readonly key: string;
   private readonly prefix: string;
 
@@ -160,7 +164,10 @@ export class Delivery {
     const nav = this.env.window.navigator;
     const offline = nav && nav.onLine === false;
     if (this.o.beacon && nav && typeof nav.sendBeacon === "function" && !offline && this.env.now() >= this.retryAt) {
-      let budget = KEEPALIVE_BYTES - (this.sending ? this.bytesInFlight() : 0);
+      // Beacons of the same departure (hidden, then pagehide) share the budget; after a
+      // while the browser has sent them.
+      if (this.env.now() - this.beaconAt > BEACON_DRAIN_MS) this.beaconBytes = 0;
+      let budget = KEEPALIVE_BYTES - this.beaconBytes - (this.sending ? this.bytesInFlight() : 0);
       for (;;) {
         const batch = this.take(Number.MAX_SAFE_INTEGER, Math.min(this.o.maxBatchBytes, budget), false);
         if (!batch.length) break;
@@ -175,6 +182,8 @@ export class Delivery {
         }
         if (!accepted) break;
         budget -= size;
+        this.beaconBytes += size;
+        this.beaconAt = this.env.now();
         this.counts.beacons++;
         this.counts.delivered += batch.length;
         this.remove(batch);
@@ -248,7 +257,12 @@ export class Delivery {
         this.sending = null;
         this.flying = 0;
         this.persistSoon();
-        if (this.items.length) this.schedule(this.failures ? 0 : this.items.length >= this.o.flushAt ? 0 : this.o.flushInterval);
+        if (this.items.length) {
+          this.schedule(this.failures || this.items.length >= this.o.flushAt ? 0 : this.o.flushInterval);
+        } else if (this.timer !== undefined) {
+          this.env.clearTimeout(this.timer);
+          this.timer = undefined;
+        }
       });
     return true;
   }
