@@ -32,6 +32,8 @@ interface Item {
   bytes: number;
   attempts: number;
   sending: boolean;
+  /** Its localStorage key once written, else "". */
+  key: string;
 }
 
 /**
@@ -69,12 +71,18 @@ export class Delivery {
   private retryAt = 0;
   private failures = 0;
   private persistTimer: unknown = undefined;
+  /** Keys of answered events still to remove from localStorage. */
+  private unstore: string[] = [];
+  private seq = 0;
   private storageReported = false;
   /** Beacon bytes the browser may still be sending, and when the last beacon went. */
   private beaconBytes = 0;
   private beaconAt = 0;
-  private readonly key: string;
+  /** This page's entry: `{"t": last write, "c": 1 once the page is gone}`. */
+  private readonly pageKey: string;
+  /** Event keys: prefix + page id + ":" + sequence number. */
   private readonly prefix: string;
+  private readonly mine: string;
 
   constructor(
     private readonly env: Env,
@@ -86,7 +94,8 @@ export class Delivery {
     pageId: string,
   ) {
     this.prefix = `sextant:q:${writeKey}:`;
-    this.key = this.prefix + pageId;
+    this.mine = `${this.prefix}${pageId}:`;
+    this.pageKey = `sextant:p:${writeKey}:${pageId}`;
   }
 
   /** Events waiting, in flight included. */
@@ -97,42 +106,57 @@ export class Delivery {
   /** Queue one serialised event (at most `MAX_EVENT_BYTES`, checked by the caller). */
   add(id: string, json: string): void {
     this.makeRoom(1);
-    this.items.push({ id, json, bytes: -1, attempts: 0, sending: false });
+    this.items.push(item(id, json));
     this.persistSoon();
     this.schedule(this.items.length - this.flying >= this.o.flushAt ? 0 : this.o.flushInterval);
   }
 
-  /** Take over the queues of pages that were closed (or left for too long), then send. */
+  /**
+   * Take over the events of pages that were closed (or not heard of for ten minutes),
+   * oldest first, then send.
+   */
   adopt(): void {
     const now = this.env.now();
-    const adopted: Item[] = [];
-    const known: Record<string, 1> = {};
-    for (const item of this.items) known[item.id] = 1;
+    const pages: Record<string, string[]> = {};
     for (const key of this.store.keys(this.prefix)) {
-      if (key === this.key) continue;
-      const raw = this.store.get(key);
-      let saved: { t?: number; c?: number; e?: SextantEvent[] } | null = null;
+      if (key.indexOf(this.mine) === 0) continue;
+      const page = key.slice(this.prefix.length, key.lastIndexOf(":"));
+      (pages[page] || (pages[page] = [])).push(key);
+    }
+    const adopted: Array<Item & { at: string }> = [];
+    const known: Record<string, 1> = {};
+    for (const it of this.items) known[it.id] = 1;
+    for (const page in pages) {
+      const pageKey = this.pageKey.slice(0, this.pageKey.lastIndexOf(":") + 1) + page;
+      let meta: { t?: number; c?: number } | null = null;
       try {
-        saved = raw ? JSON.parse(raw) : null;
+        meta = JSON.parse(this.store.get(pageKey) || "null");
       } catch {
-        /* unreadable: dropped below */
+        /* unreadable: the page is taken over */
       }
-      if (saved && !saved.c && typeof saved.t === "number" && now - saved.t < ORPHAN_AFTER_MS) {
-        continue; // a live page's queue
-      }
-      this.store.remove(key);
-      for (const event of (saved && saved.e) || []) {
+      if (meta && !meta.c && typeof meta.t === "number" && now - meta.t < ORPHAN_AFTER_MS) continue;
+      for (const key of pages[page]) {
+        const json = this.store.get(key);
+        this.store.remove(key);
+        let event: SextantEvent | null = null;
+        try {
+          event = json ? JSON.parse(json) : null;
+        } catch {
+          /* not an event */
+        }
         if (!event || typeof event.messageId !== "string" || known[event.messageId]) continue;
         known[event.messageId] = 1;
-        adopted.push({ id: event.messageId, json: JSON.stringify(event), bytes: -1, attempts: 0, sending: false });
+        const seq = key.slice(key.lastIndexOf(":") + 1);
+        adopted.push({ ...item(event.messageId, json as string), at: `${event.timestamp} ${("0000000" + seq).slice(-8)}` });
       }
+      this.store.remove(pageKey);
     }
     if (adopted.length) {
+      adopted.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
       // Older than anything this page made; beyond the bound, the oldest go.
       const room = Math.max(0, this.o.maxQueueSize - this.items.length);
-      const dropped = adopted.splice(0, Math.max(0, adopted.length - room));
-      this.drop(dropped);
-      this.items = adopted.concat(this.items);
+      this.drop(adopted.splice(0, Math.max(0, adopted.length - room)));
+      this.items = (adopted as Item[]).concat(this.items);
       this.persist(false);
     }
     if (this.items.length) this.schedule(0);
@@ -194,7 +218,7 @@ export class Delivery {
 
   /** The page came back from the back/forward cache. */
   resume(): void {
-    if (this.items.length && this.store.get(this.key) === null) {
+    if (this.items.length && this.store.get(this.pageKey) === null) {
       // Another page took this queue over while this one was frozen: the events are its to send.
       this.items = this.items.filter((item) => item.sending);
     }
@@ -361,8 +385,12 @@ export class Delivery {
 
   private remove(batch: Item[]): void {
     const gone: Record<string, 1> = {};
-    for (const item of batch) gone[item.id] = 1;
-    this.items = this.items.filter((item) => !gone[item.id]);
+    for (const it of batch) {
+      gone[it.id] = 1;
+      if (it.key) this.unstore.push(it.key);
+    }
+    this.items = this.items.filter((it) => !gone[it.id]);
+    this.persistSoon();
   }
 
   /** Drop the oldest events not in flight until `incoming` more fit. */
@@ -415,28 +443,41 @@ export class Delivery {
     }, 0);
   }
 
-  /** Write this page's queue to localStorage (removing the entry when empty). */
+  /**
+   * Bring localStorage up to date: one key per event (written once, removed once
+   * answered, so a write costs the new events, not the queue), and this page's entry.
+   */
   persist(closed: boolean): void {
     if (this.persistTimer !== undefined) {
       this.env.clearTimeout(this.persistTimer);
       this.persistTimer = undefined;
     }
+    for (const key of this.unstore) this.store.remove(key);
+    this.unstore = [];
     if (!this.items.length) {
-      this.store.remove(this.key);
+      this.store.remove(this.pageKey);
       return;
     }
-    let events = "";
-    for (const item of this.items) events += (events ? "," : "") + item.json;
-    const ok = this.store.set(this.key, `{"t":${this.env.now()},"c":${closed ? 1 : 0},"e":[${events}]}`);
+    let ok = this.store.set(this.pageKey, `{"t":${this.env.now()},"c":${closed ? 1 : 0}}`);
+    for (const it of this.items) {
+      if (it.key) continue;
+      it.key = this.mine + (this.seq++).toString(36);
+      // A refused write leaves the event in the store's memory: reported, not retried.
+      if (!this.store.set(it.key, it.json)) ok = false;
+    }
     if (!ok && !this.storageReported) {
       this.storageReported = true;
       this.report({
         reason: "storage",
-        message: "localStorage refused the queue (full or disabled): waiting events will not survive a reload",
+        message: "localStorage refused the queue (full or disabled): waiting events may not survive a reload",
         events: [],
       });
     }
   }
+}
+
+function item(id: string, json: string): Item {
+  return { id, json, bytes: -1, attempts: 0, sending: false, key: "" };
 }
 
 /** Milliseconds to wait from a `Retry-After` header (delta-seconds or an HTTP date), or null. */

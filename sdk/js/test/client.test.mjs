@@ -205,7 +205,26 @@ test("the queue survives a reload until the collector answered", async () => {
   assert.deepEqual(delivered, ["before reload 1", "before reload 2", "after reload"]);
   const ids = profile.collector.events.filter((e) => e.event === "before reload 1").map((e) => e.messageId);
   assert.equal(new Set(ids).size, 1, "the same messageId across the reload");
-  assert.deepEqual([...profile.localStorage.map.keys()].filter((k) => k.startsWith("sextant:q:")), []);
+  assert.deepEqual([...profile.localStorage.map.keys()].filter((k) => /^sextant:[qp]:/.test(k)), []);
+});
+
+test("localStorage holds one key per waiting event: a write costs the new events, not the queue", async () => {
+  const { client, clock, profile } = start({ flushAt: 1000, flushInterval: 60000 });
+  for (let i = 0; i < 100; i++) client.track("e", { i });
+  await clock.advance(0);
+  const writes = [];
+  const setItem = profile.localStorage.setItem.bind(profile.localStorage);
+  profile.localStorage.setItem = (key, value) => {
+    writes.push(key);
+    setItem(key, value);
+  };
+  client.track("one more");
+  await clock.advance(0);
+  assert.equal(writes.length, 2, "the new event and the page's entry");
+  assert.equal([...profile.localStorage.map.keys()].filter((k) => k.startsWith("sextant:q:")).length, 101);
+  await client.flush();
+  await clock.advance(0);
+  assert.equal([...profile.localStorage.map.keys()].filter((k) => /^sextant:[qp]:/.test(k)).length, 0);
 });
 
 test("a page that crashed: its queue is taken over once it is ten minutes old", async () => {
