@@ -48,7 +48,10 @@ async ({calls, rounds}) => {
   let sink = null;
   const noop = function (name, properties) { sink = properties; return name; };
   const drain = async () => {
-    while (sextant.stats().pending > 0) { await sextant.flush(); await new Promise(r => setTimeout(r, 5)); }
+    while (sextant.stats().pending > 0) {
+      await sextant.flush();
+      await new Promise(r => setTimeout(r, 5));
+    }
   };
   // performance.now() is coarsened (to 100 µs without cross-origin isolation): the no-op
   // runs 1,000 times as many calls per round to be measurable at all.
@@ -57,7 +60,11 @@ async ({calls, rounds}) => {
     for (let i = 0; i < n; i++) fn("Order Completed", props);
     return (performance.now() - t0) * 1000 / n;
   };
-  for (let i = 0; i < 3; i++) { round(noop, calls * 1000); round(sextant.track, calls); await drain(); }
+  for (let i = 0; i < 3; i++) {  // warm-up
+    round(noop, calls * 1000);
+    round(sextant.track, calls);
+    await drain();
+  }
   const track = [], base = [];
   for (let r = 0; r < rounds; r++) {
     base.push(round(noop, calls * 1000));
@@ -72,7 +79,10 @@ RUN_TRACK = """
 async (calls) => {
   const props = {order_id: "o-1", revenue: 12.5, currency: "EUR", items: 3};
   for (let i = 0; i < calls; i++) sextant.track("Order Completed", props);
-  while (sextant.stats().pending > 0) { await sextant.flush(); await new Promise(r => setTimeout(r, 5)); }
+  while (sextant.stats().pending > 0) {
+    await sextant.flush();
+    await new Promise(r => setTimeout(r, 5));
+  }
 }
 """
 
