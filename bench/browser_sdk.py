@@ -98,6 +98,27 @@ async (calls) => {
 """
 
 
+# The same events posted by hand, 20 per request, one request at a time (as the SDK sends
+# them), with no queue, persistence or context: what sending the bytes costs by itself.
+RUN_RAW_FETCH = """
+async ({calls, host}) => {
+  const props = {order_id: "o-1", revenue: 12.5, currency: "EUR", items: 3};
+  const events = [];
+  for (let i = 0; i < calls; i++) {
+    events.push(JSON.stringify({type: "track", event: "Order Completed", properties: props,
+      anonymousId: "a", messageId: crypto.randomUUID(), timestamp: new Date().toISOString(),
+      context: {page: {path: location.pathname, url: location.href, title: document.title}}}));
+  }
+  for (let i = 0; i < events.length; i += 20) {
+    const body = '{"batch":[' + events.slice(i, i + 20).join(",") + '],"writeKey":"wk_bench"}';
+    const response = await fetch(host + "/v1/batch", {method: "POST", body, keepalive: true,
+      headers: {"Content-Type": "text/plain"}, credentials: "omit"});
+    await response.json();
+  }
+}
+"""
+
+
 class _Collector(BaseHTTPRequestHandler):
     """Accepts every batch at once (HTTP/1.1, CORS-open): only the page's own cost is measured."""
 
@@ -137,10 +158,10 @@ def task_seconds(cdp: CDPSession) -> float:
     return float(next(m["value"] for m in metrics if m["name"] == "TaskDuration"))
 
 
-def main_thread_per_call(page: Page, cdp: CDPSession, script: str, calls: int) -> float:
+def main_thread_per_call(page: Page, cdp: CDPSession, script: str, calls: int, arg: Any) -> float:
     """Main-thread task time per call (µs), deferred work and delivery included."""
     before = task_seconds(cdp)
-    page.evaluate(script, calls)
+    page.evaluate(script, arg)
     return (task_seconds(cdp) - before) / calls * 1e6
 
 
@@ -166,10 +187,12 @@ def measure(calls: int, rounds: int) -> dict[str, Any]:
                 sync = page.evaluate(MEASURE_SYNC, {"calls": calls, "rounds": rounds})
                 cdp = page.context.new_cdp_session(page)
                 cdp.send("Performance.enable")
-                whole_track, whole_noop = [], []
+                whole_track, whole_noop, whole_raw = [], [], []
+                raw = {"calls": calls, "host": host}
                 for _ in range(3):
-                    whole_noop.append(main_thread_per_call(page, cdp, RUN_NOOP, calls))
-                    whole_track.append(main_thread_per_call(page, cdp, RUN_TRACK, calls))
+                    whole_noop.append(main_thread_per_call(page, cdp, RUN_NOOP, calls, calls))
+                    whole_track.append(main_thread_per_call(page, cdp, RUN_TRACK, calls, calls))
+                    whole_raw.append(main_thread_per_call(page, cdp, RUN_RAW_FETCH, calls, raw))
                 version = browser.version
             finally:
                 browser.close()
@@ -178,6 +201,7 @@ def measure(calls: int, rounds: int) -> dict[str, Any]:
         "noop": statistics.median(sync["base"]),
         "whole_track": statistics.median(whole_track),
         "whole_noop": statistics.median(whole_noop),
+        "whole_raw": statistics.median(whole_raw),
         "delivered": _Collector.events,
         "failed": sync["stats"]["failed"] + sync["stats"]["dropped"],
         "chromium": version,
@@ -221,6 +245,18 @@ def main() -> None:
             unit="µs",
             baseline="the no-op loop measured the same way",
             baseline_value=round(result["whole_noop"], 4),
+            command=COMMAND,
+        ),
+        Figure(
+            benchmark="browser_sdk",
+            figure=(
+                "sextant.track(): main-thread task time per event, deferred work included "
+                "(as above), beside the same events posted with plain fetch"
+            ),
+            value=round(result["whole_track"], 2),
+            unit="µs",
+            baseline="plain fetch of the same events, 20 per request, one at a time",
+            baseline_value=round(result["whole_raw"], 2),
             command=COMMAND,
         ),
     ]
