@@ -151,6 +151,19 @@ def site(tmp_path: Path, collector: Collector) -> Iterator[str]:
         f"<script>sextant.init('wk_browser', {options});</script>\n"
     )
     (tmp_path / "other.html").write_text("<!doctype html><title>Elsewhere</title>\n")
+    # The asynchronous snippet of sdk/js/README.md: calls are recorded until the bundle loads.
+    (tmp_path / "async.html").write_text(
+        "<!doctype html><title>Async</title><script>"
+        "window.sextant = window.sextant || [];"
+        '["init", "track", "page", "identify", "alias", "group", "reset"].forEach(function (m) {'
+        "  sextant[m] = sextant[m] || function () {"
+        "    sextant.push([m].concat([].slice.call(arguments))); };"
+        "});"
+        f"sextant.init('wk_browser', {options});"
+        "sextant.identify('user-1');"
+        "sextant.track('Early');"
+        f'</script><script async src="{BUNDLE.name}"></script>\n'
+    )
     with static_site(tmp_path) as origin:
         yield origin
 
@@ -225,3 +238,16 @@ def test_definitions_are_revalidated_by_the_browser(
     assert [e["properties"] for e in exposures] == [
         {"experiment_id": "checkout", "variation_id": variant}
     ]
+
+
+def test_the_async_snippet_replays_calls_made_before_the_bundle_loaded(
+    browser_context: BrowserContext, site: str, collector: Collector
+) -> None:
+    page = browser_context.new_page()
+    page.goto(f"{site}/async.html")
+    events = collector.wait_for(3)  # init (and its page view), identify and track, replayed
+    assert sorted(e["type"] for e in events) == ["identify", "page", "track"]
+    track = next(e for e in events if e["type"] == "track")
+    assert track["event"] == "Early"
+    assert track["userId"] == "user-1"
+    assert page.evaluate("() => typeof sextant.track") == "function"
