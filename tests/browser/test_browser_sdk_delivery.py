@@ -191,7 +191,9 @@ def test_a_batch_is_a_simple_request_with_no_preflight(
     assert page_event["context"]["page"]["title"] == "Shop"
     assert page_event["context"]["library"]["name"] == "@sextant/browser"
     assert page_event["anonymousId"] == page.evaluate("() => sextant.anonymousId()")
-    assert page.evaluate("() => sextant.stats().delivered") == 3
+    # The collector has the request before the page has its answer: wait for the latter.
+    page.wait_for_function("() => sextant.stats().delivered === 3", timeout=10_000)
+    assert page.evaluate("() => sextant.stats().pending") == 0
 
 
 def test_the_last_events_leave_in_a_beacon(
