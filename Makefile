@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := $(UV) run --frozen
 export UV_PYTHON ?= 3.11
 
-.PHONY: help setup run kafka test lint typecheck unit integration e2e schemas bench soak clean
+.PHONY: help setup run kafka test lint typecheck unit integration e2e js-test schemas bench soak clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,7 +41,10 @@ integration: setup ## Integration tests (starts a Kafka broker for the session)
 e2e: setup ## End-to-end tests (the parts as processes)
 	$(PY) pytest tests/e2e -q
 
-test: lint typecheck ## Lint, types, unit, integration and end-to-end tests
+js-test: setup ## The browser SDK (sdk/js): build, types, node --test, bundle size budgets
+	npm --prefix sdk/js test
+
+test: lint typecheck js-test ## Lint, types, the browser SDK, unit, integration, end-to-end and browser tests
 	$(PY) pytest tests -q
 
 bench: setup ## Benchmarks; writes bench/RESULTS.md

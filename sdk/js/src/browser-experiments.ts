@@ -1,0 +1,7 @@
+// The script-tag bundle `sextant-experiments.min.js`: the core and experiments, as the global `sextant`.
+import * as api from "./index";
+import { replay } from "./snippet";
+
+export * from "./experiments";
+export * from "./index";
+replay(api);
