@@ -2,8 +2,9 @@
 
 posthog-js and Segment's analytics-next keep their defaults except what pointing them at
 Sextant takes (``api_host``; ``cdnURL``) and posthog-js's ``opt_out_useragent_filter``, which
-only lets it run in a headless browser. Each test names its events uniquely and reads the
-count back through the gateway: exactly what was sent, once.
+only lets it run in a headless browser; ``@sextant/browser`` (its script-tag bundle) keeps
+its own defaults. Each test names its events uniquely and reads the count back through the
+gateway: exactly what was sent, once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.browser.stack import PROJECT, WRITE, Stack, project_documents, runnin
 from tests.infra import wait_for
 
 CLIENTS = Path(__file__).parent / "dist"
+SEXTANT_BUNDLE = Path(__file__).parents[2] / "sdk" / "js" / "dist" / "sextant-experiments.min.js"
 EXPERIMENT = Experiment(
     id="checkout-flow",
     project_id=PROJECT,
@@ -33,9 +35,16 @@ EXPERIMENT = Experiment(
 )
 
 PAGE = """<!doctype html><html><head><title>shop</title></head><body>
-<script src="posthog.js"></script><script src="segment.js"></script>
+<script src="posthog.js"></script>
+<script src="segment.js"></script>
+<script src="sextant.js"></script>
 <script>
 window.flags = {{}};
+window.sextantErrors = [];
+sextant.init({key!r}, {{
+  host: {collector!r},
+  onError: (error) => window.sextantErrors.push(error.reason + ' ' + error.message),
+}});
 window.failures = [];
 posthog.init({key!r}, {{
   api_host: {collector!r},
@@ -49,6 +58,7 @@ window.send = (name, n) => {{
   for (let i = 0; i < n; i++) {{
     posthog.capture('ph ' + name, {{i}});
     window.segment.track('seg ' + name, {{i}});
+    sextant.track('sx ' + name, {{i}});
   }}
 }};
 </script></body></html>
@@ -67,6 +77,7 @@ def site_root(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("site")
     for bundle in ("posthog.js", "segment.js"):
         shutil.copy(CLIENTS / bundle, root / bundle)
+    shutil.copy(SEXTANT_BUNDLE, root / "sextant.js")
     (root / "shop.html").write_text(
         PAGE.format(key=WRITE, collector=stack.collector, flag=EXPERIMENT.id)
     )
@@ -102,7 +113,9 @@ def test_events_from_both_clients_are_stored_once(
     page.evaluate("name => window.send(name, 10)", name)
     stack.wait_count(f"ph {name}", 10)
     stack.wait_count(f"seg {name}", 10)
+    stack.wait_count(f"sx {name}", 10)
     assert page.evaluate("window.failures") == []
+    assert page.evaluate("window.sextantErrors") == []
 
 
 def test_events_sent_as_the_page_unloads_arrive(
@@ -118,6 +131,7 @@ def test_events_sent_as_the_page_unloads_arrive(
     wait_for(lambda: seen(page, requests, "/v1/t", times=3), 10, 0.01, "segment sending")
     page.goto("about:blank")
     stack.wait_count(f"ph {name}", 3)  # posthog-js: sendBeacon as the page hides
+    stack.wait_count(f"sx {name}", 3)  # @sextant/browser: likewise
     # analytics-next keeps what was in flight in localStorage and sends it again on the next
     # visit: a redelivery of one that did arrive is the same message, stored once.
     open_shop(browser_context, site)
@@ -144,6 +158,7 @@ def test_events_queued_while_the_collector_is_down_arrive_once_it_returns(
         stack.start_collector()
     stack.wait_count(f"ph {name}", 4, timeout_s=120)
     stack.wait_count(f"seg {name}", 4, timeout_s=120)
+    stack.wait_count(f"sx {name}", 4, timeout_s=120)
 
 
 def test_a_page_on_an_origin_the_project_does_not_allow_stores_nothing(
@@ -164,6 +179,8 @@ def test_a_page_on_an_origin_the_project_does_not_allow_stores_nothing(
     stack.wait_count(f"ph {control}", 1)
     assert stack.count(f"ph {name}") == 0
     assert stack.count(f"seg {name}") == 0
+    assert stack.count(f"sx {name}") == 0
+    assert page.evaluate("window.sextantErrors")  # the page is told, never silently
     metrics = httpx.get(f"{stack.collector}/metrics", timeout=10).text
     assert f'sextant_collector_origin_refusals_total{{origin="{foreign}"}}' in metrics
 
@@ -185,3 +202,16 @@ def test_posthog_get_feature_flag_returns_sextants_variant(
         0.2,
         f"posthog.getFeatureFlag for {visitor} to be {expected}",
     )
+
+
+@pytest.mark.parametrize("visitor", ["visitor-1", "visiteur-é-2", "访客-3"])
+def test_sextant_browser_assigns_the_variant_every_sdk_assigns(
+    stack: Stack, site: str, browser_context: BrowserContext, visitor: str
+) -> None:
+    page = browser_context.new_page()
+    page.goto(f"{site}/shop.html")
+    page.evaluate("() => sextant.experimentsReady(10000)")
+    index = assign(EXPERIMENT.id, visitor, [0.5, 0.5], seed=EXPERIMENT.seed)
+    assert index is not None
+    variant = page.evaluate("unit => sextant.getVariant('checkout-flow', unit)", visitor)
+    assert variant == EXPERIMENT.variants[index].id
