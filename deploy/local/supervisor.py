@@ -7,6 +7,7 @@ gracefully; data stays in ``.local/`` for the next run.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -186,6 +187,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> None:
+    # A local run on loopback, with the demo project and its public keys: the parts refuse
+    # those keys unless told that this is a demo. The children inherit the variable.
+    os.environ["SEXTANT_DEMO"] = "true"
     supervisor = Supervisor(CliSettings())
     # Ctrl-C and SIGTERM stop everything, whatever the supervisor is waiting for; installed
     # explicitly because a shell starts background jobs with SIGINT ignored.

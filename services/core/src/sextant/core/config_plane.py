@@ -41,6 +41,7 @@ class ConfigState:
     def __init__(self) -> None:
         self._documents: dict[str, ConfigDocument] = {}
         self._keys_by_hash: dict[str, ApiKey] = {}
+        self._refused_hashes: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self.version = 0
@@ -66,8 +67,16 @@ class ConfigState:
         return self._documents.get(key)
 
     def key_for_hash(self, key_hash: str) -> ApiKey | None:
-        """The API key whose secret hashes to ``key_hash``, revoked or not."""
+        """The API key whose secret hashes to ``key_hash``, revoked or not; never one of the
+        refused keys (:meth:`refuse_keys`)."""
+        if key_hash in self._refused_hashes:
+            return None
         return self._keys_by_hash.get(key_hash)
+
+    def refuse_keys(self, key_hashes: frozenset[str]) -> None:
+        """Keys with these hashes never authenticate here, whatever the topic says (the
+        public demo keys, outside a demo)."""
+        self._refused_hashes = key_hashes
 
     def of_kind(self, cls: type[DocumentT], project_id: str | None = None) -> list[DocumentT]:
         with self._lock:
