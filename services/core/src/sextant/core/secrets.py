@@ -63,7 +63,13 @@ class SecretKeyInvalid(ValueError):  # noqa: N818 - the name says what is wrong
 
 
 class UnreadableSecret(ValueError):  # noqa: N818 - the name says what is wrong
-    """A sealed value that none of the keys opens (sealed under another key, or altered)."""
+    """A sealed value that none of the keys opens (sealed under another key, or altered);
+    ``field`` names where it sits in a document, when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.reason = message
+        self.field = field
 
 
 def generate_secret_key() -> str:
@@ -206,7 +212,7 @@ def seal_secrets(document: ModelT, box: SecretBox | None) -> ModelT:
                 try:
                     box.open(value)
                 except UnreadableSecret as error:
-                    raise UnreadableSecret(f"{_where(path)}: {error}") from None
+                    raise UnreadableSecret(error.reason, _where(path)) from None
             return value
         if box is None:
             raise MissingSecretKey(f"storing the secret at '{_where(path)}'")
@@ -230,7 +236,7 @@ def reseal_secrets(document: ModelT, box: SecretBox) -> ModelT:
         try:
             return box.reseal(value)
         except UnreadableSecret as error:
-            raise UnreadableSecret(f"{_where(path)}: {error}") from None
+            raise UnreadableSecret(error.reason, _where(path)) from None
 
     return map_secrets(document, reseal)
 
