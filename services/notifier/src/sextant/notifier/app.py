@@ -16,6 +16,7 @@ from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.demo import guard_demo_keys
 from sextant.core.kafka import cluster_reachable
 from sextant.core.logging import get_logger
+from sextant.core.secrets import MissingSecretKey, SecretBox
 from sextant.core.service import add_operational_routes
 from sextant.notifier.delivery import Delivery, DeliveryLog, NotifierMetrics
 from sextant.notifier.service import NotifierService
@@ -40,7 +41,14 @@ def create_app(
     transport: httpx.BaseTransport | None = None,
 ) -> FastAPI:
     """The notifier app. ``state`` replaces the config follower (tests); ``transport`` the
-    HTTP transport of webhook calls."""
+    HTTP transport of webhook calls.
+
+    Raises :class:`MissingSecretKey` without a master key: the notifier opens the targets'
+    sealed signing secrets, and finding out only when an alert fires would be too late.
+    """
+    secrets = SecretBox.from_setting(settings.secret_key)
+    if secrets is None:
+        raise MissingSecretKey("the notifier (it opens the webhook targets' signing secrets)")
     follower = None if state is not None else ConfigFollower(settings)
     config = state if state is not None else follower.state  # type: ignore[union-attr]
     registry = CollectorRegistry()
@@ -53,6 +61,7 @@ def create_app(
         metrics,
         config_ready=(lambda: True) if follower is None else (lambda: follower.caught_up),
         transport=transport,
+        secrets=secrets,
     )
 
     @asynccontextmanager
