@@ -78,6 +78,11 @@ class ConfigState:
         public demo keys, outside a demo)."""
         self._refused_hashes = key_hashes
 
+    def documents(self) -> list[ConfigDocument]:
+        """Every current document."""
+        with self._lock:
+            return list(self._documents.values())
+
     def of_kind(self, cls: type[DocumentT], project_id: str | None = None) -> list[DocumentT]:
         with self._lock:
             documents = list(self._documents.values())
