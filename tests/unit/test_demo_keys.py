@@ -68,3 +68,15 @@ def test_outside_a_demo_a_demo_key_applied_later_never_authenticates() -> None:
     state.apply(key.config_key(), key)
     assert state.key_for_hash(hash_key(ADMIN_SECRET)) is None
     assert state.key_for_hash(hash_key("x" * 32)) == own
+
+
+async def test_the_notifier_app_refuses_to_start_with_an_active_demo_key() -> None:
+    from sextant.core.secrets import generate_secret_key
+    from sextant.notifier.app import create_app
+    from sextant.notifier.settings import NotifierSettings
+
+    settings = NotifierSettings(secret_key=generate_secret_key(), demo=False)
+    app = create_app(settings, state=state_of(demo_admin()))
+    with pytest.raises(DemoKeysActive, match="the notifier refuses to start"):
+        async with app.router.lifespan_context(app):
+            pass
