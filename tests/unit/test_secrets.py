@@ -128,3 +128,28 @@ def test_a_clear_secret_is_limited_and_a_sealed_one_may_be_longer() -> None:
     sealed = SecretBox([NEW]).seal("x" * 200)
     assert len(sealed) > 200
     assert WebhookTarget(url="https://a.example/", secret=sealed).secret == sealed
+
+
+def test_reports_about_a_bad_config_file_never_quote_its_values() -> None:
+    import yaml
+
+    from sextant.core.config_file import (
+        ConfigFile,
+        describe_validation_error,
+        describe_yaml_error,
+    )
+
+    text = 'projects:\n  - id: p\n    keys: [{id: k, secret: "whsec_unterminated_0123'
+    with pytest.raises(yaml.YAMLError) as not_yaml:
+        yaml.safe_load(text)
+    assert "whsec_unterminated" in str(not_yaml.value)  # the parser's own message quotes it
+    described = describe_yaml_error(not_yaml.value)
+    assert "whsec_unterminated" not in described
+    assert "line 3" in described
+
+    with pytest.raises(ValidationError) as invalid:
+        ConfigFile.model_validate({"admin_keys": [{"id": "a", "secret": "tiny-secret", "x": "y"}]})
+    assert "tiny-secret" in str(invalid.value)  # pydantic's own message quotes it
+    described = describe_validation_error(invalid.value)
+    assert "admin_keys.0.secret" in described
+    assert "tiny-secret" not in described

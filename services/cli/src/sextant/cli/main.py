@@ -97,16 +97,27 @@ def config_apply(
     admin_key: Annotated[str | None, typer.Option(help="The admin key, with --gateway")] = None,
 ) -> None:
     """Validate FILE.yaml and write its documents to the config topic (or via a gateway)."""
+    import yaml
     from pydantic import ValidationError
+    from rich.markup import escape
 
-    from sextant.core.config_file import documents_from_file, load_config_file
+    from sextant.core.config_file import (
+        describe_validation_error,
+        describe_yaml_error,
+        documents_from_file,
+        load_config_file,
+    )
     from sextant.core.config_plane import ConfigPublisher
     from sextant.core.secrets import seal_documents
 
     try:
         documents = documents_from_file(load_config_file(file))
+    except yaml.YAMLError as error:
+        console.print(f"[red]{file}[/red]: {escape(describe_yaml_error(error))}")
+        raise typer.Exit(2) from error
     except ValidationError as error:
-        console.print(f"[red]{file}: invalid config[/red]\n{error}")
+        detail = escape(describe_validation_error(error))
+        console.print(f"[red]{file}: invalid config[/red]\n{detail}")
         raise typer.Exit(2) from error
     if gateway is not None:
         _apply_through_gateway(file, gateway, admin_key)  # the gateway seals the secrets

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
+from pydantic import ValidationError
 
 from sextant.core.kafka import make_consumer, make_producer
 from sextant.core.logging import get_logger
@@ -182,6 +183,14 @@ class ConfigFollower:
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         try:
             text_key, document = decode_record(key, value)
+        except ValidationError as error:
+            # The faults without the values: a record may hold a secret.
+            faults = [
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in error.errors(include_input=False, include_url=False)
+            ]
+            log.error("skipping an invalid config record", key=key, faults=faults)
+            return
         except ValueError:
             log.error("skipping an unreadable config record", key=key, exc_info=True)
             return

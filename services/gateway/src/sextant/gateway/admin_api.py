@@ -23,7 +23,7 @@ import yaml
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from sextant.core.config_file import ConfigFile, documents_from_file
+from sextant.core.config_file import ConfigFile, describe_yaml_error, documents_from_file
 from sextant.gateway import examples
 from sextant.gateway.auth import AdminScope
 from sextant.gateway.context import Gateway, GatewayDep
@@ -585,7 +585,7 @@ async def apply_file(_: AdminScope, gateway: GatewayDep, request: Request) -> Ap
         config = ConfigFile.model_validate(raw)
         documents = documents_from_file(config)
     except yaml.YAMLError as error:
-        raise ProblemError(400, "invalid-yaml", f"not YAML: {error}", "body") from error
+        raise ProblemError(400, "invalid-yaml", describe_yaml_error(error), "body") from error
     except ValidationError as error:
         raise validation_problem(error) from error
     except (TypeError, ValueError) as error:
