@@ -7,6 +7,7 @@ gracefully; data stays in ``.local/`` for the next run.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -25,9 +26,11 @@ from sextant.cli.settings import CliSettings
 from sextant.core.config_file import ConfigFile, documents_from_file, load_config_file
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import cluster_reachable, ensure_topics
+from sextant.core.secrets import SecretBox, generate_secret_key, seal_documents
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "deploy" / "config" / "demo.yaml"
+SECRET_KEY_FILE = ROOT / ".local" / "secret-key"
 READY_TIMEOUT_S = 90.0
 console = Console(highlight=False)
 
@@ -143,9 +146,10 @@ class Supervisor:
         console.print(f"topics: {len(created)} created")
         subprocess.run(_sextant("migrate"), check=True, cwd=ROOT)
         config = load_config_file(DEMO)
+        box = SecretBox.from_setting(self.settings.secret_key)
         publisher = ConfigPublisher(self.settings)
         try:
-            publisher.put(documents_from_file(config))
+            publisher.put(seal_documents(documents_from_file(config), box))
         finally:
             publisher.close()
         return config
@@ -185,7 +189,22 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _local_secret_key() -> str:
+    """The master key of local runs: made once, kept in ``.local/`` (readable by its owner
+    only), so what one run sealed the next one opens."""
+    if not SECRET_KEY_FILE.exists():
+        SECRET_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+        SECRET_KEY_FILE.touch(mode=0o600)
+        SECRET_KEY_FILE.write_text(generate_secret_key() + "\n")
+    return SECRET_KEY_FILE.read_text().strip()
+
+
 def main() -> None:
+    # A local run on loopback, with the demo project and its public keys: the parts refuse
+    # those keys unless told that this is a demo. The children inherit the variables.
+    os.environ["SEXTANT_DEMO"] = "true"
+    if CliSettings().secret_key is None:
+        os.environ["SEXTANT_SECRET_KEY"] = _local_secret_key()
     supervisor = Supervisor(CliSettings())
     # Ctrl-C and SIGTERM stop everything, whatever the supervisor is waiting for; installed
     # explicitly because a shell starts background jobs with SIGINT ignored.

@@ -19,12 +19,17 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from sextant.core.secrets import SecretBox, generate_secret_key
 from sextant.core.settings import KafkaSection
 from sextant.notifier.app import create_app
 from sextant.notifier.settings import NotifierSettings
 from tests.infra import wait_for
 
 SECRET = "whsec_test_0123456789"
+MASTER_KEY = generate_secret_key()
+BOX = SecretBox([MASTER_KEY])
+"""The master key of these tests' notifiers: rules carry ``BOX.seal(SECRET)``, as the
+admin API and ``sextant config apply`` store them."""
 
 
 @dataclass
@@ -99,6 +104,7 @@ def notifier_settings(kafka: KafkaSection, **overrides: Any) -> NotifierSettings
         "webhook_backoff_base_seconds": 0.05,
         "webhook_backoff_max_seconds": 0.2,
         "webhook_timeout_seconds": 5,
+        "secret_key": MASTER_KEY,
     }
     return NotifierSettings(**(values | overrides))
 

@@ -17,7 +17,7 @@ from sextant.notifier.signing import verify
 from sextant.schemas.config import AlertMute, AlertRule, ConfigDocument, Project
 from sextant.schemas.records import AlertState, AlertTransition
 from tests.infra import wait_for
-from tests.integration.alerting_support import SECRET, notifier, receiver
+from tests.integration.alerting_support import BOX, SECRET, notifier, receiver
 
 AT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -33,7 +33,7 @@ def rule(url: str, rule_id: str = "checkout-drop") -> AlertRule:
             "direction": "below",
             "threshold": 0.08,
             "severity": "critical",
-            "targets": [{"url": url, "secret": SECRET}],
+            "targets": [{"url": url, "secret": BOX.seal(SECRET)}],
         }
     )
 

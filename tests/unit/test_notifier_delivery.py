@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sextant.core.config_plane import ConfigState
+from sextant.core.secrets import SecretBox, generate_secret_key
 from sextant.notifier.delivery import DeliveryLog, NotifierMetrics, WebhookSender, render_body
 from sextant.notifier.service import NotifierService
 from sextant.notifier.settings import NotifierSettings
@@ -23,6 +25,8 @@ from sextant.schemas.records import AlertState, AlertTransition
 
 NOW = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
 URL = "https://hooks.example.com/services/T0/B0/very-secret-token"
+BOX = SecretBox([generate_secret_key()])
+SEALED = BOX.seal("s3cret")
 
 
 def rule(**fields: Any) -> AlertRule:
@@ -35,7 +39,7 @@ def rule(**fields: Any) -> AlertRule:
         "direction": "below",
         "threshold": 0.08,
         "severity": "critical",
-        "targets": [{"url": URL, "secret": "s3cret"}],
+        "targets": [{"url": URL, "secret": SEALED}],
     }
     return AlertRule.model_validate(base | fields)
 
@@ -141,7 +145,7 @@ def test_logs_never_show_the_path_or_credentials_of_a_target() -> None:
 
 def test_failures_are_retried_with_full_jitter_and_one_idempotency_key() -> None:
     receiver, waits = Receiver(500, 502, 503, 200), []
-    delivery = sender(receiver, waits).send(transition(), rule(), rule().targets[0])
+    delivery = sender(receiver, waits).send(transition(), rule(), rule().targets[0], "s3cret")
     assert (delivery.outcome, delivery.attempts, delivery.status_code) == ("delivered", 4, 200)
     assert waits == [1.0, 2.0, 4.0]  # jitter() = 1: the ceiling of each backoff
     assert {r.headers["idempotency-key"] for r in receiver.requests} == {"t-1"}
@@ -156,22 +160,24 @@ def test_the_backoff_ceiling_doubles_up_to_the_maximum() -> None:
 
 def test_a_client_error_is_final_and_retries_run_out() -> None:
     waits: list[float] = []
-    refused = sender(Receiver(400), waits).send(transition(), rule(), rule().targets[0])
+    refused = sender(Receiver(400), waits).send(transition(), rule(), rule().targets[0], "s3cret")
     assert (refused.outcome, refused.attempts, waits) == ("failed", 1, [])
-    down = sender(Receiver(503), waits, attempts=3).send(transition(), rule(), rule().targets[0])
+    down = sender(Receiver(503), waits, attempts=3).send(
+        transition(), rule(), rule().targets[0], "s3cret"
+    )
     assert (down.outcome, down.attempts, down.error) == ("failed", 3, "HTTP 503")
 
 
 def test_retry_after_is_honoured_up_to_the_maximum_wait() -> None:
     waits: list[float] = []
     receiver = Receiver(429, 200, headers={"Retry-After": "7"})
-    sender(receiver, waits).send(transition(), rule(), rule().targets[0])
+    sender(receiver, waits).send(transition(), rule(), rule().targets[0], "s3cret")
     assert waits == [7.0]
 
 
 def test_the_signature_header_verifies_against_the_body_sent() -> None:
     receiver = Receiver(200)
-    sender(receiver, []).send(transition(), rule(), rule().targets[0])
+    sender(receiver, []).send(transition(), rule(), rule().targets[0], "s3cret")
     request = receiver.requests[0]
     assert verify("s3cret", request.headers["x-sextant-signature"], request.content, 1_741_000_001)
     body = json.loads(request.content)
@@ -189,7 +195,11 @@ def test_the_slack_format_is_a_message() -> None:
 
 
 def service(
-    state: ConfigState, receiver: Receiver, now: datetime = NOW, address: str = "93.184.216.34"
+    state: ConfigState,
+    receiver: Receiver,
+    now: datetime = NOW,
+    address: str = "93.184.216.34",
+    secrets: SecretBox | None = BOX,
 ) -> NotifierService:
     settings = NotifierSettings(webhook_backoff_base_seconds=0.001)
     return NotifierService(
@@ -200,6 +210,7 @@ def service(
         transport=httpx.MockTransport(receiver),
         clock=lambda: now,
         resolve=resolver(address),
+        secrets=secrets,
     )
 
 
@@ -254,3 +265,43 @@ def test_every_target_is_called_and_refused_ones_are_logged() -> None:
 
 def test_a_transition_of_an_unknown_rule_is_skipped() -> None:
     assert service(ConfigState(), Receiver(200)).handle(transition()) == []
+
+
+# --- sealed signing secrets -----------------------------------------------------------------
+
+
+def test_a_sealed_secret_is_opened_to_sign_and_never_shown() -> None:
+    receiver = Receiver(200)
+    notifier = service(with_documents(rule()), receiver)
+    [delivery] = notifier.handle(transition())
+    assert delivery.outcome == "delivered"
+    request = receiver.requests[0]
+    assert verify("s3cret", request.headers["x-sextant-signature"], request.content, time.time())
+    assert "s3cret" not in delivery.model_dump_json()
+    assert SEALED not in delivery.model_dump_json()
+
+
+def test_a_secret_the_key_does_not_open_refuses_the_delivery_with_a_reason() -> None:
+    receiver = Receiver(200)
+    other = service(with_documents(rule()), receiver, secrets=SecretBox([generate_secret_key()]))
+    [refused] = other.handle(transition())
+    assert (refused.outcome, len(receiver.requests)) == ("refused", 0)
+    assert "SEXTANT_SECRET_KEY" in refused.error
+    keyless = service(with_documents(rule()), receiver, secrets=None)
+    assert [d.outcome for d in keyless.handle(transition(tid="t-2"))] == ["refused"]
+
+
+def test_a_secret_left_in_clear_by_an_older_writer_still_signs() -> None:
+    receiver = Receiver(200)
+    legacy = rule(targets=[{"url": URL, "secret": "s3cret"}])
+    service(with_documents(legacy), receiver).handle(transition())
+    request = receiver.requests[0]
+    assert verify("s3cret", request.headers["x-sextant-signature"], request.content, time.time())
+
+
+def test_the_notifier_does_not_start_without_the_master_key() -> None:
+    from sextant.core.secrets import MissingSecretKey
+    from sextant.notifier.app import create_app
+
+    with pytest.raises(MissingSecretKey, match="SEXTANT_SECRET_KEY is not set"):
+        create_app(NotifierSettings(), state=ConfigState())

@@ -203,11 +203,46 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+SEALED_PREFIX = "sealed:v1:"
+"""How a sealed value starts: ``sealed:v1:<Fernet token>`` (``sextant.core.secrets``)."""
+
+
+class Sealed:
+    """Marks a string field that is stored sealed: encrypted under the master key
+    (``SEXTANT_SECRET_KEY``) wherever it is kept (the config topic, tables).
+
+    Users give the value in clear; the writers (the admin API, ``sextant config apply``) seal
+    it before it is published, and only the part that uses it (the notifier, to sign) opens
+    it. The model accepts both forms, so that a value can be validated before it is sealed;
+    ``sextant secrets rotate`` seals any clear value an older writer left on the topic.
+    """
+
+
+def _clear_secret_length(value: str) -> str:
+    if not value.startswith(SEALED_PREFIX) and len(value) > 200:
+        raise ValueError("a secret has at most 200 characters")
+    return value
+
+
+SealedSecret = Annotated[
+    str,
+    Sealed(),
+    Field(
+        max_length=1000,
+        description="Given in clear (at most 200 characters); stored sealed under the master "
+        "key (`sealed:v1:<Fernet token>`), never in clear",
+    ),
+    AfterValidator(_clear_secret_length),
+]
+"""A secret of at most 200 characters in clear, or its sealed form."""
+
+
 class WebhookTarget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: Annotated[str, Field(pattern=r"^https?://[^\s@]+$", max_length=2000)]
-    secret: str = Field(default="", max_length=200)
+    secret: SealedSecret = ""
+    """Signs each delivery (HMAC-SHA256); stored sealed, never in clear."""
     format: Literal["json", "slack"] = "json"
 
 

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from sextant.cli.settings import CliSettings
 
+if TYPE_CHECKING:
+    from sextant.core.config_plane import ConfigState
+    from sextant.core.secrets import SecretBox
+
 app = typer.Typer(no_args_is_help=True, help="Sextant: open product telemetry.")
 config_app = typer.Typer(no_args_is_help=True, help="The config plane.")
 app.add_typer(config_app, name="config")
 metrics_app = typer.Typer(no_args_is_help=True, help="Metric definitions' data.")
 app.add_typer(metrics_app, name="metrics")
+secrets_app = typer.Typer(no_args_is_help=True, help="The master key and the secrets it seals.")
+app.add_typer(secrets_app, name="secrets")
 console = Console(stderr=True)
 
 PARTS = ("collector", "processor", "sink", "gateway", "notifier")
@@ -89,25 +97,80 @@ def config_apply(
     admin_key: Annotated[str | None, typer.Option(help="The admin key, with --gateway")] = None,
 ) -> None:
     """Validate FILE.yaml and write its documents to the config topic (or via a gateway)."""
+    import yaml
     from pydantic import ValidationError
+    from rich.markup import escape
 
-    from sextant.core.config_file import documents_from_file, load_config_file
+    from sextant.core.config_file import (
+        describe_validation_error,
+        describe_yaml_error,
+        documents_from_file,
+        load_config_file,
+    )
     from sextant.core.config_plane import ConfigPublisher
+    from sextant.core.secrets import seal_documents
 
     try:
         documents = documents_from_file(load_config_file(file))
+    except yaml.YAMLError as error:
+        console.print(f"[red]{file}[/red]: {escape(describe_yaml_error(error))}")
+        raise typer.Exit(2) from error
     except ValidationError as error:
-        console.print(f"[red]{file}: invalid config[/red]\n{error}")
+        detail = escape(describe_validation_error(error))
+        console.print(f"[red]{file}: invalid config[/red]\n{detail}")
         raise typer.Exit(2) from error
     if gateway is not None:
-        _apply_through_gateway(file, gateway, admin_key)
+        _apply_through_gateway(file, gateway, admin_key)  # the gateway seals the secrets
         return
-    publisher = ConfigPublisher(CliSettings())
+    settings = CliSettings()
+    with _secret_errors(str(file)):
+        documents = seal_documents(documents, _box(settings))
+    publisher = ConfigPublisher(settings)
     try:
         publisher.put(documents)
     finally:
         publisher.close()
     console.print(f"applied {len(documents)} documents from {file}")
+
+
+@contextmanager
+def _secret_errors(what: str) -> Iterator[None]:
+    """Exit 2 with a clear message when a secret cannot be sealed or opened."""
+    from sextant.core.secrets import MissingSecretKey, SecretKeyInvalid, UnreadableSecret
+
+    try:
+        yield
+    except (MissingSecretKey, SecretKeyInvalid, UnreadableSecret) as error:
+        console.print(f"[red]{what}[/red]: {error}")
+        raise typer.Exit(2) from error
+
+
+def _box(settings: CliSettings) -> SecretBox | None:
+    from sextant.core.secrets import SecretBox
+
+    with _secret_errors("SEXTANT_SECRET_KEY"):
+        return SecretBox.from_setting(settings.secret_key)
+
+
+def _config_state(settings: CliSettings) -> ConfigState:
+    from sextant.cli.bootstrap import ConfigUnreadable, read_config
+
+    try:
+        return read_config(settings)
+    except ConfigUnreadable as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+
+
+@config_app.command("revoke-demo")
+def config_revoke_demo() -> None:
+    """Revoke the public demo keys (deploy/config/demo.yaml) wherever they are active."""
+    from sextant.cli.bootstrap import revoke_demo_keys
+
+    settings = CliSettings()
+    revoked = revoke_demo_keys(settings, _config_state(settings))
+    names = ", ".join(k.config_key() for k in revoked)
+    console.print(f"demo keys revoked: {names}" if revoked else "no demo key is active")
 
 
 def _apply_through_gateway(file: Path, gateway: str, admin_key: str | None) -> None:
@@ -171,6 +234,85 @@ def metrics_backfill(
     console.print(
         f"backfilled {report.windows} windows ({report.points} points, version {report.version})"
     )
+
+
+@app.command()
+def bootstrap(
+    env: Annotated[
+        bool,
+        typer.Option(
+            "--env",
+            help="Print a new .env for docker compose (master key, ClickHouse password) and "
+            "exit: `sextant bootstrap --env > .env`",
+        ),
+    ] = False,
+    secret_key: Annotated[
+        bool, typer.Option("--secret-key", help="Print a new master key and exit")
+    ] = False,
+) -> None:
+    """Create the organisation's admin key on a first start (shown once, stored hashed).
+
+    Does nothing when an admin key of the deployment's own exists. Without
+    SEXTANT_SECRET_KEY, also prints a new master key to set.
+    """
+    from sextant.cli.bootstrap import compose_env, ensure_admin_key
+    from sextant.core.secrets import generate_secret_key
+
+    if env:
+        typer.echo(compose_env(), nl=False)
+        return
+    if secret_key:
+        typer.echo(generate_secret_key())
+        return
+    settings = CliSettings()
+    box = _box(settings)
+    result = ensure_admin_key(settings, _config_state(settings))
+    if result.created is None:
+        names = ", ".join(k.id for k in result.existing)
+        console.print(f"an admin key exists ({names}); none created")
+    else:
+        console.print(
+            f"created the admin key '{result.created.id}'. Its secret follows, shown this "
+            "once and stored only as a hash: keep it (a password manager), it opens the "
+            "admin API (Authorization: Bearer <key>)."
+        )
+        typer.echo(f"admin key: {result.secret}")
+    if box is None:
+        console.print(
+            "SEXTANT_SECRET_KEY is not set. A new master key follows, stored nowhere: set "
+            "SEXTANT_SECRET_KEY to it for every part (the gateway and `sextant config apply` "
+            "seal webhook secrets with it, the notifier opens them) and keep a copy; what it "
+            "seals cannot be read without it."
+        )
+        typer.echo(f"SEXTANT_SECRET_KEY={generate_secret_key()}")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-seal every stored secret under the newest master key.
+
+    The newest is the first of SEXTANT_SECRET_KEY's comma-separated keys; once this has run,
+    the older keys can be dropped.
+    """
+    from sextant.cli.bootstrap import rotate_secrets
+
+    settings = CliSettings()
+    box = _box(settings)
+    if box is None:
+        console.print("[red]SEXTANT_SECRET_KEY is not set[/red]: set it to 'NEW,OLD' to rotate")
+        raise typer.Exit(2)
+    result = rotate_secrets(settings, _config_state(settings), box)
+    console.print(
+        f"re-sealed the secrets of {len(result.resealed)} documents under the newest of "
+        f"{box.key_count} keys"
+    )
+    if result.unreadable:
+        console.print(
+            "[red]no key opens[/red] "
+            + ", ".join(result.unreadable)
+            + ": add the key they were sealed under to SEXTANT_SECRET_KEY, or set them anew"
+        )
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from sextant.collector.shared import buckets_file, metrics_dir
 from sextant.collector.validation import TrackingPlans
 from sextant.core.aio_kafka import BatchingProducer
 from sextant.core.config_plane import ConfigFollower, ConfigState
+from sextant.core.demo import guard_demo_keys
 from sextant.core.kafka import cluster_reachable
 from sextant.core.logging import get_logger
 from sextant.core.service import add_operational_routes, settle_heap
@@ -94,6 +95,12 @@ def create_app(
             )
             if not caught_up:
                 log.warning("config not caught up yet; keys will work once it is")
+        try:
+            guard_demo_keys(config, demo=settings.demo, part="collector")
+        except Exception:
+            if follower is not None:
+                follower.stop()
+            raise
         if producer is not None:
             await producer.start(timeout_s=2.0)
         settle_heap()

@@ -22,6 +22,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from sextant.collector.app import create_app
 from sextant.collector.settings import CollectorSettings
 from sextant.collector.shared import metrics_dir, prepared_shared_dir
+from sextant.core.demo import DemoKeysActive, check_demo_keys_once
 from sextant.core.logging import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -52,7 +53,17 @@ def run_worker() -> None:
 
 
 def supervise(settings: CollectorSettings) -> None:
-    """Run ``collector_workers`` processes until SIGTERM/SIGINT; restart one that crashes."""
+    """Run ``collector_workers`` processes until SIGTERM/SIGINT; restart one that crashes.
+
+    Active demo keys are checked here first, as each worker does at its start: a worker
+    refusing them would otherwise be restarted again and again.
+    """
+    try:
+        check_demo_keys_once(
+            settings, demo=settings.demo, part="collector", wait_s=settings.config_wait_seconds
+        )
+    except DemoKeysActive:
+        raise SystemExit(2) from None  # the reason is logged
     with prepared_shared_dir(settings) as shared:
         _run_workers(settings, metrics_dir(shared))
 

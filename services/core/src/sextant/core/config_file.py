@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sextant.schemas.config import (
     ALL_PROJECTS,
@@ -103,6 +103,23 @@ def documents_from_file(config: ConfigFile) -> list[ConfigDocument]:
     for project in config.projects:
         documents += _project_documents(project)
     return documents
+
+
+def describe_yaml_error(error: yaml.YAMLError) -> str:
+    """Where and why a text is not YAML, without quoting it: a config file holds secrets, and
+    the parser's own message shows the lines around the fault."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(error, "problem", None) or "not valid YAML"
+    return f"not YAML{where}: {problem}"
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Each fault as ``field: message``, without the values (which may be secrets)."""
+    return "\n".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}"
+        for e in error.errors(include_input=False, include_url=False)
+    )
 
 
 def load_config_file(path: Path) -> ConfigFile:

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
+from pydantic import ValidationError
 
 from sextant.core.kafka import make_consumer, make_producer
 from sextant.core.logging import get_logger
@@ -41,6 +42,7 @@ class ConfigState:
     def __init__(self) -> None:
         self._documents: dict[str, ConfigDocument] = {}
         self._keys_by_hash: dict[str, ApiKey] = {}
+        self._refused_hashes: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self.version = 0
@@ -66,8 +68,21 @@ class ConfigState:
         return self._documents.get(key)
 
     def key_for_hash(self, key_hash: str) -> ApiKey | None:
-        """The API key whose secret hashes to ``key_hash``, revoked or not."""
+        """The API key whose secret hashes to ``key_hash``, revoked or not; never one of the
+        refused keys (:meth:`refuse_keys`)."""
+        if key_hash in self._refused_hashes:
+            return None
         return self._keys_by_hash.get(key_hash)
+
+    def refuse_keys(self, key_hashes: frozenset[str]) -> None:
+        """Keys with these hashes never authenticate here, whatever the topic says (the
+        public demo keys, outside a demo)."""
+        self._refused_hashes = key_hashes
+
+    def documents(self) -> list[ConfigDocument]:
+        """Every current document."""
+        with self._lock:
+            return list(self._documents.values())
 
     def of_kind(self, cls: type[DocumentT], project_id: str | None = None) -> list[DocumentT]:
         with self._lock:
@@ -168,6 +183,14 @@ class ConfigFollower:
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         try:
             text_key, document = decode_record(key, value)
+        except ValidationError as error:
+            # The faults without the values: a record may hold a secret.
+            faults = [
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in error.errors(include_input=False, include_url=False)
+            ]
+            log.error("skipping an invalid config record", key=key, faults=faults)
+            return
         except ValueError:
             log.error("skipping an unreadable config record", key=key, exc_info=True)
             return

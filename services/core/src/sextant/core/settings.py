@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[5]
@@ -35,3 +36,12 @@ class ServiceSection(SextantSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
     config_wait_seconds: float = 30.0
+    demo: bool = False
+    """Run while the public demo keys of ``deploy/config/demo.yaml`` are active (``make run``,
+    compose's ``demo`` profile); without it a part refuses to start while they are."""
+
+
+class SecretsSection(SextantSettings):
+    secret_key: SecretStr | None = None
+    """The master key that seals the secrets the parts need in clear (webhook signing
+    secrets): Fernet keys, comma-separated, newest first (``sextant.core.secrets``)."""

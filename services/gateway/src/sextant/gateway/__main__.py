@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sextant.core.logging import configure_logging
+from sextant.core.logging import configure_logging, get_logger
+from sextant.core.secrets import SecretKeyInvalid
 from sextant.core.service import BackgroundService, serve
 from sextant.gateway.app import create_app
 from sextant.gateway.settings import GatewaySettings
@@ -15,9 +16,12 @@ def main(background: Sequence[BackgroundService] = ()) -> None:
     warehouse is embedded) run in the same process and stop with it."""
     settings = GatewaySettings()
     configure_logging(settings.log_level, settings.log_json, part="gateway")
-    serve(
-        create_app(settings, background), settings.host, settings.gateway_port, settings.log_level
-    )
+    try:
+        app = create_app(settings, background)
+    except SecretKeyInvalid as error:
+        get_logger(__name__).error(str(error))
+        raise SystemExit(2) from None
+    serve(app, settings.host, settings.gateway_port, settings.log_level)
 
 
 if __name__ == "__main__":

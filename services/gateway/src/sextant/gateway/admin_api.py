@@ -4,7 +4,9 @@ Every write is a document (or a tombstone) on the ``config`` topic, the source o
 part follows; nothing is written anywhere else. A write answers once this gateway's own
 follower shows it (within ``config_visibility_seconds``), so a read that follows sees it; the
 other parts see it within seconds too. Secrets of new keys are returned once and only their
-SHA-256 hashes are stored.
+SHA-256 hashes are stored. Secrets the parts need in clear (webhook signing secrets) are
+sealed under the master key before they are written, and answers show them sealed only; a
+sealed value sent back (a rule read, edited and replaced) is kept as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import yaml
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from sextant.core.config_file import ConfigFile, documents_from_file
+from sextant.core.config_file import ConfigFile, describe_yaml_error, documents_from_file
 from sextant.gateway import examples
 from sextant.gateway.auth import AdminScope
 from sextant.gateway.context import Gateway, GatewayDep
@@ -63,7 +65,10 @@ def validation_problem(error: ValidationError) -> ProblemError:
 
 def _commit(
     gateway: Gateway, documents: Sequence[ConfigDocument], deletes: Sequence[str] = ()
-) -> None:
+) -> list[Any]:
+    """Store ``documents`` (their secrets sealed) and ``deletes``; the documents as stored,
+    which are what the answer may show."""
+    documents = [gateway.seal(document) for document in documents]
     for document in documents:
         try:
             orjson.dumps(document.model_dump(mode="json"))
@@ -76,6 +81,7 @@ def _commit(
     expected: dict[str, ConfigDocument | None] = {d.config_key(): d for d in documents}
     expected |= dict.fromkeys(deletes)
     gateway.wait_visible(expected)
+    return documents
 
 
 def _project_or_404(gateway: Gateway, project_id: str) -> Project:
@@ -151,8 +157,8 @@ def _create_project(
     if gateway.state.project(project_id) is not None:
         raise ProblemError(409, "conflict", f"project '{project_id}' exists", "id")
     project: Project = _build(Project, body, project_id, project_id)
-    _commit(gateway, [project])
-    return project
+    stored: Project = _commit(gateway, [project])[0]
+    return stored
 
 
 router.post(
@@ -182,8 +188,8 @@ def _replace_project(
     if body.id not in (None, project_id):
         raise ProblemError(422, "invalid-parameter", "id differs from the path", "id")
     project: Project = _build(Project, body, project_id, project_id)
-    _commit(gateway, [project])
-    return project
+    stored: Project = _commit(gateway, [project])[0]
+    return stored
 
 
 router.put(
@@ -429,8 +435,7 @@ def _register_documents(
         if gateway.state.get(f"{kind}:{project_id}:{doc_id}") is not None:
             raise ProblemError(409, "conflict", f"{label} '{doc_id}' exists", "id")
         document = _build(cls, body, project_id, doc_id)
-        _commit(gateway, [document])
-        return document
+        return _commit(gateway, [document])[0]
 
     def get_document(
         _: AdminScope, gateway: GatewayDep, project_id: ProjectId, doc_id: DocumentId
@@ -451,8 +456,7 @@ def _register_documents(
         if body.id not in (None, doc_id):
             raise ProblemError(422, "invalid-parameter", "id differs from the path", "id")
         document = _build(cls, body, project_id, doc_id)
-        _commit(gateway, [document])
-        return document
+        return _commit(gateway, [document])[0]
 
     def delete_document(
         _: AdminScope, gateway: GatewayDep, project_id: ProjectId, doc_id: DocumentId
@@ -581,7 +585,7 @@ async def apply_file(_: AdminScope, gateway: GatewayDep, request: Request) -> Ap
         config = ConfigFile.model_validate(raw)
         documents = documents_from_file(config)
     except yaml.YAMLError as error:
-        raise ProblemError(400, "invalid-yaml", f"not YAML: {error}", "body") from error
+        raise ProblemError(400, "invalid-yaml", describe_yaml_error(error), "body") from error
     except ValidationError as error:
         raise validation_problem(error) from error
     except (TypeError, ValueError) as error:

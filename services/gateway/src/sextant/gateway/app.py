@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sextant.core.config_plane import ConfigFollower
+from sextant.core.demo import guard_demo_keys
 from sextant.core.logging import get_logger
 from sextant.core.service import (
     BackgroundService,
@@ -122,14 +123,19 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         follower.start()
-        feed.start()
-        for service in background:
-            await anyio.to_thread.run_sync(service.start)
         caught_up = await anyio.to_thread.run_sync(
             follower.wait_caught_up, settings.config_wait_seconds
         )
         if not caught_up:
             log.warning("config topic not read to its end yet; keys may be unknown for now")
+        try:
+            guard_demo_keys(gateway.state, demo=settings.demo, part="gateway")
+        except Exception:
+            follower.stop()
+            raise
+        feed.start()
+        for service in background:
+            await anyio.to_thread.run_sync(service.start)
         settle_heap()
         try:
             yield

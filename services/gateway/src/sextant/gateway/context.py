@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from sextant.core.config_plane import ConfigFollower, ConfigPublisher, ConfigState
 from sextant.core.logging import get_logger
+from sextant.core.secrets import MissingSecretKey, SecretBox, UnreadableSecret, seal_secrets
 from sextant.core.warehouse import Warehouse, connect
 from sextant.gateway.problems import ProblemError
 from sextant.gateway.settings import GatewaySettings
@@ -38,6 +39,7 @@ class Gateway:
         self.settings = settings
         self.follower = follower
         self.state: ConfigState = follower.state
+        self.secrets = SecretBox.from_setting(settings.secret_key)
         self._warehouse_factory = warehouse_factory
         self._warehouse: Warehouse | None = None
         self._publisher: ConfigPublisher | None = None
@@ -63,6 +65,30 @@ class Gateway:
             return self.warehouse().ping()
         except ProblemError:
             return False
+
+    def seal(self, document: ConfigDocument) -> ConfigDocument:
+        """``document`` as it may be stored: every secret in it sealed under the master key.
+        A 503 problem when there is a secret to seal and no key; a 422 one for a sealed
+        value the key does not open."""
+        try:
+            return seal_secrets(document, self.secrets)
+        except MissingSecretKey as error:
+            log.error("a secret cannot be stored", reason=str(error))
+            raise ProblemError(
+                503,
+                "secret-key-missing",
+                "this gateway has no master key (SEXTANT_SECRET_KEY), so it cannot store "
+                "secrets such as webhook signing secrets; its operator must set it",
+            ) from error
+        except UnreadableSecret as error:
+            parameter = error.field or "body"
+            raise ProblemError(
+                422,
+                "invalid-parameter",
+                f"{parameter}: a sealed value that this deployment's master key does not "
+                "open; send the secret in clear to replace it",
+                parameter,
+            ) from error
 
     def publish(self, documents: Iterable[ConfigDocument], deletes: Iterable[str] = ()) -> None:
         """Write documents and tombstones to the config topic and wait for the broker."""

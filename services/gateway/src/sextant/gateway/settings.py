@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sextant.core.settings import ClickHouseSection, KafkaSection, ServiceSection
+from sextant.core.settings import ClickHouseSection, KafkaSection, SecretsSection, ServiceSection
 
 
-class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection):
+class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection, SecretsSection):
     """Where the gateway listens, and the limits that keep one request from starving others."""
 
     gateway_port: int = 8081

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sextant.core.logging import configure_logging
+from sextant.core.logging import configure_logging, get_logger
+from sextant.core.secrets import MissingSecretKey, SecretKeyInvalid
 from sextant.core.service import serve
 from sextant.notifier.app import create_app
 from sextant.notifier.settings import NotifierSettings
@@ -11,7 +12,12 @@ from sextant.notifier.settings import NotifierSettings
 def main() -> None:
     settings = NotifierSettings()
     configure_logging(settings.log_level, settings.log_json, part="notifier")
-    serve(create_app(settings), settings.host, settings.notifier_port, settings.log_level)
+    try:
+        app = create_app(settings)
+    except (MissingSecretKey, SecretKeyInvalid) as error:
+        get_logger(__name__).error(str(error))
+        raise SystemExit(2) from None
+    serve(app, settings.host, settings.notifier_port, settings.log_level)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
+import anyio.to_thread
 import httpx
 from fastapi import FastAPI, Query
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from sextant.core.config_plane import ConfigFollower, ConfigState
+from sextant.core.demo import guard_demo_keys
 from sextant.core.kafka import cluster_reachable
+from sextant.core.logging import get_logger
+from sextant.core.secrets import MissingSecretKey, SecretBox
 from sextant.core.service import add_operational_routes
 from sextant.notifier.delivery import Delivery, DeliveryLog, NotifierMetrics
 from sextant.notifier.service import NotifierService
 from sextant.notifier.settings import NotifierSettings
+
+log = get_logger(__name__)
 
 DESCRIPTION = """Delivers alert transitions to webhooks: signed (HMAC-SHA256), retried with
 backoff, deduplicated by transition id. `GET /deliveries` shows what became of each."""
@@ -35,7 +41,14 @@ def create_app(
     transport: httpx.BaseTransport | None = None,
 ) -> FastAPI:
     """The notifier app. ``state`` replaces the config follower (tests); ``transport`` the
-    HTTP transport of webhook calls."""
+    HTTP transport of webhook calls.
+
+    Raises :class:`MissingSecretKey` without a master key: the notifier opens the targets'
+    sealed signing secrets, and finding out only when an alert fires would be too late.
+    """
+    secrets = SecretBox.from_setting(settings.secret_key)
+    if secrets is None:
+        raise MissingSecretKey("the notifier (it opens the webhook targets' signing secrets)")
     follower = None if state is not None else ConfigFollower(settings)
     config = state if state is not None else follower.state  # type: ignore[union-attr]
     registry = CollectorRegistry()
@@ -48,12 +61,24 @@ def create_app(
         metrics,
         config_ready=(lambda: True) if follower is None else (lambda: follower.caught_up),
         transport=transport,
+        secrets=secrets,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if follower is not None:
             follower.start()
+            caught_up = await anyio.to_thread.run_sync(
+                follower.wait_caught_up, settings.config_wait_seconds
+            )
+            if not caught_up:
+                log.warning("config topic not read to its end yet; starting anyway")
+        try:
+            guard_demo_keys(config, demo=settings.demo, part="notifier")
+        except Exception:
+            if follower is not None:
+                follower.stop()
+            raise
         service.start()
         try:
             yield

@@ -207,7 +207,11 @@ class WebhookSender:
         ceiling = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (retry - 1))
         return self.jitter() * ceiling
 
-    def send(self, transition: AlertTransition, rule: AlertRule, target: WebhookTarget) -> Delivery:
+    def send(
+        self, transition: AlertTransition, rule: AlertRule, target: WebhookTarget, secret: str
+    ) -> Delivery:
+        """Deliver to ``target``, signing with ``secret`` (the target's secret in clear; no
+        signature when empty)."""
         body = render_body(transition, rule, target.format)
         started = time.monotonic()
         status: int | None = None
@@ -217,7 +221,7 @@ class WebhookSender:
             retry_after: float | None = None
             try:
                 response = self.client.post(
-                    target.url, content=body, headers=self._headers(transition, target, body)
+                    target.url, content=body, headers=self._headers(transition, secret, body)
                 )
                 status, error = response.status_code, ""
                 if 200 <= status < 300:
@@ -239,16 +243,14 @@ class WebhookSender:
                 )
         return self._done(transition, target, "failed", self.max_attempts, status, error, started)
 
-    def _headers(
-        self, transition: AlertTransition, target: WebhookTarget, body: bytes
-    ) -> dict[str, str]:
+    def _headers(self, transition: AlertTransition, secret: str, body: bytes) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": _USER_AGENT,
             "Idempotency-Key": transition.transition_id,
         }
-        if target.secret:
-            headers[SIGNATURE_HEADER] = signature_header(target.secret, int(self.clock()), body)
+        if secret:
+            headers[SIGNATURE_HEADER] = signature_header(secret, int(self.clock()), body)
         return headers
 
     def _done(

@@ -25,6 +25,13 @@ from pydantic import ValidationError
 from sextant.core.config_plane import ConfigState
 from sextant.core.kafka import make_consumer
 from sextant.core.logging import get_logger
+from sextant.core.secrets import (
+    MissingSecretKey,
+    SecretBox,
+    UnreadableSecret,
+    is_sealed,
+    open_secret,
+)
 from sextant.notifier.delivery import Delivery, DeliveryLog, NotifierMetrics, WebhookSender
 from sextant.notifier.settings import NotifierSettings
 from sextant.notifier.targets import Resolver, TargetRefused, check_target, redact, resolve_host
@@ -65,8 +72,10 @@ class NotifierService:
         clock: Callable[[], datetime] = _utc_now,
         jitter: Callable[[], float] = random.random,
         resolve: Resolver = resolve_host,
+        secrets: SecretBox | None = None,
     ) -> None:
         self.settings = settings
+        self.secrets = secrets
         self.config = config
         self.deliveries = deliveries
         self.metrics = metrics
@@ -147,7 +156,27 @@ class NotifierService:
             )
         except TargetRefused as refused:
             return self._skipped(transition, target, "refused", str(refused))
-        return self.sender.send(transition, rule, target)
+        try:
+            secret = open_secret(target.secret, self.secrets, "the target's signing secret")
+        except (MissingSecretKey, UnreadableSecret) as error:
+            log.error(
+                "a webhook signing secret cannot be opened",
+                rule=rule.id,
+                target=redact(target.url),
+                reason=str(error),
+            )
+            return self._skipped(
+                transition,
+                target,
+                "refused",
+                "the target's signing secret does not open with SEXTANT_SECRET_KEY",
+            )
+        if secret and not is_sealed(target.secret):
+            log.warning(
+                "a webhook signing secret is stored in clear; `sextant secrets rotate` seals it",
+                rule=rule.id,
+            )
+        return self.sender.send(transition, rule, target, secret)
 
     def _muted(self, rule: AlertRule) -> bool:
         mute = self.config.get(f"alert_mute:{rule.project_id}:{rule.id}")

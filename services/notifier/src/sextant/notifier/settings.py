@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sextant.core.settings import KafkaSection, ServiceSection
+from sextant.core.settings import KafkaSection, SecretsSection, ServiceSection
 
 
-class NotifierSettings(KafkaSection, ServiceSection):
+class NotifierSettings(KafkaSection, ServiceSection, SecretsSection):
     notifier_port: int = 8084
     notifier_group: str = "sextant-notifier"
     """Consumer group on the alerts topic; replicas share the partitions."""

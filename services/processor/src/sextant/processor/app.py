@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from mode import Service
 
 from sextant.core.config_plane import ConfigFollower
+from sextant.core.demo import guard_demo_keys
 from sextant.core.kafka import cluster_reachable, end_offsets, ensure_topic, ensure_topics
 from sextant.core.logging import get_logger
 from sextant.core.service import add_operational_routes
@@ -84,6 +85,11 @@ class Processor:
         self.follower.start()
         if not self.follower.wait_caught_up(self.settings.config_wait_seconds):
             log.warning("config not caught up yet; starting anyway")
+        try:
+            guard_demo_keys(self.follower.state, demo=self.settings.demo, part="processor")
+        except Exception:
+            self.follower.stop()
+            raise
         self.start_http()
         self.alerts.start()
         worker = faust.Worker(

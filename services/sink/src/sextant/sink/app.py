@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from sextant.core.demo import check_demo_keys_once
 from sextant.core.service import add_operational_routes, settle_heap
 from sextant.sink.service import SinkService
 from sextant.sink.settings import SinkSettings
@@ -21,6 +22,15 @@ def create_app(settings: SinkSettings, service: SinkService | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # On its own (a ClickHouse server), the sink checks the demo keys as every part does;
+        # beside the gateway (the embedded engine), the gateway has checked them.
+        await asyncio.to_thread(
+            check_demo_keys_once,
+            settings,
+            demo=settings.demo,
+            part="sink",
+            wait_s=settings.config_wait_seconds,
+        )
         sink.start()
         settle_heap()
         try:
