@@ -29,7 +29,7 @@ from sextant.collector.assignments import (
 )
 from sextant.collector.body import decode_payload, read_limited
 from sextant.collector.errors import ApiError, bad_request
-from sextant.collector.gate import Call, Gate
+from sextant.collector.gate import Call, Gate, Head
 from sextant.collector.routes import add_preflight, error_response
 from sextant.core.config_plane import ConfigState
 
@@ -70,7 +70,7 @@ class BrowserApi:
         """``work`` behind the gate: errors as answers, CORS headers where the origin may."""
         call = Call(origin=request.headers.get("origin"))
         try:
-            call = self.gate.open(request)
+            self.gate.open(call)
             response = await work(request, call)
         except ApiError as error:
             response = error_response(error)
@@ -120,7 +120,9 @@ class BrowserApi:
     # --- Sextant's own SDKs -----------------------------------------------------------------
 
     def definitions(self, request: Request, call: Call, if_none_match: str | None) -> Response:
-        writer = self.gate.admit(call, self.gate.header_key(request), "header Authorization")
+        head = Head.of(request)
+        key = self.gate.header_key(head.get("authorization"), head.query)
+        writer = self.gate.admit(call, key, "header Authorization")
         body, etag = public_definitions(self.state, writer.project.id)
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if if_none_match == etag:

@@ -7,8 +7,9 @@ CORS headers on every answer the page may read, errors included.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
@@ -22,6 +23,31 @@ from sextant.core.config_plane import ConfigState
 
 MAX_ORIGIN_LABELS = 100
 """Distinct origins counted by name in the refusal metric; the rest count as ``other``."""
+
+
+_NO_QUERY: Mapping[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Head:
+    """A request's headers and query, read from the ASGI scope once (Starlette's ``Headers``
+    searches the raw list on every lookup, its ``URL`` is built to read the query)."""
+
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+
+    @classmethod
+    def of(cls, request: Request) -> Head:
+        scope = request.scope
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        raw_query: bytes = scope.get("query_string", b"")
+        query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else _NO_QUERY
+        return cls(headers, query)
+
+    def get(self, name: str) -> str | None:
+        return self.headers.get(name)
 
 
 @dataclass
@@ -50,9 +76,8 @@ class Gate:
         self.origins = OriginPolicy(state)
         self._labelled: set[str] = set()
 
-    def open(self, request: Request) -> Call:
-        """Start handling ``request``: 503 until the keys are read."""
-        call = Call(origin=request.headers.get("origin"))
+    def open(self, call: Call) -> None:
+        """Start handling a call: 503 until the keys are read."""
         if not self._config_ready():
             # Until the keys are read, every key would look unknown: a 401 would make clients
             # drop their events, a 503 makes them retry.
@@ -63,13 +88,12 @@ class Gate:
                 "config",
                 headers={"Retry-After": str(self._retry_after_s)},
             )
-        return call
 
-    def header_key(self, request: Request) -> str | None:
+    def header_key(self, authorization: str | None, query: Mapping[str, str]) -> str | None:
         """The key of ``Authorization`` (Basic username or Bearer) or of ``?writeKey=``."""
-        key = basic_username(request.headers.get("authorization"))
-        if key is None and request.url.query:
-            key = request.query_params.get("writeKey") or None
+        key = basic_username(authorization)
+        if key is None:
+            key = query.get("writeKey") or None
         return key
 
     def admit(self, call: Call, secret: str | None, where: str) -> Writer:
@@ -116,7 +140,7 @@ class Gate:
         return Response(status_code=204, headers=preflight_headers(origin, requested))
 
     def _preflight_allowed(self, request: Request, origin: str) -> bool:
-        key = request.query_params.get("writeKey") if request.url.query else None
+        key = Head.of(request).query.get("writeKey")
         if key:
             try:
                 writer = authenticate(self._state, key, "query writeKey")

@@ -187,8 +187,8 @@ class Ingestor:
 
     def _count(self, accepted: int, reasons: dict[str, int], flagged: int) -> None:
         if accepted:
-            self._metrics.events.labels("accepted", "").inc(accepted)
+            self._metrics.counted("accepted", "", accepted)
         for reason, n in reasons.items():
-            self._metrics.events.labels("rejected", reason).inc(n)
+            self._metrics.counted("rejected", reason, n)
         if flagged:
-            self._metrics.events.labels("flagged", "tracking_plan").inc(flagged)
+            self._metrics.counted("flagged", "tracking_plan", flagged)

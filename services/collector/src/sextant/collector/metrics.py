@@ -7,6 +7,7 @@ With several worker processes the values live in files shared by the workers
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -68,6 +69,23 @@ class CollectorMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def answered(self, endpoint: str, status: int, seconds: float) -> None:
+        """One request answered (its labelled series are looked up once, then kept: the
+        client library's ``labels()`` costs as much as the rest of the bookkeeping)."""
+        self._child(self.requests, endpoint, str(status)).inc()
+        self._child(self.request_seconds, endpoint).observe(seconds)
+
+    def counted(self, outcome: str, reason: str, events: int) -> None:
+        self._child(self.events, outcome, reason).inc(events)
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 def scrape_registry(own: CollectorRegistry, shared_metrics: Path | None) -> CollectorRegistry:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ from sextant.collector import dialects
 from sextant.collector.body import decode_payload, read_limited
 from sextant.collector.dialects import Submission
 from sextant.collector.errors import ApiError, ErrorBody
-from sextant.collector.gate import Call, Gate
+from sextant.collector.gate import Call, Gate, Head
 from sextant.collector.ingest import Ingestor
 from sextant.collector.metrics import CollectorMetrics
 from sextant.collector.models import BATCH_RESULT_EXAMPLE, BatchResult
@@ -68,51 +68,52 @@ class Endpoints:
     async def handle(self, request: Request, dialect: Dialect, limit: int, name: str) -> Response:
         started = time.perf_counter()
         self.metrics.in_flight.inc()
-        call = Call(origin=request.headers.get("origin"))
+        head = Head.of(request)
+        call = Call(origin=head.get("origin"))
         try:
-            call = self.gate.open(request)
-            result = await self._handle(request, call, dialect, limit)
+            self.gate.open(call)
+            result = await self._handle(request, head, call, dialect, limit)
             response = Response(orjson.dumps(result.model_dump()), media_type="application/json")
         except ApiError as error:
             response = error_response(error)
         finally:
             self.metrics.in_flight.dec()
         self.gate.answer(call, response)
-        self.metrics.requests.labels(name, str(response.status_code)).inc()
-        self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
+        self.metrics.answered(name, response.status_code, time.perf_counter() - started)
         return response
 
     async def _handle(
-        self, request: Request, call: Call, dialect: Dialect, limit: int
+        self, request: Request, head: Head, call: Call, dialect: Dialect, limit: int
     ) -> BatchResult:
-        header_key = self.gate.header_key(request)
+        header_key = self.gate.header_key(head.get("authorization"), head.query)
         writer = self.gate.admit(call, header_key, "header Authorization") if header_key else None
-        headers = request.headers
         try:
             body = await read_limited(
                 request.stream(),
                 limit=limit,
-                content_length=headers.get("content-length"),
-                content_encoding=headers.get("content-encoding"),
+                content_length=head.get("content-length"),
+                content_encoding=head.get("content-encoding"),
             )
         except ClientDisconnect as error:
             raise ApiError(
                 400, "bad_request", "the client left before the body ended", "body"
             ) from error
         await self.turns.take()
-        compression = request.query_params.get("compression") if request.url.query else None
         body = decode_payload(
-            body, limit=limit, content_type=headers.get("content-type"), compression=compression
+            body,
+            limit=limit,
+            content_type=head.get("content-type"),
+            compression=head.query.get("compression"),
         )
         submission = dialect(dialects.parse_json(body))
         if writer is None:
             writer = self.gate.admit(call, submission.write_key, "body writeKey / api_key")
         return await self.ingestor.ingest(
-            submission, writer, client_ip=self._client_ip(request), body_bytes=len(body)
+            submission,
+            writer,
+            client_ip=client_ip(request, self.trust_forwarded_for),
+            body_bytes=len(body),
         )
-
-    def _client_ip(self, request: Request) -> str | None:
-        return client_ip(request, self.trust_forwarded_for)
 
 
 def client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
@@ -122,7 +123,8 @@ def client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
         forwarded = request.headers.get("x-forwarded-for")
         if forwarded:
             return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else None
+    client = request.scope.get("client")
+    return client[0] if client else None
 
 
 def error_response(error: ApiError) -> Response:
@@ -157,17 +159,25 @@ def _single_call(body: Any, call: EventType) -> Submission:
     return dialects.segment_single(body, call)
 
 
-def add_preflight(router: APIRouter, gate: Gate, path: str) -> None:
+Handler = Callable[[Request], Awaitable[Response]]
+FastRoutes = dict[tuple[str, str], Handler]
+"""Handlers by (method, path) that the app calls without routing (see ``CollectorApp``)."""
+
+
+def add_preflight(router: APIRouter, gate: Gate, path: str, fast: FastRoutes | None = None) -> None:
     """Answer ``OPTIONS path`` (a browser's CORS preflight)."""
 
     async def preflight(request: Request) -> Response:
         return gate.preflight(request)
 
     router.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False)
+    if fast is not None:
+        fast["OPTIONS", path] = preflight
 
 
-def build_router(endpoints: Endpoints) -> APIRouter:
-    """Every ingestion route, documented with request and response examples."""
+def build_router(endpoints: Endpoints, fast: FastRoutes) -> APIRouter:
+    """Every ingestion route, documented with request and response examples; each is also
+    entered in ``fast``, for the app to call without routing."""
     router = APIRouter()
     responses: dict[int | str, dict[str, Any]] = {
         200: {
@@ -206,7 +216,8 @@ def build_router(endpoints: Endpoints) -> APIRouter:
         for alias in sorted(every - {path}):
             router.add_api_route(alias, route, methods=["POST"], include_in_schema=False)
         for each in sorted(every):
-            add_preflight(router, endpoints.gate, each)
+            fast["POST", each] = route
+            add_preflight(router, endpoints.gate, each, fast)
 
     batch, single = endpoints.max_batch_bytes, endpoints.max_event_bytes
     add(
