@@ -8,14 +8,27 @@ from pydantic import BaseModel, Field
 class ErrorBody(BaseModel):
     """The body of every 4xx/5xx answer.
 
-    ``code`` and ``message`` are what Segment's clients log; ``detail`` repeats the message for
-    PostHog's clients, which read that field.
+    ``code`` and ``message`` are what Segment's clients log; ``type``, ``detail`` and ``attr``
+    are PostHog's error shape (its clients read those), repeating the same facts.
     """
 
     code: str = Field(examples=["payload_too_large"])
     message: str = Field(examples=["the request body is larger than 512000 bytes"])
     where: str = Field(examples=["body"])
     detail: str = ""
+    type: str = Field(default="validation_error", examples=["validation_error"])
+    attr: str | None = Field(default=None, examples=["body"])
+
+
+def _error_type(status: int) -> str:
+    """PostHog's error ``type`` for an HTTP status."""
+    if status in (401, 403):
+        return "authentication_error"
+    if status == 429:
+        return "throttled_error"
+    if status >= 500:
+        return "server_error"
+    return "validation_error"
 
 
 class ApiError(Exception):
@@ -31,7 +44,14 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = ErrorBody(code=code, message=message, where=where, detail=message)
+        self.body = ErrorBody(
+            code=code,
+            message=message,
+            where=where,
+            detail=message,
+            type=_error_type(status),
+            attr=where,
+        )
         self.headers = headers or {}
 
 
