@@ -37,7 +37,7 @@ from pathlib import Path
 import orjson
 
 from bench.collector_throughput import collector, cpu_seconds
-from bench.common import Figure, publish_bench_project, write_results
+from bench.common import Figure, publish_bench_project, report
 from bench.common import bootstrap_server as broker
 from sextant.core.kafka import ensure_topics
 from sextant.core.settings import KafkaSection
@@ -185,10 +185,10 @@ def main() -> None:
                     f"{as_gzip.requests_per_s * POSTHOG_BATCH:,.0f} events/s beside JSON "
                     f"{as_json.requests_per_s * POSTHOG_BATCH:,.0f}"
                 )
-    report(rounds, shapes, args)
+    report_run(rounds, shapes, args)
 
 
-def report(
+def report_run(
     rounds: list[tuple[Load, Load]], shapes: list[tuple[Load, Load]], args: argparse.Namespace
 ) -> None:
     command = "python -m bench.collector_requests"
@@ -239,10 +239,7 @@ def report(
             command=command,
         ),
     ]
-    for figure in figures:
-        ratio = f" (ratio {figure.ratio:.2f})" if figure.ratio else ""
-        print(f"{figure.figure}: {figure.value:,} {figure.unit}{ratio}")
-    print(write_results(NAME, figures))
+    report(NAME, figures)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.common import Figure, publish_bench_project, write_results
+from bench.common import Figure, publish_bench_project, report
 from bench.common import bootstrap_server as broker
 from sextant.collector.settings import CollectorSettings
 from sextant.core.kafka import ensure_topics
@@ -490,10 +490,7 @@ def main() -> None:
             command=command,
         ),
     ]
-    for figure in figures:
-        ratio = f" (ratio {figure.ratio:.2f})" if figure.ratio else ""
-        print(f"{figure.figure}: {figure.value:,} {figure.unit}{ratio}")
-    print(write_results(NAME, figures))
+    report(NAME, figures)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,14 @@ def write_results(name: str, figures: list[Figure]) -> Path:
     return path
 
 
+def report(name: str, figures: list[Figure]) -> None:
+    """Print ``figures`` with their ratios and store them for ``make bench``."""
+    for figure in figures:
+        ratio = f" (ratio {figure.ratio:.2f})" if figure.ratio else ""
+        print(f"{figure.figure}: {figure.value:,} {figure.unit}{ratio}")
+    print(write_results(name, figures))
+
+
 @contextlib.contextmanager
 def bootstrap_server(given: str | None) -> Iterator[str]:
     """``given`` if set, else a private broker of the project's own for this benchmark."""
