@@ -114,11 +114,13 @@ def _banner(config: ConfigFile) -> None:
     secrets = {key.kind.value: key.secret for key in project.keys}
     admin = config.admin_keys[0].secret if config.admin_keys else "(none)"
     body = '{"userId":"user-1","event":"Signed Up","properties":{"plan":"pro"}}'
+    origins = ", ".join((project.model_extra or {}).get("allowed_origins", [])) or "(none)"
     console.print(
         "\n[bold green]Sextant is running[/bold green] (Ctrl-C stops it)\n"
         "  collector  http://127.0.0.1:8080  Segment and PostHog compatible ingestion\n"
         "  gateway    http://127.0.0.1:8081  dashboard at /, API docs at /docs\n"
-        f"  project    {project.id} ({project.name})\n"
+        f"  project    {project.id} ({project.name}); pages on {origins} may send from the "
+        "browser (sdk/js/dist/sextant.min.js)\n"
         f"  write key  {secrets.get('write', '(none)')}\n"
         f"  read key   {secrets.get('read', '(none)')}\n"
         f"  admin key  {admin}\n"
