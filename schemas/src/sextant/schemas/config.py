@@ -26,6 +26,7 @@ from sextant.schemas.events import IpPolicy
 from sextant.schemas.experiments import IDENTIFIER as IDENTIFIER
 from sextant.schemas.experiments import ExperimentDefinition
 from sextant.schemas.experiments import Identifier as Identifier
+from sextant.schemas.experiments import NamespaceRange as NamespaceRange
 from sextant.schemas.experiments import Variant as Variant
 from sextant.schemas.origins import check_pattern
 from sextant.schemas.records import AlertState
@@ -79,6 +80,9 @@ class Project(_Document):
     (``https://app.example.com``), subdomains (``https://*.example.com``), any port
     (``http://localhost:*``) or ``*``. Requests without an ``Origin`` (servers, apps) are not
     concerned; a browser request from an origin not listed is refused."""
+    flags_environment: Identifier = "production"
+    """The environment whose features PostHog's ``/flags`` answers (write keys name no
+    environment; client keys do)."""
 
     @model_validator(mode="after")
     def _project_id_is_id(self) -> Project:
