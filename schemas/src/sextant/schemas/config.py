@@ -7,6 +7,7 @@ a tombstone (null value) deletes it. Every part follows the topic into memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -481,7 +482,7 @@ class FeatureEnvironment(BaseModel):
             raise ValueError("rule ids must be unique within an environment")
         for rule in self.rules:
             steps = getattr(rule, "ramp", [])
-            if any(b.at <= a.at for a, b in zip(steps, steps[1:], strict=False)):
+            if any(b.at <= a.at for a, b in itertools.pairwise(steps)):
                 raise ValueError(f"rule {rule.id!r}: ramp steps must be in time order")
         return self
 
