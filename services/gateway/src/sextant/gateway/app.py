@@ -24,7 +24,7 @@ from sextant.core.service import (
     add_operational_routes,
     settle_heap,
 )
-from sextant.gateway import admin_api, dashboard, read_api, routes_alerts
+from sextant.gateway import admin_api, admin_features, dashboard, read_api, routes_alerts
 from sextant.gateway.context import Gateway
 from sextant.gateway.experiment_alerts import ExperimentAlertService, warehouse_results
 from sextant.gateway.live import MetricPointFeed
@@ -157,6 +157,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
             {"name": "experiments", "description": "Experiment definitions and results"},
             {"name": "alerts", "description": "Alert rules' states and history"},
             {"name": "admin", "description": "The config plane (admin key)"},
+            {"name": "features", "description": "Feature flags: versions, history, revert"},
             {"name": "operations", "description": "Health, readiness, metrics"},
         ],
     )
@@ -165,6 +166,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     install_problem_handlers(app)
     app.include_router(read_api.router)
     app.include_router(admin_api.router)
+    app.include_router(admin_features.router)
     app.include_router(routes_alerts.router)
     app.include_router(dashboard.router)
     add_operational_routes(app, _readiness(gateway, feed, background))
