@@ -69,11 +69,12 @@ export class Features {
       attributes,
     );
     const result = evaluate(this.features, key, attrs);
-    const exp = result.experimentResult;
     const o = client.options;
     const track = !(o && o.experiments && o.experiments.trackExposures === false);
-    if (exp && exp.hashUsed && track && this.first(exp.experiment + "\n" + exp.hashValue)) {
-      client.track("Experiment Viewed", { experiment_id: exp.experiment, variation_id: exp.key, feature: key });
+    for (const exp of track ? result.exposures : []) {
+      if (this.first(exp.experiment + "\n" + exp.hashValue)) {
+        client.track("Experiment Viewed", { experiment_id: exp.experiment, variation_id: exp.key, feature: key });
+      }
     }
     return result;
   }

@@ -32,6 +32,8 @@ export interface FeatureResult {
   source: string;
   ruleId: string;
   experimentResult?: ExperimentResult;
+  /** Every experiment that bucketed the unit on the way (a holdout's passthrough group included): log each once. */
+  exposures: ExperimentResult[];
 }
 
 interface Ctx {
@@ -40,10 +42,11 @@ interface Ctx {
   groups: Obj;
   forced: Obj;
   stack: Set<string>;
+  exposures: ExperimentResult[];
 }
 
 function result(value: any, source: string, ruleId = "", exp?: ExperimentResult): FeatureResult {
-  const r: FeatureResult = { value, on: !!value, off: !value, source, ruleId };
+  const r: FeatureResult = { value, on: !!value, off: !value, source, ruleId, exposures: [] };
   if (exp) r.experimentResult = exp;
   return r;
 }
@@ -74,7 +77,10 @@ export function evaluate(
   savedGroups?: Obj | null,
   forcedVariations?: Obj | null,
 ): FeatureResult {
-  return feature({ features, attributes, groups: savedGroups || {}, forced: forcedVariations || {}, stack: new Set() }, key);
+  const ctx: Ctx = { features, attributes, groups: savedGroups || {}, forced: forcedVariations || {}, stack: new Set(), exposures: [] };
+  const r = feature(ctx, key);
+  r.exposures = ctx.exposures;
+  return r;
 }
 
 function parents(conditions: Obj[], ctx: Ctx): string {
@@ -110,6 +116,7 @@ function feature(ctx: Ctx, key: string): FeatureResult {
     }
     if (!rule.variations) continue;
     const exp = run(Object.assign({}, rule, { key: rule.key || key }), ctx);
+    if (exp.hashUsed && exp.inExperiment) ctx.exposures.push(exp);
     if (exp.inExperiment && !exp.passthrough) return result(exp.value, "experiment", rule.id, exp);
   }
   return result(f.defaultValue === undefined ? null : f.defaultValue, "defaultValue");
@@ -145,7 +152,7 @@ function outcome(exp: Obj, index: number, hashUsed: boolean, ctx: Ctx): Experime
 
 /** Run one experiment in GrowthBook's format (`key`, `variations`, …) for a unit. */
 export function runExperiment(exp: Obj, attributes: Obj, features?: Obj, savedGroups?: Obj, forced?: Obj): ExperimentResult {
-  return run(exp, { features: features || {}, attributes, groups: savedGroups || {}, forced: forced || {}, stack: new Set() });
+  return run(exp, { features: features || {}, attributes, groups: savedGroups || {}, forced: forced || {}, stack: new Set(), exposures: [] });
 }
 
 function run(exp: Obj, ctx: Ctx): ExperimentResult {

@@ -91,7 +91,7 @@ class FeatureResult:
     ``experiment``, ``unknownFeature``, ``prerequisite`` or ``cyclicPrerequisite``;
     ``experiment`` is set when an experiment rule assigned the value (log an exposure)."""
 
-    __slots__ = ("experiment", "rule_id", "source", "value")
+    __slots__ = ("experiment", "exposures", "rule_id", "source", "value")
 
     def __init__(
         self,
@@ -99,11 +99,15 @@ class FeatureResult:
         source: str,
         rule_id: str = "",
         experiment: ExperimentResult | None = None,
+        exposures: tuple[ExperimentResult, ...] = (),
     ) -> None:
         self.value = value
         self.source = source
         self.rule_id = rule_id
         self.experiment = experiment
+        self.exposures = exposures
+        """Every experiment that bucketed the unit on the way (a holdout's passthrough
+        group included): what SDKs log as exposures, once per unit."""
 
     @property
     def on(self) -> bool:
@@ -181,7 +185,7 @@ def _in_rollout(rule: Mapping[str, Any], seed: str, attributes: Attributes) -> b
 
 
 class _Context:
-    __slots__ = ("attributes", "features", "forced", "groups", "stack")
+    __slots__ = ("attributes", "exposures", "features", "forced", "groups", "stack")
 
     def __init__(
         self,
@@ -195,6 +199,7 @@ class _Context:
         self.groups = groups or {}
         self.forced = forced or {}
         self.stack: set[str] = set()
+        self.exposures: list[ExperimentResult] = []
 
 
 def evaluate(
@@ -207,7 +212,11 @@ def evaluate(
 ) -> FeatureResult:
     """The value of feature ``key`` for a unit with ``attributes`` (its id under ``id``, or
     under the rules' ``hashAttribute``), from a payload's ``features``."""
-    return _feature(_Context(features, attributes, saved_groups, forced_variations), key)
+    ctx = _Context(features, attributes, saved_groups, forced_variations)
+    result = _feature(ctx, key)
+    if ctx.exposures:
+        result.exposures = tuple(ctx.exposures)
+    return result
 
 
 def _parents_pass(conditions: Sequence[Mapping[str, Any]], ctx: _Context) -> str:
@@ -259,6 +268,8 @@ def _feature(ctx: _Context, key: str) -> FeatureResult:
         experiment = dict(rule)
         experiment["key"] = rule.get("key") or key
         result = _run(experiment, ctx)
+        if result.hash_used and result.in_experiment:
+            ctx.exposures.append(result)
         if result.in_experiment and not result.passthrough:
             return FeatureResult(result.value, "experiment", rule.get("id") or "", result)
     value = feature.get("defaultValue")

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from sextant.schemas.events import EXPERIMENT_VIEWED, FieldError, IncomingEvent, new_message_id
 from sextant.schemas.experiments import ExperimentDefinition, variant_of
-from sextant.schemas.flags import FeatureResult, evaluate
+from sextant.schemas.flags import ExperimentResult, FeatureResult, evaluate
 from sextant.sdk._clock import Clock, SystemClock
 from sextant.sdk._errors import DeliveryError, EventValidationError
 from sextant.sdk._experiments import (
@@ -398,32 +398,33 @@ class Client:
         if user_id is not None:
             attrs["id"] = _unit_id(user_id)
         result = evaluate(self._features.get(), key, attrs)
-        exposure = result.experiment
-        if (
-            exposure is not None
-            and exposure.hash_used
-            and self._track_exposures
-            and self._seen.first((exposure.experiment_key, exposure.hash_value))
-        ):
-            unit = str(exposure.hash_value)
-            anonymous = exposure.hash_attribute == "anonymousId"
-            self._enqueue(
-                {
-                    "type": "track",
-                    "event": EXPERIMENT_VIEWED,
-                    "properties": {
-                        "experiment_id": exposure.experiment_key,
-                        "variation_id": exposure.key,
-                        "feature": key,
-                    },
-                },
-                None if anonymous else unit,
-                unit if anonymous else None,
-                {"traits": dict(attributes)} if attributes else None,
-                None,
-                None,
-            )
+        if self._track_exposures:
+            for exposure in result.exposures:
+                if self._seen.first((exposure.experiment_key, exposure.hash_value)):
+                    self._track_feature_exposure(key, exposure, attributes)
         return result
+
+    def _track_feature_exposure(
+        self, key: str, exposure: ExperimentResult, attributes: Properties | None
+    ) -> None:
+        unit = str(exposure.hash_value)
+        anonymous = exposure.hash_attribute == "anonymousId"
+        self._enqueue(
+            {
+                "type": "track",
+                "event": EXPERIMENT_VIEWED,
+                "properties": {
+                    "experiment_id": exposure.experiment_key,
+                    "variation_id": exposure.key,
+                    "feature": key,
+                },
+            },
+            None if anonymous else unit,
+            unit if anonymous else None,
+            {"traits": dict(attributes)} if attributes else None,
+            None,
+            None,
+        )
 
     def get_feature_value(
         self,

@@ -88,6 +88,11 @@ def _commit(
     return documents
 
 
+def commit_documents(gateway: Gateway, documents: Sequence[ConfigDocument]) -> None:
+    """Store documents the gateway writes itself (guardrails, ramps), as the admin API does."""
+    _commit(gateway, documents)
+
+
 def _project_or_404(gateway: Gateway, project_id: str) -> Project:
     project = gateway.state.project(project_id)
     if project is None:
