@@ -141,7 +141,12 @@ def _type(value: Any) -> str:
 
 
 def _is_operators(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and all(str(k).startswith("$") for k in value)
+    if type(value) is not dict or not value:
+        return False
+    for key in value:  # noqa: SIM110 - a loop: no generator on the hot path
+        if key[:1] != "$":
+            return False
+    return True
 
 
 # --- JavaScript's coercions, as GrowthBook's reference SDK relies on them ----------------
@@ -250,6 +255,12 @@ def _key_order(obj: dict[Any, Any]) -> list[Any]:
 def _value(
     expected: Any, actual: Any, groups: SavedGroups, seen: frozenset[str], fold: bool = False
 ) -> bool:
+    if type(expected) is dict and _is_operators(expected):
+        for op, arg in expected.items():
+            test = _OPERATORS.get(op)
+            if test is None or not test(actual, arg, groups, seen, op):
+                return False
+        return True
     if isinstance(expected, str):
         if fold:
             return js_string(actual).lower() == expected.lower()
@@ -282,6 +293,11 @@ def _is_in(actual: Any, values: list[Any], fold: bool = False) -> bool:
         nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
         return nan or _strict_equal(norm(a), norm(b))
 
+    if not fold and type(actual) is str:
+        for v in values:  # noqa: SIM110 - a loop: no generator on the hot path
+            if type(v) is str and v == actual:
+                return True
+        return False
     if isinstance(actual, list):
         return any(same(a, v) for a in actual for v in values)
     return any(same(actual, v) for v in values)
@@ -383,6 +399,63 @@ def _operator(op: str, actual: Any, arg: Any, groups: SavedGroups, seen: frozens
     if op == "$type":
         return bool(_type(actual) == arg)
     return False
+
+
+def _version_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], op: str) -> bool:
+    return bool(_VERSION[op](padded_version(actual), padded_version(arg)))
+
+
+def _order_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], op: str) -> bool:
+    kind = type(actual)
+    numbers = kind is type(arg) and (kind is int or kind is float)
+    if numbers and actual == actual and arg == arg:  # neither is NaN
+        return bool(_ORDER[op](int(actual > arg) - int(actual < arg)))
+    order = _loose_compare(actual, arg)
+    return order is not None and bool(_ORDER[op](order))
+
+
+def _in_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], op: str) -> bool:
+    if type(arg) is not list:
+        return False
+    found = _is_in(actual, arg, fold=op in ("$ini", "$nini"))
+    return found if op in ("$in", "$ini") else not found
+
+
+def _regex_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], op: str) -> bool:
+    try:
+        return _regex(arg, op == "$regexi").search(js_string(actual)) is not None
+    except _ERRORS:
+        return False
+
+
+def _exists_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], _op: str) -> bool:
+    return (actual is not None) if _truthy(arg) else (actual is None)
+
+
+def _generic_op(actual: Any, arg: Any, groups: SavedGroups, seen: frozenset[str], op: str) -> bool:
+    return _operator(op, actual, arg, groups, seen)
+
+
+_OPERATORS: dict[str, Any] = dict.fromkeys(
+    (
+        "$eq",
+        "$ne",
+        "$inGroup",
+        "$notInGroup",
+        "$not",
+        "$size",
+        "$elemMatch",
+        "$all",
+        "$alli",
+        "$type",
+    ),
+    _generic_op,
+)
+_OPERATORS |= {"$regex": _regex_op, "$regexi": _regex_op, "$exists": _exists_op}
+_OPERATORS |= dict.fromkeys(_VERSION, _version_op)
+_OPERATORS |= dict.fromkeys(_ORDER, _order_op)
+_OPERATORS |= dict.fromkeys(("$in", "$nin", "$ini", "$nini"), _in_op)
+"""Each operator's test; an operator not here never matches."""
 
 
 def js_number(value: float) -> str:

@@ -24,9 +24,15 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
-from sextant.schemas.assignment import choose_variation, get_bucket_ranges, hash_value
+from sextant.schemas.assignment import (
+    BucketRange,
+    choose_variation,
+    get_bucket_ranges,
+    hash_value,
+)
 from sextant.schemas.conditions import eval_condition, js_number
 
 __all__ = [
@@ -63,6 +69,7 @@ class ExperimentResult:
     def __init__(
         self,
         experiment: Mapping[str, Any],
+        key: str,
         index: int,
         hash_used: bool,
         attribute: str,
@@ -75,7 +82,7 @@ class ExperimentResult:
             index = 0
         metas = experiment.get("meta")
         meta = metas[index] if metas and index < len(metas) else {}
-        self.experiment_key: str = experiment["key"]
+        self.experiment_key = key
         self.variation_id = index
         self.key = str(meta.get("key") or index)
         self.value = variations[index] if variations else None
@@ -265,9 +272,7 @@ def _feature(ctx: _Context, key: str) -> FeatureResult:
         variations = rule.get("variations")
         if variations is None:
             continue
-        experiment = dict(rule)
-        experiment["key"] = rule.get("key") or key
-        result = _run(experiment, ctx)
+        result = _run(rule, ctx, rule.get("key") or key)
         if result.hash_used and result.in_experiment:
             ctx.exposures.append(result)
         if result.in_experiment and not result.passthrough:
@@ -286,23 +291,27 @@ def run_experiment(
 ) -> ExperimentResult:
     """Run one experiment in GrowthBook's format (``key``, ``variations``, …) for a unit."""
     ctx = _Context(features or {}, attributes, saved_groups, forced_variations)
-    return _run(experiment, ctx)
+    return _run(experiment, ctx, experiment["key"])
 
 
-def _run(experiment: Mapping[str, Any], ctx: _Context) -> ExperimentResult:
+@lru_cache(maxsize=1024)
+def _ranges(count: int, coverage: float, weights: tuple[float, ...] | None) -> list[BucketRange]:
+    return get_bucket_ranges(count, coverage, weights)
+
+
+def _run(experiment: Mapping[str, Any], ctx: _Context, key: str) -> ExperimentResult:
     attribute, value = hash_attribute(ctx.attributes, experiment.get("hashAttribute"))
 
     raw = _raw_attribute(ctx.attributes, experiment.get("hashAttribute"))
 
     def out() -> ExperimentResult:
-        return ExperimentResult(experiment, -1, False, attribute, raw, None)
+        return ExperimentResult(experiment, key, -1, False, attribute, raw, None)
 
     variations = experiment["variations"]
     if len(variations) < 2:
         return out()
-    key = experiment["key"]
     if key in ctx.forced:
-        return ExperimentResult(experiment, ctx.forced[key], False, attribute, raw, None)
+        return ExperimentResult(experiment, key, ctx.forced[key], False, attribute, raw, None)
     if experiment.get("status") == "draft" or experiment.get("active") is False:
         return out()
     if not value:
@@ -328,8 +337,11 @@ def _run(experiment: Mapping[str, Any], ctx: _Context) -> ExperimentResult:
     ranges = experiment.get("ranges")
     if not ranges:
         coverage = experiment.get("coverage")
-        ranges = get_bucket_ranges(
-            len(variations), 1.0 if coverage is None else coverage, experiment.get("weights")
+        weights = experiment.get("weights")
+        ranges = _ranges(
+            len(variations),
+            1.0 if coverage is None else coverage,
+            None if weights is None else tuple(weights),
         )
     assigned = choose_variation(n, ranges)
     if assigned < 0:
@@ -337,10 +349,10 @@ def _run(experiment: Mapping[str, Any], ctx: _Context) -> ExperimentResult:
     if "force" in experiment:
         forced = experiment["force"]
         index = -1 if forced is None else forced
-        return ExperimentResult(experiment, index, False, attribute, raw, None)
+        return ExperimentResult(experiment, key, index, False, attribute, raw, None)
     if experiment.get("status") == "stopped":
         return out()
-    return ExperimentResult(experiment, assigned, True, attribute, raw, n)
+    return ExperimentResult(experiment, key, assigned, True, attribute, raw, n)
 
 
 def decrypt(encrypted: str, key: str) -> str:
