@@ -23,7 +23,15 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SHARED_MODULES = ("__init__.py", "assignment.py", "events.py", "experiments.py", "py.typed")
+SHARED_MODULES = (
+    "__init__.py",
+    "assignment.py",
+    "conditions.py",
+    "events.py",
+    "experiments.py",
+    "flags.py",
+    "py.typed",
+)
 """What the SDK imports from ``sextant.schemas``; these import nothing else from it."""
 
 

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 SEXTANT = str(Path(sys.executable).with_name("sextant"))
 WRITE = "sx_write_browser_000000000000000"
 READ = "sx_read_browser_0000000000000000"
+CLIENT = "sdk-browser-000000000000000000"
 PROJECT = "web"
 
 
@@ -79,6 +80,13 @@ def project_documents(*extra: ConfigDocument) -> list[ConfigDocument]:
         ),
         ApiKey(id="w", project_id=PROJECT, key_kind=KeyKind.WRITE, key_hash=hash_key(WRITE)),
         ApiKey(id="r", project_id=PROJECT, key_kind=KeyKind.READ, key_hash=hash_key(READ)),
+        ApiKey(
+            id="c",
+            project_id=PROJECT,
+            key_kind=KeyKind.CLIENT,
+            key_hash=hash_key(CLIENT),
+            environment="production",
+        ),
         *extra,
     ]
 

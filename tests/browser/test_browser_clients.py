@@ -13,6 +13,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -20,9 +21,18 @@ import pytest
 from playwright.sync_api import BrowserContext, Page
 
 from sextant.schemas.assignment import assign
-from sextant.schemas.config import Experiment, Variant
+from sextant.schemas.config import Experiment, Feature, Variant
+from sextant.schemas.features import features_payload
+from sextant.schemas.flags import evaluate
 from tests.browser.site import static_site
-from tests.browser.stack import PROJECT, WRITE, Stack, project_documents, running_stack
+from tests.browser.stack import (
+    CLIENT,
+    PROJECT,
+    WRITE,
+    Stack,
+    project_documents,
+    running_stack,
+)
 from tests.infra import wait_for
 
 CLIENTS = Path(__file__).parent / "dist"
@@ -33,6 +43,48 @@ EXPERIMENT = Experiment(
     variants=[Variant(id="control", weight=0.5), Variant(id="one-page", weight=0.5)],
     seed="checkout-flow-seed",
 )
+FEATURES = [
+    Feature.model_validate(
+        {
+            "id": "beta-banner",
+            "project_id": PROJECT,
+            "default_value": False,
+            "environments": {
+                "production": {
+                    "rules": [{"type": "rollout", "id": "half", "coverage": 0.5, "value": True}]
+                }
+            },
+        }
+    ),
+    Feature.model_validate(
+        {
+            "id": "banner-copy",
+            "project_id": PROJECT,
+            "value_type": "string",
+            "default_value": "Hello",
+            "environments": {
+                "production": {
+                    "rules": [
+                        {
+                            "type": "force",
+                            "id": "fr",
+                            "condition": {"lang": "fr"},
+                            "value": "Salut",
+                        },
+                        {"type": "rollout", "id": "half", "coverage": 0.5, "value": "Bonjour"},
+                    ]
+                }
+            },
+        }
+    ),
+]
+
+
+def feature_value(key: str, attributes: dict[str, str]) -> object:
+    """What Sextant's evaluator gives: the reference the browser clients must match."""
+    payload = features_payload(FEATURES, [], "production", datetime.now(UTC))
+    return evaluate(payload["features"], key, attributes).value
+
 
 PAGE = """<!doctype html><html><head><title>shop</title></head><body>
 <script src="posthog.js"></script>
@@ -43,6 +95,7 @@ window.flags = {{}};
 window.sextantErrors = [];
 sextant.init({key!r}, {{
   host: {collector!r},
+  features: {{clientKey: {client!r}}},
   onError: (error) => window.sextantErrors.push(error.reason + ' ' + error.message),
 }});
 window.failures = [];
@@ -51,7 +104,11 @@ posthog.init({key!r}, {{
   opt_out_useragent_filter: true,
   on_request_error: (error) => window.failures.push(String(error.statusCode)),
 }});
-posthog.onFeatureFlags(() => {{ window.flags.posthog = posthog.getFeatureFlag({flag!r}); }});
+posthog.onFeatureFlags(() => {{
+  window.flags.posthog = posthog.getFeatureFlag({flag!r});
+  window.flags.beta = posthog.isFeatureEnabled('beta-banner');
+  window.flags.copy = posthog.getFeatureFlag('banner-copy');
+}});
 window.segment = AnalyticsBrowser.load({{writeKey: {key!r}, cdnURL: {collector!r}}});
 window.segment.ready(() => {{ window.segmentReady = true; }});
 window.send = (name, n) => {{
@@ -68,7 +125,8 @@ window.send = (name, n) => {{
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("browser-stack")
-    with running_stack(kafka_bootstrap, folder, project_documents(EXPERIMENT)) as running:
+    documents = project_documents(EXPERIMENT, *FEATURES)
+    with running_stack(kafka_bootstrap, folder, documents) as running:
         yield running
 
 
@@ -79,7 +137,7 @@ def site_root(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(CLIENTS / bundle, root / bundle)
     shutil.copy(SEXTANT_BUNDLE, root / "sextant.js")
     (root / "shop.html").write_text(
-        PAGE.format(key=WRITE, collector=stack.collector, flag=EXPERIMENT.id)
+        PAGE.format(key=WRITE, collector=stack.collector, flag=EXPERIMENT.id, client=CLIENT)
     )
     return root
 
@@ -215,3 +273,53 @@ def test_sextant_browser_assigns_the_variant_every_sdk_assigns(
     assert index is not None
     variant = page.evaluate("unit => sextant.getVariant('checkout-flow', unit)", visitor)
     assert variant == EXPERIMENT.variants[index].id
+
+
+@pytest.mark.parametrize("visitor", ["visitor-1", "visiteur-é-2", "访客-3", "visitor-4", "v-5"])
+def test_posthog_reads_sextants_features_through_flags(
+    stack: Stack, site: str, browser_context: BrowserContext, visitor: str
+) -> None:
+    page = browser_context.new_page()
+    page.goto(f"{site}/shop.html")
+    page.evaluate("visitor => posthog.identify(visitor)", visitor)
+    page.evaluate("() => posthog.reloadFeatureFlags()")
+    beta = feature_value("beta-banner", {"id": visitor})
+    copy = feature_value("banner-copy", {"id": visitor})
+    wait_for(
+        lambda: page.evaluate("[window.flags.beta, window.flags.copy]") == [beta, copy],
+        20,
+        0.2,
+        f"posthog's isFeatureEnabled and getFeatureFlag for {visitor}: {beta}, {copy}",
+    )
+    page.evaluate("() => posthog.setPersonPropertiesForFlags({lang: 'fr'})")
+    wait_for(
+        lambda: page.evaluate("window.flags.copy") == "Salut",
+        20,
+        0.2,
+        "a person property the condition tests",
+    )
+
+
+@pytest.mark.parametrize("visitor", ["visitor-1", "访客-3", "v-5"])
+def test_sextant_browser_evaluates_features_in_the_page(
+    stack: Stack, site: str, browser_context: BrowserContext, visitor: str
+) -> None:
+    page = browser_context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{site}/shop.html")
+    page.evaluate("() => sextant.featuresReady(10000)")
+    assert any(f"/api/features/{CLIENT}" in url for url in requests)
+    before = len(requests)
+    got = page.evaluate(
+        "unit => [sextant.isOn('beta-banner', {id: unit}),"
+        " sextant.getFeatureValue('banner-copy', 'none', {id: unit}),"
+        " sextant.getFeatureValue('banner-copy', 'none', {id: unit, lang: 'fr'})]",
+        visitor,
+    )
+    assert got == [
+        feature_value("beta-banner", {"id": visitor}),
+        feature_value("banner-copy", {"id": visitor}),
+        "Salut",
+    ]
+    assert not any("/api/features" in url for url in requests[before:]), "no fetch to evaluate"

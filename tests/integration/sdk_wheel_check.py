@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from sextant.schemas import assignment
+from sextant.schemas import assignment, conditions, flags
 from sextant.sdk import Client, EventValidationError
 
 HEAVY = ("numpy", "jsonschema", "chdb", "clickhouse_connect", "scipy")
@@ -32,6 +32,12 @@ DEFINITIONS = [
         "hash_version": 2,
     }
 ]
+
+FEATURES = {
+    "features": {
+        "beta": {"defaultValue": False, "rules": [{"condition": {"country": "FR"}, "force": True}]}
+    }
+}
 
 
 def _hashes(rows: list[list[Any]]) -> list[float | None]:
@@ -54,7 +60,23 @@ def vectors(cases: dict[str, Any]) -> dict[str, list[Any]]:
             for _, user, ns, _ in cases["inNamespace"]
         ],
         "nonAscii": _hashes(cases["nonAscii"]),
+        "evalCondition": [
+            conditions.eval_condition(row[2], row[1], row[4] if len(row) > 4 else None)
+            for row in cases["evalCondition"]
+        ],
+        "feature": [_feature(context, key) for _, context, key, _ in cases["feature"]],
     }
+
+
+def _feature(context: dict[str, Any], key: str) -> list[Any]:
+    result = flags.evaluate(
+        context.get("features", {}),
+        key,
+        context.get("attributes", {}),
+        saved_groups=context.get("savedGroups"),
+        forced_variations=context.get("forcedVariations"),
+    )
+    return [result.value, result.source]
 
 
 def smoke() -> dict[str, Any]:
@@ -75,13 +97,22 @@ def smoke() -> dict[str, Any]:
         )
         if request.url.path == "/v1/experiments/definitions":
             return httpx.Response(200, json=DEFINITIONS, headers={"ETag": '"d1"'})
+        if request.url.path.startswith("/api/features/"):
+            return httpx.Response(200, json=FEATURES)
         accepted = len(json.loads(raw)["batch"])
         return httpx.Response(200, json={"accepted": accepted, "rejected": []})
 
     transport = httpx.MockTransport(handle)
-    with Client("wk_smoke", host="http://collector.test", transport=transport) as client:
+    with Client(
+        "wk_smoke",
+        host="http://collector.test",
+        client_key="sdk-smoke",
+        streaming=False,
+        transport=transport,
+    ) as client:
         message_id = client.track("user-42", "Order Completed", {"revenue": 39.5, "café": "☕"})
         variant = client.get_variant("checkout", "😀-user")
+        feature_on = [client.is_on("beta", "u", {"country": c}) for c in ("FR", "DE")]
         try:
             client.track("user-42", "")
             problems: list[str] = []
@@ -92,6 +123,7 @@ def smoke() -> dict[str, Any]:
     return {
         "message_id": message_id,
         "variant": variant,
+        "feature_on": feature_on,
         "invalid_track_problems": problems,
         "flushed": flushed,
         "stats": stats,

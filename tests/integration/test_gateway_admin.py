@@ -287,7 +287,7 @@ def test_readiness_reports_every_dependency(harness: Harness) -> None:
     body = wait_for(
         lambda: (r := harness.client.get("/readyz")).status_code == 200 and r.json(), 20
     )
-    assert set(body["checks"]) == {"config", "warehouse", "live_feed", "experiment-alerts"}
+    assert set(body["checks"]) == {"config", "warehouse", "live_feed", "experiment-alerts", "ramps"}
 
 
 def test_config_apply_goes_through_the_gateway(harness: Harness, tmp_path: Path) -> None:

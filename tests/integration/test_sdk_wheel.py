@@ -22,6 +22,7 @@ import pytest
 from sextant.collector.dialects import segment_batch
 from sextant.schemas.events import EXPERIMENT_VIEWED, IncomingEvent
 from tests.assignment_vectors import CASES, NON_ASCII_VECTORS
+from tests.flag_cases import UNSUPPORTED_FEATURE_CASES
 
 REPO = Path(__file__).resolve().parents[2]
 SDK = REPO / "sdk" / "python"
@@ -170,6 +171,8 @@ def test_a_client_sends_a_batch_the_collector_accepts(installed: Any) -> None:
     assert seen == {
         ("GET", "http://collector.test/v1/experiments/definitions", basic),
         ("POST", "http://collector.test/v1/batch", basic),
+        # The client key is the credential of the features payload, in its path.
+        ("GET", "http://collector.test/api/features/sdk-smoke", None),
     }
     batches = [r for r in smoke["requests"] if r["method"] == "POST"]
 
@@ -188,3 +191,28 @@ def test_a_client_sends_a_batch_the_collector_accepts(installed: Any) -> None:
     assert smoke["flushed"] is True
     stats = smoke["stats"]
     assert (stats["queued"], stats["delivered"], stats["rejected"], stats["failed"]) == (2, 2, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("index", "case"),
+    list(enumerate(CASES["evalCondition"])),
+    ids=[c[0] for c in CASES["evalCondition"]],
+)
+def test_eval_condition(installed: Any, index: int, case: list[Any]) -> None:
+    assert installed["vectors"]["evalCondition"][index] is case[3]
+
+
+@pytest.mark.parametrize(
+    ("index", "case"),
+    [(i, c) for i, c in enumerate(CASES["feature"]) if c[0] not in UNSUPPORTED_FEATURE_CASES],
+    ids=[c[0] for c in CASES["feature"] if c[0] not in UNSUPPORTED_FEATURE_CASES],
+)
+def test_feature(installed: Any, index: int, case: list[Any]) -> None:
+    value, source = installed["vectors"]["feature"][index]
+    assert [value, source] == [case[3]["value"], case[3]["source"]]
+
+
+def test_features_are_evaluated_from_the_client_keys_payload(installed: Any) -> None:
+    assert installed["smoke"]["feature_on"] == [True, False]
+    urls = [r["url"] for r in installed["smoke"]["requests"]]
+    assert "http://collector.test/api/features/sdk-smoke" in urls

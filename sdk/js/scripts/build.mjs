@@ -1,6 +1,6 @@
 // Builds dist/: the ESM package (index.js, experiments.js and their shared chunk, with
 // type declarations) and the two script-tag bundles (IIFE, global `sextant`):
-// sextant.min.js (tracking) and sextant-experiments.min.js (tracking and experiments).
+// sextant.min.js (tracking) and sextant-experiments.min.js (tracking, experiments, features).
 import { execFileSync } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -21,7 +21,7 @@ const common = {
 rmSync(join(root, "dist"), { recursive: true, force: true });
 await esbuild.build({
   ...common,
-  entryPoints: ["src/index.ts", "src/experiments.ts"],
+  entryPoints: ["src/index.ts", "src/experiments.ts", "src/features.ts"],
   outdir: "dist",
   format: "esm",
   splitting: true,

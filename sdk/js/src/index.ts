@@ -18,6 +18,7 @@ export type {
   EventType,
   ExperimentOptions,
   FailureReason,
+  FeatureOptions,
   FieldProblem,
   InitOptions,
   Persistence,

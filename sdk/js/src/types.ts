@@ -65,6 +65,20 @@ export interface ExperimentOptions {
   trackExposures?: boolean;
 }
 
+/** Options of the optional features module (`@sextant/browser/features`). */
+export interface FeatureOptions {
+  /** The environment's client key (`sdk-...`): it reads the features payload and nothing else. */
+  clientKey: string;
+  /** The client key's decryption key, when its payload is encrypted. */
+  decryptionKey?: string;
+  /** Follow the collector's stream of changes (default true, where `EventSource` exists). */
+  streaming?: boolean;
+  /** Milliseconds between refreshes while the stream is down (default 60 000). */
+  refreshInterval?: number;
+  /** Attributes every evaluation sees (rules' conditions test them), besides `id` and `anonymousId`. */
+  attributes?: Record<string, unknown>;
+}
+
 export type Persistence = "cookie+localStorage" | "localStorage" | "memory";
 
 export interface InitOptions {
@@ -98,6 +112,8 @@ export interface InitOptions {
   onError?: (error: DeliveryError) => void;
   /** Options of the experiments module, when it is loaded. */
   experiments?: ExperimentOptions;
+  /** Options of the features module, when it is loaded. */
+  features?: FeatureOptions;
 }
 
 /** Counters since init. */

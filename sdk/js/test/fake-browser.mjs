@@ -92,6 +92,8 @@ export class FakeCollector {
     this.answers = [];
     this.definitions = [];
     this.etag = '"v1"';
+    /** What `/api/features/{clientKey}` answers (GrowthBook's payload). */
+    this.payload = { status: 200, features: {}, experiments: [], dateUpdated: null };
   }
   /** Script the next answers: {status, body, headers} or "network" for a failed fetch. */
   answer(...answers) {
@@ -112,6 +114,10 @@ export class FakeCollector {
       if (next === "network" || (next && next.status === "network")) throw new TypeError("Failed to fetch");
       if (next) return new Response(next.body ?? null, { status: next.status, headers: next.headers || {} });
       return new Response(JSON.stringify(this.definitions), { status: 200, headers: { ETag: this.etag } });
+    }
+    if (String(url).includes("/api/features/")) {
+      if (this.featuresDown) throw new TypeError("Failed to fetch");
+      return new Response(JSON.stringify(this.payload), { status: 200, headers: { "X-Sse-Support": "enabled" } });
     }
     const next = this.answers.length ? this.answers.shift() : null;
     if (next === "network") throw new TypeError("Failed to fetch");

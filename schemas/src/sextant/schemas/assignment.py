@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 
 __all__ = [
     "BucketRange",
@@ -74,6 +75,21 @@ def fnv1a32(text: str) -> int:
     return h
 
 
+def _fnv_continue(h: int, text: str) -> int:
+    """FNV-1a 32-bit of ``text`` continued from the state ``h``."""
+    for unit in text.encode("ascii") if text.isascii() else _utf16_code_units(text):
+        h = ((h ^ unit) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+@lru_cache(maxsize=4096)
+def _seed_state(seed: str) -> int:
+    """The FNV state after ``seed``: version 2 hashes ``seed + value``, so each unit's hash
+    continues from it instead of hashing the seed again."""
+    return _fnv_continue(_FNV_OFFSET, seed)
+
+
+@lru_cache(maxsize=32768)
 def hash_value(seed: str, value: str, version: int) -> float | None:
     """GrowthBook's ``hash(seed, value, version)``: a number in ``[0, 1)``.
 
@@ -81,10 +97,13 @@ def hash_value(seed: str, value: str, version: int) -> float | None:
     * version 2: ``(fnv(str(fnv(seed + value))) % 10000) / 10000``.
 
     Returns ``None`` for any other version (GrowthBook then leaves the unit
-    out of the experiment).
+    out of the experiment). Results are kept for the most recent 32,768
+    (seed, value, version) triples: a unit evaluated again (the same user on its
+    next request) costs a lookup instead of two passes of FNV in Python.
     """
     if version == 2:
-        return (fnv1a32(str(fnv1a32(seed + value))) % 10000) / 10000
+        first = _fnv_continue(_seed_state(seed), value)
+        return (_fnv_continue(_FNV_OFFSET, str(first)) % 10000) / 10000
     if version == 1:
         return (fnv1a32(value + seed) % 1000) / 1000
     return None

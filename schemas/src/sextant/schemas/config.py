@@ -7,6 +7,7 @@ a tombstone (null value) deletes it. Every part follows the topic into memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -26,6 +27,7 @@ from sextant.schemas.events import IpPolicy
 from sextant.schemas.experiments import IDENTIFIER as IDENTIFIER
 from sextant.schemas.experiments import ExperimentDefinition
 from sextant.schemas.experiments import Identifier as Identifier
+from sextant.schemas.experiments import NamespaceRange as NamespaceRange
 from sextant.schemas.experiments import Variant as Variant
 from sextant.schemas.origins import check_pattern
 from sextant.schemas.records import AlertState
@@ -46,6 +48,8 @@ class ConfigKind(StrEnum):
     TRACKING_PLAN = "tracking_plan"
     ALERT_MUTE = "alert_mute"
     ALERT_ACK = "alert_ack"
+    FEATURE = "feature"
+    FEATURE_REVISION = "feature_revision"
 
 
 class _Document(BaseModel):
@@ -77,6 +81,9 @@ class Project(_Document):
     (``https://app.example.com``), subdomains (``https://*.example.com``), any port
     (``http://localhost:*``) or ``*``. Requests without an ``Origin`` (servers, apps) are not
     concerned; a browser request from an origin not listed is refused."""
+    flags_environment: Identifier = "production"
+    """The environment whose features PostHog's ``/flags`` answers (write keys name no
+    environment; client keys do)."""
 
     @model_validator(mode="after")
     def _project_id_is_id(self) -> Project:
@@ -89,11 +96,48 @@ class KeyKind(StrEnum):
     WRITE = "write"
     READ = "read"
     ADMIN = "admin"
+    CLIENT = "client"
+    """Public, per project and environment: reads that environment's features payload
+    (``/api/features/{clientKey}``, ``/sub/{clientKey}``) and nothing else."""
 
 
 def hash_key(secret: str) -> str:
     """Keys are stored and compared only as SHA-256 hex digests."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+SEALED_PREFIX = "sealed:v1:"
+"""How a sealed value starts: ``sealed:v1:<Fernet token>`` (``sextant.core.secrets``)."""
+
+
+class Sealed:
+    """Marks a string field that is stored sealed: encrypted under the master key
+    (``SEXTANT_SECRET_KEY``) wherever it is kept (the config topic, tables).
+
+    Users give the value in clear; the writers (the admin API, ``sextant config apply``) seal
+    it before it is published, and only the part that uses it (the notifier, to sign) opens
+    it. The model accepts both forms, so that a value can be validated before it is sealed;
+    ``sextant secrets rotate`` seals any clear value an older writer left on the topic.
+    """
+
+
+def _clear_secret_length(value: str) -> str:
+    if not value.startswith(SEALED_PREFIX) and len(value) > 200:
+        raise ValueError("a secret has at most 200 characters")
+    return value
+
+
+SealedSecret = Annotated[
+    str,
+    Sealed(),
+    Field(
+        max_length=1000,
+        description="Given in clear (at most 200 characters); stored sealed under the master "
+        "key (`sealed:v1:<Fernet token>`), never in clear",
+    ),
+    AfterValidator(_clear_secret_length),
+]
+"""A secret of at most 200 characters in clear, or its sealed form."""
 
 
 ALL_PROJECTS = "*"
@@ -108,11 +152,20 @@ class ApiKey(_Document):
     name: str = ""
     revoked: bool = False
     created_at: datetime | None = None
+    environment: Identifier | None = None
+    """The environment whose features a client key reads (client keys only)."""
+    payload_key: SealedSecret = ""
+    """A client key's payload encryption key (AES-128, base64), when its payload is
+    encrypted as GrowthBook encrypts it; stored sealed under the master key."""
 
     @model_validator(mode="after")
     def _admin_keys_span_projects(self) -> ApiKey:
         if (self.key_kind is KeyKind.ADMIN) != (self.project_id == ALL_PROJECTS):
             raise ValueError("admin keys, and only they, have project_id '*'")
+        if (self.key_kind is KeyKind.CLIENT) != (self.environment is not None):
+            raise ValueError("client keys, and only they, name an environment")
+        if self.payload_key and self.key_kind is not KeyKind.CLIENT:
+            raise ValueError("only client keys have a payload_key")
         return self
 
 
@@ -187,6 +240,16 @@ class Experiment(ExperimentDefinition, _Document):
     guardrail_metrics: list[Identifier] = Field(default_factory=list)
     correction: Literal["holm", "benjamini_hochberg"] = "holm"
     min_sample_per_variant: int = Field(default=100, ge=1)
+    holdout: bool = False
+    """The project's global holdout: its first variant is the held-out group (its weight is
+    the share held out), which sees every feature created from ``start`` on at its default
+    value; the second is everyone else. Its results are those of any experiment."""
+
+    @model_validator(mode="after")
+    def _holdout_shape(self) -> Experiment:
+        if self.holdout and (len(self.variants) != 2 or self.start is None):
+            raise ValueError("a holdout has two variants (held out, general) and a start")
+        return self
 
 
 class AlertRuleKind(StrEnum):
@@ -201,40 +264,6 @@ class Severity(StrEnum):
     INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"
-
-
-SEALED_PREFIX = "sealed:v1:"
-"""How a sealed value starts: ``sealed:v1:<Fernet token>`` (``sextant.core.secrets``)."""
-
-
-class Sealed:
-    """Marks a string field that is stored sealed: encrypted under the master key
-    (``SEXTANT_SECRET_KEY``) wherever it is kept (the config topic, tables).
-
-    Users give the value in clear; the writers (the admin API, ``sextant config apply``) seal
-    it before it is published, and only the part that uses it (the notifier, to sign) opens
-    it. The model accepts both forms, so that a value can be validated before it is sealed;
-    ``sextant secrets rotate`` seals any clear value an older writer left on the topic.
-    """
-
-
-def _clear_secret_length(value: str) -> str:
-    if not value.startswith(SEALED_PREFIX) and len(value) > 200:
-        raise ValueError("a secret has at most 200 characters")
-    return value
-
-
-SealedSecret = Annotated[
-    str,
-    Sealed(),
-    Field(
-        max_length=1000,
-        description="Given in clear (at most 200 characters); stored sealed under the master "
-        "key (`sealed:v1:<Fernet token>`), never in clear",
-    ),
-    AfterValidator(_clear_secret_length),
-]
-"""A secret of at most 200 characters in clear, or its sealed form."""
 
 
 class WebhookTarget(BaseModel):
@@ -362,6 +391,158 @@ class TrackingPlan(_Document):
     events: dict[EventName, dict[str, Any]] = Field(default_factory=dict)
 
 
+# --- Features -----------------------------------------------------------------------------
+
+FeatureValueType = Literal["boolean", "string", "number", "json"]
+FEATURE_REVISION_ID = rf"^{IDENTIFIER[1:-1]}@[0-9]{{1,9}}$"
+
+
+def _check_value(value_type: str, value: Any, where: str) -> None:
+    fits = {
+        "boolean": isinstance(value, bool),
+        "string": isinstance(value, str),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "json": True,
+    }[value_type]
+    if not fits:
+        raise ValueError(f"{where} must be a {value_type} value")
+
+
+class RampStep(BaseModel):
+    """From ``at`` on, the rule covers ``coverage`` of the units (while its guardrails hold)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: AwareDatetime
+    coverage: float = Field(ge=0, le=1)
+
+
+class _FeatureRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Identifier
+    description: str = Field(default="", max_length=500)
+    enabled: bool = True
+    condition: dict[str, Any] | None = None
+    """Which units the rule applies to: GrowthBook's condition language over the attributes
+    (``{"country": {"$in": ["FR"]}, "app_version": {"$vgte": "2.1.0"}}``)."""
+    stopped_reason: str = Field(default="", max_length=1000)
+    """Why Sextant switched the rule off itself (a guardrail fired); empty otherwise."""
+
+
+class ForceRule(_FeatureRule):
+    """Units matching ``condition`` get ``value``."""
+
+    type: Literal["force"] = "force"
+    value: Any
+
+
+class RolloutRule(_FeatureRule):
+    """``coverage`` of the units matching ``condition`` get ``value``, chosen by hashing
+    ``hash_attribute`` with the rule's own seed (GrowthBook's hash version 2), so raising the
+    coverage keeps every unit already in. ``ramp`` raises the coverage on a schedule."""
+
+    type: Literal["rollout"] = "rollout"
+    value: Any
+    coverage: float = Field(ge=0, le=1)
+    hash_attribute: str = Field(default="id", min_length=1, max_length=100)
+    seed: str | None = Field(default=None, max_length=200)
+    """Default ``<feature>:<rule id>``."""
+    ramp: list[RampStep] = Field(default_factory=list, max_length=100)
+
+
+class ExperimentRule(_FeatureRule):
+    """Units get the value of their variant in ``experiment`` (``values`` by variant id;
+    a variant without one gets the default). ``coverage`` overrides the experiment's (a ramp
+    raises it); ``auto_stop`` lets Sextant switch the rule off when one of the experiment's
+    guardrail or sample-ratio alert rules fires."""
+
+    type: Literal["experiment"] = "experiment"
+    experiment: Identifier
+    values: dict[str, Any] = Field(default_factory=dict)
+    coverage: float | None = Field(default=None, ge=0, le=1)
+    ramp: list[RampStep] = Field(default_factory=list, max_length=100)
+    auto_stop: bool = True
+
+
+FeatureRule = Annotated[ForceRule | RolloutRule | ExperimentRule, Field(discriminator="type")]
+
+
+class FeatureEnvironment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    """Off: every unit gets the default value in this environment."""
+    rules: list[FeatureRule] = Field(default_factory=list, max_length=200)
+
+    @model_validator(mode="after")
+    def _unique_rule_ids(self) -> FeatureEnvironment:
+        ids = [r.id for r in self.rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError("rule ids must be unique within an environment")
+        for rule in self.rules:
+            steps = getattr(rule, "ramp", [])
+            if any(b.at <= a.at for a, b in itertools.pairwise(steps)):
+                raise ValueError(f"rule {rule.id!r}: ramp steps must be in time order")
+        return self
+
+
+class Feature(_Document):
+    """A feature flag: its type, default value, and per environment an on/off switch and
+    ordered rules (the first that applies to a unit gives its value).
+
+    ``version`` counts the changes; every change also writes a :class:`FeatureRevision`
+    (who, when, what changed), from which a version can be restored. Writers set
+    ``version``, ``updated_at`` and ``updated_by``; what a client sends for them is replaced.
+    """
+
+    kind: Literal["feature"] = "feature"
+    description: str = Field(default="", max_length=2000)
+    value_type: FeatureValueType = "boolean"
+    default_value: Any = False
+    environments: dict[Identifier, FeatureEnvironment] = Field(default_factory=dict)
+    version: int = Field(default=0, ge=0)
+    created_at: AwareDatetime | None = None
+    updated_at: AwareDatetime | None = None
+    updated_by: str = Field(default="", max_length=200)
+    comment: str = Field(default="", max_length=1000)
+
+    @model_validator(mode="after")
+    def _values_fit_type(self) -> Feature:
+        _check_value(self.value_type, self.default_value, "default_value")
+        for env, environment in self.environments.items():
+            for rule in environment.rules:
+                where = f"environments.{env}.rules.{rule.id}"
+                if isinstance(rule, ForceRule | RolloutRule):
+                    _check_value(self.value_type, rule.value, f"{where}.value")
+                else:
+                    for variant, value in rule.values.items():
+                        _check_value(self.value_type, value, f"{where}.values.{variant}")
+        return self
+
+    def content(self) -> dict[str, Any]:
+        """What the feature says, without its bookkeeping (version, times, author)."""
+        return self.model_dump(
+            mode="json",
+            exclude={"version", "created_at", "updated_at", "updated_by", "comment"},
+        )
+
+
+class FeatureRevision(_Document):
+    """One version of a feature as it was written: ``id`` is ``<feature>@<version>``."""
+
+    kind: Literal["feature_revision"] = "feature_revision"
+    id: Annotated[str, Field(pattern=FEATURE_REVISION_ID)]
+    feature: Identifier
+    version: int = Field(ge=1)
+    document: Feature | None
+    """The feature as of this version; ``None``: the feature was deleted."""
+    changes: list[str] = Field(default_factory=list)
+    at: AwareDatetime
+    by: str = Field(default="", max_length=200)
+    comment: str = Field(default="", max_length=1000)
+
+
 ConfigDocument = Annotated[
     Project
     | ApiKey
@@ -370,7 +551,9 @@ ConfigDocument = Annotated[
     | AlertRule
     | TrackingPlan
     | AlertMute
-    | AlertAck,
+    | AlertAck
+    | Feature
+    | FeatureRevision,
     Field(discriminator="kind"),
 ]
 CONFIG_DOCUMENT: TypeAdapter[ConfigDocument] = TypeAdapter(ConfigDocument)

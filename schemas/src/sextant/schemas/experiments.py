@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sextant.schemas.assignment import assign, running
 
@@ -24,6 +24,7 @@ __all__ = [
     "IDENTIFIER",
     "ExperimentDefinition",
     "Identifier",
+    "NamespaceRange",
     "Variant",
     "variant_of",
 ]
@@ -42,12 +43,30 @@ class Variant(BaseModel):
     weight: float = Field(ge=0, le=1)
 
 
+class NamespaceRange(BaseModel):
+    """A slice ``[start, end)`` of a namespace's hash space (GrowthBook's namespaces): two
+    experiments whose slices of one namespace do not overlap never share a unit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Identifier
+    start: float = Field(ge=0, le=1)
+    end: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NamespaceRange:
+        if self.end <= self.start:
+            raise ValueError("a namespace range's end must be above its start")
+        return self
+
+
 class ExperimentDefinition(BaseModel):
     """What assigning a unit to a variant needs, and nothing else.
 
     ``id`` is the experiment's key (and the seed when ``seed`` is unset); ``variants`` carry
     their weights; ``coverage`` is the share of units in the experiment; ``unit`` names the id
-    that is hashed; the experiment runs from ``start`` (inclusive) to ``stop`` (exclusive).
+    that is hashed; the experiment runs from ``start`` (inclusive) to ``stop`` (exclusive);
+    ``namespace`` keeps it to a slice of a namespace (mutual exclusion).
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -61,6 +80,7 @@ class ExperimentDefinition(BaseModel):
     unit: Literal["userId", "anonymousId"] = "userId"
     start: datetime | None = None
     stop: datetime | None = None
+    namespace: NamespaceRange | None = None
 
 
 ASSIGNMENT_FIELDS: frozenset[str] = frozenset(ExperimentDefinition.model_fields)
@@ -83,5 +103,8 @@ def variant_of(experiment: ExperimentDefinition, unit_id: str, now: datetime) ->
         coverage=experiment.coverage,
         seed=experiment.seed,
         hash_version=experiment.hash_version,
+        namespace=None
+        if experiment.namespace is None
+        else (experiment.namespace.id, experiment.namespace.start, experiment.namespace.end),
     )
     return None if index is None else experiment.variants[index]

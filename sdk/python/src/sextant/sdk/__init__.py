@@ -7,6 +7,7 @@ client.track("user-42", "Order Completed", {"revenue": 39.5})
 """
 
 from sextant.schemas.events import FieldError
+from sextant.schemas.flags import ExperimentResult, FeatureResult
 from sextant.sdk._client import Client, ClientStats
 from sextant.sdk._clock import Clock, SystemClock
 from sextant.sdk._errors import DeliveryError, EventValidationError, FailureReason
@@ -21,7 +22,9 @@ __all__ = [
     "Clock",
     "DeliveryError",
     "EventValidationError",
+    "ExperimentResult",
     "FailureReason",
+    "FeatureResult",
     "FieldError",
     "RetryPolicy",
     "SystemClock",

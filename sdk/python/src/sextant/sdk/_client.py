@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from sextant.schemas.events import EXPERIMENT_VIEWED, FieldError, IncomingEvent, new_message_id
 from sextant.schemas.experiments import ExperimentDefinition, variant_of
+from sextant.schemas.flags import ExperimentResult, FeatureResult, evaluate
 from sextant.sdk._clock import Clock, SystemClock
 from sextant.sdk._errors import DeliveryError, EventValidationError
 from sextant.sdk._experiments import (
@@ -27,6 +28,7 @@ from sextant.sdk._experiments import (
     DefinitionCache,
     SeenUnits,
 )
+from sextant.sdk._features import FeatureCache
 from sextant.sdk._sender import (
     BATCH_OVERHEAD,
     MAX_BATCH_BYTES,
@@ -121,6 +123,12 @@ class Client:
     refreshed every ``refresh_interval`` seconds. Given ``gateway`` (the gateway's base URL)
     and a ``read_key``, they come from the gateway instead, fetched from creation on.
 
+    Feature flags need the environment's ``client_key`` (and its ``decryption_key`` when the
+    payload is encrypted): the features are fetched from creation on, kept current by the
+    collector's stream (``streaming``; polling every ``refresh_interval`` while it is down)
+    and evaluated locally by :meth:`is_on`, :meth:`get_feature_value` and
+    :meth:`evaluate_feature`.
+
     ``transport`` (an httpx transport) and ``clock`` replace the network and time in tests.
     """
 
@@ -145,6 +153,9 @@ class Client:
         refresh_interval: float = 30.0,
         first_load_timeout: float = 2.0,
         track_exposures: bool = True,
+        client_key: str | None = None,
+        decryption_key: str | None = None,
+        streaming: bool = True,
         transport: httpx.BaseTransport | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -183,11 +194,24 @@ class Client:
             refresh_interval=refresh_interval,
             first_load_timeout=first_load_timeout,
         )
+        self._features: FeatureCache | None = None
+        if client_key:
+            self._features = FeatureCache(
+                self._make_http,
+                host,
+                client_key,
+                decryption_key=decryption_key,
+                streaming=streaming,
+                refresh_interval=refresh_interval,
+                first_load_timeout=first_load_timeout,
+            )
         self._seen = SeenUnits()
         self._reset_runtime()
         _LIVE.add(self)
         if gateway:
             self._experiments.start()
+        if self._features is not None:
+            self._features.start()
 
     def _reset_runtime(self) -> None:
         """Per-process state: the queue, the thread, connections, counters, locks."""
@@ -355,6 +379,76 @@ class Client:
         """Fetch the experiment definitions now (True on success); normally automatic."""
         return self._experiments.refresh()
 
+    # -- features ------------------------------------------------------------------------------
+
+    def evaluate_feature(
+        self, key: str, user_id: UserId | None, attributes: Properties | None = None
+    ) -> FeatureResult:
+        """Feature ``key`` for a unit: its value and why (``source``: ``defaultValue``,
+        ``force``, ``experiment``, ``unknownFeature`` …), evaluated here from the definitions
+        the client keeps current (no network call). ``attributes`` are what rules' conditions
+        test; ``user_id`` is the ``id`` attribute, which rollouts and experiments hash.
+
+        When an experiment rule assigns the value, the first assignment of the unit in this
+        process tracks ``Experiment Viewed`` (``experiment_id``, ``variation_id``).
+        """
+        if self._features is None:
+            raise RuntimeError("features need a client_key: Client(..., client_key='sdk-...')")
+        attrs: dict[str, Any] = dict(attributes) if attributes else {}
+        if user_id is not None:
+            attrs["id"] = _unit_id(user_id)
+        result = evaluate(self._features.get(), key, attrs)
+        if self._track_exposures:
+            for exposure in result.exposures:
+                if self._seen.first((exposure.experiment_key, exposure.hash_value)):
+                    self._track_feature_exposure(key, exposure, attributes)
+        return result
+
+    def _track_feature_exposure(
+        self, key: str, exposure: ExperimentResult, attributes: Properties | None
+    ) -> None:
+        unit = str(exposure.hash_value)
+        anonymous = exposure.hash_attribute == "anonymousId"
+        self._enqueue(
+            {
+                "type": "track",
+                "event": EXPERIMENT_VIEWED,
+                "properties": {
+                    "experiment_id": exposure.experiment_key,
+                    "variation_id": exposure.key,
+                    "feature": key,
+                },
+            },
+            None if anonymous else unit,
+            unit if anonymous else None,
+            {"traits": dict(attributes)} if attributes else None,
+            None,
+            None,
+        )
+
+    def get_feature_value(
+        self,
+        key: str,
+        default: Any,
+        user_id: UserId | None,
+        attributes: Properties | None = None,
+    ) -> Any:
+        """The value of feature ``key`` for a unit, or ``default`` when the feature is unknown
+        (or its value is null); see :meth:`evaluate_feature`."""
+        value = self.evaluate_feature(key, user_id, attributes).value
+        return default if value is None else value
+
+    def is_on(self, key: str, user_id: UserId | None, attributes: Properties | None = None) -> bool:
+        """Whether feature ``key`` is on for a unit (its value is truthy: not ``False``,
+        ``0``, ``""`` or null); see :meth:`evaluate_feature`."""
+        return self.evaluate_feature(key, user_id, attributes).on
+
+    def refresh_features(self) -> bool:
+        """Fetch the features now (True on success); normally the stream keeps them current."""
+        if self._features is None:
+            raise RuntimeError("features need a client_key: Client(..., client_key='sdk-...')")
+        return self._features.refresh()
+
     def _track_exposure(
         self,
         experiment: ExperimentDefinition,
@@ -401,6 +495,8 @@ class Client:
             self._closed = True
         flushed = self.flush(self._shutdown_timeout if timeout is None else timeout)
         self._experiments.stop()
+        if self._features is not None:
+            self._features.stop()
         worker = self._worker
         if worker is not None and worker.stop(join_timeout=self._timeout + 1.0):
             left = worker.abandon()
@@ -560,6 +656,8 @@ class Client:
         self._reset_runtime()
         self._seen.after_fork_in_child()
         self._experiments.after_fork_in_child()
+        if self._features is not None:
+            self._features.after_fork_in_child()
 
 
 def _serialise(message: dict[str, Any]) -> bytes:

@@ -108,7 +108,9 @@ def config_apply(
         load_config_file,
     )
     from sextant.core.config_plane import ConfigPublisher
+    from sextant.core.feature_versions import versioned
     from sextant.core.secrets import seal_documents
+    from sextant.schemas.config import Feature
 
     try:
         documents = documents_from_file(load_config_file(file))
@@ -125,6 +127,11 @@ def config_apply(
     settings = CliSettings()
     with _secret_errors(str(file)):
         documents = seal_documents(documents, _box(settings))
+    if any(isinstance(d, Feature) for d in documents):
+        # Features are versioned against what the topic holds; unchanged ones are left out.
+        documents = versioned(
+            _config_state(settings), documents, by="sextant config apply", now=datetime.now(UTC)
+        )
     publisher = ConfigPublisher(settings)
     try:
         publisher.put(documents)

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from sextant.collector import openapi
 from sextant.collector.browser_api import BrowserApi, build_browser_router
 from sextant.collector.errors import ApiError
+from sextant.collector.features import FeatureHub, FeaturePayloads
 from sextant.collector.gate import Call, Gate
 from sextant.collector.ingest import Ingestor, RecordSink, utc_now
 from sextant.collector.metrics import CollectorMetrics, scrape_registry
@@ -36,6 +37,7 @@ from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.demo import guard_demo_keys
 from sextant.core.kafka import cluster_reachable
 from sextant.core.logging import get_logger
+from sextant.core.secrets import SecretBox
 from sextant.core.service import add_operational_routes, settle_heap
 from sextant.core.turns import Turns
 from sextant.schemas.topics import Topic, topic_name
@@ -124,8 +126,12 @@ def create_app(
         clock=clock,
     )
 
+    payloads = FeaturePayloads(config, SecretBox.from_setting(settings.secret_key))
+    hub = FeatureHub(config, payloads, clock)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
         if follower is not None:
             follower.start()
             caught_up = await asyncio.to_thread(
@@ -145,6 +151,7 @@ def create_app(
         try:
             yield
         finally:
+            await hub.stop()
             if producer is not None:
                 await producer.stop()
             if follower is not None:
@@ -177,6 +184,9 @@ def create_app(
         trust_forwarded_for=settings.trust_forwarded_for,
         public_url=settings.collector_public_url,
         clock=clock,
+        payloads=payloads,
+        hub=hub,
+        heartbeat_s=settings.feature_stream_heartbeat_seconds,
     )
     app.include_router(build_browser_router(browser))
     _answer_other_errors_with_cors(app, gate)

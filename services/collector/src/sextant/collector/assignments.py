@@ -39,21 +39,57 @@ def variants_for(
     }
 
 
-def posthog_flags(variants: dict[str, Variant | None], *, detailed: bool) -> dict[str, Any]:
-    """PostHog's flags answer: each running experiment as a multivariate flag.
+def posthog_flags(
+    variants: dict[str, Variant | None],
+    features: dict[str, tuple[bool | str, Any]],
+    *,
+    detailed: bool,
+) -> dict[str, Any]:
+    """PostHog's flags answer: each running experiment as a multivariate flag, and each
+    feature (key → (flag value, payload); a feature's key wins over an experiment's).
 
     ``detailed`` adds the ``flags`` map of ``/flags/?v=2``; ``featureFlags`` (the v1 and
     ``/decide/`` shape) is always there, so any posthog client version reads it.
     """
+    values: dict[str, bool | str] = {key: v.id if v else False for key, v in variants.items()}
+    values |= {key: value for key, (value, _) in features.items()}
+    payloads = {
+        key: orjson.dumps(payload).decode()
+        for key, (_, payload) in features.items()
+        if payload is not None
+    }
     answer: dict[str, Any] = {
-        "featureFlags": {key: v.id if v else False for key, v in variants.items()},
-        "featureFlagPayloads": {},
+        "featureFlags": values,
+        "featureFlagPayloads": payloads,
         "errorsWhileComputingFlags": False,
         "quotaLimited": [],
     }
     if detailed:
-        answer["flags"] = {key: _flag_detail(key, v) for key, v in variants.items()}
+        details = {key: _flag_detail(key, v) for key, v in variants.items()}
+        details |= {
+            key: _feature_detail(key, value, payload) for key, (value, payload) in features.items()
+        }
+        answer["flags"] = details
     return answer
+
+
+def _feature_detail(key: str, value: bool | str, payload: Any) -> dict[str, Any]:
+    return {
+        "key": key,
+        "enabled": value is not False,
+        "variant": value if isinstance(value, str) else None,
+        "reason": {
+            "code": "condition_match" if value is not False else "no_condition_match",
+            "condition_index": 0,
+            "description": "evaluated from the feature's rules",
+        },
+        "metadata": {
+            "id": None,
+            "version": None,
+            "description": None,
+            "payload": None if payload is None else orjson.dumps(payload).decode(),
+        },
+    }
 
 
 def _flag_detail(key: str, variant: Variant | None) -> dict[str, Any]:

@@ -42,23 +42,31 @@ def basic_username(authorization: str | None) -> str | None:
     return decoded.partition(":")[0] or None
 
 
-def authenticate(state: ConfigState, secret: str | None, where: str) -> Writer:
-    """The writer behind ``secret``: 401 when missing or unknown, 403 when it may not write."""
+def authenticate(
+    state: ConfigState, secret: str | None, where: str, kind: KeyKind = KeyKind.WRITE
+) -> Writer:
+    """The key of ``kind`` behind ``secret`` (a write key, or a client key for the features
+    payload): 401 when missing or unknown, 403 when revoked or of another kind."""
     if not secret:
         raise ApiError(
             401,
             "unauthorized",
-            "no write key: send it as the Basic username, or as writeKey (api_key) in the body",
+            "no write key: send it as the Basic username, or as writeKey (api_key) in the body"
+            if kind is KeyKind.WRITE
+            else f"no {kind.value} key",
             "header Authorization",
         )
     key = state.key_for_hash(hash_key(secret))
     if key is None:
-        raise ApiError(401, "unauthorized", "unknown write key", where)
+        raise ApiError(401, "unauthorized", f"unknown {kind.value} key", where)
     if key.revoked:
-        raise ApiError(403, "forbidden", f"the write key {key.id!r} has been revoked", where)
-    if key.key_kind is not KeyKind.WRITE:
+        raise ApiError(403, "forbidden", f"the {kind.value} key {key.id!r} has been revoked", where)
+    if key.key_kind is not kind:
         raise ApiError(
-            403, "forbidden", f"{key.id!r} is a {key.key_kind.value} key, not a write key", where
+            403,
+            "forbidden",
+            f"{key.id!r} is a {key.key_kind.value} key, not a {kind.value} key",
+            where,
         )
     project = state.project(key.project_id)
     if project is None:

@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from sextant.collector import dialects
@@ -29,10 +30,15 @@ from sextant.collector.assignments import (
 )
 from sextant.collector.body import decode_payload, read_limited
 from sextant.collector.errors import ApiError, bad_request
+from sextant.collector.features import FeatureHub, FeaturePayloads, posthog_feature_flags
 from sextant.collector.gate import Call, Gate, Head
 from sextant.collector.routes import add_preflight, error_response
 from sextant.core.config_plane import ConfigState
+from sextant.core.logging import get_logger
+from sextant.core.secrets import MissingSecretKey, UnreadableSecret
+from sextant.schemas.config import ApiKey, KeyKind
 
+log = get_logger(__name__)
 Work = Callable[[Request, Call], Awaitable[Response]]
 KEY_PATTERN = r"^[A-Za-z0-9_\-.]{1,200}$"
 EMPTY_LISTS: dict[str, dict[str, list[Any]]] = {
@@ -58,7 +64,13 @@ class BrowserApi:
         trust_forwarded_for: bool,
         public_url: str | None,
         clock: Callable[[], datetime],
+        payloads: FeaturePayloads,
+        hub: FeatureHub,
+        heartbeat_s: float = 15.0,
     ) -> None:
+        self.payloads = payloads
+        self.hub = hub
+        self.heartbeat_s = heartbeat_s
         self.gate = gate
         self.state = state
         self.max_body_bytes = max_body_bytes
@@ -129,6 +141,64 @@ class BrowserApi:
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)
 
+    # --- GrowthBook's SDK endpoints (client keys) --------------------------------------------
+
+    def features(self, call: Call, client_key: str, if_none_match: str | None) -> Response:
+        writer = self.gate.admit(call, client_key, "path clientKey", KeyKind.CLIENT)
+        body, etag = self._payload(writer.key)
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Sse-Support": "enabled"}
+        if if_none_match == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
+
+    def _payload(self, key: ApiKey) -> tuple[bytes, str]:
+        try:
+            payload = self.payloads.for_key(key, self.clock())
+        except (MissingSecretKey, UnreadableSecret) as error:
+            log.error("a client key's payload cannot be encrypted", key=key.id, reason=str(error))
+            raise ApiError(
+                503,
+                "payload_key_unreadable",
+                "this collector cannot open the client key's payload key (SEXTANT_SECRET_KEY)",
+                "path clientKey",
+            ) from error
+        return payload.body, payload.etag
+
+    def stream(self, request: Request, call: Call, client_key: str) -> Response:
+        """Server-Sent Events: ``features`` with the whole payload at once and whenever it
+        changes, a comment as heartbeat; the key is checked again at every change, so a
+        revoked key's stream ends."""
+        writer = self.gate.admit(call, client_key, "path clientKey", KeyKind.CLIENT)
+        key_hash = writer.key.key_hash
+        api = self
+
+        async def events() -> AsyncIterator[bytes]:
+            sent: str | None = None
+            api.hub.streams += 1
+            try:
+                while not await request.is_disconnected():
+                    key = api.state.key_for_hash(key_hash)
+                    if key is None or key.revoked or key.key_kind is not KeyKind.CLIENT:
+                        return
+                    try:
+                        body, etag = api._payload(key)
+                    except ApiError:
+                        return
+                    if etag != sent:
+                        sent = etag
+                        yield b"event: features\ndata: " + body + b"\n\n"
+                    else:
+                        yield b": heartbeat\n\n"
+                    await api.hub.wait(api.heartbeat_s)
+            finally:
+                api.hub.streams -= 1
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
     # --- PostHog ----------------------------------------------------------------------------
 
     async def posthog_flags(self, request: Request, call: Call, detailed: bool) -> Response:
@@ -144,10 +214,19 @@ class BrowserApi:
             distinct_id = str(distinct_id)
         if not isinstance(distinct_id, str) or not distinct_id:
             raise bad_request("distinct_id is required (a non-empty string)", "body.distinct_id")
-        variants = variants_for(self.state, writer.project.id, distinct_id, self.clock())
-        answer = posthog_flags(variants, detailed=detailed)
+        now = self.clock()
+        variants = variants_for(self.state, writer.project.id, distinct_id, now)
+        properties = document.get("person_properties")
+        features = posthog_feature_flags(
+            self.payloads,
+            writer.project,
+            distinct_id,
+            properties if isinstance(properties, dict) else {},
+            now,
+        )
+        answer = posthog_flags(variants, features, detailed=detailed)
         if not detailed or request.query_params.get("config") == "true":
-            answer |= posthog_remote_config(str(token), bool(variants))
+            answer |= posthog_remote_config(str(token), bool(variants) or bool(features))
         return json_response(answer)
 
     async def _posthog_body(self, request: Request) -> Any:
@@ -170,7 +249,9 @@ class BrowserApi:
 
     def posthog_config(self, call: Call, token: str, script: bool) -> Response:
         writer = self.gate.admit(call, token, "path token")
-        has_flags = bool(self.state.experiments(writer.project.id))
+        has_flags = bool(self.state.experiments(writer.project.id)) or bool(
+            self.state.features(writer.project.id)
+        )
         config = posthog_remote_config(token, has_flags)
         if not script:
             return json_response(config, headers={"Cache-Control": "public, max-age=60"})
@@ -225,6 +306,38 @@ def build_browser_router(api: BrowserApi) -> APIRouter:
 
         return await api.run(request, work)
 
+    @router.get(
+        "/api/features/{client_key}",
+        tags=["features"],
+        summary="GrowthBook's SDK payload: the client key's environment's features",
+        description="What GrowthBook's SDKs (`apiHost` = the collector, `clientKey`) and "
+        "Sextant's read. Answers 304 to a matching `If-None-Match`; `X-Sse-Support: enabled` "
+        "tells GrowthBook's SDKs they may stream from `/sub/{clientKey}`.",
+    )
+    async def features(
+        request: Request,
+        client_key: Annotated[str, Path(pattern=KEY_PATTERN)],
+        if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
+    ) -> Response:
+        async def work(_: Request, call: Call) -> Response:
+            return api.features(call, client_key, if_none_match)
+
+        return await api.run(request, work)
+
+    @router.get(
+        "/sub/{client_key}",
+        tags=["features"],
+        summary="Server-Sent Events: the features payload now and at every change",
+        response_class=StreamingResponse,
+    )
+    async def stream(
+        request: Request, client_key: Annotated[str, Path(pattern=KEY_PATTERN)]
+    ) -> Response:
+        async def work(request: Request, call: Call) -> Response:
+            return api.stream(request, call, client_key)
+
+        return await api.run(request, work)
+
     for path, detailed in (("/flags/", True), ("/decide/", False)):
         _add_flags_route(router, api, path, detailed)
 
@@ -234,7 +347,12 @@ def build_browser_router(api: BrowserApi) -> APIRouter:
     for path in EMPTY_LISTS:
         _add_nothing_route(router, api, path)
 
-    for path in ("/v1/projects/{write_key}/settings", "/v1/experiments/definitions"):
+    for path in (
+        "/v1/projects/{write_key}/settings",
+        "/v1/experiments/definitions",
+        "/api/features/{client_key}",
+        "/sub/{client_key}",
+    ):
         add_preflight(router, gate, path)
     return router
 

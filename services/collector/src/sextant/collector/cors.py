@@ -31,8 +31,9 @@ ALLOWED_HEADERS = (
     "AnonymousId",
     "SentAt",
     "X-Requested-With",
+    "Cache-Control",
 )
-EXPOSED_HEADERS = "Retry-After, ETag"
+EXPOSED_HEADERS = "Retry-After, ETag, X-Sse-Support"
 MAX_AGE_SECONDS = 86_400
 """Browsers cap it (Chromium at two hours); the longest any of them keeps a preflight."""
 _MAX_REQUESTED_HEADERS = 32

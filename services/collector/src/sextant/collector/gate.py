@@ -20,6 +20,7 @@ from sextant.collector.cors import OriginPolicy, add_cors_headers, preflight_hea
 from sextant.collector.errors import ApiError
 from sextant.collector.metrics import CollectorMetrics
 from sextant.core.config_plane import ConfigState
+from sextant.schemas.config import KeyKind
 
 MAX_ORIGIN_LABELS = 100
 """Distinct origins counted by name in the refusal metric; the rest count as ``other``."""
@@ -96,9 +97,12 @@ class Gate:
             key = query.get("writeKey") or None
         return key
 
-    def admit(self, call: Call, secret: str | None, where: str) -> Writer:
-        """The writer behind ``secret``, once its project allows the call's origin."""
-        writer = authenticate(self._state, secret, where)
+    def admit(
+        self, call: Call, secret: str | None, where: str, kind: KeyKind = KeyKind.WRITE
+    ) -> Writer:
+        """The key (a write key, or ``kind``) behind ``secret``, once its project allows the
+        call's origin."""
+        writer = authenticate(self._state, secret, where, kind)
         call.writer = writer
         origin = call.origin
         if origin is not None and not self.origins.project_allows(writer.project, origin):
@@ -140,6 +144,13 @@ class Gate:
         return Response(status_code=204, headers=preflight_headers(origin, requested))
 
     def _preflight_allowed(self, request: Request, origin: str) -> bool:
+        client_key = request.path_params.get("client_key")
+        if client_key:
+            try:
+                writer = authenticate(self._state, client_key, "path clientKey", KeyKind.CLIENT)
+            except ApiError:
+                return False
+            return self.origins.project_allows(writer.project, origin)
         key = Head.of(request).query.get("writeKey")
         if key:
             try:

@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from sextant.core.settings import KafkaSection, ServiceSection
+from sextant.core.settings import KafkaSection, SecretsSection, ServiceSection
 
 KIB = 1024
 
 
-class CollectorSettings(KafkaSection, ServiceSection):
+class CollectorSettings(KafkaSection, ServiceSection, SecretsSection):
     collector_port: int = 8080
     collector_workers: int = Field(default=1, ge=1, le=64)
     """uvicorn worker processes; each has its own producer, config follower and rate limiter."""
@@ -40,3 +40,6 @@ class CollectorSettings(KafkaSection, ServiceSection):
     collector_public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
     """The address clients reach the collector at (``https://collect.example.com``), written
     into the settings analytics-next fetches; by default the address each request came to."""
+    feature_stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    """How often an idle feature stream (``/sub/{clientKey}``) sends a comment, so proxies
+    and clients keep the connection open."""

@@ -8,9 +8,11 @@ admin_keys: [{id: ops, secret: "..."}]
 projects:
   - id: demo
     name: Demo shop
-    keys: [{id: web, kind: write, secret: "..."}]
+    keys: [{id: web, kind: write, secret: "..."},
+           {id: web-flags, kind: client, environment: production, secret: "sdk-..."}]
     metrics: [{id: signups, metric_kind: count, event: Signed Up}]
     experiments: []
+    features: [{id: new-checkout, default_value: false, environments: {production: {rules: []}}}]
     alert_rules: []
     tracking_plans: []
 ```
@@ -40,6 +42,7 @@ _SECTIONS = {
     "experiments": "experiment",
     "alert_rules": "alert_rule",
     "tracking_plans": "tracking_plan",
+    "features": "feature",
 }
 
 
@@ -50,6 +53,8 @@ class KeySpec(BaseModel):
     kind: KeyKind = KeyKind.WRITE
     secret: str = Field(min_length=16)
     name: str = ""
+    environment: Identifier | None = None
+    """Client keys: the environment whose features the key reads (default production)."""
 
 
 class ProjectSpec(BaseModel):
@@ -64,6 +69,8 @@ class ProjectSpec(BaseModel):
     experiments: list[dict[str, Any]] = Field(default_factory=list)
     alert_rules: list[dict[str, Any]] = Field(default_factory=list)
     tracking_plans: list[dict[str, Any]] = Field(default_factory=list)
+    features: list[dict[str, Any]] = Field(default_factory=list)
+    """Feature flags; each written gets its next version (an unchanged one is left as is)."""
 
 
 class ConfigFile(BaseModel):
@@ -80,6 +87,7 @@ def _key_document(spec: KeySpec, project_id: str) -> ApiKey:
         key_kind=spec.kind,
         key_hash=hash_key(spec.secret),
         name=spec.name or spec.id,
+        environment=(spec.environment or "production") if spec.kind is KeyKind.CLIENT else None,
     )
 
 

@@ -25,6 +25,7 @@ from sextant.schemas.config import (
     ConfigDocument,
     ConfigKind,
     Experiment,
+    Feature,
     MetricDefinition,
     Project,
     parse_config_key,
@@ -102,6 +103,9 @@ class ConfigState:
 
     def experiments(self, project_id: str | None = None) -> list[Experiment]:
         return self.of_kind(Experiment, project_id)
+
+    def features(self, project_id: str | None = None) -> list[Feature]:
+        return self.of_kind(Feature, project_id)
 
 
 def decode_record(key: bytes | None, value: bytes | None) -> tuple[str, ConfigDocument | None]:

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pydantic import BaseModel, SecretStr
 
 from sextant.schemas.config import SEALED_PREFIX, Sealed
@@ -33,10 +37,12 @@ __all__ = [
     "SecretBox",
     "SecretKeyInvalid",
     "UnreadableSecret",
+    "encrypt_payload",
     "generate_secret_key",
     "has_clear_secrets",
     "is_sealed",
     "map_secrets",
+    "new_payload_key",
     "open_secret",
     "reseal_secrets",
     "seal_documents",
@@ -252,3 +258,31 @@ def has_clear_secrets(document: BaseModel) -> bool:
 
     map_secrets(document, look)
     return bool(found)
+
+
+# --- GrowthBook's encrypted SDK payloads --------------------------------------------------
+
+
+def new_payload_key() -> str:
+    """A payload encryption key as GrowthBook's SDKs take it: 128 random bits, base64."""
+    return base64.b64encode(os.urandom(16)).decode()
+
+
+def encrypt_payload(clear: str, key: str) -> str:
+    """``clear`` encrypted as GrowthBook encrypts its SDK payloads: AES-128-CBC with PKCS#7
+    padding, written ``base64(iv).base64(ciphertext)``.
+
+    The IV is derived from the key and the text (an HMAC), not drawn at random: the same
+    payload encrypts to the same text, so its ETag stays the same until it changes. An IV
+    must never repeat for two different texts under one key, and this one changes with the
+    text; equal texts giving equal ciphertexts shows only that nothing changed, which the
+    ETag says anyway.
+    """
+    raw_key = base64.b64decode(key)
+    data = clear.encode()
+    iv = hmac.new(raw_key, data, hashlib.sha256).digest()[:16]
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(data) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(raw_key), modes.CBC(iv)).encryptor()
+    body = encryptor.update(padded) + encryptor.finalize()
+    return f"{base64.b64encode(iv).decode()}.{base64.b64encode(body).decode()}"

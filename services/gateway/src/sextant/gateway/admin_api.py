@@ -24,6 +24,8 @@ from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from sextant.core.config_file import ConfigFile, describe_yaml_error, documents_from_file
+from sextant.core.feature_versions import versioned
+from sextant.core.secrets import new_payload_key
 from sextant.gateway import examples
 from sextant.gateway.auth import AdminScope
 from sextant.gateway.context import Gateway, GatewayDep
@@ -42,6 +44,8 @@ from sextant.schemas.config import (
     ApiKey,
     ConfigDocument,
     Experiment,
+    Feature,
+    FeatureRevision,
     Identifier,
     KeyKind,
     MetricDefinition,
@@ -82,6 +86,11 @@ def _commit(
     expected |= dict.fromkeys(deletes)
     gateway.wait_visible(expected)
     return documents
+
+
+def commit_documents(gateway: Gateway, documents: Sequence[ConfigDocument]) -> None:
+    """Store documents the gateway writes itself (guardrails, ramps), as the admin API does."""
+    _commit(gateway, documents)
 
 
 def _project_or_404(gateway: Gateway, project_id: str) -> Project:
@@ -210,7 +219,15 @@ def delete_project(_: AdminScope, gateway: GatewayDep, project_id: ProjectId) ->
     _project_or_404(gateway, project_id)
     owned = [
         doc.config_key()
-        for cls in (ApiKey, MetricDefinition, Experiment, AlertRule, TrackingPlan)
+        for cls in (
+            ApiKey,
+            MetricDefinition,
+            Experiment,
+            AlertRule,
+            TrackingPlan,
+            Feature,
+            FeatureRevision,
+        )
         for doc in gateway.state.of_kind(cls, project_id)
     ]
     project_key = f"project:{project_id}:{project_id}"
@@ -233,6 +250,10 @@ class KeyView(BaseModel):
     name: str
     revoked: bool
     created_at: datetime | None
+    environment: str | None = None
+    """A client key's environment."""
+    encrypted: bool = False
+    """A client key whose payload is encrypted (its payload key is shown at creation only)."""
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyView:
@@ -243,6 +264,8 @@ class KeyView(BaseModel):
             name=key.name,
             revoked=key.revoked,
             created_at=key.created_at,
+            environment=key.environment,
+            encrypted=bool(key.payload_key),
         )
 
 
@@ -252,8 +275,12 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.KEY_INPUT})
 
     id: Identifier | None = None
-    kind: Literal["write", "read"]
+    kind: Literal["write", "read", "client"]
     name: str = Field(default="", max_length=200)
+    environment: Identifier | None = None
+    """Client keys: the environment whose features the key reads (default ``production``)."""
+    encrypted: bool = False
+    """Client keys: encrypt the payload (GrowthBook's ``decryptionKey``)."""
 
 
 class AdminKeyCreate(BaseModel):
@@ -272,15 +299,32 @@ class KeyCreated(BaseModel):
 
     key: KeyView
     secret: str
+    payload_key: str | None = None
+    """An encrypted client key's decryption key (the SDKs' ``decryptionKey``): shown once."""
 
 
 def _new_key(
-    gateway: Gateway, project_id: str, kind: KeyKind, key_id: str | None, name: str
+    gateway: Gateway,
+    project_id: str,
+    kind: KeyKind,
+    key_id: str | None,
+    name: str,
+    environment: str | None = None,
+    encrypted: bool = False,
 ) -> KeyCreated:
     key_id = key_id or f"{kind.value}-{secrets.token_hex(4)}"
     if gateway.state.get(f"api_key:{project_id}:{key_id}") is not None:
         raise ProblemError(409, "conflict", f"key '{key_id}' exists", "id")
-    secret = f"sx_{kind.value}_{secrets.token_urlsafe(24)}"
+    client = kind is KeyKind.CLIENT
+    if not client and (environment is not None or encrypted):
+        raise ProblemError(
+            422, "invalid-parameter", "only client keys have an environment", "environment"
+        )
+    # GrowthBook's SDKs put the client key in URL paths: letters, digits and dashes.
+    secret = (
+        f"sdk-{secrets.token_hex(16)}" if client else f"sx_{kind.value}_{secrets.token_urlsafe(24)}"
+    )
+    payload_key = new_payload_key() if client and encrypted else None
     key = ApiKey(
         id=key_id,
         project_id=project_id,
@@ -288,9 +332,11 @@ def _new_key(
         key_hash=hash_key(secret),
         name=name or key_id,
         created_at=datetime.now(UTC),
+        environment=(environment or "production") if client else None,
+        payload_key=payload_key or "",
     )
     _commit(gateway, [key])
-    return KeyCreated(key=KeyView.of(key), secret=secret)
+    return KeyCreated(key=KeyView.of(key), secret=secret, payload_key=payload_key)
 
 
 def _revoke(gateway: Gateway, project_id: str, key_id: str) -> KeyView:
@@ -330,7 +376,15 @@ def create_key(
     _: AdminScope, gateway: GatewayDep, project_id: ProjectId, body: KeyCreate
 ) -> KeyCreated:
     _project_or_404(gateway, project_id)
-    return _new_key(gateway, project_id, KeyKind(body.kind), body.id, body.name)
+    return _new_key(
+        gateway,
+        project_id,
+        KeyKind(body.kind),
+        body.id,
+        body.name,
+        body.environment,
+        body.encrypted,
+    )
 
 
 @router.get(
@@ -574,7 +628,7 @@ _YAML_TYPES = (
     },
     responses=example_response(examples.APPLY_RESULT) | _ERRORS | problem_responses(400, 415),
 )
-async def apply_file(_: AdminScope, gateway: GatewayDep, request: Request) -> ApplyResult:
+async def apply_file(scope: AdminScope, gateway: GatewayDep, request: Request) -> ApplyResult:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in _YAML_TYPES:
         raise ProblemError(
@@ -590,5 +644,7 @@ async def apply_file(_: AdminScope, gateway: GatewayDep, request: Request) -> Ap
         raise validation_problem(error) from error
     except (TypeError, ValueError) as error:
         raise ProblemError(422, "invalid-parameter", str(error), "body") from error
+    # Features get their next version (and a revision); unchanged ones are left as they are.
+    documents = versioned(gateway.state, documents, by=scope.key_id, now=datetime.now(UTC))
     await anyio.to_thread.run_sync(_commit, gateway, documents)
     return ApplyResult(applied=len(documents), keys=[d.config_key() for d in documents])

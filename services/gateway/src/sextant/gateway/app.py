@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
@@ -24,12 +25,14 @@ from sextant.core.service import (
     add_operational_routes,
     settle_heap,
 )
-from sextant.gateway import admin_api, dashboard, read_api, routes_alerts
+from sextant.gateway import admin_api, admin_features, dashboard, read_api, routes_alerts
 from sextant.gateway.context import Gateway
 from sextant.gateway.experiment_alerts import ExperimentAlertService, warehouse_results
 from sextant.gateway.live import MetricPointFeed
 from sextant.gateway.problems import install_problem_handlers, problem_response
+from sextant.gateway.rollouts import RampService, stop_on_alerts
 from sextant.gateway.settings import GatewaySettings
+from sextant.schemas.config import ConfigDocument
 
 log = get_logger(__name__)
 
@@ -111,14 +114,28 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     follower = ConfigFollower(settings)
     gateway = Gateway(settings, follower)
     feed = MetricPointFeed(settings, settings.live_buffer_records, settings.live_buffer_bytes)
+
+    def commit(documents: Sequence[ConfigDocument]) -> None:
+        admin_api.commit_documents(gateway, documents)
+
     experiment_alerts = ExperimentAlertService(
         settings,
         gateway.state,
         warehouse_results(gateway),
         config_ready=lambda: follower.caught_up,
         interval_s=settings.experiment_alert_interval_seconds,
+        act=lambda transitions: stop_on_alerts(
+            gateway.state, transitions, commit, datetime.now(UTC)
+        ),
     )
-    background = (*background, experiment_alerts)
+    ramps = RampService(
+        gateway.state,
+        commit,
+        experiment_alerts.firing_experiments,
+        config_ready=lambda: follower.caught_up,
+        interval_s=settings.ramp_interval_seconds,
+    )
+    background = (*background, experiment_alerts, ramps)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -157,6 +174,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
             {"name": "experiments", "description": "Experiment definitions and results"},
             {"name": "alerts", "description": "Alert rules' states and history"},
             {"name": "admin", "description": "The config plane (admin key)"},
+            {"name": "features", "description": "Feature flags: versions, history, revert"},
             {"name": "operations", "description": "Health, readiness, metrics"},
         ],
     )
@@ -165,6 +183,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     install_problem_handlers(app)
     app.include_router(read_api.router)
     app.include_router(admin_api.router)
+    app.include_router(admin_features.router)
     app.include_router(routes_alerts.router)
     app.include_router(dashboard.router)
     add_operational_routes(app, _readiness(gateway, feed, background))

@@ -278,3 +278,55 @@ ALERT_EVENT: dict[str, Any] = {
     "severity": "critical",
     "message": "Checkout conversion 4.1 % is below 5 %",
 }
+
+FEATURE_INPUT: dict[str, Any] = {
+    "id": "one-page-checkout",
+    "description": "The one-page checkout",
+    "value_type": "boolean",
+    "default_value": False,
+    "environments": {
+        "production": {
+            "enabled": True,
+            "rules": [
+                {
+                    "type": "force",
+                    "id": "staff",
+                    "condition": {"email": {"$regex": "@example\\.com$"}},
+                    "value": True,
+                },
+                {
+                    "type": "rollout",
+                    "id": "ramp",
+                    "value": True,
+                    "coverage": 0.05,
+                    "ramp": [
+                        {"at": "2025-03-02T09:00:00Z", "coverage": 0.25},
+                        {"at": "2025-03-03T09:00:00Z", "coverage": 1.0},
+                    ],
+                },
+            ],
+        },
+        "staging": {"enabled": True, "rules": [{"type": "force", "id": "all", "value": True}]},
+    },
+    "comment": "five per cent first",
+}
+FEATURE: dict[str, Any] = FEATURE_INPUT | {
+    "project_id": "shop",
+    "kind": "feature",
+    "version": 1,
+    "created_at": "2025-03-01T10:00:00Z",
+    "updated_at": "2025-03-01T10:00:00Z",
+    "updated_by": "ops",
+}
+FEATURE_REVISION: dict[str, Any] = {
+    "id": "one-page-checkout@1",
+    "project_id": "shop",
+    "kind": "feature_revision",
+    "feature": "one-page-checkout",
+    "version": 1,
+    "document": FEATURE,
+    "changes": ["created"],
+    "at": "2025-03-01T10:00:00Z",
+    "by": "ops",
+    "comment": "five per cent first",
+}

@@ -37,7 +37,7 @@ from sextant.core.settings import KafkaSection
 from sextant.gateway.context import Gateway
 from sextant.gateway.experiments import ExperimentResults, experiment_results
 from sextant.schemas.config import AlertRule, AlertRuleKind, Experiment
-from sextant.schemas.records import AlertTransition
+from sextant.schemas.records import AlertState, AlertTransition
 
 __all__ = [
     "ExperimentAlertService",
@@ -109,7 +109,11 @@ class ExperimentAlertService:
         config_ready: Callable[[], bool] = lambda: True,
         interval_s: float = 15.0,
         clock: Clock = utc_now,
+        act: Callable[[list[AlertTransition]], list[AlertTransition]] | None = None,
     ) -> None:
+        self.act = act
+        """Called with the transitions before they are published (the safe-rollout guard
+        switches features off and says so in their messages); returns what to publish."""
         self.settings = settings
         self.config = config
         self.results = results
@@ -172,6 +176,15 @@ class ExperimentAlertService:
             if transition is not None:
                 self.recorded[key] = transition
 
+    def firing_experiments(self) -> set[tuple[str, str]]:
+        """(project, experiment) of every experiment rule firing now."""
+        firing: set[tuple[str, str]] = set()
+        for rule in self._rules():
+            state = self._states.get((rule.project_id, rule.id))
+            if state is not None and state.state is AlertState.FIRING and rule.experiment:
+                firing.add((rule.project_id, rule.experiment))
+        return firing
+
     def _rules(self) -> list[AlertRule]:
         return [r for r in self.config.of_kind(AlertRule) if r.rule_kind in EXPERIMENT_RULE_KINDS]
 
@@ -218,6 +231,8 @@ class ExperimentAlertService:
         """One round: judge, publish, keep. The transitions published."""
         judged = self.evaluate(self.clock())
         transitions = [t for _, _, _, t in judged if t is not None]
+        if self.act is not None and transitions:
+            transitions = self.act(transitions)
         publisher.publish(transitions)
         self.accept(judged)
         for t in transitions:

@@ -28,3 +28,5 @@ class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection, SecretsSe
     """How long an admin write waits to see its own document come back from the topic."""
     experiment_alert_interval_seconds: float = Field(default=15.0, gt=0)
     """How often experiment guardrail and SRM rules are judged against live results."""
+    ramp_interval_seconds: float = Field(default=15.0, gt=0)
+    """How often rollout ramps are checked and raised to the step in force."""
