@@ -105,6 +105,9 @@ class Endpoints:
             body, limit=limit, content_type=headers.get("content-type"), compression=compression
         )
         submission = dialect(dialects.parse_json(body))
+        anonymous_id, sent_at = headers.get("anonymousid"), headers.get("sentat")
+        if anonymous_id or sent_at:
+            submission.apply_headers(anonymous_id, sent_at)
         if writer is None:
             writer = self.gate.admit(call, submission.write_key, "body writeKey / api_key")
         return await self.ingestor.ingest(
