@@ -292,15 +292,18 @@ class InvalidEvent(BaseModel):
 
 _TRACK = EventType.TRACK
 _IDENTIFY = EventType.IDENTIFY
+_KEEP = IpPolicy.KEEP
 """Members as module constants: ``EventType.TRACK`` is a class attribute lookup that costs
 as much as a tenth of writing an event's record."""
+_CALL_NAMES = {call: f"${call.value}" for call in EventType}
+"""What :func:`event_name` gives a call other than track."""
 
 
 def event_name(event: IncomingEvent) -> str:
     """The name the warehouse stores: the track name, else the call type (``$page`` …)."""
     if event.type is _TRACK and event.event:
         return event.event
-    return f"${event.type.value}"
+    return _CALL_NAMES[event.type]
 
 
 def client_time(event: IncomingEvent) -> datetime | None:
@@ -412,25 +415,38 @@ def envelope_values(
     assert distinct_id is not None  # guaranteed by IncomingEvent's validator
     context = incoming.context
     context_ip = context.get("ip")
-    ip = truncate_ip(context_ip if isinstance(context_ip, str) else client_ip, ip_policy)
-    if context_ip is not None and ip_policy != "keep":
-        context = _with_ip(context, ip if isinstance(context_ip, str) else None)
+    ip = context_ip if isinstance(context_ip, str) else client_ip
+    if ip_policy is not _KEEP:
+        ip = truncate_ip(ip, ip_policy)
+        if context_ip is not None:
+            context = _with_ip(context, ip if isinstance(context_ip, str) else None)
     call = incoming.type
     properties = incoming.properties
-    unknown = incoming.__pydantic_extra__ or {}
-    called_at = incoming.timestamp
-    if call is not _TRACK or not _UNCOMMON.isdisjoint(incoming.__pydantic_fields_set__):
-        properties, unknown, called_at = _uncommon_fields(incoming, unknown)
+    traits = incoming.traits
+    unknown = incoming.__pydantic_extra__
+    if unknown is None:  # a model built without validation
+        unknown = {}
+    called_at, original = incoming.timestamp, incoming.original_timestamp
+    if called_at is None:
+        called_at = original
+    elif original is not None:  # both are the client's clock: timestamp won, the other is kept
+        unknown = {**unknown, "originalTimestamp": _iso(original)}
+    if call is _TRACK:
+        name = incoming.event or "$track"
+        if not _UNCOMMON.isdisjoint(incoming.__pydantic_fields_set__):
+            properties, unknown = _uncommon_fields(incoming, unknown, called_at)
+    else:
+        name = _CALL_NAMES[call]
+        properties, unknown = _uncommon_fields(incoming, unknown, called_at)
+        if call is _IDENTIFY:
+            traits = call_traits(incoming)
     if extra:
         unknown = {**extra, **unknown}
-    traits = incoming.traits
-    if call is _IDENTIFY:
-        traits = call_traits(incoming)
     message_id = incoming.message_id
     return {
         "project_id": project_id,
         "type": call,
-        "event": event_name(incoming),
+        "event": name,
         "distinct_id": distinct_id,
         "userId": incoming.user_id,
         "anonymousId": incoming.anonymous_id,
@@ -451,31 +467,23 @@ def envelope_values(
 
 
 _NAMED_VIEWS = frozenset((EventType.PAGE, EventType.SCREEN))
-_UNCOMMON = frozenset(("original_timestamp", "offset", "name", "category"))
-"""Fields a track call with ``timestamp`` seldom has: one set test checks them all."""
+_UNCOMMON = frozenset(("offset", "name", "category"))
+"""Fields a track call seldom has: one set test checks them all."""
 
 
 def _uncommon_fields(
-    incoming: IncomingEvent, unknown: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any], datetime | None]:
-    """Properties, extra fields and client time of an event that is not a plain track call.
+    incoming: IncomingEvent, unknown: dict[str, Any], called_at: datetime | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Properties and extra fields of an event that is not a plain track call.
 
-    * ``originalTimestamp`` is the client's time when there is no ``timestamp``; when both
-      came, ``timestamp`` wins and the other is kept in ``extra``, as is an ``offset`` beside
-      a client time.
     * A page or screen call's ``name`` (else its ``event``, where RudderStack's mobile SDKs
       name a screen) and ``category`` become the ``name`` and ``category`` properties unless
       the properties have them, as Segment's and RudderStack's browser clients do themselves.
-    * Any other call's ``name`` and ``category``, and a non-track call's ``event``, have no
-      field of their own and are kept in ``extra``.
+    * Any other call's ``name`` and ``category``, a non-track call's ``event``, and an
+      ``offset`` beside a client time have no field of their own and are kept in ``extra``.
     """
     properties = incoming.properties
-    called_at, original = incoming.timestamp, incoming.original_timestamp
     kept: dict[str, Any] = {}
-    if called_at is None:
-        called_at = original
-    elif original is not None:
-        kept["originalTimestamp"] = _iso(original)
     if incoming.offset is not None and called_at is not None:
         kept["offset"] = incoming.offset
     name, category, event = incoming.name, incoming.category, incoming.event
@@ -497,7 +505,7 @@ def _uncommon_fields(
         if call is not _TRACK:
             others.append(("event", event))
         kept |= {key: value for key, value in others if value is not None}
-    return properties, ({**unknown, **kept} if kept else unknown), called_at
+    return properties, ({**unknown, **kept} if kept else unknown)
 
 
 def _with_ip(context: dict[str, Any], ip: str | None) -> dict[str, Any]:
