@@ -643,3 +643,14 @@ async def test_the_ip_in_the_context_follows_the_projects_policy(
     await http.post("/v1/batch", json={"batch": [call]}, headers=AUTH)
     [env] = sink.raw()
     assert (env.ip, env.context["ip"]) == ("198.51.100.0", "198.51.100.0")
+
+
+@pytest.mark.parametrize("name", [{"a": 1}, ["$identify"], 7, None])
+async def test_a_posthog_event_name_that_is_not_text_is_refused_not_a_server_error(
+    collector: tuple[httpx.AsyncClient, MemorySink], name: Any
+) -> None:
+    http, sink = collector
+    response = await http.post("/batch/", json={"api_key": KEY, "batch": [{"event": name}]})
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 0
+    assert len(sink.invalid()) == 1

@@ -206,7 +206,7 @@ def posthog_event(item: Any, key: str | None = None) -> Any:
     traits = _person_traits(properties)
     if traits:
         event["traits"] = traits
-    if name in POSTHOG_CALLS:
+    if _posthog_call(name):
         del event["event"]
     if name in ("$identify", "$set", "$set_once"):
         event["type"] = EventType.IDENTIFY.value
@@ -241,9 +241,13 @@ def posthog_extra(item: Any) -> dict[str, Any] | None:
         for key, value in item.items()
         if key not in POSTHOG_READ and key not in POSTHOG_CREDENTIALS
     }
-    if item.get("event") in POSTHOG_CALLS:
+    if _posthog_call(item.get("event")):
         extra["event"] = item["event"]
     return extra or None
+
+
+def _posthog_call(name: Any) -> bool:
+    return isinstance(name, str) and name in POSTHOG_CALLS
 
 
 def _id(value: Any) -> str | int | None:
