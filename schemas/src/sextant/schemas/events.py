@@ -176,7 +176,7 @@ class Envelope(BaseModel):
         default=None,
         alias="anonymousId",
         description="As sent (numbers as strings); for an event with neither id, RudderStack's "
-        "AnonymousId header; PostHog's $anon_distinct_id on $identify.",
+        "AnonymousId header; PostHog's $anon_distinct_id (posthog-js sends it with $identify).",
     )
     properties: dict[str, Any] = Field(
         default_factory=dict,
@@ -304,13 +304,6 @@ def event_name(event: IncomingEvent) -> str:
     if event.type is _TRACK and event.event:
         return event.event
     return _CALL_NAMES[event.type]
-
-
-def client_time(event: IncomingEvent) -> datetime | None:
-    """The client's clock when the call was made: its ``timestamp``, else its
-    ``originalTimestamp`` (RudderStack's name for the same)."""
-    timestamp = event.timestamp
-    return timestamp if timestamp is not None else event.original_timestamp
 
 
 def corrected_timestamp(
