@@ -654,3 +654,21 @@ async def test_a_posthog_event_name_that_is_not_text_is_refused_not_a_server_err
     assert response.status_code == 200
     assert response.json()["accepted"] == 0
     assert len(sink.invalid()) == 1
+
+
+async def test_a_lone_posthog_events_sent_at_is_read_not_kept_as_extra(
+    collector: tuple[httpx.AsyncClient, MemorySink],
+) -> None:
+    http, sink = collector
+    event = {
+        "api_key": KEY,
+        "event": "A",
+        "distinct_id": "u",
+        "timestamp": "2026-03-01T13:59:00Z",  # the device clock is two hours ahead
+        "sent_at": "2026-03-01T14:00:00Z",
+        "library": "posthog-node",
+    }
+    await http.post("/capture/", json=event)
+    [env] = sink.raw()
+    assert env.timestamp == NOW - timedelta(minutes=1)
+    assert env.extra == {"library": "posthog-node"}

@@ -156,11 +156,11 @@ POSTHOG_READ = frozenset(
 )
 """PostHog's top-level event fields the dialect maps; the others are kept in ``extra``."""
 POSTHOG_CREDENTIALS = frozenset(("api_key", "token"))
+"""Top-level fields that carry the key: read, not kept."""
 POSTHOG_CALLS = frozenset(
     ("$identify", "$set", "$set_once", "$pageview", "$screen", "$create_alias", "$groupidentify")
 )
 """PostHog events that are other calls than track in Segment's shape."""
-"""Top-level fields that carry the key: read, not kept."""
 
 
 def _posthog_key(document: dict[str, Any]) -> str | None:
@@ -311,11 +311,14 @@ def posthog_single(body: Any) -> Submission:
     if isinstance(document.get("batch"), list):
         return posthog_batch(document)
     key = _posthog_key(document)
+    extra = posthog_extra(document)
+    if extra is not None:  # a lone event's sent_at is the request's, read below
+        extra = {k: v for k, v in extra.items() if k not in ("sent_at", "sentAt")} or None
     return Submission(
         events=[posthog_event(document, key)],
         originals=[document],
         write_key=key,
         sent_at=_sent_at(document.get("sent_at", document.get("sentAt")), "body.sent_at"),
         field_names=POSTHOG_FIELDS,
-        extras=[posthog_extra(document)],
+        extras=[extra],
     )
