@@ -17,3 +17,16 @@ await build({
   outfile: 'dist/segment.js',
   logLevel: 'warning',
 })
+// RudderStack's browser SDK with its plugins built in (its `bundled` entry point), so it loads
+// nothing from RudderStack's CDN: exposed as window.RudderAnalytics.
+await build({
+  stdin: {
+    contents: "import { RudderAnalytics } from '@rudderstack/analytics-js/bundled'\nwindow.RudderAnalytics = RudderAnalytics\n",
+    resolveDir: '.',
+  },
+  bundle: true,
+  format: 'iife',
+  minify: true,
+  outfile: 'dist/rudderstack.js',
+  logLevel: 'warning',
+})

@@ -25,8 +25,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """One Chromium for the browser tests, stopped when they are done: Playwright's sync API
+    keeps an event loop running until then, and the tests after them call asyncio.run()."""
     executable = shutil.which("chromium")
     if executable is None:
         pytest.fail("Debian's chromium is missing: run `make setup` as root, or apt-get install it")

@@ -38,13 +38,20 @@ class Stack:
     def count(self, event: str) -> int:
         """How many ``event`` events the warehouse holds (each message id once)."""
         now = datetime.now(UTC)
+        return self.count_between(event, now - timedelta(hours=3), now + timedelta(minutes=5))
+
+    def count_between(
+        self, event: str, start: datetime, end: datetime, interval: str = "hour"
+    ) -> int:
+        """How many ``event`` events are dated (their envelope's ``timestamp``) before ``end``,
+        from the start of the ``interval`` that holds ``start``."""
         response = httpx.post(
             f"{self.gateway}/v1/insights/trends",
             json={
                 "event": event,
-                "from": (now - timedelta(hours=3)).isoformat(),
-                "to": (now + timedelta(minutes=5)).isoformat(),
-                "interval": "hour",
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+                "interval": interval,
             },
             headers={"Authorization": f"Bearer {READ}"},
             timeout=30,

@@ -172,9 +172,55 @@ def test_the_sparse_registers_replace_the_dense_ones_and_old_rows_keep_the_rest(
     migrate(warehouse, tmp_path)
     columns = ["project_id", "metric", "window_start", "count", "hll", "version", "emitted_at"]
     warehouse.insert("metric_points", [["p", "u", AT, 40, [0, 3, 1] * 100, 1, AT]], columns)
-    assert migrate(warehouse) == ["0006_metric_points_sparse_hll.sql"]
+    assert migrate(warehouse)[0] == "0006_metric_points_sparse_hll.sql"
     later = AT + timedelta(minutes=1)
     warehouse.insert("metric_points", [["p", "u", later, 1, [65535 << 6 | 49], 1, AT]], columns)
     assert warehouse.query_rows(
         "SELECT count, hll, toTypeName(hll) FROM metric_points_latest ORDER BY window_start"
     ) == [(40, [], "Array(UInt32)"), (1, [4194289], "Array(UInt32)")]
+
+
+def test_events_written_before_the_extra_column_read_it_empty_and_the_view_shows_it(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    """0007: the events table gains extra, the JSON text of the client's fields the envelope
+    does not name, exactly as sent (no path splitting at dots); older rows read {} and
+    events_unique, made again, has the column."""
+    for migration in load_migrations():
+        if migration.version < 7:
+            (tmp_path / migration.name).write_text(migration.sql)
+    warehouse = connect(warehouse_url)
+    migrate(warehouse, tmp_path)
+    older = orjson.loads(envelope(AT, "old"))
+    del older["extra"]
+    insert(warehouse, "events", [orjson.dumps(older)], list(older))
+    assert "0007_events_extra.sql" in migrate(warehouse)
+    newer = Envelope(
+        project_id="shop",
+        type=EventType.TRACK,
+        event="Purchased",
+        distinct_id="u1",
+        timestamp=AT,
+        received_at=AT,
+        message_id="new",
+        extra={"channel": "mobile", "integrations": {"Segment": True, "Segment.io": False}},
+    )
+    insert(
+        warehouse,
+        "events",
+        [newer.model_dump_json().encode()],
+        list(Envelope.model_fields),
+    )
+    assert warehouse.query_rows(
+        "SELECT message_id, extra, JSONExtractString(extra, 'channel'),"
+        " JSONExtractBool(extra, 'integrations', 'Segment')"
+        " FROM events_unique ORDER BY message_id"
+    ) == [
+        (
+            "new",
+            '{"channel":"mobile","integrations":{"Segment":true,"Segment.io":false}}',
+            "mobile",
+            1,
+        ),
+        ("old", "{}", "", 0),
+    ]

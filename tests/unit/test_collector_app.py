@@ -400,6 +400,25 @@ async def test_tracking_plan_enforce_rejects_and_flag_marks(
     assert sink.raw()[-1].plan_violations == ["properties.revenue: 'three' is not of type 'number'"]
 
 
+async def test_tracking_plan_checks_the_traits_an_identify_sends_in_its_context(
+    client: httpx.AsyncClient, state: ConfigState
+) -> None:
+    schema = {"type": "object", "required": ["email"]}
+    put(
+        state,
+        TrackingPlan(id="main", project_id="demo", mode="enforce", events={"$identify": schema}),
+    )
+    batch = [
+        {"type": "identify", "userId": "u", "context": {"traits": {"email": "a@b.c"}}},
+        {"type": "identify", "userId": "u", "context": {"traits": {"plan": "pro"}}},
+    ]
+    result = (
+        await client.post("/v1/batch", json={"batch": batch}, headers=basic(WRITE_KEY))
+    ).json()
+    assert result["accepted"] == 1
+    assert [r["index"] for r in result["rejected"]] == [1]
+
+
 async def test_ip_policy_truncates(
     client: httpx.AsyncClient, state: ConfigState, sink: MemorySink
 ) -> None:

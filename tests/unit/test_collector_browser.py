@@ -239,6 +239,43 @@ async def test_segment_settings_name_the_public_address(
     assert (segment["apiHost"], segment["protocol"]) == ("collect.example.com/v1", "https")
 
 
+# --- RudderStack -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("auth", ["header", "query"])
+async def test_rudderstack_source_config_is_a_source_without_destinations(
+    client: httpx.AsyncClient, auth: str
+) -> None:
+    query = "?p=npm&v=3.34.1&build=modern"
+    headers = {"Origin": SHOP}
+    if auth == "header":
+        headers |= basic(WRITE_KEY)
+    else:
+        query += f"&writeKey={WRITE_KEY}"
+    response = await client.get(f"/sourceConfig/{query}", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == SHOP
+    source = response.json()["source"]
+    assert (source["id"], source["enabled"], source["destinations"]) == ("demo", True, [])
+    assert source["config"]["statsCollection"]["errors"]["enabled"] is False
+    assert (await client.get("/sourceConfig/", headers=basic("nope"))).status_code == 401
+
+
+async def test_rudderstack_preflight_may_send_its_own_headers(client: httpx.AsyncClient) -> None:
+    asked = "anonymousid,authorization,content-type,rsa-retry-attempt,sentat"
+    response = await client.options(
+        "/v1/track",
+        headers={
+            "Origin": SHOP,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": asked,
+        },
+    )
+    assert response.status_code == 204
+    allowed = response.headers["access-control-allow-headers"].lower().split(", ")
+    assert set(asked.split(",")) <= set(allowed)
+
+
 # --- PostHog ---------------------------------------------------------------------------------
 
 

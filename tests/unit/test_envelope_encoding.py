@@ -26,6 +26,24 @@ RECEIVED = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
         {"type": "page", "userId": "u", "name": "Home", "messageId": "m", "context": {"ip": "::1"}},
         {"type": "alias", "userId": "u", "previousId": "a", "timestamp": "2025-03-01T11:00:00Z"},
         {"type": "group", "userId": "u", "groupId": "g", "properties": {"big": 2**60}},
+        {
+            "type": "screen",
+            "anonymousId": "a",
+            "event": "Cart",
+            "category": "Main",
+            "originalTimestamp": "2025-03-01T11:59:00.25Z",
+            "integrations": {"All": True},
+            "channel": "mobile",
+        },
+        {
+            "type": "track",
+            "event": "E",
+            "userId": "u",
+            "timestamp": "2025-03-01T11:00:00Z",
+            "originalTimestamp": "2025-03-01T11:00:00.001+01:00",
+            "offset": 12,
+            "writeKey": "k",
+        },
     ],
 )
 def test_envelope_json_equals_pydantics_bytes(raw: dict[str, object]) -> None:

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from sextant.schemas.events import (
+    Envelope,
     EventType,
     IncomingEvent,
     IpPolicy,
@@ -127,3 +128,114 @@ def test_a_name_property_the_client_sent_wins_over_the_page_name() -> None:
 )
 def test_ip_policy(ip: str, policy: IpPolicy, expected: str | None) -> None:
     assert truncate_ip(ip, policy) == expected
+
+
+def _enriched(raw: dict[str, object], **options: object) -> Envelope:
+    incoming = IncomingEvent.model_validate(raw)
+    return enrich(incoming, project_id="p", received_at=RECEIVED, **options)  # type: ignore[arg-type]
+
+
+def test_original_timestamp_is_the_client_time_when_there_is_no_timestamp() -> None:
+    # RudderStack's clients: the call three hours ago, held in an offline queue, sent now.
+    envelope = _enriched(
+        {
+            "type": "track",
+            "event": "Queued",
+            "anonymousId": "a",
+            "originalTimestamp": "2026-11-25T09:00:00Z",
+            "sentAt": "2026-11-25T12:00:02Z",  # the device clock is 2 s ahead
+        }
+    )
+    assert envelope.original_timestamp == datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    assert envelope.timestamp == datetime(2026, 11, 25, 8, 59, 58, tzinfo=UTC)
+    assert "originalTimestamp" not in envelope.extra
+
+
+def test_timestamp_wins_over_original_timestamp_and_the_other_is_kept() -> None:
+    envelope = _enriched(
+        {
+            "type": "track",
+            "event": "Both",
+            "userId": "u",
+            "timestamp": "2026-11-25T11:00:00Z",
+            "originalTimestamp": "2026-11-25T11:00:01.5Z",
+        }
+    )
+    assert envelope.original_timestamp == datetime(2026, 11, 25, 11, tzinfo=UTC)
+    assert envelope.timestamp == datetime(2026, 11, 25, 11, tzinfo=UTC)
+    assert envelope.extra == {"originalTimestamp": "2026-11-25T11:00:01.500000Z"}
+
+
+def test_offset_dates_an_event_that_has_no_client_time() -> None:
+    envelope = _enriched({"type": "track", "event": "E", "userId": "u", "offset": 2500})
+    assert envelope.timestamp == RECEIVED - timedelta(milliseconds=2500)
+    assert envelope.original_timestamp is None
+    future = _enriched({"type": "track", "event": "E", "userId": "u", "offset": -60_000})
+    assert future.timestamp == RECEIVED
+
+
+def test_fields_the_envelope_does_not_name_are_kept_and_the_write_key_is_not() -> None:
+    envelope = _enriched(
+        {
+            "type": "track",
+            "event": "E",
+            "userId": "u",
+            "writeKey": {"not": "a string"},  # read and dropped, never a reason to refuse
+            "integrations": {"All": False, "Segment.io": True},
+            "channel": "server",
+            "_metadata": {"bundled": ["Segment.io"]},
+            "receivedAt": "2020-01-01T00:00:00Z",  # Sextant's own clock decides
+        }
+    )
+    assert envelope.extra == {
+        "integrations": {"All": False, "Segment.io": True},
+        "channel": "server",
+        "_metadata": {"bundled": ["Segment.io"]},
+        "receivedAt": "2020-01-01T00:00:00Z",
+    }
+    assert envelope.received_at == RECEIVED
+
+
+def test_identify_traits_come_from_context_traits_too() -> None:
+    envelope = _enriched(
+        {
+            "type": "identify",
+            "userId": "u",
+            "context": {"traits": {"email": "old@example.com", "plan": "pro"}},
+            "traits": {"email": "new@example.com"},
+        }
+    )
+    assert envelope.traits == {"email": "new@example.com", "plan": "pro"}
+    assert envelope.context["traits"] == {"email": "old@example.com", "plan": "pro"}
+    track = _enriched(
+        {"type": "track", "event": "E", "userId": "u", "context": {"traits": {"plan": "pro"}}}
+    )
+    assert track.traits == {}  # a track call's context.traits describe the user, set nothing
+
+
+def test_page_category_and_a_screen_named_in_event() -> None:
+    page = _enriched({"type": "page", "userId": "u", "name": "Pricing", "category": "Docs"})
+    assert page.properties == {"name": "Pricing", "category": "Docs"}
+    screen = _enriched({"type": "screen", "userId": "u", "event": "Checkout"})
+    assert (screen.event, screen.properties, screen.extra) == ("$screen", {"name": "Checkout"}, {})
+    both = _enriched({"type": "screen", "userId": "u", "event": "Cart", "name": "Basket"})
+    assert (both.properties["name"], both.extra) == ("Basket", {"event": "Cart"})
+
+
+def test_fields_of_other_calls_are_kept_in_extra() -> None:
+    track = _enriched({"type": "track", "event": "E", "userId": "u", "name": "n", "category": "c"})
+    assert (track.properties, track.extra) == ({}, {"name": "n", "category": "c"})
+    identify = _enriched({"type": "identify", "userId": "u", "event": "identify"})
+    assert identify.extra == {"event": "identify"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept"), [(IpPolicy.KEEP, "203.0.113.77"), (IpPolicy.TRUNCATE, "203.0.113.0")]
+)
+def test_the_context_ip_follows_the_ip_policy(policy: IpPolicy, kept: str) -> None:
+    raw = {"type": "track", "event": "E", "userId": "u", "context": {"ip": "203.0.113.77"}}
+    envelope = _enriched(raw, client_ip="198.51.100.1", ip_policy=policy)
+    assert (envelope.ip, envelope.context["ip"]) == (kept, kept)
+    dropped = _enriched(raw, client_ip="198.51.100.1", ip_policy=IpPolicy.DROP)
+    assert dropped.ip is None
+    assert "ip" not in dropped.context

@@ -83,11 +83,17 @@ fields: dict[str, st.SearchStrategy[Any]] = {
         json_values,
     ),
     "timestamp": dates,
+    "originalTimestamp": dates,
     "sentAt": dates,
+    "offset": st.one_of(st.integers(min_value=-(2**70), max_value=2**70), json_values),
     "messageId": ids,
     "name": st.one_of(st.text(max_size=210), json_values),
+    "category": st.one_of(st.text(max_size=210), json_values),
     "groupId": ids,
     "previousId": ids,
+    "writeKey": json_values,
+    "integrations": json_values,
+    "channel": json_values,
 }
 events = st.one_of(
     st.fixed_dictionaries(
@@ -121,6 +127,11 @@ def test_any_input_is_an_envelope_or_a_validation_error(
     )
     assert envelope.distinct_id in (incoming.user_id, incoming.anonymous_id)
     assert envelope.timestamp <= RECEIVED
+    assert "writeKey" not in envelope.extra
+    if isinstance(raw, dict):
+        for kept in ("integrations", "channel"):
+            if kept in raw:
+                assert envelope.extra[kept] == raw[kept]
     again = Envelope.model_validate_json(envelope.model_dump_json(by_alias=True))
     assert again == envelope
     options = {"batch_sent_at": batch_sent_at, "client_ip": client_ip, "ip_policy": ip_policy}
@@ -149,13 +160,20 @@ def assert_record_is_the_envelopes(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    timestamp=dates,
+    timestamp=st.none() | dates,
+    original=st.none() | dates,
     sent_at=dates,
+    offset=st.none() | st.floats(allow_nan=False, allow_infinity=False) | st.integers(),
     batch_sent_at=st.none() | st.datetimes(timezones=st.just(UTC)),
     call=st.sampled_from(list(EventType)),
 )
 def test_any_clock_skew_gives_an_envelope_or_a_validation_error(
-    timestamp: Any, sent_at: Any, batch_sent_at: datetime | None, call: EventType
+    timestamp: Any,
+    original: Any,
+    sent_at: Any,
+    offset: Any,
+    batch_sent_at: datetime | None,
+    call: EventType,
 ) -> None:
     raw = {
         "type": call.value,
@@ -164,7 +182,9 @@ def test_any_clock_skew_gives_an_envelope_or_a_validation_error(
         "previousId": "anon-7",
         "groupId": "acme",
         "timestamp": timestamp,
+        "originalTimestamp": original,
         "sentAt": sent_at,
+        "offset": offset,
     }
     try:
         incoming = IncomingEvent.model_validate(raw)

@@ -3,6 +3,8 @@
 * Segment's settings (``GET /v1/projects/{writeKey}/settings``), which analytics-next fetches
   from its CDN: pointed at the collector (``cdnURL``) it then posts here, with no hand-made
   settings.
+* RudderStack's source configuration (``GET /sourceConfig/``), which its JavaScript SDK reads
+  from ``configUrl`` before it sends: a source with no device-mode destinations.
 * The experiments' assignment definitions (``GET /v1/experiments/definitions``), what
   ``@sextant/browser`` and the Python SDK assign from.
 * PostHog's flags (``POST /flags/?v=2``, ``/decide/``) and remote config
@@ -128,6 +130,34 @@ class BrowserApi:
             scheme = request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
             host = request.headers.get("x-forwarded-host", host).split(",")[0].strip()
         return scheme, host
+
+    # --- RudderStack --------------------------------------------------------------------------
+
+    async def rudderstack_source_config(self, request: Request, call: Call) -> Response:
+        head = Head.of(request)
+        key = self.gate.header_key(head.get("authorization"), head.query)
+        writer = self.gate.admit(call, key, "header Authorization / query writeKey")
+        project = writer.project
+        return json_response(
+            {
+                "isHosted": False,
+                "source": {
+                    "id": project.id,
+                    "name": project.name,
+                    "workspaceId": project.id,
+                    "enabled": True,
+                    # The SDK would report its own errors and metrics to RudderStack: off.
+                    "config": {
+                        "statsCollection": {
+                            "errors": {"enabled": False},
+                            "metrics": {"enabled": False},
+                        }
+                    },
+                    "destinations": [],
+                },
+            },
+            headers={"Cache-Control": "public, max-age=60"},
+        )
 
     # --- Sextant's own SDKs -----------------------------------------------------------------
 
@@ -290,6 +320,22 @@ def build_browser_router(api: BrowserApi) -> APIRouter:
 
         return await api.run(request, work)
 
+    async def rudderstack_source_config(request: Request) -> Response:
+        return await api.run(request, api.rudderstack_source_config)
+
+    router.add_api_route(
+        "/sourceConfig/",
+        rudderstack_source_config,
+        methods=["GET"],
+        tags=["rudderstack"],
+        summary="RudderStack's source configuration (point the JavaScript SDK's configUrl at "
+        "the collector)",
+        description="Write key as the Basic username or `?writeKey=`.",
+    )
+    router.add_api_route(
+        "/sourceConfig", rudderstack_source_config, methods=["GET"], include_in_schema=False
+    )
+
     @router.get(
         "/v1/experiments/definitions",
         tags=["experiments"],
@@ -352,6 +398,8 @@ def build_browser_router(api: BrowserApi) -> APIRouter:
         "/v1/experiments/definitions",
         "/api/features/{client_key}",
         "/sub/{client_key}",
+        "/sourceConfig/",
+        "/sourceConfig",
     ):
         add_preflight(router, gate, path)
     return router

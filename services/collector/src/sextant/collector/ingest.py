@@ -116,6 +116,7 @@ class Ingestor:
         reasons: dict[str, int] = {}
         flagged = 0
         index = 0
+        extras = submission.extras
         try:
             for index, raw in enumerate(submission.events):
                 checked = check_event(
@@ -154,6 +155,7 @@ class Ingestor:
                     client_ip=client_ip,
                     ip_policy=project.ip_policy,
                     plan_violations=list(checked.violations) if checked.violations else None,
+                    extra=extras[index] if extras else None,
                 )
                 records.append(OutgoingRecord(self._raw_topic, key, value))
         except orjson.JSONEncodeError as error:

@@ -106,6 +106,9 @@ class Endpoints:
             compression=head.query.get("compression"),
         )
         submission = dialect(dialects.parse_json(body))
+        anonymous_id, sent_at = head.get("anonymousid"), head.get("sentat")
+        if anonymous_id or sent_at:
+            submission.apply_headers(anonymous_id, sent_at)
         if writer is None:
             writer = self.gate.admit(call, submission.write_key, "body writeKey / api_key")
         return await self.ingestor.ingest(

@@ -15,7 +15,13 @@ from pydantic_core import ErrorDetails
 
 from sextant.core.config_plane import ConfigState
 from sextant.schemas.config import TrackingPlan
-from sextant.schemas.events import EventType, FieldError, IncomingEvent, event_name
+from sextant.schemas.events import (
+    EventType,
+    FieldError,
+    IncomingEvent,
+    call_traits,
+    event_name,
+)
 
 _LEADING_FIELD = re.compile(r"^(?:Value error, )?([A-Za-z_$][A-Za-z0-9_$]*) ")
 _MODEL_FIELDS = {"userId", "anonymousId", "event", "groupId", "previousId", "messageId"}
@@ -123,7 +129,7 @@ class PlanCheck:
         checked_field = (
             "traits" if event.type in (EventType.IDENTIFY, EventType.GROUP) else "properties"
         )
-        document = getattr(event, checked_field)
+        document = call_traits(event) if checked_field == "traits" else event.properties
         return [
             FieldError(
                 field=".".join([checked_field, *(str(p) for p in error.absolute_path)]),

@@ -94,6 +94,8 @@ class Warehouse:
             # so a property keeps one type whatever its values look like (and parses faster).
             "input_format_try_infer_dates": 0,
             "input_format_try_infer_datetimes": 0,
+            # An object bound for a String column (events.extra) is stored as its JSON text.
+            "input_format_json_read_objects_as_strings": 1,
         }
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
