@@ -82,10 +82,40 @@ class ProducerUnavailable(Exception):  # noqa: N818 - the name says what a calle
     """
 
 
+class _Waiter:
+    """One :meth:`BatchingProducer.send` call: its future resolves once every batch its
+    records went into is acknowledged, or fails with the first that is not.
+
+    A future per call, rather than the callers awaiting the batches' own (shared) futures:
+    a caller that is cancelled then cancels only its own future, and one await costs a
+    third of ``asyncio.wait`` with a timeout (which set a timer per call).
+    """
+
+    __slots__ = ("future", "pending")
+
+    def __init__(self, future: asyncio.Future[None], pending: int) -> None:
+        self.future = future
+        self.pending = pending
+
+    def settle(self, error: BaseException | None) -> None:
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+            return
+        self.pending -= 1
+        if not self.pending:
+            self.future.set_result(None)
+
+
 @dataclass
 class _OpenBatch:
     builder: BatchBuilder
-    delivered: asyncio.Future[None]
+    waiters: list[_Waiter] = field(default_factory=list)
+    expiry: asyncio.TimerHandle | None = None
+    """Fails the waiters when Kafka has not acknowledged the batch by the deadline of the
+    first of them (one timer a batch, not one a call); a batch that stays open after it
+    fired gets a new one with its next waiter."""
     size: int = 0
 
 
@@ -196,7 +226,12 @@ class BatchingProducer:
         return self._buffered
 
     async def send(self, records: Sequence[OutgoingRecord], timeout_s: float) -> None:
-        """Write ``records``; return after Kafka acknowledged them all (see class contract)."""
+        """Write ``records``; return after Kafka acknowledged them all (see class contract).
+
+        The deadline is each batch's: a call whose records join a batch that an earlier call
+        is waiting on shares that call's deadline, so it may be answered "unavailable" up to
+        the time a batch stays open (a few milliseconds) sooner than ``timeout_s``.
+        """
         if not records:
             return
         deadline = time.monotonic() + timeout_s
@@ -205,15 +240,21 @@ class BatchingProducer:
         size = sum(len(r.key) + len(r.value) for r in records)
         if self._buffered + size > self._buffer_limit:
             raise ProducerUnavailable("the producer buffer is full: Kafka is not keeping up")
-        waits = {self._append(r) for r in records}
+        batches = {id(batch): batch for batch in (self._append(r) for r in records)}
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), len(batches))
+        for batch in batches.values():
+            batch.waiters.append(waiter)
+            if batch.expiry is None:  # a new batch, or one whose waiters were answered
+                batch.expiry = loop.call_later(timeout_s, self._expire, batch, timeout_s)
         self._buffered += size
         self._schedule_flush()
-        done, _ = await asyncio.wait(waits, timeout=max(0.0, deadline - time.monotonic()))
-        if len(done) < len(waits):
-            raise ProducerUnavailable(f"Kafka did not acknowledge within {timeout_s:g}s")
-        for future in done:
-            if future.exception() is not None:
-                raise ProducerUnavailable(f"Kafka refused the records: {future.exception()!r}")
+        try:
+            await waiter.future
+        except ProducerUnavailable:
+            raise
+        except Exception as error:
+            raise ProducerUnavailable(f"Kafka refused the records: {error!r}") from error
 
     async def partitions(self, topic: str, timeout_s: float) -> int:
         """How many partitions ``topic`` has (raises :class:`ProducerUnavailable`)."""
@@ -257,7 +298,7 @@ class BatchingProducer:
             self._partition_of[cache_key] = partition
         return partition
 
-    def _append(self, record: OutgoingRecord) -> asyncio.Future[None]:
+    def _append(self, record: OutgoingRecord) -> _OpenBatch:
         tp = (record.topic, self._partition(record.key, self._partitions[record.topic]))
         batch = self._open.get(tp)
         if batch is None:
@@ -268,13 +309,21 @@ class BatchingProducer:
             if batch.builder.append(timestamp=None, key=record.key, value=record.value) is None:
                 raise ValueError(f"a record of {len(record.value)} bytes exceeds the batch size")
         batch.size += len(record.key) + len(record.value)
-        return batch.delivered
+        return batch
 
     def _new_batch(self) -> _OpenBatch:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieve)
         builder = BatchBuilder(self._batch_bytes, self._compression_attrs, is_transactional=False)
-        return _OpenBatch(builder, future)
+        return _OpenBatch(builder)
+
+    def _expire(self, batch: _OpenBatch, timeout_s: float) -> None:
+        """The deadline passed: the waiters are answered; the batch itself still goes (or
+        is already in flight), and its records may yet be written (callers retry, consumers
+        deduplicate on ``messageId``)."""
+        batch.expiry = None
+        timeout = ProducerUnavailable(f"Kafka did not acknowledge within {timeout_s:g}s")
+        for waiter in batch.waiters:
+            waiter.settle(timeout)
+        batch.waiters.clear()
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
@@ -386,10 +435,11 @@ class BatchingProducer:
         self._buffered -= batch.size
         if not self._buffered:
             self._all_settled.set()
-        if batch.delivered.done():
-            return
-        if error is None:
-            batch.delivered.set_result(None)
-        else:
+        if batch.expiry is not None:
+            batch.expiry.cancel()
+            batch.expiry = None
+        if error is not None:
             log.warning("a batch was not written", error=repr(error))
-            batch.delivered.set_exception(error)
+        for waiter in batch.waiters:
+            waiter.settle(error)
+        batch.waiters.clear()
