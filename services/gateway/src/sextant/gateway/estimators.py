@@ -66,9 +66,11 @@ __all__ = [
     "compare_cuped",
     "compare_quantiles",
     "compare_ratio_cuped",
+    "cuped_effects",
     "cuped_theta",
     "mean_stats",
     "quantile_bound_levels",
+    "ratio_cuped_effects",
     "ratio_cuped_theta",
     "ratio_stats",
 ]
@@ -354,6 +356,20 @@ def _ratio_cuped_relative_variance(c: RatioCupedStats, t: RatioCupedStats, theta
     )
 
 
+def ratio_cuped_effects(
+    c: RatioCupedStats, t: RatioCupedStats, theta: float
+) -> tuple[Effect, Effect | None]:
+    """The absolute and relative lifts of the adjusted ratios at ``theta``."""
+    adj_c, adj_t = c.adjusted_ratio(theta), t.adjusted_ratio(theta)
+    v_c, v_t = c.variance(theta) / c.n, t.variance(theta) / t.n
+    df = welch_df(v_c, v_t, c.n, t.n)
+    absolute = Effect(adj_t - adj_c, math.sqrt(v_c + v_t), df)
+    if c.ratio == 0:
+        return absolute, None
+    variance = max(_ratio_cuped_relative_variance(c, t, theta), 0.0)
+    return absolute, Effect((adj_t - adj_c) / abs(c.ratio), math.sqrt(variance), df)
+
+
 def compare_ratio_cuped(
     control: SufficientStatistics,
     treatment: SufficientStatistics,
@@ -380,14 +396,8 @@ def compare_ratio_cuped(
         plain = compare_ratios(plain_c, plain_t, alpha, rho, prior, higher_is_better)
         adjustment = CupedAdjustment(0.0, c.ratio, t.ratio, unadjusted, unadjusted_relative)
         return _with_cuped(plain, adjustment)
+    absolute, relative = ratio_cuped_effects(c, t, theta)
     adj_c, adj_t = c.adjusted_ratio(theta), t.adjusted_ratio(theta)
-    v_c, v_t = c.variance(theta) / c.n, t.variance(theta) / t.n
-    df = welch_df(v_c, v_t, c.n, t.n)
-    absolute = Effect(adj_t - adj_c, math.sqrt(v_c + v_t), df)
-    relative = None
-    if c.ratio != 0:
-        variance = max(_ratio_cuped_relative_variance(c, t, theta), 0.0)
-        relative = Effect((adj_t - adj_c) / abs(c.ratio), math.sqrt(variance), df)
     adjustment = CupedAdjustment(theta, adj_c, adj_t, unadjusted, unadjusted_relative)
     return compare_effects(
         c.n,
