@@ -223,8 +223,8 @@ class ExperimentResults(BaseModel):
 @dataclass(frozen=True)
 class _Plan:
     """A metric as SQL: per-event columns (computed while scanning ``events``, so only the
-    properties a metric reads leave the scan) and per-unit aggregates of them, after the
-    exposure (``x``, ``y``) and over the look-back window before it (``x_pre``, ``y_pre``)."""
+    properties a metric reads leave the scan) and per-unit aggregates of them (``x``,
+    ``y``), after the exposure and, for CUPED, over the look-back window before it."""
 
     metric: MetricDefinition
     role: Literal["primary", "guardrail"]
@@ -237,25 +237,34 @@ class _Plan:
     y_pre: str
 
 
-_MULTI = "max(multi_variant) OR min(variation_id) != max(variation_id)"
+# Two variations of one unit: compared by a 64-bit hash of their ids (integers are several
+# times cheaper to compare than strings; two ids of one experiment sharing a hash is beyond
+# any practical chance).
+_MULTI = "max(multi_variant) OR min(cityHash64(variation_id)) != max(cityHash64(variation_id))"
 _POST = "e.timestamp >= u.exposed_at"
 
 
-def _units_sql(params: Params, project_id: str, experiment: str) -> str:
-    """One row per unit: its first exposure's variant and time, and whether it saw several
-    variants (flagged by the processor, or rows in two variants). Read from the base table:
-    every aggregate here is unchanged by duplicate rows, so no view is needed.
+def _units_sql(params: Params, project_id: str, experiment: Experiment, lookback: int) -> str:
+    """One row per unit: its first exposure's variant (1-based position in the experiment,
+    0: a variant it does not define) and time, the start of its look-back window (``since``,
+    the exposure itself without one), and whether it saw several variants (flagged by the
+    processor, or rows in two variants). Read from the base table: every aggregate here is
+    unchanged by duplicate rows, so no view is needed.
 
     Units are keyed by a 64-bit hash of their id (also on the events side): hash joins and
     groupings on integers are several times cheaper than on strings, and among a billion
     units the chance that any two share a hash is below 3 in 100,000.
     """
+    variants = params.add([v.id for v in experiment.variants], "Array(String)")
     return f"""
-        SELECT cityHash64(unit_id) AS unit, argMin(variation_id, timestamp) AS variant,
-               min(timestamp) AS exposed_at, {_MULTI} AS multi
+        SELECT cityHash64(unit_id) AS unit,
+               indexOf({variants}, argMin(variation_id, timestamp)) AS variant,
+               min(timestamp) AS exposed_at,
+               exposed_at - toIntervalDay({int(lookback)}) AS since,
+               {_MULTI} AS multi
         FROM exposures
         WHERE project_id = {params.add(project_id, "String")}
-          AND experiment = {params.add(experiment, "String")}
+          AND experiment = {params.add(experiment.id, "String")}
         GROUP BY unit
     """
 
@@ -282,56 +291,41 @@ def _number(params: Params, metric: MetricDefinition) -> str:
 
 
 def _per_unit(
-    params: Params, metric: MetricDefinition, prefix: str, windows: tuple[str | None, str | None]
-) -> tuple[dict[str, tuple[str, str]], tuple[str, str], tuple[str, str]]:
-    """Per-event columns of ``metric`` and its per-unit ``(x, y)`` after exposure and before.
-
-    ``windows`` are the conditions of the after and the before rows (``None``: every row,
-    for the after window when no look-back is read; for the before window, not read).
-    """
+    params: Params, metric: MetricDefinition, prefix: str, windows: tuple[str, ...]
+) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str]]]:
+    """Per-event columns of ``metric`` and its per-unit ``(x, y)`` over each window: the
+    rows a condition in ``windows`` selects among a unit's rows (``""``: all of them)."""
     kind = metric.metric_kind
     event = metric.event
     cond = filters_sql(params, metric.filters, "filters")
     hit, value, done = f"{prefix}_hit", f"{prefix}_value", f"{prefix}_done"
 
-    def summed(column: str, window: str | None) -> str:
-        return f"sum({column})" if window is None else f"sumIf({column}, {window})"
+    def total(column: str, window: str, function: str = "sum") -> str:
+        return f"{function}({column})" if not window else f"{function}If({column}, {window})"
 
-    def both(make: Any) -> tuple[tuple[str, str], tuple[str, str]]:
-        after, before = windows
-        absent = ("0", "0")
-        return make(after), (absent if before is None else make(before))
-
-    if kind is MetricKind.COUNT:
+    if kind in (MetricKind.COUNT, MetricKind.UNIQUE_USERS):
+        function = "sum" if kind is MetricKind.COUNT else "max"
         columns = {hit: (event, f"toUInt8({cond})")}
-        return columns, *both(lambda w: (f"toFloat64({summed(hit, w)})", "0"))
-    if kind is MetricKind.UNIQUE_USERS:
-        columns = {hit: (event, f"toUInt8({cond})")}
-
-        def did(w: str | None) -> tuple[str, str]:
-            return (f"toFloat64(max({hit}))" if w is None else f"toFloat64(maxIf({hit}, {w}))"), "0"
-
-        return columns, *both(did)
+        return columns, [(f"toFloat64({total(hit, w, function)})", "0") for w in windows]
     if kind is MetricKind.CONVERSION:
         assert metric.conversion_event is not None
         columns = {hit: (event, f"toUInt8({cond})"), done: (metric.conversion_event, "1")}
         seconds = int(metric.conversion_window_seconds)
-
-        def funnel(w: str | None) -> tuple[str, str]:
-            steps = f"{hit}, {done}" if w is None else f"{hit} AND {w}, {done} AND {w}"
+        found = []
+        for w in windows:
+            steps = f"{hit}, {done}" if not w else f"{hit} AND {w}, {done} AND {w}"
             level = f"windowFunnel({seconds})(toDateTime(timestamp), {steps})"
-            return f"toFloat64({level} >= 2)", f"toFloat64({level} >= 1)"
-
-        return columns, *both(funnel)
+            found.append((f"toFloat64({level} >= 2)", f"toFloat64({level} >= 1)"))
+        return columns, found
     number = _number(params, metric)
     if kind is MetricKind.SUM:
         columns = {value: (event, f"if({cond}, ifNull({number}, 0), 0)")}
-        return columns, *both(lambda w: (summed(value, w), "0"))
+        return columns, [(total(value, w), "0") for w in windows]
     columns = {
         hit: (event, f"toUInt8({cond} AND {number} IS NOT NULL)"),
         value: (event, f"if({cond}, ifNull({number}, 0), 0)"),
     }
-    return columns, *both(lambda w: (summed(value, w), f"toFloat64({summed(hit, w)})"))
+    return columns, [(total(value, w), f"toFloat64({total(hit, w)})") for w in windows]
 
 
 def _plan(
@@ -340,18 +334,22 @@ def _plan(
     denominator: MetricDefinition | None,
     role: Literal["primary", "guardrail"],
     i: int,
-    windows: tuple[str | None, str | None],
+    windows: tuple[str, ...],
 ) -> _Plan:
-    """Per-event columns and per-unit SQL for ``metric`` (see the module's table)."""
-    columns, (x, y), (x_pre, y_pre) = _per_unit(params, metric, f"m{i}", windows)
+    """Per-event columns and per-unit SQL for ``metric`` (see the module's table) over the
+    ``windows`` of :func:`_windows`: after the exposure, and before it for CUPED."""
+    columns, found = _per_unit(params, metric, f"m{i}", windows)
     if denominator is not None:
-        more, (y, _), (y_pre, _) = _per_unit(params, denominator, f"m{i}d", windows)
+        more, ratio = _per_unit(params, denominator, f"m{i}d", windows)
         columns |= more
+        found = [(x, y) for (x, _), (y, _) in zip(found, ratio, strict=True)]
         analysed: AnalysedAs = "ratio"
     elif metric.metric_kind in _RATIO_KINDS:
         analysed = "ratio"
     else:
         analysed = "proportion" if metric.metric_kind is MetricKind.UNIQUE_USERS else "mean"
+    (x, y), *pre = found
+    x_pre, y_pre = pre[0] if pre else ("0", "0")
     return _Plan(metric, role, analysed, columns, x, y, x_pre, y_pre)
 
 
@@ -430,49 +428,52 @@ def _sums_sql(i: int, plan: _Plan) -> str:
     return ", ".join(parts)
 
 
-def _windows(
-    params: Params, experiment: Experiment, lookback: int
-) -> tuple[tuple[str | None, str | None], str]:
-    """The conditions on an event row joined to its unit: after the exposure (inside the
-    experiment) and in the look-back window before it (``None``: no condition, or not read),
-    and the condition every row read meets."""
+def _windows(params: Params, experiment: Experiment, lookback: int) -> tuple[str, ...]:
+    """The conditions that select a unit's rows after its exposure (inside the experiment)
+    and, with a look-back window, in it before the exposure."""
+    after = _POST
+    if experiment.start is not None:
+        after += f" AND e.timestamp >= {params.add(_clamped(experiment.start), DATETIME)}"
     if not lookback:
-        return (None, None), _POST
-    since = f"e.timestamp >= u.exposed_at - toIntervalDay({int(lookback)})"
-    post = _POST
-    if experiment.start is not None:  # after exposure, and only inside the experiment
-        post += f" AND e.timestamp >= {params.add(_clamped(experiment.start), DATETIME)}"
-    return (f"({post})", f"(e.timestamp < u.exposed_at AND {since})"), since
+        return (f"({after})",)
+    return f"({after})", "(e.timestamp < u.exposed_at AND e.timestamp >= u.since)"
 
 
 def _metrics_sql(
-    params: Params,
-    project_id: str,
-    experiment: Experiment,
-    plans: list[_Plan],
-    lookback: int,
-    where: str,
+    params: Params, project_id: str, experiment: Experiment, plans: list[_Plan], lookback: int
 ) -> str:
+    """Per variant and multi-variant flag: the units and the sums of every plan
+    (:func:`_sums_sql`) over a unit's events after its exposure and, for CUPED, in the
+    look-back window before it.
+
+    One query counts the units and sums their metrics: every unit is on the right of the
+    join, so units without events keep a row (their aggregates are 0), and the units are
+    grouped from the exposures once per request rather than twice.
+    """
+    units = _units_sql(params, project_id, experiment, lookback)
+    if not plans:
+        return f"SELECT variant, multi, count() FROM ({units}) GROUP BY variant, multi"
     unit_column = _UNIT_COLUMNS[experiment.unit]
     bounds = _bounds(params, project_id, experiment, lookback)
     columns = [(name, spec) for p in plans for name, spec in p.columns.items()]
+    events = _events_sql(params, bounds, unit_column, columns)
+    sums = ", ".join(_sums_sql(i, p) for i, p in enumerate(plans))
     per_unit = ", ".join(
         f"{p.x} AS x{i}, {p.y} AS y{i}, {p.x_pre} AS xp{i}, {p.y_pre} AS yp{i}"
         for i, p in enumerate(plans)
     )
-    sums = ", ".join(_sums_sql(i, p) for i, p in enumerate(plans))
-    # Units have one row each, so a semi join is an inner join with a simpler hash table.
+    # A unit without events is joined to one row of defaults (timestamp 1970): kept, and
+    # outside every window. No WHERE may drop a unit's rows (a unit whose events all fall
+    # outside the windows must still be counted): the windows' conditions select them.
     return f"""
-        SELECT variant, {sums}
+        SELECT variant, multi, count(), {sums}
         FROM (
-            SELECT any(u.variant) AS variant, {per_unit}
-            FROM ({_events_sql(params, bounds, unit_column, columns)}) AS e
-            LEFT SEMI JOIN ({_analysed_units_sql(params, project_id, experiment)}) AS u
-                ON e.unit = u.unit
-            WHERE {where}
-            GROUP BY e.unit
+            SELECT any(u.variant) AS variant, any(u.multi) AS multi, {per_unit}
+            FROM ({events}) AS e
+            RIGHT JOIN ({units}) AS u ON e.unit = u.unit
+            GROUP BY u.unit
         )
-        GROUP BY variant
+        GROUP BY variant, multi
     """
 
 
@@ -823,45 +824,37 @@ def _error(metric: str, role: Literal["primary", "guardrail"], message: str) -> 
     )
 
 
-def _unit_counts(
-    gateway: Gateway, project_id: str, experiment: Experiment
-) -> tuple[dict[str, int], int]:
-    params = Params()
-    units_sql = _units_sql(params, project_id, experiment.id)
-    unit_rows = run_query(
-        gateway,
-        "experiment_units",
-        f"SELECT variant, multi, count() FROM ({units_sql}) GROUP BY variant, multi",
-        params,
-    )
-    counts: dict[str, int] = {}
-    multi_units = 0
-    for variant, multi, n in unit_rows:
-        if multi:
-            multi_units += int(n)
-        else:
-            counts[str(variant)] = counts.get(str(variant), 0) + int(n)
-    return counts, multi_units
+@dataclass
+class _Sums:
+    counts: dict[str, int]
+    """Analysed units (seen in one variant) per variant id."""
+    multi_units: int
+    per_plan: list[dict[str, SufficientStatistics]]
 
 
 def _sufficient_statistics(
     gateway: Gateway, project_id: str, experiment: Experiment, plans: list[_Plan], params: Params,
-    lookback: int, where: str, counts: dict[str, int],
-) -> list[dict[str, SufficientStatistics]]:  # fmt: skip
-    """Per plan, per variant id: the statistics of the variant's analysed units (``n`` from
-    the exposures, so units without events count with zeros)."""
+    lookback: int,
+) -> _Sums:  # fmt: skip
+    """The units per variant and, per plan and variant, the statistics of the variant's
+    analysed units (units without events count with zeros)."""
     variant_ids = [v.id for v in experiment.variants]
+    sql = _metrics_sql(params, project_id, experiment, plans, lookback)
+    rows = run_query(
+        gateway, "experiment_metrics", sql, params, FINAL_PER_PARTITION | {"join_use_nulls": 0}
+    )
+    counts: dict[str, int] = {}
+    multi_units = 0
     found: dict[str, list[float]] = {}
-    if plans:
-        sql = _metrics_sql(params, project_id, experiment, plans, lookback, where)
-        rows = run_query(gateway, "experiment_metrics", sql, params, FINAL_PER_PARTITION)
-        found = {
-            variant_ids[int(row[0]) - 1]: [float(v) for v in row[1:]]
-            for row in rows
-            if 0 < int(row[0]) <= len(variant_ids)
-        }
+    for row in rows:
+        position, multi, units = int(row[0]), bool(row[1]), int(row[2])
+        if multi:
+            multi_units += units
+        elif 0 < position <= len(variant_ids):
+            counts[variant_ids[position - 1]] = units
+            found[variant_ids[position - 1]] = [float(v) for v in row[3:]]
     width = len(MOMENT_FIELDS) + 1
-    result = []
+    per_plan = []
     for i in range(len(plans)):
         per_variant = {}
         for variant in variant_ids:
@@ -870,8 +863,8 @@ def _sufficient_statistics(
             per_variant[variant] = SufficientStatistics(
                 n=counts.get(variant, 0), units_with_pre=int(values[-1]), **moments
             )
-        result.append(per_variant)
-    return result
+        per_plan.append(per_variant)
+    return _Sums(counts, multi_units, per_plan)
 
 
 def experiment_results(
@@ -879,12 +872,7 @@ def experiment_results(
 ) -> ExperimentResults:
     """Results of ``experiment`` from the warehouse as it stands now (quantile metrics as of
     their last refresh, which the response states)."""
-    counts, multi_units = _unit_counts(gateway, project_id, experiment)
     variant_ids = [v.id for v in experiment.variants]
-    srm = stats.srm_check(
-        [counts.get(v, 0) for v in variant_ids], [v.weight for v in experiment.variants]
-    )
-
     roles: list[tuple[str, Literal["primary", "guardrail"]]] = []
     if experiment.primary_metric:
         roles.append((experiment.primary_metric, "primary"))
@@ -893,7 +881,7 @@ def experiment_results(
     ]
     lookback = experiment.cuped_lookback_days
     params = Params()
-    windows, where = _windows(params, experiment, lookback)
+    windows = _windows(params, experiment, lookback)
     plans: list[_Plan] = []
     quantile_metrics: list[tuple[MetricDefinition, Literal["primary", "guardrail"]]] = []
     order: list[tuple[str, int | None]] = []  # metric id, its plan (None: quantile or error)
@@ -924,12 +912,14 @@ def experiment_results(
             order.append((metric_id, len(plans)))
             plans.append(_plan(params, metric, denominator, role, len(plans), windows))
 
-    sums = _sufficient_statistics(
-        gateway, project_id, experiment, plans, params, lookback, where, counts
+    sums = _sufficient_statistics(gateway, project_id, experiment, plans, params, lookback)
+    counts, multi_units = sums.counts, sums.multi_units
+    srm = stats.srm_check(
+        [counts.get(v, 0) for v in variant_ids], [v.weight for v in experiment.variants]
     )
     analysed: dict[str, _Analysed] = {}
     for i, plan in enumerate(plans):
-        arms = [_Arm(v, sums[i][v]) for v in variant_ids]
+        arms = [_Arm(v, sums.per_plan[i][v]) for v in variant_ids]
         analysed[plan.metric.id] = _analyse(
             experiment, plan.metric, plan.role, plan.analysed_as, arms, None
         )
