@@ -568,20 +568,22 @@ def _clusters_sql(
 
 
 @dataclass(frozen=True)
-class _Quantiles:
+class Quantiles:
     """A quantile metric's statistics per variant, as computed at ``computed_at``."""
 
     computed_at: datetime
     per_variant: dict[str, estimators.QuantileStats]
 
 
-def _compute_quantiles(
+def compute_quantiles(
     gateway: Gateway,
     project_id: str,
     experiment: Experiment,
     metric: MetricDefinition,
     counts: dict[str, int],
-) -> _Quantiles:
+) -> Quantiles:
+    """A ``percentiles`` metric's quantile statistics per variant, from the events table now
+    (``counts``: the analysed units per variant, the clusters of event quantiles)."""
     variant_ids = [v.id for v in experiment.variants]
     params = Params()
     rows = run_query(
@@ -612,7 +614,7 @@ def _compute_quantiles(
         per_variant[variant] = estimators.QuantileStats(
             n, n, metric.quantile, float(estimate), float(lower), float(upper), *extra
         )
-    return _Quantiles(datetime.now(UTC), per_variant)
+    return Quantiles(datetime.now(UTC), per_variant)
 
 
 def _quantiles(
@@ -621,12 +623,12 @@ def _quantiles(
     experiment: Experiment,
     metric: MetricDefinition,
     counts: dict[str, int],
-) -> _Quantiles:
+) -> Quantiles:
     """The cached quantiles of ``metric``, recomputed once they are older than
     ``experiment_quantile_refresh_seconds`` (at once when a definition changes)."""
     key = (project_id, experiment.model_dump_json(), metric.model_dump_json())
     return gateway.quantile_cache.get(
-        key, lambda: _compute_quantiles(gateway, project_id, experiment, metric, counts)
+        key, lambda: compute_quantiles(gateway, project_id, experiment, metric, counts)
     )
 
 
