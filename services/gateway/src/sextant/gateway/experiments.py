@@ -269,14 +269,18 @@ def _units_sql(params: Params, project_id: str, experiment: Experiment, lookback
     """
 
 
-def _analysed_units_sql(params: Params, project_id: str, experiment: Experiment) -> str:
+def _analysed_units_sql(
+    params: Params, project_id: str, experiment: Experiment, lookback: int = 0
+) -> str:
     """The units the analysis keeps (seen in one variant), their variant as its 1-based
-    position in the experiment (0: a variant it does not define), and exposure time."""
+    position in the experiment (0: a variant it does not define), exposure time and the
+    start of its look-back window (``since``: the exposure itself without one)."""
     variants = params.add([v.id for v in experiment.variants], "Array(String)")
     return f"""
         SELECT cityHash64(unit_id) AS unit,
                indexOf({variants}, argMin(variation_id, timestamp)) AS variant,
-               min(timestamp) AS exposed_at
+               min(timestamp) AS exposed_at,
+               exposed_at - toIntervalDay({int(lookback)}) AS since
         FROM exposures
         WHERE project_id = {params.add(project_id, "String")}
           AND experiment = {params.add(experiment.id, "String")}
@@ -442,38 +446,31 @@ def _windows(params: Params, experiment: Experiment, lookback: int) -> tuple[str
 def _metrics_sql(
     params: Params, project_id: str, experiment: Experiment, plans: list[_Plan], lookback: int
 ) -> str:
-    """Per variant and multi-variant flag: the units and the sums of every plan
-    (:func:`_sums_sql`) over a unit's events after its exposure and, for CUPED, in the
-    look-back window before it.
-
-    One query counts the units and sums their metrics: every unit is on the right of the
-    join, so units without events keep a row (their aggregates are 0), and the units are
-    grouped from the exposures once per request rather than twice.
-    """
-    units = _units_sql(params, project_id, experiment, lookback)
-    if not plans:
-        return f"SELECT variant, multi, count() FROM ({units}) GROUP BY variant, multi"
+    """Per variant: the sums of every plan (:func:`_sums_sql`) over a unit's events after its
+    exposure and, for CUPED, in the look-back window before it (from ``u.since``)."""
     unit_column = _UNIT_COLUMNS[experiment.unit]
     bounds = _bounds(params, project_id, experiment, lookback)
     columns = [(name, spec) for p in plans for name, spec in p.columns.items()]
     events = _events_sql(params, bounds, unit_column, columns)
+    units = _analysed_units_sql(params, project_id, experiment, lookback)
     sums = ", ".join(_sums_sql(i, p) for i, p in enumerate(plans))
     per_unit = ", ".join(
         f"{p.x} AS x{i}, {p.y} AS y{i}, {p.x_pre} AS xp{i}, {p.y_pre} AS yp{i}"
         for i, p in enumerate(plans)
     )
-    # A unit without events is joined to one row of defaults (timestamp 1970): kept, and
-    # outside every window. No WHERE may drop a unit's rows (a unit whose events all fall
-    # outside the windows must still be counted): the windows' conditions select them.
+    # Units have one row each, so a semi join is an inner join with a simpler hash table.
+    # Units without events have no row here: they count with zeros (``n`` comes from the
+    # units query).
     return f"""
-        SELECT variant, multi, count(), {sums}
+        SELECT variant, {sums}
         FROM (
-            SELECT any(u.variant) AS variant, any(u.multi) AS multi, {per_unit}
+            SELECT any(u.variant) AS variant, {per_unit}
             FROM ({events}) AS e
-            RIGHT JOIN ({units}) AS u ON e.unit = u.unit
-            GROUP BY u.unit
+            LEFT SEMI JOIN ({units}) AS u ON e.unit = u.unit
+            WHERE e.timestamp >= u.since
+            GROUP BY e.unit
         )
-        GROUP BY variant, multi
+        GROUP BY variant
     """
 
 
@@ -839,22 +836,32 @@ def _sufficient_statistics(
     lookback: int,
 ) -> _Sums:  # fmt: skip
     """The units per variant and, per plan and variant, the statistics of the variant's
-    analysed units (units without events count with zeros)."""
+    analysed units (``n`` from the exposures: units without events count with zeros)."""
     variant_ids = [v.id for v in experiment.variants]
-    sql = _metrics_sql(params, project_id, experiment, plans, lookback)
-    rows = run_query(
-        gateway, "experiment_metrics", sql, params, FINAL_PER_PARTITION | {"join_use_nulls": 0}
+    unit_params = Params()
+    units = _units_sql(unit_params, project_id, experiment, lookback)
+    unit_rows = run_query(
+        gateway,
+        "experiment_units",
+        f"SELECT variant, multi, count() FROM ({units}) GROUP BY variant, multi",
+        unit_params,
     )
     counts: dict[str, int] = {}
     multi_units = 0
-    found: dict[str, list[float]] = {}
-    for row in rows:
-        position, multi, units = int(row[0]), bool(row[1]), int(row[2])
+    for position, multi, n in unit_rows:
         if multi:
-            multi_units += units
-        elif 0 < position <= len(variant_ids):
-            counts[variant_ids[position - 1]] = units
-            found[variant_ids[position - 1]] = [float(v) for v in row[3:]]
+            multi_units += int(n)
+        elif 0 < int(position) <= len(variant_ids):
+            counts[variant_ids[int(position) - 1]] = int(n)
+    found: dict[str, list[float]] = {}
+    if plans:
+        sql = _metrics_sql(params, project_id, experiment, plans, lookback)
+        rows = run_query(gateway, "experiment_metrics", sql, params, FINAL_PER_PARTITION)
+        found = {
+            variant_ids[int(row[0]) - 1]: [float(v) for v in row[1:]]
+            for row in rows
+            if 0 < int(row[0]) <= len(variant_ids)
+        }
     width = len(MOMENT_FIELDS) + 1
     per_plan = []
     for i in range(len(plans)):
