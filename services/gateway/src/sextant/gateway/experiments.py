@@ -434,13 +434,14 @@ def _sums_sql(i: int, plan: _Plan) -> str:
 
 def _windows(params: Params, experiment: Experiment, lookback: int) -> tuple[str, ...]:
     """The conditions that select a unit's rows after its exposure (inside the experiment)
-    and, with a look-back window, in it before the exposure."""
+    and, with a look-back window, in it before the exposure. Without one every row read is
+    after the exposure and inside the experiment: no condition (``""``)."""
+    if not lookback:
+        return ("",)
     after = _POST
     if experiment.start is not None:
         after += f" AND e.timestamp >= {params.add(_clamped(experiment.start), DATETIME)}"
-    if not lookback:
-        return (f"({after})",)
-    return f"({after})", "(e.timestamp < u.exposed_at AND e.timestamp >= u.since)"
+    return f"({after})", "(e.timestamp < u.exposed_at)"
 
 
 def _metrics_sql(
