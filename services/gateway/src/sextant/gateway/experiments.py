@@ -244,10 +244,9 @@ _MULTI = "max(multi_variant) OR min(cityHash64(variation_id)) != max(cityHash64(
 _POST = "e.timestamp >= u.exposed_at"
 
 
-def _units_sql(params: Params, project_id: str, experiment: Experiment, lookback: int) -> str:
+def _units_sql(params: Params, project_id: str, experiment: Experiment) -> str:
     """One row per unit: its first exposure's variant (1-based position in the experiment,
-    0: a variant it does not define) and time, the start of its look-back window (``since``,
-    the exposure itself without one), and whether it saw several variants (flagged by the
+    0: a variant it does not define) and whether it saw several variants (flagged by the
     processor, or rows in two variants). Read from the base table: every aggregate here is
     unchanged by duplicate rows, so no view is needed.
 
@@ -259,8 +258,6 @@ def _units_sql(params: Params, project_id: str, experiment: Experiment, lookback
     return f"""
         SELECT cityHash64(unit_id) AS unit,
                indexOf({variants}, argMin(variation_id, timestamp)) AS variant,
-               min(timestamp) AS exposed_at,
-               exposed_at - toIntervalDay({int(lookback)}) AS since,
                {_MULTI} AS multi
         FROM exposures
         WHERE project_id = {params.add(project_id, "String")}
@@ -840,7 +837,7 @@ def _sufficient_statistics(
     analysed units (``n`` from the exposures: units without events count with zeros)."""
     variant_ids = [v.id for v in experiment.variants]
     unit_params = Params()
-    units = _units_sql(unit_params, project_id, experiment, lookback)
+    units = _units_sql(unit_params, project_id, experiment)
     unit_rows = run_query(
         gateway,
         "experiment_units",
