@@ -59,6 +59,7 @@ def experiment(key: str, **overrides: Any) -> Experiment:
         "min_sample_per_variant": 20,
         "start": T0 - timedelta(days=1),
         "stop": T0 + timedelta(days=10),
+        "cuped_lookback_days": 0,
     }
     return Experiment(**(fields | overrides))
 

@@ -31,6 +31,7 @@ from sextant.schemas.experiments import NamespaceRange as NamespaceRange
 from sextant.schemas.experiments import Variant as Variant
 from sextant.schemas.origins import check_pattern
 from sextant.schemas.records import AlertState
+from sextant.schemas.statistics import EffectPrior
 
 PROPERTY_NAME = r"^[A-Za-z_$][A-Za-z0-9_$.\- ]{0,127}$"
 PROPERTY_PATTERN = re.compile(PROPERTY_NAME)
@@ -219,6 +220,20 @@ class MetricDefinition(_Document):
     filters: list[PropertyFilter] = Field(default_factory=list)
     breakdown: PropertyName | None = None
     breakdown_limit: int = Field(default=10, ge=1, le=100)
+    # How experiments judge the metric (the live windows do not read these).
+    denominator_metric: Identifier | None = None
+    """Makes a ratio metric of a ``count``, ``sum`` or ``unique_users`` metric: its per-unit
+    value over the per-unit value of this other metric (of one of those kinds), e.g. revenue
+    per order; experiments compare Σ numerator / Σ denominator with the delta method."""
+    quantile: float = Field(default=0.5, gt=0, lt=1)
+    """The quantile experiments compare for a ``percentiles`` metric (0.9 for p90)."""
+    quantile_scope: Literal["event", "unit"] = "event"
+    """``event``: the quantile of the property over events (variance clustered by unit);
+    ``unit``: over the units' totals of the property."""
+    higher_is_better: bool = True
+    """Which direction of the metric is a win (verdicts, chance to win, risk)."""
+    prior: EffectPrior | None = None
+    """A proper Gaussian prior on the relative lift for the Bayesian read-out; ``None``: flat."""
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> MetricDefinition:
@@ -227,7 +242,16 @@ class MetricDefinition(_Document):
             raise ValueError(f"a {self.metric_kind.value} metric needs 'property'")
         if self.metric_kind is MetricKind.CONVERSION and self.conversion_event is None:
             raise ValueError("a conversion metric needs 'conversion_event'")
+        if self.denominator_metric is not None:
+            if self.metric_kind not in RATIO_PARTS:
+                raise ValueError("only a count, sum or unique_users metric has a denominator")
+            if self.denominator_metric == self.id:
+                raise ValueError("a metric cannot be its own denominator")
         return self
+
+
+RATIO_PARTS = (MetricKind.COUNT, MetricKind.SUM, MetricKind.UNIQUE_USERS)
+"""The kinds that may be a ratio metric's numerator or denominator (one value per unit)."""
 
 
 class Experiment(ExperimentDefinition, _Document):
@@ -244,6 +268,10 @@ class Experiment(ExperimentDefinition, _Document):
     """The project's global holdout: its first variant is the held-out group (its weight is
     the share held out), which sees every feature created from ``start`` on at its default
     value; the second is everyone else. Its results are those of any experiment."""
+
+    cuped_lookback_days: int = Field(default=14, ge=0, le=365)
+    """CUPED: each unit's same metric over this many days before its first exposure is the
+    covariate of a regression adjustment; 0 turns the adjustment off."""
 
     @model_validator(mode="after")
     def _holdout_shape(self) -> Experiment:

@@ -16,6 +16,7 @@ from sextant.core.config_plane import ConfigFollower, ConfigPublisher, ConfigSta
 from sextant.core.logging import get_logger
 from sextant.core.secrets import MissingSecretKey, SecretBox, UnreadableSecret, seal_secrets
 from sextant.core.warehouse import Warehouse, connect
+from sextant.gateway.cache import TimedCache
 from sextant.gateway.problems import ProblemError
 from sextant.gateway.settings import GatewaySettings
 from sextant.schemas.config import ConfigDocument
@@ -45,6 +46,8 @@ class Gateway:
         self._publisher: ConfigPublisher | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition()
+        self.quantile_cache = TimedCache(settings.experiment_quantile_refresh_seconds)
+        """Experiment quantile metrics: recomputed from the events table on a schedule."""
         self.state.subscribe(self._on_config_change)
 
     def warehouse(self) -> Warehouse:

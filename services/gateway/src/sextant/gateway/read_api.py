@@ -285,6 +285,7 @@ _RESULTS_EXAMPLE: dict[str, Any] = {
     "computed_at": "2025-03-08T12:00:00Z",
     "correction": "holm",
     "alpha": 0.05,
+    "cuped_lookback_days": 14,
     "variants": [
         {"id": "control", "name": "", "weight": 0.5, "units": 5012},
         {"id": "one-page", "name": "", "weight": 0.5, "units": 4988},
@@ -297,6 +298,20 @@ _RESULTS_EXAMPLE: dict[str, Any] = {
             "role": "primary",
             "metric_kind": "conversion",
             "analysed_as": "ratio",
+            "method": {
+                "test": "delta_method_t",
+                "relative": "delta_method",
+                "variance_reduction": "cuped_ratio",
+                "lookback_days": 14,
+                "sequential": "asymptotic_confidence_sequence",
+                "sequential_rho": 0.0282,
+                "correction": "holm",
+                "bayesian": "gaussian_effect",
+                "prior": {"kind": "flat", "mean": None, "stddev": None, "scale": "relative"},
+                "higher_is_better": True,
+                "documentation": "docs/experiment-statistics.md",
+            },
+            "quantile": None,
             "variants": [
                 {
                     "variant": "control",
@@ -305,6 +320,9 @@ _RESULTS_EXAMPLE: dict[str, Any] = {
                     "variance": None,
                     "numerator": 612.0,
                     "denominator": 2033.0,
+                    "pre_mean": 0.288,
+                    "units_with_pre": 1406,
+                    "quantile": None,
                 },
                 {
                     "variant": "one-page",
@@ -313,6 +331,9 @@ _RESULTS_EXAMPLE: dict[str, Any] = {
                     "variance": None,
                     "numerator": 688.0,
                     "denominator": 2012.0,
+                    "pre_mean": 0.291,
+                    "units_with_pre": 1391,
+                    "quantile": None,
                 },
             ],
             "comparisons": [
@@ -321,11 +342,13 @@ _RESULTS_EXAMPLE: dict[str, Any] = {
                     "control": "control",
                     "absolute": {
                         "estimate": 0.041,
+                        "se": 0.0148,
                         "ci": {"low": 0.012, "high": 0.070},
                         "p_value": 0.0055,
                     },
                     "relative": {
                         "estimate": 0.136,
+                        "se": 0.051,
                         "ci": {"low": 0.036, "high": 0.236},
                         "p_value": 0.0077,
                     },
@@ -333,6 +356,37 @@ _RESULTS_EXAMPLE: dict[str, Any] = {
                     "always_valid_relative": {"low": 0.005, "high": 0.267},
                     "always_valid_p_value": 0.031,
                     "adjusted_p_value": 0.031,
+                    "bayesian": {
+                        "absolute": {
+                            "expected": 0.041,
+                            "credible_interval": {"low": 0.012, "high": 0.070},
+                            "chance_to_win": 0.997,
+                            "risk": {"treatment": 0.00002, "control": 0.041},
+                        },
+                        "relative": {
+                            "expected": 0.136,
+                            "credible_interval": {"low": 0.036, "high": 0.236},
+                            "chance_to_win": 0.996,
+                            "risk": {"treatment": 0.00008, "control": 0.136},
+                        },
+                    },
+                    "cuped": {
+                        "theta": 0.41,
+                        "control_adjusted": 0.183,
+                        "treatment_adjusted": 0.224,
+                        "unadjusted_absolute": {
+                            "estimate": 0.043,
+                            "se": 0.0162,
+                            "ci": {"low": 0.011, "high": 0.075},
+                            "p_value": 0.008,
+                        },
+                        "unadjusted_relative": {
+                            "estimate": 0.143,
+                            "se": 0.056,
+                            "ci": {"low": 0.033, "high": 0.253},
+                            "p_value": 0.011,
+                        },
+                    },
                     "verdict": "win",
                 }
             ],

@@ -30,3 +30,6 @@ class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection, SecretsSe
     """How often experiment guardrail and SRM rules are judged against live results."""
     ramp_interval_seconds: float = Field(default=15.0, gt=0)
     """How often rollout ramps are checked and raised to the step in force."""
+    experiment_quantile_refresh_seconds: float = Field(default=300.0, gt=0)
+    """How long an experiment's quantile metrics (computed from the events table, which has
+    no sufficient statistics for them) are kept before they are computed again."""

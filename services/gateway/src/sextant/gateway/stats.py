@@ -10,11 +10,19 @@ Methods
 * Absolute lift ``mean_t - mean_c``: Welch's unequal-variance t-test, with the
   Welch-Satterthwaite degrees of freedom (identical to
   ``scipy.stats.ttest_ind(equal_var=False)``).
-* Relative lift ``mean_t / mean_c - 1``: delta method on the two independent
-  means, interval and test on Welch's degrees of freedom.
+* Relative lift ``(mean_t - mean_c) / |mean_c|``: delta method on the two
+  independent means, interval and test on Welch's degrees of freedom (the
+  absolute value keeps the sign of the lift when the baseline is negative, as
+  GrowthBook does).
 * Ratio metrics ``sum(numerator) / sum(denominator)`` per variant (e.g. revenue
-  per session when units are users): delta-method variance of each ratio,
-  normal intervals for the absolute and relative lifts.
+  per session when units are users): delta-method variance of each ratio, t
+  intervals on the Welch-Satterthwaite degrees of freedom of the two ratio
+  variances (as GrowthBook's gbstats).
+* CUPED, ratio CUPED and quantile metrics: :mod:`sextant.gateway.estimators`.
+* Bayesian read-out (:func:`bayesian`): GrowthBook's Gaussian effect model; the
+  posterior of the lift from its estimate and standard error and a flat or a
+  proper Gaussian prior: chance to win, risk (expected loss) and credible
+  interval.
 * Always-valid 95 % interval: the asymptotic confidence sequence of
   Waudby-Smith, Arbour, Sinha, Kennedy and Ramdas, "Time-uniform central limit
   theory and asymptotic confidence sequences" (2021, arXiv:2103.06476): the
@@ -44,28 +52,39 @@ from scipy import special
 
 __all__ = [
     "DEFAULT_RHO",
+    "Bayesian",
     "Comparison",
     "Correction",
+    "CupedAdjustment",
+    "Effect",
     "Estimate",
+    "GaussianPrior",
     "Interval",
     "MeanStats",
     "RatioStats",
     "SrmResult",
     "Verdict",
+    "absolute_effect",
     "adjust_p_values",
     "always_valid_p_value",
+    "bayesian",
     "benjamini_hochberg",
+    "compare_effects",
     "compare_means",
     "compare_ratios",
     "confidence_sequence",
     "decide",
+    "fixed_test",
     "holm",
     "ratio_lift",
     "ratio_relative_lift",
+    "relative_effect",
     "relative_lift",
     "rho_for_sample_size",
+    "scaled_prior",
     "srm_check",
     "verdict",
+    "welch_df",
     "welch_test",
 ]
 
@@ -84,12 +103,15 @@ class MeanStats:
     """Sufficient statistics of a per-unit value ``x`` in one variant.
 
     ``n`` units, ``sum`` = Σx, ``sum_sq`` = Σx². For a conversion metric x is
-    0 or 1, so ``sum == sum_sq``.
+    0 or 1, so ``sum == sum_sq``. ``ddof`` is the variance's delta degrees of
+    freedom: 1 (the sample variance, as scipy's Welch test) everywhere in
+    Sextant; 0 gives GrowthBook's binomial ``p (1 - p)``.
     """
 
     n: int
     sum: float
     sum_sq: float
+    ddof: int = 1
 
     def __post_init__(self) -> None:
         if self.n < 0 or self.sum_sq < 0:
@@ -102,8 +124,8 @@ class MeanStats:
 
     @property
     def variance(self) -> float:
-        """Unbiased sample variance (ddof = 1, requires ``n >= 2``), never negative."""
-        return max(self.sum_sq - self.sum * self.mean, 0.0) / (self.n - 1)
+        """Sample variance (``ddof``; requires ``n >= 2``), never negative."""
+        return max(self.sum_sq - self.sum * self.mean, 0.0) / (self.n - self.ddof)
 
     @property
     def variance_of_mean(self) -> float:
@@ -183,12 +205,78 @@ class Estimate:
 
 
 @dataclass(frozen=True, slots=True)
+class Effect:
+    """A lift, its standard error and the degrees of freedom of its t reference.
+
+    What every kind of metric reduces to (GrowthBook's "effect moments"): the
+    fixed-horizon test, the always-valid interval and the Bayesian posterior are
+    all computed from it.
+    """
+
+    estimate: float
+    se: float
+    df: float
+
+
+@dataclass(frozen=True, slots=True)
+class GaussianPrior:
+    """A proper Gaussian prior ``N(mean, variance)`` on the relative lift."""
+
+    mean: float
+    variance: float
+
+    def __post_init__(self) -> None:
+        if not self.variance > 0:
+            raise ValueError("a prior's variance must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Bayesian:
+    """The Gaussian posterior of a lift and what a team reads from it.
+
+    ``chance_to_win``: posterior probability that the treatment is better (in
+    the metric's good direction). ``risk``: expected loss, in the lift's own
+    unit, of shipping the treatment, ``E[max(-δ, 0)]`` for a metric where
+    higher is better; ``risk_control`` the same for keeping the control.
+    ``ci``: the equal-tailed ``1 - alpha`` credible interval.
+    """
+
+    mean: float
+    sd: float
+    ci: Interval
+    chance_to_win: float
+    risk: float
+    risk_control: float
+
+
+@dataclass(frozen=True, slots=True)
+class CupedAdjustment:
+    """How the regression adjustment (CUPED) was applied to one comparison.
+
+    ``theta`` is pooled across both variants; ``control_mean`` and
+    ``treatment_mean`` are the adjusted means (the adjusted ratios for a ratio
+    metric); ``unadjusted`` and ``unadjusted_relative`` are the read-outs
+    without adjustment, for reference. ``theta == 0`` means the adjustment was
+    not possible (no variance before or after exposure) and the read-out is
+    the unadjusted one.
+    """
+
+    theta: float
+    control_mean: float
+    treatment_mean: float
+    unadjusted: Estimate
+    unadjusted_relative: Estimate
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
     """One metric, treatment against control.
 
     ``sequential`` and ``sequential_relative`` are always-valid intervals for
     the absolute and relative lift; ``sequential_p_value`` is the matching
-    always-valid p-value for "no difference".
+    always-valid p-value for "no difference". ``bayesian`` and
+    ``bayesian_relative`` are the posterior read-outs of the same lifts;
+    ``cuped`` says how the regression adjustment was applied, if it was.
     """
 
     control_units: int
@@ -198,6 +286,9 @@ class Comparison:
     sequential: Interval
     sequential_relative: Interval
     sequential_p_value: float
+    bayesian: Bayesian | None = None
+    bayesian_relative: Bayesian | None = None
+    cuped: CupedAdjustment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +337,9 @@ def _undefined() -> Estimate:
     return Estimate(nan, nan, nan, nan, nan, Interval(nan, nan))
 
 
-def _welch_df(var_c: float, var_t: float, n_c: int, n_t: int) -> float:
-    """Welch-Satterthwaite degrees of freedom from the variances of the two means."""
+def welch_df(var_c: float, var_t: float, n_c: int, n_t: int) -> float:
+    """Welch-Satterthwaite degrees of freedom from the variances of the two means
+    (``inf`` when both are 0)."""
     denominator = var_c**2 / (n_c - 1) + var_t**2 / (n_t - 1)
     return (var_c + var_t) ** 2 / denominator if denominator > 0 else math.inf
 
@@ -265,51 +357,80 @@ def welch_test(control: MeanStats, treatment: MeanStats, alpha: float = 0.05) ->
     """
     _require_units(control.n, treatment.n)
     var_c, var_t = control.variance_of_mean, treatment.variance_of_mean
-    df = _welch_df(var_c, var_t, control.n, treatment.n)
+    df = welch_df(var_c, var_t, control.n, treatment.n)
     return _estimate(treatment.mean - control.mean, math.sqrt(var_c + var_t), df, alpha)
 
 
 def _relative_se(mean_c: float, mean_t: float, var_c: float, var_t: float) -> float:
-    """Delta-method s.e. of ``mean_t / mean_c - 1`` for independent means."""
+    """Delta-method s.e. of ``(mean_t - mean_c) / |mean_c|`` for independent means."""
     return math.sqrt(var_t / mean_c**2 + mean_t**2 * var_c / mean_c**4)
 
 
+def absolute_effect(
+    mean_c: float, mean_t: float, var_c: float, var_t: float, n_c: int, n_t: int
+) -> Effect:
+    """``mean_t - mean_c`` of two independent estimates with variances ``var_*``.
+
+    Welch-Satterthwaite degrees of freedom (``n_*`` the sample sizes).
+    """
+    return Effect(mean_t - mean_c, math.sqrt(var_c + var_t), welch_df(var_c, var_t, n_c, n_t))
+
+
+def relative_effect(
+    mean_c: float, mean_t: float, var_c: float, var_t: float, n_c: int, n_t: int
+) -> Effect | None:
+    """``(mean_t - mean_c) / |mean_c|`` by the delta method; ``None`` when ``mean_c == 0``.
+
+    Variance ``v_t / m_c² + m_t² v_c / m_c⁴``, degrees of freedom as the absolute lift.
+    """
+    if mean_c == 0:
+        return None
+    return Effect(
+        (mean_t - mean_c) / abs(mean_c),
+        _relative_se(mean_c, mean_t, var_c, var_t),
+        welch_df(var_c, var_t, n_c, n_t),
+    )
+
+
+def fixed_test(effect: Effect | None, alpha: float) -> Estimate:
+    """The two-sided t test and ``1 - alpha`` interval of ``effect`` (NaN if ``None``)."""
+    if effect is None:
+        return _undefined()
+    return _estimate(effect.estimate, effect.se, effect.df, alpha)
+
+
 def relative_lift(control: MeanStats, treatment: MeanStats, alpha: float = 0.05) -> Estimate:
-    """Relative lift ``mean_t / mean_c - 1`` with a delta-method interval.
+    """Relative lift ``(mean_t - mean_c) / |mean_c|`` with a delta-method interval.
 
     Variance ``v_t / m_c² + m_t² v_c / m_c⁴`` (``v`` the variances of the
     means); the interval and test use Welch's degrees of freedom. All fields
     are NaN when the control mean is zero (the lift is undefined).
     """
     _require_units(control.n, treatment.n)
-    if control.mean == 0:
-        return _undefined()
     var_c, var_t = control.variance_of_mean, treatment.variance_of_mean
-    se = _relative_se(control.mean, treatment.mean, var_c, var_t)
-    df = _welch_df(var_c, var_t, control.n, treatment.n)
-    return _estimate(treatment.mean / control.mean - 1, se, df, alpha)
+    args = (control.mean, treatment.mean, var_c, var_t, control.n, treatment.n)
+    return fixed_test(relative_effect(*args), alpha)
 
 
 def ratio_lift(control: RatioStats, treatment: RatioStats, alpha: float = 0.05) -> Estimate:
-    """Absolute lift ``R_t - R_c`` of a ratio metric, delta method, normal interval."""
+    """Absolute lift ``R_t - R_c`` of a ratio metric, delta method, Welch t interval."""
     _require_units(control.n, treatment.n)
-    se = math.sqrt(control.variance_of_ratio + treatment.variance_of_ratio)
-    return _estimate(treatment.ratio - control.ratio, se, math.inf, alpha)
+    var_c, var_t = control.variance_of_ratio, treatment.variance_of_ratio
+    args = (control.ratio, treatment.ratio, var_c, var_t, control.n, treatment.n)
+    return fixed_test(absolute_effect(*args), alpha)
 
 
 def ratio_relative_lift(
     control: RatioStats, treatment: RatioStats, alpha: float = 0.05
 ) -> Estimate:
-    """Relative lift ``R_t / R_c - 1`` of a ratio metric, delta method, normal interval.
+    """Relative lift ``(R_t - R_c) / |R_c|`` of a ratio metric, delta method, Welch t interval.
 
     All fields are NaN when the control ratio is zero (the lift is undefined).
     """
     _require_units(control.n, treatment.n)
-    if control.ratio == 0:
-        return _undefined()
     var_c, var_t = control.variance_of_ratio, treatment.variance_of_ratio
-    se = _relative_se(control.ratio, treatment.ratio, var_c, var_t)
-    return _estimate(treatment.ratio / control.ratio - 1, se, math.inf, alpha)
+    args = (control.ratio, treatment.ratio, var_c, var_t, control.n, treatment.n)
+    return fixed_test(relative_effect(*args), alpha)
 
 
 # --- Always-valid inference ---------------------------------------------------------------
@@ -366,47 +487,187 @@ def always_valid_p_value(
     return math.exp(min(log_p, 0.0))
 
 
+# --- Bayesian read-out --------------------------------------------------------------------
+
+
+def _expected_positive_part(mu: float, sigma: float) -> float:
+    """``E[max(X, 0)]`` for ``X ~ N(mu, sigma²)``: ``σ φ(z) + μ Φ(z)``, ``z = μ / σ``.
+
+    For ``z < 0`` written ``σ φ(z) (1 - |z| R(|z|))`` with Mills' ratio ``R``
+    (``Φ(-t) = φ(t) R(t)``), so a far tail loses no more than ``z²`` ulps.
+    """
+    z = mu / sigma
+    pdf = math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    if z >= 0:
+        return sigma * pdf + mu * float(special.ndtr(z))
+    mills = math.sqrt(math.pi / 2) * float(special.erfcx(-z / math.sqrt(2)))
+    return sigma * pdf * (1 + z * mills)
+
+
+def bayesian(
+    effect: Effect,
+    prior: GaussianPrior | None = None,
+    alpha: float = 0.05,
+    higher_is_better: bool = True,
+) -> Bayesian:
+    """GrowthBook's Gaussian effect model: the posterior of a lift and its read-out.
+
+    The likelihood of the lift is ``N(estimate, se²)``. With no prior (flat,
+    improper) the posterior is that Gaussian; with a proper prior
+    ``N(m0, v0)`` it is ``N(m1, v1)``, ``1/v1 = 1/se² + 1/v0``,
+    ``m1 = v1 (estimate/se² + m0/v0)``. Chance to win ``P(δ > 0)`` (``P(δ < 0)``
+    when lower is better); risk ``E[max(-δ, 0)]`` of shipping and
+    ``E[max(δ, 0)]`` of keeping the control (swapped when lower is better),
+    in closed form; beyond ``|m1/sd| > 37``, where ``Φ`` is 0 or 1 in double
+    precision, the limits ``max(∓m1, 0)``, as gbstats. Credible interval:
+    ``m1 ± Φ⁻¹(1 - alpha/2) sd``.
+
+    ``prior`` must be on the scale of ``effect`` (see :func:`scaled_prior`).
+    """
+    if effect.se > 0:
+        precision = 1 / effect.se**2 + (1 / prior.variance if prior else 0.0)
+        mean = (
+            (effect.estimate / effect.se**2 + prior.mean / prior.variance) / precision
+            if prior
+            else effect.estimate
+        )
+    elif prior:  # no information in the data: the prior itself
+        precision, mean = 1 / prior.variance, prior.mean
+    else:
+        raise ValueError("a flat prior needs a positive standard error")
+    sd = math.sqrt(1 / precision)
+    half = float(special.ndtri(1 - alpha / 2)) * sd
+    ci = Interval(mean - half, mean + half)
+    if abs(mean / sd) > 37:
+        gain, loss = max(mean, 0.0), max(-mean, 0.0)
+    else:
+        gain, loss = _expected_positive_part(mean, sd), _expected_positive_part(-mean, sd)
+    win = float(special.ndtr(mean / sd))
+    if higher_is_better:
+        return Bayesian(mean, sd, ci, win, loss, gain)
+    return Bayesian(mean, sd, ci, 1 - win, gain, loss)
+
+
+def scaled_prior(prior: GaussianPrior | None, control_mean: float) -> GaussianPrior | None:
+    """A prior on the relative lift, rescaled for the absolute lift (GrowthBook).
+
+    ``N(m |c|, v c²)`` with ``c`` the control's unadjusted mean; ``None`` (flat)
+    stays flat, and so does a proper prior when ``c == 0`` (no scale to map it).
+    """
+    if prior is None or control_mean == 0:
+        return None
+    return GaussianPrior(prior.mean * abs(control_mean), prior.variance * control_mean**2)
+
+
 # --- Comparisons --------------------------------------------------------------------------
 
 
-def _comparison(
-    n_c: int, n_t: int, absolute: Estimate, relative: Estimate, rho: float, alpha: float
+def compare_effects(
+    n_c: int,
+    n_t: int,
+    absolute: Effect,
+    relative: Effect | None,
+    control_mean: float,
+    alpha: float = 0.05,
+    rho: float = DEFAULT_RHO,
+    prior: GaussianPrior | None = None,
+    higher_is_better: bool = True,
+    sample_size: int | None = None,
+    cuped: CupedAdjustment | None = None,
 ) -> Comparison:
-    n = n_c + n_t
+    """Every read-out of one comparison from its absolute and relative lifts.
+
+    Fixed-horizon t tests and intervals, the always-valid intervals and
+    p-value (``sample_size`` observations, default ``n_c + n_t``), and the
+    Bayesian posteriors: ``prior`` is on the relative lift and rescaled by
+    ``control_mean`` (the control's unadjusted mean) for the absolute one.
+    ``relative`` is ``None`` when it is undefined (zero control mean).
+    """
+    n = n_c + n_t if sample_size is None else sample_size
+    fixed, fixed_relative = fixed_test(absolute, alpha), fixed_test(relative, alpha)
+    nan_interval = Interval(math.nan, math.nan)
+    absolute_prior = scaled_prior(prior, control_mean)
     return Comparison(
         control_units=n_c,
         treatment_units=n_t,
-        absolute=absolute,
-        relative=relative,
+        absolute=fixed,
+        relative=fixed_relative,
         sequential=confidence_sequence(absolute.estimate, absolute.se, n, rho, alpha),
-        sequential_relative=confidence_sequence(relative.estimate, relative.se, n, rho, alpha),
+        sequential_relative=(
+            nan_interval
+            if relative is None
+            else confidence_sequence(relative.estimate, relative.se, n, rho, alpha)
+        ),
         sequential_p_value=always_valid_p_value(absolute.estimate, absolute.se, n, rho),
+        bayesian=(
+            bayesian(absolute, absolute_prior, alpha, higher_is_better)
+            if absolute.se > 0 or absolute_prior
+            else None
+        ),
+        bayesian_relative=(
+            bayesian(relative, prior, alpha, higher_is_better)
+            if relative is not None and (relative.se > 0 or prior)
+            else None
+        ),
+        cuped=cuped,
     )
 
 
 def compare_means(
-    control: MeanStats, treatment: MeanStats, alpha: float = 0.05, rho: float = DEFAULT_RHO
+    control: MeanStats,
+    treatment: MeanStats,
+    alpha: float = 0.05,
+    rho: float = DEFAULT_RHO,
+    prior: GaussianPrior | None = None,
+    higher_is_better: bool = True,
 ) -> Comparison:
-    """Welch, delta-method and always-valid results for a per-unit mean metric.
+    """Welch, delta-method, always-valid and Bayesian results for a per-unit mean metric.
 
     Needs at least 2 units per arm (``ValueError`` otherwise); report such an
     experiment as ``too_early`` without a comparison.
     """
-    absolute = welch_test(control, treatment, alpha)
-    relative = relative_lift(control, treatment, alpha)
-    return _comparison(control.n, treatment.n, absolute, relative, rho, alpha)
+    _require_units(control.n, treatment.n)
+    var_c, var_t = control.variance_of_mean, treatment.variance_of_mean
+    args = (control.mean, treatment.mean, var_c, var_t, control.n, treatment.n)
+    return compare_effects(
+        control.n,
+        treatment.n,
+        absolute_effect(*args),
+        relative_effect(*args),
+        control.mean,
+        alpha,
+        rho,
+        prior,
+        higher_is_better,
+    )
 
 
 def compare_ratios(
-    control: RatioStats, treatment: RatioStats, alpha: float = 0.05, rho: float = DEFAULT_RHO
+    control: RatioStats,
+    treatment: RatioStats,
+    alpha: float = 0.05,
+    rho: float = DEFAULT_RHO,
+    prior: GaussianPrior | None = None,
+    higher_is_better: bool = True,
 ) -> Comparison:
-    """Delta-method and always-valid results for a ratio metric ``Σx / Σy``.
+    """Delta-method, always-valid and Bayesian results for a ratio metric ``Σx / Σy``.
 
     Needs at least 2 units per arm and a non-zero denominator sum per arm.
     """
-    absolute = ratio_lift(control, treatment, alpha)
-    relative = ratio_relative_lift(control, treatment, alpha)
-    return _comparison(control.n, treatment.n, absolute, relative, rho, alpha)
+    _require_units(control.n, treatment.n)
+    var_c, var_t = control.variance_of_ratio, treatment.variance_of_ratio
+    args = (control.ratio, treatment.ratio, var_c, var_t, control.n, treatment.n)
+    return compare_effects(
+        control.n,
+        treatment.n,
+        absolute_effect(*args),
+        relative_effect(*args),
+        control.ratio,
+        alpha,
+        rho,
+        prior,
+        higher_is_better,
+    )
 
 
 # --- Sample-ratio mismatch ----------------------------------------------------------------
