@@ -38,6 +38,11 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     """The broker answers the worker's fetch once it has this many bytes ..."""
     processor_fetch_max_wait_ms: int = Field(default=50, ge=0)
     """... or has waited this long (each of the two stages may add this to freshness)."""
+    processor_linger_ms: float = Field(default=5.0, ge=0)
+    """The producer waits this long to put more records in one request to the broker."""
+    processor_faust_streams: bool = False
+    """Read records through faust's own streams (agents) instead of straight from its fetched
+    batches: slower, public API only; the baseline of ``python -m bench.processor_consumer``."""
     processor_data_dir: Path = LOCAL_DIR / "processor"
     processor_group: str = ""
     """Consumer group (faust app id); default ``<topic_prefix>-processor``."""
