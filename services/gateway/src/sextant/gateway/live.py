@@ -34,10 +34,10 @@ from sextant.core.kafka import KafkaError, TopicPartition, make_consumer
 from sextant.core.logging import get_logger
 from sextant.core.settings import KafkaSection
 from sextant.gateway.problems import invalid
-from sextant.gateway.series import point_value, quantiles_of, unique_users
+from sextant.gateway.series import point_value, quantiles_of
 from sextant.schemas.config import MetricDefinition, MetricKind
+from sextant.schemas.metric_values import unique_users_of
 from sextant.schemas.records import MetricPoint
-from sextant.schemas.sketches import hll_histogram
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
@@ -300,17 +300,19 @@ def _point_payload(point: MetricPoint, metric: MetricDefinition | None) -> dict[
     kind = metric.metric_kind if metric is not None else MetricKind.COUNT
     uniques = None
     if kind is MetricKind.UNIQUE_USERS:
-        uniques = unique_users(point.count, hll_histogram(point.hll))
+        uniques = unique_users_of(point.count, point.hll)
     quantiles = None
     if kind is MetricKind.PERCENTILES:
-        quantiles = quantiles_of(sorted(point.digest))
+        quantiles = quantiles_of(point.digest)
     return {
         "metric": point.metric,
         "window_start": point.window_start.isoformat(),
         "window_seconds": point.window_seconds,
         "breakdown": point.breakdown or None,
         "version": point.version,
-        "value": point_value(kind, point.count, point.sum, point.denominator, uniques, quantiles),
+        "value": point_value(
+            kind, point.count, point.sum, point.denominator, uniques, point.digest
+        ),
         "count": point.count,
         "sum": point.sum,
         "denominator": point.denominator,
