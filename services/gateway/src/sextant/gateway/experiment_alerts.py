@@ -21,22 +21,18 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sextant.core.alert_log import AlertPublisher, RuleKey, read_recorded
-from sextant.core.alerting import (
-    Clock,
-    ExperimentSnapshot,
-    RuleState,
-    VariantResult,
-    evaluate_experiment_rule,
-    seed_state,
-    utc_now,
-    window_floor,
-)
+from sextant.core.alerting import Clock, RuleState, seed_state, utc_now, window_floor
 from sextant.core.config_plane import ConfigState
 from sextant.core.logging import get_logger
 from sextant.core.settings import KafkaSection
 from sextant.gateway.context import Gateway
+from sextant.gateway.experiment_rules import (
+    ExperimentSnapshot,
+    VariantResult,
+    evaluate_experiment_rule,
+)
 from sextant.gateway.experiments import ExperimentResults, experiment_results
-from sextant.schemas.config import AlertRule, AlertRuleKind, Experiment
+from sextant.schemas.config import EXPERIMENT_RULE_KINDS, AlertRule, Experiment
 from sextant.schemas.records import AlertTransition
 
 __all__ = [
@@ -47,7 +43,6 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
-EXPERIMENT_RULE_KINDS = frozenset({AlertRuleKind.EXPERIMENT_GUARDRAIL, AlertRuleKind.SRM})
 
 Judged = tuple[RuleKey, datetime, RuleState, AlertTransition | None]
 """A rule, the window judged, its state after, and the transition (if the state changed)."""

@@ -40,18 +40,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from sextant.core.alert_log import AlertPublisher, RuleKey, read_recorded
-from sextant.core.alerting import (
-    METRIC_RULE_KINDS,
-    MetricRuleEvaluator,
-    resume,
-    seed_state,
-    window_floor,
-)
+from sextant.core.alerting import resume, seed_state, window_floor
 from sextant.core.config_plane import ConfigState
 from sextant.core.kafka import TopicPartition, make_consumer
 from sextant.core.logging import get_logger
 from sextant.core.settings import KafkaSection
-from sextant.schemas.config import AlertRule, MetricDefinition
+from sextant.processor.alert_rules import MetricRuleEvaluator
+from sextant.schemas.config import METRIC_RULE_KINDS, AlertRule, MetricDefinition
 from sextant.schemas.records import AlertTransition, MetricPoint
 from sextant.schemas.topics import Topic, topic_name
 
