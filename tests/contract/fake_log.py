@@ -169,6 +169,11 @@ class FakePartitionLog:
     def high_watermark(self, topic: str, partition: int) -> int | None:
         return len(self.broker.records.get((topic, partition), []))
 
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        if self.unavailable:
+            raise LogUnavailable(topic)
+        return {p: len(self.broker.records.get((topic, p), [])) for p in self.assigned(topic)}
+
     async def log_start(self, topic: str, partition: int) -> int | None:
         if self.unavailable:
             raise LogUnavailable(f"{topic}[{partition}]")

@@ -168,6 +168,7 @@ class PartitionLogContract:
         assert log.assigned(topic) == set(range(harness.partitions))
         assert not log.rebalancing
         assert await log.log_start(topic, 2) == 0
+        assert (await log.end_offsets(topic))[2] == 7
         await wait_for_async(lambda: log.high_watermark(topic, 2) == 7, TIMEOUT_S)
         await wait_for_async(lambda: log.committed(topic, 2) == 7, TIMEOUT_S, message="commit")
         status = log.status(topic, 2)

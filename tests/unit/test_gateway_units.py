@@ -49,7 +49,7 @@ def test_filter_values_keep_their_json_type() -> None:
     sql = filter_sql(
         params, PropertyFilter(property="x", op=FilterOp.IN, value=[1, True, "a", 2.5]), "f"
     )
-    assert [1.0, True, "a", 2.5] == list(params.values.values())[1:]
+    assert list(params.values.values())[1:] == [1.0, True, "a", 2.5]
     assert "dynamicElement(" in sql
     assert "toString(" not in sql
 

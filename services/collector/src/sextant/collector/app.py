@@ -29,6 +29,7 @@ from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.demo import guard_demo_keys
 from sextant.core.kafka import cluster_reachable
 from sextant.core.logging import get_logger
+from sextant.core.progress import ProgressBoard
 from sextant.core.service import add_operational_routes, settle_heap
 from sextant.core.turns import Turns
 from sextant.schemas.topics import Topic, topic_name
@@ -53,7 +54,10 @@ def create_app(
 ) -> FastAPI:
     """The collector app. ``state`` and ``sink`` replace the config follower and the Kafka
     producer (tests); without them the app follows the config topic and produces to Kafka."""
+    board = ProgressBoard(settings.stall_seconds)
     follower = None if state is not None else ConfigFollower(settings)
+    if follower is not None:
+        follower.attach(board)
     config = state if state is not None else follower.state  # type: ignore[union-attr]
     turns = Turns()
     producer = (
@@ -152,6 +156,8 @@ def create_app(
         app,
         {"config": config_ready, "kafka": kafka_ready},
         scrape_registry(registry, metrics_dir(shared) if shared else None),
+        progress=board,
+        stall_restart_s=settings.stall_restart_seconds,
     )
     _document(app)
     return app

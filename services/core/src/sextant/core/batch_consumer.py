@@ -79,6 +79,7 @@ class BatchConsumer:
         metadata_wait_s: float = 10.0,
         fetch_min_bytes: int = 1,
         fetch_max_wait_ms: int = 500,
+        max_poll_interval_ms: int = 300_000,
     ) -> None:
         # check_crcs=False: kafka-python verifies CRC32C in pure Python, which costs more than
         # everything else it does per record; TCP and the broker (which validates CRCs on
@@ -96,6 +97,7 @@ class BatchConsumer:
             metadata_max_age_ms=metadata_max_age_ms,
             fetch_min_bytes=fetch_min_bytes,
             fetch_max_wait_ms=fetch_max_wait_ms,
+            max_poll_interval_ms=max_poll_interval_ms,
         )
         use_native_records(self._consumer)
         self._committed: dict[Partition, int] = {}

@@ -6,9 +6,10 @@ Nothing outside ``sextant.core`` imports a Kafka client library (faust in the pr
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -21,6 +22,7 @@ __all__ = [
     "KafkaError",
     "Record",
     "TopicPartition",
+    "TopicReader",
     "broker_version",
     "cluster_reachable",
     "consumer_group_lags",
@@ -33,8 +35,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     topic: str
     partition: int
     offset: int
@@ -152,6 +153,93 @@ def make_consumer(
     return KafkaConsumer(*topics, **(options | overrides))
 
 
+class TopicReader:
+    """Every partition of one topic, read without a consumer group: the config followers, the
+    live stream's feed, the alert evaluator's replay. Not thread-safe: one thread reads it.
+
+    Partitions are named by number; offsets are the next one to read. The reader never
+    commits (it has no group).
+    """
+
+    def __init__(self, settings: KafkaSection, topic: str, **overrides: Any) -> None:
+        self.topic = topic
+        self._consumer = make_consumer(settings, None, **overrides)
+        self._tps: dict[int, TopicPartition] = {}
+
+    def assign(self, wait_s: float, stop: threading.Event | None = None) -> list[int]:
+        """Wait until the topic's partitions are known, then read them all; ``TimeoutError``
+        after ``wait_s`` (an empty list if ``stop`` is set first)."""
+        deadline = time.monotonic() + wait_s
+        while not (found := self._consumer.partitions_for_topic(self.topic)):
+            if stop is not None and stop.is_set():
+                return []
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {self.topic} does not exist")
+            time.sleep(0.2)
+        return self.assign_partitions(sorted(found))
+
+    def assign_partitions(self, partitions: Iterable[int]) -> list[int]:
+        """Read only these partitions."""
+        self._tps = {p: TopicPartition(self.topic, p) for p in sorted(partitions)}
+        self._consumer.assign(list(self._tps.values()))
+        return list(self._tps)
+
+    @property
+    def partitions(self) -> list[int]:
+        return list(self._tps)
+
+    def seek(self, partition: int, offset: int) -> None:
+        self._consumer.seek(self._tps[partition], offset)
+
+    def seek_to_beginning(self) -> None:
+        self._consumer.seek_to_beginning(*self._tps.values())
+
+    def seek_to_end(self, *partitions: int) -> None:
+        chosen = partitions or tuple(self._tps)
+        self._consumer.seek_to_end(*(self._tps[p] for p in chosen))
+
+    def offsets_for_time(self, timestamp_ms: int) -> dict[int, int | None]:
+        """Per partition, the first offset of a record at or after ``timestamp_ms`` (None: no
+        such record)."""
+        found = self._consumer.offsets_for_times(dict.fromkeys(self._tps.values(), timestamp_ms))
+        return {tp.partition: (at.offset if at is not None else None) for tp, at in found.items()}
+
+    def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
+        """The records fetched within ``timeout_s`` (each partition's in order)."""
+        options: dict[str, Any] = {"timeout_ms": max(int(timeout_s * 1000), 0)}
+        if max_records is not None:
+            options["max_records"] = max_records
+        return [
+            Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+            for messages in self._consumer.poll(**options).values()
+            for m in messages
+        ]
+
+    def position(self, partition: int) -> int:
+        """The next offset this reader reads on ``partition``."""
+        return int(self._consumer.position(self._tps[partition]))
+
+    def highwater(self, partition: int) -> int | None:
+        """The partition's end as of the last fetch (None before any)."""
+        found = self._consumer.highwater(self._tps[partition])
+        return None if found is None else int(found)
+
+    def end_offsets(self) -> dict[int, int]:
+        return {
+            tp.partition: int(offset)
+            for tp, offset in self._consumer.end_offsets(list(self._tps.values())).items()
+        }
+
+    def beginning_offsets(self) -> dict[int, int]:
+        return {
+            tp.partition: int(offset)
+            for tp, offset in self._consumer.beginning_offsets(list(self._tps.values())).items()
+        }
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 def end_offsets(settings: KafkaSection, topic: str) -> dict[int, int]:
     """The next offset to be written, per partition of ``topic``."""
     consumer = make_consumer(settings, None)
@@ -187,12 +275,12 @@ def read_all(settings: KafkaSection, topic: str, timeout_s: float = 10.0) -> Ite
 
 def broker_version(bootstrap: str) -> tuple[int, ...]:
     """The broker's version as the client infers it from the APIs it supports, e.g. (4, 1)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        version: tuple[int, ...] = admin._client.check_version()  # no public accessor
+        version: tuple[int, ...] = tuple(consumer.config["api_version"])
         return version
     finally:
-        admin.close()
+        consumer.close()
 
 
 def consumer_group_lags(settings: KafkaSection, group: str, topic: str) -> dict[int, int]:

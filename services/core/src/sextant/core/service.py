@@ -13,6 +13,8 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from sextant.core.progress import ProgressBoard, StallGuard
+
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
 
 
@@ -64,8 +66,21 @@ def add_operational_routes(
     app: FastAPI,
     readiness: Mapping[str, ReadinessCheck],
     registry: CollectorRegistry = REGISTRY,
+    progress: ProgressBoard | None = None,
+    stall_restart_s: float = 0.0,
 ) -> None:
-    """Mount the health, readiness and Prometheus routes every part serves."""
+    """Mount the health, readiness and Prometheus routes every part serves.
+
+    With ``progress``, ``/readyz`` is not ready while a consumer is stalled (records wait and
+    it has not moved for longer than the board's bound), and names each stalled consumer and
+    partition under ``stalled``; ``/metrics`` carries every consumer's progress. With
+    ``stall_restart_s`` too, a stall that lasts that long stops the part (:func:`serve` then
+    exits with :attr:`StallGuard.EXIT_CODE`, for its supervisor to start it again).
+    """
+    checks = dict(readiness)
+    if progress is not None:
+        checks["progress"] = lambda: not progress.stalls()
+        app.state.stall_guard = StallGuard(progress, stall_restart_s)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -73,18 +88,30 @@ def add_operational_routes(
 
     @app.get("/readyz", tags=["operations"], summary="Every dependency answers")
     async def readyz() -> JSONResponse:
-        results = {name: await _passes(check) for name, check in readiness.items()}
+        results = {name: await _passes(check) for name, check in checks.items()}
         ready = all(results.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "checks": results},
-            status_code=200 if ready else 503,
-        )
+        body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": results}
+        stalled = progress.stalls() if progress is not None else []
+        if stalled:
+            body["stalled"] = [stall.as_dict() for stall in stalled]
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        text = generate_latest(registry)
+        if progress is not None:
+            text += generate_latest(progress.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 def serve(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:
-    """Run ``app`` with uvicorn until SIGINT/SIGTERM, then shut down gracefully."""
+    """Run ``app`` with uvicorn until SIGINT/SIGTERM, then shut down gracefully; exit with
+    :attr:`StallGuard.EXIT_CODE` when the app's stall guard stopped it."""
+    guard: StallGuard | None = getattr(app.state, "stall_guard", None)
+    if guard is not None:
+        guard.start()
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+    if guard is not None:
+        guard.stop()
+        if guard.restart_requested:
+            raise SystemExit(StallGuard.EXIT_CODE)

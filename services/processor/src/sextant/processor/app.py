@@ -18,6 +18,7 @@ from sextant.core.config_plane import ConfigFollower
 from sextant.core.demo import guard_demo_keys
 from sextant.core.kafka import cluster_reachable, end_offsets, ensure_topic, ensure_topics
 from sextant.core.logging import get_logger
+from sextant.core.progress import ProgressBoard, StallGuard
 from sextant.core.service import add_operational_routes
 from sextant.processor.alerting import MetricAlertService
 from sextant.processor.catalog import ConfigCatalog
@@ -124,6 +125,7 @@ class Processor:
     http: FastAPI
     alerts: MetricAlertService
     watchdog: Watchdog
+    stall_guard: StallGuard
     _server: uvicorn.Server | None = field(default=None, init=False)
 
     def start_http(self) -> None:
@@ -150,6 +152,7 @@ class Processor:
             raise
         self.start_http()
         self.alerts.start()
+        self.stall_guard.start()
 
         def watch(worker: Any) -> None:
             self.watchdog.watch(lambda: self.faust.log.rebalancing, lambda: worker.should_stop)
@@ -157,10 +160,11 @@ class Processor:
         try:
             self.faust.run(watch)
         except SystemExit:
-            if self.watchdog.restart_requested:
+            if self.watchdog.restart_requested or self.stall_guard.restart_requested:
                 raise SystemExit(STUCK_EXIT_CODE) from None
             raise
         finally:
+            self.stall_guard.stop()
             self.alerts.stop()
             self.follower.stop()
             if self._server is not None:
@@ -173,7 +177,8 @@ def create_app(settings: ProcessorSettings) -> Processor:
     settings.processor_data_dir.mkdir(parents=True, exist_ok=True)
     partitions = len(end_offsets(settings, topic_name(Topic.EVENTS_RAW, settings.topic_prefix)))
     ensure_topic(settings, settings.partials_topic, partitions)
-    follower = ConfigFollower(settings)
+    board = ProgressBoard(settings.stall_seconds)
+    follower = ConfigFollower(settings, progress=board.consumer("config"))
     catalog = ConfigCatalog(follower.state)
     metrics = ProcessorMetrics()
     faust_app = FaustProcessor(settings, partitions)
@@ -203,10 +208,21 @@ def create_app(settings: ProcessorSettings) -> Processor:
         metrics=metrics,
     )
     runner = StageRunner(
-        faust_app.log, (stage_one, stage_two), metrics, batch_max=settings.processor_batch_max
+        faust_app.log,
+        (stage_one, stage_two),
+        metrics,
+        batch_max=settings.processor_batch_max,
+        progress={
+            stage.name: board.consumer(f"stage-{stage.name}") for stage in (stage_one, stage_two)
+        },
     )
     faust_app.drive(runner, stage_one, stage_two)
-    alerts = MetricAlertService(settings, follower.state, lambda: follower.caught_up)
+    alerts = MetricAlertService(
+        settings,
+        follower.state,
+        lambda: follower.caught_up,
+        progress=board.consumer("alert-evaluator"),
+    )
     watchdog = Watchdog(
         settings.processor_max_rebalance_seconds,
         settings.processor_stop_seconds,
@@ -223,7 +239,9 @@ def create_app(settings: ProcessorSettings) -> Processor:
             "alerts": alerts.ready,
         },
         registry=metrics.registry,
+        progress=board,
     )
+    guard = StallGuard(board, settings.stall_restart_seconds, request_stop=_stop_gracefully)
     return Processor(
-        settings, follower, catalog, faust_app, runner, metrics, http, alerts, watchdog
+        settings, follower, catalog, faust_app, runner, metrics, http, alerts, watchdog, guard
     )

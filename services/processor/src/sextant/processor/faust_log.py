@@ -515,6 +515,16 @@ class FaustLog:
             return None
         return found
 
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        tps = [tp for tp in self.consumer.assignment() if tp.topic == topic]
+        if not tps:
+            return {}
+        try:
+            found = await self.consumer.highwaters(*tps)
+        except (KafkaError, AssertionError, TimeoutError) as exc:
+            raise LogUnavailable(topic) from exc
+        return {tp.partition: int(offset) for tp, offset in found.items()}
+
     async def log_start(self, topic: str, partition: int) -> int | None:
         tp = TP(topic, partition)
         try:

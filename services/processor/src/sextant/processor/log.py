@@ -115,6 +115,12 @@ class PartitionLog(Protocol):
         """The offset after the partition's last record, as last seen; None if unknown."""
         ...
 
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """The broker's end offset of every assigned partition of ``topic`` now (not as of
+        the last fetch: a partition the log does not fetch has one too); raises
+        :class:`LogUnavailable`."""
+        ...
+
     async def log_start(self, topic: str, partition: int) -> int | None:
         """The partition's first offset still stored (retention moves it on); raises
         :class:`LogUnavailable`."""

@@ -21,10 +21,12 @@ rebuild too instead of ending the timer: it is what fetches gaps again once the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sextant.core.logging import get_logger
+from sextant.core.progress import ConsumerProgress
 from sextant.processor.gaps import GapTracker, Key, Marker, Sequenced
 from sextant.processor.log import LogRecord, LogUnavailable, PartitionLog
 from sextant.processor.metrics import ProcessorMetrics
@@ -45,6 +47,8 @@ class StageRunner:
         *,
         batch_max: int,
         tracker: GapTracker | None = None,
+        progress: Mapping[str, ConsumerProgress] | None = None,
+        ends_every_s: float = 5.0,
     ) -> None:
         self.log = log
         self.stages = tuple(stages)
@@ -53,6 +57,15 @@ class StageRunner:
         self.tracker = tracker or GapTracker()
         self.started = False
         self._locks = {stage.name: asyncio.Lock() for stage in self.stages}
+        self.progress = {
+            stage.name: (progress or {}).get(stage.name)
+            or ConsumerProgress(f"stage-{stage.name}", self.tracker.clock, time.time)
+            for stage in self.stages
+        }
+        """Per stage: its progress per partition (the offset its state expects next)."""
+        self.ends_every_s = ends_every_s
+        self._ends: dict[str, dict[int, int]] = {}
+        self._ends_at = -ends_every_s
 
     def ready(self) -> bool:
         return self.started and not self.log.rebalancing
@@ -88,10 +101,19 @@ class StageRunner:
             return
         if not refused:
             self.log.acknowledge(records)
-            return
-        held = {id(r) for r in refused}
-        self.log.acknowledge([r for r in records if id(r) not in held])
-        await self._refetch(stage, refused)
+        else:
+            held = {id(r) for r in refused}
+            self.log.acknowledge([r for r in records if id(r) not in held])
+        self._moved(stage, {r.partition for r in records})
+        if refused:
+            await self._refetch(stage, refused)
+
+    def _moved(self, stage: AnyStage, partitions: set[int]) -> None:
+        states, progress = stage.states(), self.progress[stage.name]
+        for partition in partitions:
+            state = states.get(partition)
+            if state is not None:
+                progress.moved(partition, state.expected_offset)
 
     def _hold_back(self, records: Sequence[LogRecord], reason: str) -> None:
         self.log.hold_back(records)
@@ -175,15 +197,20 @@ class StageRunner:
         """
         topic = stage.topic
         assigned = self.log.assigned(topic)
+        ends = self._ends.get(topic, {})
+        progress = self.progress[stage.name]
         for partition, state in stage.states().items():
             if partition not in assigned:
                 continue
             key = (topic, partition)
-            highwater = self.log.high_watermark(topic, partition)
+            # The broker's end too, not only the last fetch's: a partition the log stopped
+            # fetching before it ever fetched it has no high watermark of its own.
+            highwater = max(self.log.high_watermark(topic, partition) or 0, ends.get(partition, 0))
             marker = self._marker(key, state)
             expected, committed = marker
+            progress.waiting(partition, highwater - expected)
             backlog = max(
-                (highwater or 0) - expected, expected - committed if committed is not None else 0
+                highwater - expected, expected - committed if committed is not None else 0
             )
             if backlog <= 0:
                 self.tracker.caught_up(key)
@@ -206,6 +233,7 @@ class StageRunner:
         generation = self.log.generation
         if not self.started or self._rebalanced_since(generation):
             return
+        await self._refresh_ends()
         for stage in self.stages:
             async with self._locks[stage.name]:
                 try:
@@ -218,6 +246,18 @@ class StageRunner:
                     await self._rebuild(stage, set(stage.states()), "timer")
         self._update_lag()
 
+    async def _refresh_ends(self) -> None:
+        """Every ``ends_every_s``: each stage's end offsets, as the broker has them."""
+        now = self.tracker.clock()
+        if now - self._ends_at < self.ends_every_s:
+            return
+        self._ends_at = now
+        for stage in self.stages:
+            try:
+                self._ends[stage.topic] = await self.log.end_offsets(stage.topic)
+            except LogUnavailable:
+                log.warning("end offsets unavailable", topic=stage.topic)
+
     async def recovered(self, stage: AnyStage, active: set[int]) -> None:
         """Rebuild every active partition of ``stage`` from its table, which recovery just
         made current; the log seeks to the committed offsets after it, so held records come
@@ -229,6 +269,10 @@ class StageRunner:
         async with self._locks[stage.name]:
             stage.recovered(active)
             self.tracker.forget(stage.topic)
+            progress = self.progress[stage.name]
+            progress.forget()
+            for partition, state in stage.states().items():
+                progress.moved(partition, state.expected_offset)
             if stage is self.stages[0]:
                 self.started = True
 
