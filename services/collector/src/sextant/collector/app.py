@@ -27,7 +27,7 @@ from sextant.collector.validation import TrackingPlans
 from sextant.core.aio_kafka import BatchingProducer
 from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.demo import guard_demo_keys
-from sextant.core.kafka import cluster_reachable
+from sextant.core.kafka import cluster_reachable, note_use
 from sextant.core.logging import get_logger
 from sextant.core.progress import ProgressBoard
 from sextant.core.service import add_operational_routes, settle_heap
@@ -77,6 +77,8 @@ def create_app(
     shared = settings.collector_shared_dir if settings.collector_workers > 1 else None
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry)
+    for written in (Topic.EVENTS_RAW, Topic.EVENTS_INVALID):
+        note_use(topic_name(written, settings.topic_prefix), "writes")
     ingestor = Ingestor(
         sink=sink or producer,  # type: ignore[arg-type]
         plans=TrackingPlans(config),

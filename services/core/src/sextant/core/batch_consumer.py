@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from sextant.core.kafka import make_consumer
+from sextant.core.kafka import make_consumer, note_use
 from sextant.core.native_records import use_native_records
 from sextant.core.settings import KafkaSection
 
@@ -100,6 +100,8 @@ class BatchConsumer:
             max_poll_interval_ms=max_poll_interval_ms,
         )
         use_native_records(self._consumer)
+        for topic in topics:
+            note_use(topic, "reads")
         self._committed: dict[Partition, int] = {}
         self._on_revoked = on_revoked
         self._consumer.subscribe(list(topics), listener=_Listener(self._revoked))

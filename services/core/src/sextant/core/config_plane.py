@@ -15,7 +15,7 @@ import orjson
 from pydantic import ValidationError
 
 from sextant.core.background import BackgroundLoop
-from sextant.core.kafka import TopicReader, make_producer
+from sextant.core.kafka import TopicReader, make_producer, note_use
 from sextant.core.logging import get_logger
 from sextant.core.progress import ConsumerProgress
 from sextant.core.settings import KafkaSection
@@ -206,6 +206,7 @@ class ConfigPublisher:
 
     def __init__(self, settings: KafkaSection) -> None:
         self.topic = topic_name(Topic.CONFIG, settings.topic_prefix)
+        note_use(self.topic, "writes")
         self._producer = make_producer(settings)
 
     def put(self, documents: Iterable[ConfigDocument], timeout_s: float = 10.0) -> None:

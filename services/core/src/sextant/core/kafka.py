@@ -9,14 +9,14 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from sextant.core.settings import KafkaSection
-from sextant.schemas.topics import TOPICS, Topic, TopicSpec, topic_name
+from sextant.schemas.topics import PUBLIC_TOPICS, TOPICS, Topic, TopicSpec, topic_name
 
 __all__ = [
     "KafkaError",
@@ -31,8 +31,27 @@ __all__ = [
     "ensure_topics",
     "make_consumer",
     "make_producer",
+    "note_use",
     "read_all",
+    "topic_use",
 ]
+
+Role = Literal["reads", "writes"]
+_USE: set[tuple[str, Role]] = set()
+_USE_LOCK = threading.Lock()
+
+
+def note_use(topic: str, role: Role) -> None:
+    """This process reads (or writes) ``topic``: every adapter notes it when it is built, and
+    ``/metrics`` shows it (``sextant_topic_use``), which a test holds the registry to."""
+    with _USE_LOCK:
+        _USE.add((topic, role))
+
+
+def topic_use() -> set[tuple[str, Role]]:
+    """The topics this process reads and writes, as noted by :func:`note_use`."""
+    with _USE_LOCK:
+        return set(_USE)
 
 
 class Record(NamedTuple):
@@ -59,7 +78,7 @@ def _partitions(spec: TopicSpec, override: int | None) -> int:
 
 def ensure_topics(
     settings: KafkaSection,
-    topics: Iterable[Topic] = tuple(Topic),
+    topics: Iterable[Topic] = PUBLIC_TOPICS,
     partitions: int | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet (idempotent); returns the names created."""
@@ -163,6 +182,7 @@ class TopicReader:
 
     def __init__(self, settings: KafkaSection, topic: str, **overrides: Any) -> None:
         self.topic = topic
+        note_use(topic, "reads")
         self._consumer = make_consumer(settings, None, **overrides)
         self._tps: dict[int, TopicPartition] = {}
 
@@ -253,6 +273,7 @@ def end_offsets(settings: KafkaSection, topic: str) -> dict[int, int]:
 
 def read_all(settings: KafkaSection, topic: str, timeout_s: float = 10.0) -> Iterator[Record]:
     """Every record currently in ``topic``, from the beginning to the end offsets."""
+    note_use(topic, "reads")
     consumer = make_consumer(settings, None, consumer_timeout_ms=int(timeout_s * 1000))
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

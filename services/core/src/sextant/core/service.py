@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
 import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from sextant.core.kafka import topic_use
 from sextant.core.progress import ProgressBoard, StallGuard
 
 ReadinessCheck = Callable[[], bool | Awaitable[bool]]
@@ -62,6 +65,22 @@ async def _passes(check: ReadinessCheck) -> bool:
         return False
 
 
+class _TopicUse(Collector):
+    def collect(self) -> Iterator[Metric]:
+        found = GaugeMetricFamily(
+            "sextant_topic_use",
+            "The topics this process reads and writes (1 per topic and role)",
+            labels=["topic", "role"],
+        )
+        for topic, role in sorted(topic_use()):
+            found.add_metric([topic, role], 1.0)
+        yield found
+
+
+_TOPIC_USE = CollectorRegistry(auto_describe=False)
+_TOPIC_USE.register(_TopicUse())
+
+
 def add_operational_routes(
     app: FastAPI,
     readiness: Mapping[str, ReadinessCheck],
@@ -98,7 +117,7 @@ def add_operational_routes(
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> Response:
-        text = generate_latest(registry)
+        text = generate_latest(registry) + generate_latest(_TOPIC_USE)
         if progress is not None:
             text += generate_latest(progress.registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)

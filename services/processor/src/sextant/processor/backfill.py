@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from sextant.core.kafka import make_producer
+from sextant.core.kafka import make_producer, note_use
 from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import Warehouse
 from sextant.processor.aggregates import WINDOW_SECONDS, Group
@@ -216,6 +216,7 @@ def backfill(
     emitted_at = datetime.now(UTC)
     producer = make_producer(kafka)
     topic = topic_name(Topic.METRIC_POINTS, kafka.topic_prefix)
+    note_use(topic, "writes")
     windows = points = 0
     try:
         start = since

@@ -50,6 +50,7 @@ from faust.types import TP
 from faust.utils.functional import consecutive_numbers
 from mode import Service, ServiceT
 
+from sextant.core.kafka import note_use
 from sextant.core.logging import get_logger
 from sextant.processor.log import LogRecord, LogUnavailable, PartitionStatus
 from sextant.processor.settings import ProcessorSettings
@@ -439,6 +440,7 @@ class FaustLog:
         """Read ``topic`` (an internal topic of ``partitions`` when given): its records go to
         :meth:`batches`, not to a faust stream. Before the app starts; returns faust's topic."""
         found = self.app.topic(topic, partitions=partitions, internal=partitions is not None)
+        note_use(topic, "reads")
         self.router.add(topic, self._on_full, self._on_room)
         if self.streams:
             self.app.agent(found, name=f"deliver-{topic}")(self._stream_agent)
@@ -580,7 +582,9 @@ class FaustOutputs:
         self._topics: dict[str, Any] = {}
 
     def add(self, topic: Any) -> None:
-        self._topics[topic.get_topic_name()] = topic
+        name = topic.get_topic_name()
+        note_use(name, "writes")
+        self._topics[name] = topic
 
     async def send(
         self, topic: str, key: bytes, value: bytes, partition: int | None = None
@@ -739,8 +743,11 @@ class FaustProcessor:
         self.merges = KeyPartitionedTable(
             app, name="merge", partitions=partitions, key_type=bytes, value_type=bytes
         )
-        app.tables.add(self.windows)
-        app.tables.add(self.merges)
+        for table in (self.windows, self.merges):
+            app.tables.add(table)
+            changelog = table.changelog_topic.get_topic_name()
+            note_use(changelog, "writes")  # its state
+            note_use(changelog, "reads")  # its recovery
 
     @property
     def events_topic_name(self) -> str:

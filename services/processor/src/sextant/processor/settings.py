@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from sextant.core.settings import LOCAL_DIR, KafkaSection, ServiceSection
+from sextant.schemas.topics import Topic, internal_topic_name, processor_group
 
 
 class ProcessorSettings(KafkaSection, ServiceSection):
@@ -49,9 +50,9 @@ class ProcessorSettings(KafkaSection, ServiceSection):
 
     @property
     def app_id(self) -> str:
-        return self.processor_group or f"{self.topic_prefix}-processor"
+        return self.processor_group or processor_group(self.topic_prefix)
 
     @property
     def partials_topic(self) -> str:
         """The internal topic from stage one (per-partition partials) to stage two (merge)."""
-        return f"{self.app_id}-partials"
+        return internal_topic_name(Topic.PARTIALS, self.app_id)
