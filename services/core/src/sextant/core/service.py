@@ -91,14 +91,14 @@ def add_operational_routes(
     """Mount the health, readiness and Prometheus routes every part serves.
 
     With ``progress``, ``/readyz`` is not ready while a consumer is stalled (records wait and
-    it has not moved for longer than the board's bound), and names each stalled consumer and
-    partition under ``stalled``; ``/metrics`` carries every consumer's progress. With
-    ``stall_restart_s`` too, a stall that lasts that long stops the part (:func:`serve` then
-    exits with :attr:`StallGuard.EXIT_CODE`, for its supervisor to start it again).
+    it has not moved for longer than the board's bound): its ``progress`` check is false and
+    ``stalled`` names each stalled consumer and partition; ``/metrics`` carries every
+    consumer's progress. With ``stall_restart_s`` too, a stall that lasts that long stops the
+    part (:func:`serve` then exits with :attr:`StallGuard.EXIT_CODE`, for its supervisor to
+    start it again).
     """
     checks = dict(readiness)
     if progress is not None:
-        checks["progress"] = lambda: not progress.stalls()
         app.state.stall_guard = StallGuard(progress, stall_restart_s)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
@@ -108,9 +108,11 @@ def add_operational_routes(
     @app.get("/readyz", tags=["operations"], summary="Every dependency answers")
     async def readyz() -> JSONResponse:
         results = {name: await _passes(check) for name, check in checks.items()}
+        stalled = progress.stalls() if progress is not None else []
+        if stalled:
+            results["progress"] = False
         ready = all(results.values())
         body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": results}
-        stalled = progress.stalls() if progress is not None else []
         if stalled:
             body["stalled"] = [stall.as_dict() for stall in stalled]
         return JSONResponse(body, status_code=200 if ready else 503)
