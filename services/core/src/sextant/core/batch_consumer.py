@@ -190,12 +190,13 @@ class BatchConsumer:
     def _call(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` on the consumer's loop; serve revocations while waiting for it."""
         done = asyncio.run_coroutine_threadsafe(work, self._loop)
+        done.add_done_callback(lambda _: self._wake.set())
         while True:
             self._serve_revocations()
             self._wake.clear()
             if done.done():
                 break
-            self._wake.wait(0.05)
+            self._wake.wait(1.0)
             if done.done():
                 self._serve_revocations()
                 break
