@@ -359,8 +359,11 @@ class SinkLoop:
         log.warning("sink stage failed, will retry", stage=stage, error=str(error)[:300])
 
     def _write(self, batch: Batch) -> None:
-        """Insert every table of ``batch`` not inserted yet. Runs on the writer."""
-        for topic, spec in self._specs.items():
+        """Insert every table of ``batch`` not inserted yet, the live ones (what dashboards
+        and alert views read) first: they are visible without waiting for the events' insert.
+        Runs on the writer."""
+        ordered = sorted(self._specs.items(), key=lambda item: not item[1].live)
+        for topic, spec in ordered:
             rows = batch.tables.get(spec.table)
             if rows is None or spec.table in batch.written:
                 continue
