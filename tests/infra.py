@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -55,6 +55,23 @@ async def wait_for_async(
     last: T | None = None
     while time.monotonic() < deadline:
         last = probe()
+        if last:
+            return last
+        await asyncio.sleep(interval_s)
+    raise TimeoutError(f"{message} not reached within {timeout_s}s (last value: {last!r})")
+
+
+async def wait_for_awaitable(
+    probe: Callable[[], Awaitable[T | None]],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.1,
+    message: str = "condition",
+) -> T:
+    """:func:`wait_for_async` with a probe that is itself a coroutine (an HTTP call)."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
         if last:
             return last
         await asyncio.sleep(interval_s)

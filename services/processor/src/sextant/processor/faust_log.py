@@ -198,11 +198,16 @@ class Router:
         """Set whenever a full buffer drained."""
 
     def add(self, topic: str, on_full: Callable[[TP], None], on_room: Callable[[TP], None]) -> None:
+        # faust's partition sets (paused, buffered, active) must hold faust's own ``TP``; a
+        # fetched message carries aiokafka's.
+        def full(tp: TP) -> None:
+            on_full(TP(tp.topic, tp.partition))
+
         def room(tp: TP) -> None:
-            on_room(tp)
+            on_room(TP(tp.topic, tp.partition))
             self.room.set()
 
-        self.buffers[topic] = _Buffer(on_full, room)
+        self.buffers[topic] = _Buffer(full, room)
 
     def full(self) -> set[TP]:
         """Partitions left out of the fetch until their buffer drains."""
@@ -229,8 +234,9 @@ class Delivery:
         self._seeks = dict(router.seeks)
         self._sought: set[TP] = set()
 
-    def route(self, tp: TP, message: Any, now: float) -> bool:
+    def route(self, message: Any, now: float) -> bool:
         """Buffer ``message`` for its stage; False if it is not for a stage (faust's)."""
+        tp: TP = message.tp
         router = self._router
         buffer = router.buffers.get(tp.topic)
         if buffer is None:
@@ -347,15 +353,15 @@ class RoutingConsumer(StatusConsumer):
         inbound = self.app.monitor.stream_inbound_time
         since_yield = 0
         now = time.monotonic()
-        async for tp, message in records:
+        async for _, message in records:
             since_yield += 1
             if since_yield > _YIELD_EVERY or since_yield == 1:
                 if since_yield > 1:
                     await asyncio.sleep(0)
                     since_yield = 1
                 now = time.monotonic()
-            if route(tp, message, now):
-                inbound[tp] = now
+            if route(message, now):
+                inbound[message.tp] = now
             else:
                 await callback(message)
 
@@ -461,7 +467,7 @@ class FaustLog:
             message = event.message
             message.incref()
             delivery = self.router.fetched()
-            delivery.route(message.tp, message, time.monotonic())
+            delivery.route(message, time.monotonic())
 
     async def rebalanced(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         """Partitions revoked or assigned (faust's signals): what is buffered comes again from
