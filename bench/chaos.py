@@ -43,9 +43,10 @@ import httpx
 import orjson
 
 from bench.common import Figure, write_results
+from bench.liveness import Watch
 from bench.soak import Part
 from sextant.core.config_plane import ConfigPublisher
-from sextant.core.kafka import TopicReader, consumer_group_lags, ensure_topics
+from sextant.core.kafka import consumer_group_lags, ensure_topics
 from sextant.core.secrets import generate_secret_key
 from sextant.core.settings import KafkaSection
 from sextant.schemas.config import (
@@ -56,7 +57,7 @@ from sextant.schemas.config import (
     Project,
     hash_key,
 )
-from sextant.schemas.records import AlertState, AlertTransition, MetricPoint
+from sextant.schemas.records import AlertState
 from sextant.schemas.topics import Topic, internal_topic_name, processor_group, topic_name
 from tests.infra import LocalBroker, free_port, wait_for
 
@@ -156,63 +157,6 @@ def _publish_config(kafka: KafkaSection) -> None:
         ]
     )
     publisher.close()
-
-
-class Watch:
-    """Follows ``alerts`` and ``metric_points`` (transitions of the rule, newest windows)."""
-
-    def __init__(self, kafka: KafkaSection) -> None:
-        self.kafka = kafka
-        self.transitions: list[tuple[float, AlertTransition]] = []
-        self.newest: dict[str, datetime] = {}
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._follow, args=(topic,), daemon=True)
-            for topic in (Topic.ALERTS, Topic.METRIC_POINTS)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _follow(self, topic: Topic) -> None:
-        reader = TopicReader(self.kafka, topic_name(topic, self.kafka.topic_prefix))
-        try:
-            reader.assign(60.0, self._stop)
-            reader.seek_to_beginning()
-            while not self._stop.is_set():
-                for record in reader.poll(0.5):
-                    if record.value is not None:
-                        self._take(topic, record.value)
-        finally:
-            reader.close()
-
-    def _take(self, topic: Topic, value: bytes) -> None:
-        with self._lock:
-            if topic is Topic.ALERTS:
-                transition = AlertTransition.model_validate_json(value)
-                if transition.rule_id == RULE:
-                    self.transitions.append((time.time(), transition))
-                return
-            point = MetricPoint.model_validate_json(value)
-            if point.project_id == PROJECT and (point.count or point.denominator):
-                known = self.newest.get(point.metric)
-                if known is None or point.window_start > known:
-                    self.newest[point.metric] = point.window_start
-
-    def seen(self, state: AlertState, at: datetime) -> float | None:
-        """When a transition of the rule to ``state`` stamped ``at`` was first seen."""
-        with self._lock:
-            for seen_at, transition in self.transitions:
-                if transition.to_state is state and transition.at == at:
-                    return seen_at
-        return None
-
-    def windows(self) -> dict[str, datetime]:
-        with self._lock:
-            return dict(self.newest)
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 class Load:
@@ -397,9 +341,9 @@ def run_round(
         (AlertState.RESOLVED, signal_minute + timedelta(minutes=2)),
     ):
         deadline = window_end + timedelta(seconds=LATENESS_S + ALERT_GRACE_S)
-        while watch.seen(state, window_end) is None and datetime.now(UTC) < deadline:
+        while watch.seen(RULE, state, window_end) is None and datetime.now(UTC) < deadline:
             time.sleep(0.5)  # polling the followed alerts topic, with the deadline above
-        seen = watch.seen(state, window_end)
+        seen = watch.seen(RULE, state, window_end)
         if seen is None:
             result.problems.append(
                 f"no {state.value} transition for the window ending {window_end}"
@@ -411,14 +355,15 @@ def run_round(
     current = _minute(datetime.now(UTC)) - timedelta(minutes=1)
     try:
         wait_for(
-            lambda: watch.windows().get(LOAD_METRIC, datetime.min.replace(tzinfo=UTC)) >= current,
+            lambda: (watch.window(PROJECT, LOAD_METRIC) or current - timedelta(1)) >= current,
             60,
             0.5,
             "the load metric's newest window",
         )
         result.windows_current = True
     except TimeoutError:
-        result.problems.append(f"the load metric's newest window is {watch.windows()}")
+        newest = watch.window(PROJECT, LOAD_METRIC)
+        result.problems.append(f"the load metric's newest window is {newest}")
     load.paused.set()
     paused = time.monotonic()
     try:

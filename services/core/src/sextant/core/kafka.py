@@ -26,6 +26,7 @@ __all__ = [
     "broker_version",
     "cluster_reachable",
     "consumer_group_lags",
+    "consumer_group_offsets",
     "end_offsets",
     "ensure_topic",
     "ensure_topics",
@@ -304,16 +305,23 @@ def broker_version(bootstrap: str) -> tuple[int, ...]:
         consumer.close()
 
 
-def consumer_group_lags(settings: KafkaSection, group: str, topic: str) -> dict[int, int]:
-    """Per partition of ``topic``: records ``group`` has not committed yet (all of them if it
-    never did)."""
+def consumer_group_offsets(settings: KafkaSection, group: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``: the offset ``group`` committed (0 where it never did)."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         committed = admin.list_group_offsets({group: None}).get(group, {})
     finally:
         admin.close()
+    return {
+        tp.partition: max(0, meta.offset) for tp, meta in committed.items() if tp.topic == topic
+    }
+
+
+def consumer_group_lags(settings: KafkaSection, group: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``: records ``group`` has not committed yet (all of them if it
+    never did)."""
+    done = consumer_group_offsets(settings, group, topic)
     ends = end_offsets(settings, topic)
-    done = {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
     return {
         partition: max(0, end - max(0, done.get(partition, 0)))
         for partition, end in sorted(ends.items())
