@@ -63,6 +63,9 @@ _YIELD_EVERY = 200
 _FETCH_WAIT_S = 0.02
 """Longest wait for records (faust waits 1 s): a partition left out of the fetch while its
 buffer is full comes back as soon as the buffer drains, not a second later."""
+_CALL_TIMEOUT_S = 5.0
+"""Longest wait for the consumer's thread to answer a seek or an offsets request: the runner
+holds a stage meanwhile, and tries again at its next tick."""
 _BUFFER_BATCHES = 2
 """A topic's buffer holds at most this many batches before its partitions leave the fetch."""
 
@@ -534,7 +537,7 @@ class FaustLog:
         if not tps:
             return {}
         try:
-            found = await self.consumer.highwaters(*tps)
+            found = await asyncio.wait_for(self.consumer.highwaters(*tps), _CALL_TIMEOUT_S)
         except (KafkaError, AssertionError, TimeoutError) as exc:
             raise LogUnavailable(topic) from exc
         return {tp.partition: int(offset) for tp, offset in found.items()}
@@ -542,9 +545,10 @@ class FaustLog:
     async def log_start(self, topic: str, partition: int) -> int | None:
         tp = TP(topic, partition)
         try:
-            found: int | None = (await self.consumer.earliest_offsets(tp)).get(tp)
+            earliest = await asyncio.wait_for(self.consumer.earliest_offsets(tp), _CALL_TIMEOUT_S)
         except (KafkaError, AssertionError, TimeoutError) as exc:
             raise LogUnavailable(str(tp)) from exc
+        found: int | None = earliest.get(tp)
         return found
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
@@ -558,7 +562,7 @@ class FaustLog:
         consumer.on_buffer_drop(tp)
         try:
             # seek_wait runs in the consumer's thread (faust's seek calls aiokafka from this one)
-            await consumer.seek_wait({tp: offset})
+            await asyncio.wait_for(consumer.seek_wait({tp: offset}), _CALL_TIMEOUT_S)
         except (KafkaError, AssertionError, TimeoutError) as exc:
             raise LogUnavailable(str(tp)) from exc
 
