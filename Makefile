@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := $(UV) run --frozen
 export UV_PYTHON ?= 3.11
 
-.PHONY: help setup run kafka test lint typecheck unit integration e2e js-test schemas bench soak clean
+.PHONY: help setup run kafka test lint typecheck unit integration e2e js-test schemas bench soak chaos clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,8 +50,11 @@ test: lint typecheck js-test ## Lint, types, the browser SDK, unit, integration,
 bench: setup ## Benchmarks; writes bench/RESULTS.md
 	$(PY) python -m bench.run_all
 
-soak: setup ## Ten minutes of load with every fault injected, then an exact account of every event
+soak: setup ## Ten minutes of load with every fault injected: live again after each, then an exact account of every event
 	$(PY) python -m bench.soak --rate 300 --duration 600
+
+chaos: setup ## Twenty rounds of kill -9 (processor, gateway with sink, collector) under load; every part must come back to life
+	$(PY) python -m bench.chaos --rounds 20 --rate 400
 
 clean: ## Remove local data (Kafka logs, warehouse), keep the Kafka download
 	rm -rf .local/kafka-data .local/warehouse

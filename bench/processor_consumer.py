@@ -1,11 +1,12 @@
-"""Processor worker catch-up: Sextant's batch-draining consumer against faust's drain loop.
+"""Processor worker catch-up: Sextant's delivery against faust's own streams.
 
-faust's loop hands each fetched record to the streams with its own ``Service.wait_first``
-(four tasks per record); ``sextant.processor.transport.BatchDrainingConsumer`` waits once per
-fetched batch. On one broker and the same pre-produced events, workers of both kinds
-(``bench.faust_drain_worker`` is the baseline) catch up in alternating rounds, each in a
-consumer group of its own, with six metric definitions and with none; the figure is the
-median round.
+faust hands each fetched record to its streams with ``Service.wait_first`` (four tasks per
+record), then through a channel, an ``Event`` and a queue to an agent;
+``sextant.processor.faust_log`` puts each fetched batch's records straight into the stages'
+buffers. On one broker and the same pre-produced events, workers of both kinds (the baseline
+is the same worker with ``SEXTANT_PROCESSOR_FAUST_STREAMS=true``: faust's public path, an
+agent per topic) catch up in alternating rounds, each in a consumer group of its own, with
+six metric definitions and with none; the figure is the median round.
 
 Run: ``python -m bench.processor_consumer [--events N] [--rounds R]``.
 """
@@ -29,23 +30,26 @@ from sextant.schemas.config import Project
 
 NAME = "processor_consumer"
 COMMAND = "python -m bench.processor_consumer"
-KINDS = {"batch-draining": "sextant.processor", "faust's loop": "bench.faust_drain_worker"}
+KINDS = {"Sextant's delivery": "false", "faust's streams": "true"}
+"""Each kind of worker and its ``SEXTANT_PROCESSOR_FAUST_STREAMS``."""
 
 
 def rates(settings: KafkaSection, events: int, rounds: int, root: Path) -> dict[str, list[float]]:
     """Catch-up rate of each kind of worker, rounds alternating, a new group each time."""
     found: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for r in range(rounds):
-        for kind, module in KINDS.items():
+        for kind, streams in KINDS.items():
             group = f"g{uuid.uuid4().hex[:8]}"
             os.environ["SEXTANT_PROCESSOR_GROUP"] = group  # read by the worker it starts
-            worker = Worker(settings, root / group, module=module)
+            os.environ["SEXTANT_PROCESSOR_FAUST_STREAMS"] = streams
+            worker = Worker(settings, root / group)
             try:
                 found[kind].append(catch_up(worker, events))
             finally:
                 worker.stop()
             print(f"  round {r + 1} {kind}: {found[kind][-1]:,.0f} events/s", flush=True)
     os.environ.pop("SEXTANT_PROCESSOR_GROUP")
+    os.environ.pop("SEXTANT_PROCESSOR_FAUST_STREAMS")
     return found
 
 
@@ -72,11 +76,11 @@ def main() -> None:
             figures.append(
                 Figure(
                     NAME,
-                    f"worker catch-up, {label}, batch-draining consumer (median of "
+                    f"worker catch-up, {label}, Sextant's delivery (median of "
                     f"{args.rounds} alternating rounds)",
                     ours,
                     "events/s",
-                    baseline="the same worker with faust's drain loop",
+                    baseline="the same worker reading through faust's streams",
                     baseline_value=faust,
                     command=COMMAND,
                 )

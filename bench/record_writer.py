@@ -1,13 +1,9 @@
-"""Writing an ``events.raw`` record: the collector's two per-event costs before Kafka.
+"""Writing an ``events.raw`` record: the collector's per-event cost before Kafka.
 
-In one process, alternating for ``--rounds`` rounds, best of each:
-
-1. The record's key and bytes for the collector benchmark's events:
-   ``enriched_record()`` (values under their wire names, no model) beside building the
-   validated ``Envelope`` with ``enrich()`` and writing it with ``envelope_json()``.
-2. Compressing one partition's batch as the collector's producer does at half its peak (about
-   thirty records): ``sextant.core.aio_kafka.zstd_encode`` (one context per thread) beside
-   aiokafka's own ``zstd_encode`` (a new context per call).
+In one process, alternating for ``--rounds`` rounds, best of each: the record's key and bytes
+for the collector benchmark's events, ``enriched_record()`` (values under their wire names, no
+model) beside building the validated ``Envelope`` with ``enrich()`` and writing it with
+``envelope_json()``.
 
 Run: ``python -m bench.record_writer [--rounds R]``.
 """
@@ -20,16 +16,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import codec
 
 from bench.collector_throughput import request_bodies
 from bench.common import Figure, write_results
-from sextant.core.aio_kafka import zstd_encode
 from sextant.schemas.events import IncomingEvent, enrich, enriched_record, envelope_json
 
 NAME = "record_writer"
 COMMAND = "python -m bench.record_writer"
-BATCH_RECORDS = 30
 
 
 def best_microseconds(work: Callable[[], int], rounds: int) -> float:
@@ -62,26 +55,8 @@ def main() -> None:
             envelope_json(envelope)
         return len(events)
 
-    payload = b"".join(
-        enriched_record(event, project_id="bench", received_at=now, client_ip="127.0.0.1")[1]
-        for event in events[:BATCH_RECORDS]
-    )
-    batches = 2_000
-
-    def reused() -> int:
-        for _ in range(batches):
-            zstd_encode(payload)
-        return batches
-
-    def per_call() -> int:
-        for _ in range(batches):
-            codec.zstd_encode(payload)
-        return batches
-
     write = best_microseconds(records, args.rounds)
     model = best_microseconds(envelopes, args.rounds)
-    compress_reused = best_microseconds(reused, args.rounds)
-    compress_new = best_microseconds(per_call, args.rounds)
     figures = [
         Figure(
             benchmark=NAME,
@@ -90,16 +65,6 @@ def main() -> None:
             unit="µs/event",
             baseline="enrich() to a validated Envelope, then envelope_json()",
             baseline_value=round(model, 2),
-            command=COMMAND,
-        ),
-        Figure(
-            benchmark=NAME,
-            figure=f"µs to zstd-compress one batch of {BATCH_RECORDS} records "
-            f"({len(payload):,} B), one context per thread",
-            value=round(compress_reused, 2),
-            unit="µs/batch",
-            baseline="aiokafka's zstd_encode (a new context per call)",
-            baseline_value=round(compress_new, 2),
             command=COMMAND,
         ),
     ]

@@ -1,4 +1,5 @@
-"""``make soak``: the whole pipeline under load and faults, then an exact account of every event.
+"""``make soak``: the whole pipeline under load and faults; every part live again after each
+fault, then an exact account of every event.
 
 The parts run as separate processes on loopback (collector, two processor workers, the sink
 owning an embedded warehouse, a private Kafka broker). A load generator sends batches at a
@@ -7,7 +8,10 @@ acknowledged, as SDKs do. Meanwhile faults are injected on a schedule: ``kill -9
 of the collector, each processor worker and the sink, a broker stop and restart, and a
 stalled warehouse (the sink frozen with SIGSTOP). At the end every event is accounted for:
 acknowledged by the collector, present in ``events.raw``, rows in ``events``, and the sum of
-the count metric over the same minutes; rejected events in the dead-letter topic.
+the count metric over the same minutes; rejected events in the dead-letter topic. After every
+fault, liveness is checked too (``bench.liveness``): every part ready again, every consumer
+group committing up to its topics' ends, every metric's newest window current, and an alert
+rule of the fault's own firing and resolving on time.
 
     python -m bench.soak --rate 500 --duration 600            # the full soak
     python -m bench.soak --rate 200 --duration 60 --short     # the short one in `make test`
@@ -35,15 +39,16 @@ from pathlib import Path
 import httpx
 import orjson
 from rich.console import Console
-from rich.live import Live
+from rich.live import Live as LiveDisplay
 from rich.table import Table
 
+from bench import liveness
 from bench.common import Figure, write_results
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import consumer_group_lags, ensure_topics, read_all
 from sextant.core.settings import KafkaSection
 from sextant.schemas.config import ApiKey, KeyKind, MetricDefinition, Project, hash_key
-from sextant.schemas.topics import Topic, topic_name
+from sextant.schemas.topics import Topic, internal_topic_name, processor_group, topic_name
 from tests.infra import LocalBroker, free_port, wait_for
 
 PROJECT = "soak"
@@ -150,12 +155,12 @@ def _part(name: str, root: Path, env: dict[str, str], port_var: str) -> Part:
     )
 
 
-def start_pipeline(root: Path) -> Pipeline:
+def start_pipeline(root: Path, signals: int = 0) -> Pipeline:
     broker = LocalBroker(root / "kafka")
     broker.start()
     kafka = KafkaSection(kafka_bootstrap=broker.bootstrap, topic_prefix="soak")
     ensure_topics(kafka, partitions=6)
-    _publish_config(kafka)
+    _publish_config(kafka, signals)
     warehouse_url = f"chdb://{root / 'warehouse'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEXTANT_")} | {
         "SEXTANT_KAFKA_BOOTSTRAP": broker.bootstrap,
@@ -193,7 +198,7 @@ def start_pipeline(root: Path) -> Pipeline:
     return pipeline
 
 
-def _publish_config(kafka: KafkaSection) -> None:
+def _publish_config(kafka: KafkaSection, signals: int) -> None:
     publisher = ConfigPublisher(kafka)
     publisher.put(
         [
@@ -202,6 +207,7 @@ def _publish_config(kafka: KafkaSection) -> None:
                 id="w", project_id=PROJECT, key_kind=KeyKind.WRITE, key_hash=hash_key(WRITE_KEY)
             ),
             MetricDefinition(id=METRIC, project_id=PROJECT, metric_kind="count", event=EVENT),
+            *liveness.documents(signals),
         ]
     )
     publisher.close()
@@ -282,6 +288,10 @@ def _restart(part: Part, tally: Tally) -> None:
     part.restarts += 1
 
 
+SHORT_FAULTS, ALL_FAULTS = 3, 6
+"""Faults of the short soak and of the full one (one alert rule of the liveness project each)."""
+
+
 def fault_schedule(
     pipeline: Pipeline, short: bool
 ) -> list[tuple[float, str, Callable[[Tally], None]]]:
@@ -314,11 +324,55 @@ def fault_schedule(
     return schedule
 
 
-async def run_faults(pipeline: Pipeline, duration_s: float, short: bool, tally: Tally) -> None:
+@dataclass
+class Live:
+    """What checks liveness after each fault."""
+
+    watch: liveness.Watch
+    signals: liveness.Signals
+    checks: list[asyncio.Task[liveness.Check]] = field(default_factory=list)
+
+
+def _groups(kafka: KafkaSection) -> dict[str, list[str]]:
+    """Every consumer group of the soak and the topics it commits."""
+    prefix = kafka.topic_prefix
+    processor = processor_group(prefix)
+    sink_topics = (
+        Topic.EVENTS_RAW,
+        Topic.EVENTS_INVALID,
+        Topic.EXPOSURES,
+        Topic.METRIC_POINTS,
+        Topic.ALERTS,
+    )
+    return {
+        processor: [
+            topic_name(Topic.EVENTS_RAW, prefix),
+            internal_topic_name(Topic.PARTIALS, processor),
+        ],
+        f"{prefix}.sink": [topic_name(t, prefix) for t in sink_topics],
+    }
+
+
+async def run_faults(
+    pipeline: Pipeline, duration_s: float, short: bool, tally: Tally, live: Live | None = None
+) -> None:
     started = time.monotonic()
-    for at, _label, action in fault_schedule(pipeline, short):
+    for k, (at, label, action) in enumerate(fault_schedule(pipeline, short)):
         await asyncio.sleep(max(0.0, started + at * duration_s - time.monotonic()))
         await asyncio.to_thread(action, tally)
+        if live is not None:
+            check = functools.partial(
+                liveness.check_after_fault,
+                label,
+                k,
+                kafka=pipeline.kafka,
+                ready=lambda: all(_supervised_ready(p, tally) for p in pipeline.parts),
+                groups=_groups(pipeline.kafka),
+                metrics=[(PROJECT, METRIC), (liveness.PROJECT, liveness.HEARTBEAT_METRIC)],
+                signals=live.signals,
+                watch=live.watch,
+            )
+            live.checks.append(asyncio.create_task(asyncio.to_thread(check)))
 
 
 @dataclass(frozen=True)
@@ -469,30 +523,103 @@ def _progress(tally: Tally, elapsed: float, duration: float) -> Table:
     return table
 
 
-async def soak(rate: int, duration_s: float, short: bool, root: Path) -> tuple[Account, Tally]:
-    pipeline = start_pipeline(root)
+async def soak(
+    rate: int, duration_s: float, short: bool, root: Path
+) -> tuple[Account, Tally, list[liveness.Check]]:
+    pipeline = start_pipeline(root, signals=SHORT_FAULTS if short else ALL_FAULTS)
     tally = Tally()
     url = pipeline.collector.ready_url.replace("/readyz", "/v1/batch")
+    live = Live(liveness.Watch(pipeline.kafka), liveness.Signals(lambda: url))
     try:
-        with Live(_progress(tally, 0, duration_s), console=console, refresh_per_second=2) as live:
+        with LiveDisplay(
+            _progress(tally, 0, duration_s), console=console, refresh_per_second=2
+        ) as display:
             await asyncio.gather(
                 generate_load(
                     url,
                     rate,
                     duration_s,
                     tally,
-                    lambda e: live.update(_progress(tally, e, duration_s)),
+                    lambda e: display.update(_progress(tally, e, duration_s)),
                 ),
-                run_faults(pipeline, duration_s, short, tally),
+                run_faults(pipeline, duration_s, short, tally, live),
             )
-        return account(pipeline, tally), tally
+        checks = list(await asyncio.gather(*live.checks))
+        return account(pipeline, tally), tally, checks
     finally:
+        live.signals.stop()
+        live.watch.stop()
         for part in pipeline.parts:
             part.stop()
         pipeline.broker.stop()
 
 
-def report(result: Account, tally: Tally, rate: int, duration_s: float) -> None:
+def report_liveness(checks: list[liveness.Check]) -> list[Figure]:
+    table = Table(title="Live again after every fault")
+    for column in ("fault", "ready (s)", "caught up (s)", "fired (s)", "resolved (s)", "problems"):
+        table.add_column(column)
+
+    def seconds(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f}"
+
+    for check in checks:
+        table.add_row(
+            check.fault,
+            seconds(check.ready_after_s),
+            seconds(check.drained_after_s),
+            seconds(check.fired_after_s),
+            seconds(check.resolved_after_s),
+            "; ".join(check.problems) or "none",
+        )
+    console.print(table)
+
+    def slowest(values: list[float | None]) -> float:
+        return max((v for v in values if v is not None), default=0.0)
+
+    return [
+        Figure(
+            "soak",
+            "faults after which a part did not come back to life",
+            sum(not c.live for c in checks),
+            "faults",
+            "faults",
+            len(checks),
+            target="0",
+        ),
+        Figure(
+            "soak",
+            "slowest return to ready after a fault",
+            slowest([c.ready_after_s for c in checks]),
+            "s",
+        ),
+        Figure(
+            "soak",
+            "slowest catch-up of every group to its topics' ends after a fault",
+            slowest([c.drained_after_s for c in checks]),
+            "s",
+        ),
+        Figure(
+            "soak",
+            "slowest firing transition after its window's end (lateness 10 s)",
+            slowest([c.fired_after_s for c in checks]),
+            "s",
+        ),
+        Figure(
+            "soak",
+            "slowest resolved transition after its window's end (lateness 10 s)",
+            slowest([c.resolved_after_s for c in checks]),
+            "s",
+        ),
+    ]
+
+
+def report(
+    result: Account,
+    tally: Tally,
+    rate: int,
+    duration_s: float,
+    checks: list[liveness.Check] | None = None,
+) -> None:
     table = Table(title="Every event accounted for")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -501,9 +628,16 @@ def report(result: Account, tally: Tally, rate: int, duration_s: float) -> None:
     table.add_row("faults injected", "; ".join(tally.faults))
     console.print(table)
     command = f"python -m bench.soak --rate {rate} --duration {duration_s:.0f}"
+    live = [
+        Figure(
+            f.benchmark, f.figure, f.value, f.unit, f.baseline, f.baseline_value, f.target, command
+        )
+        for f in report_liveness(checks or [])
+    ]
     write_results(
         "soak",
         [
+            *live,
             Figure("soak", "acknowledged events", result.acknowledged, "events", command=command),
             Figure("soak", "lost events", result.lost, "events", target="0", command=command),
             Figure(
@@ -539,15 +673,17 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sextant-soak-"))
     try:
-        result, tally = asyncio.run(soak(args.rate, args.duration, args.short, root))
+        result, tally, checks = asyncio.run(soak(args.rate, args.duration, args.short, root))
     finally:
         if args.keep:
             console.print(f"logs and data kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    report(result, tally, args.rate, args.duration)
+    report(result, tally, args.rate, args.duration, checks)
     if not result.exact:
         raise SystemExit("the soak lost or duplicated events")
+    if not all(check.live for check in checks):
+        raise SystemExit("a part did not come back to life after a fault")
 
 
 if __name__ == "__main__":

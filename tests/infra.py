@@ -7,6 +7,7 @@ local broker (``deploy/local/kafka.sh``) on a free port in a temporary folder.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import signal
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +41,40 @@ def wait_for(
         if last:
             return last
         time.sleep(interval_s)
+    raise TimeoutError(f"{message} not reached within {timeout_s}s (last value: {last!r})")
+
+
+async def wait_for_async(
+    probe: Callable[[], T | None],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """:func:`wait_for` inside an event loop: the loop keeps running between the polls."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        await asyncio.sleep(interval_s)
+    raise TimeoutError(f"{message} not reached within {timeout_s}s (last value: {last!r})")
+
+
+async def wait_for_awaitable(
+    probe: Callable[[], Awaitable[T | None]],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.1,
+    message: str = "condition",
+) -> T:
+    """:func:`wait_for_async` with a probe that is itself a coroutine (an HTTP call)."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval_s)
     raise TimeoutError(f"{message} not reached within {timeout_s}s (last value: {last!r})")
 
 

@@ -1,6 +1,9 @@
 """The short soak: the whole pipeline as processes, a minute of load, a kill -9 of the
-collector, a processor worker and the sink, then every acknowledged event is counted exactly
-once in the topic, the warehouse and the count metric; rejected ones are in the dead letter."""
+collector, a processor worker and the sink. After each fault every part is live again: ready,
+every consumer group caught up with its topics, every metric's newest window current, and an
+alert rule of the fault's own firing and resolving on time. At the end every acknowledged
+event is counted exactly once in the topic, the warehouse and the count metric; rejected ones
+are in the dead letter."""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ from bench.soak import soak
 
 
 def test_every_acknowledged_event_is_counted_exactly_once(tmp_path: Path) -> None:
-    result, tally = asyncio.run(soak(rate=150, duration_s=45, short=True, root=tmp_path))
+    result, tally, checks = asyncio.run(soak(rate=150, duration_s=45, short=True, root=tmp_path))
     assert len(tally.faults) == 3
+    assert len(checks) == 3
+    assert [c.problems for c in checks] == [[], [], []]
     assert result.acknowledged > 4_000
     assert result.unacknowledged_at_end == 0
     assert result.lost == 0

@@ -8,18 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sextant.core.alerting import (
+from sextant.core.alerting import Outcome, RuleState
+from sextant.gateway.experiment_rules import (
     ExperimentSnapshot,
-    MetricRuleEvaluator,
-    Outcome,
-    RuleState,
     VariantResult,
     evaluate_experiment_rule,
     judge_guardrail,
     judge_srm,
-    merge_points,
-    metric_value,
 )
+from sextant.processor.alert_rules import MetricRuleEvaluator, merge_points, metric_value
 from sextant.schemas.config import AlertRule, Experiment, MetricKind
 from sextant.schemas.records import AlertState, AlertTransition, MetricPoint
 from sextant.schemas.sketches import HLL_REGISTERS, hll_add, hll_pack

@@ -1,45 +1,66 @@
-"""A worker whose rebalance, or stop, never ends exits (to be restarted, or to end)."""
+"""A worker whose rebalance, or stop, never ends is ended (to be restarted, or to end)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+from sextant.processor.app import STUCK_EXIT_CODE, Watchdog
 
-from sextant.processor.app import STUCK_EXIT_CODE
 
-_PROCESS = textwrap.dedent(
-    """
-    import sys, time
-    from types import SimpleNamespace
-    from sextant.processor.app import Processor
-    from sextant.processor.settings import ProcessorSettings
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
 
-    app = SimpleNamespace(rebalancing=sys.argv[1] == "stuck")
-    processor = SimpleNamespace(
-        settings=ProcessorSettings(
-            processor_max_rebalance_seconds=1.0, processor_stop_seconds=1.0
-        ),
-        agents=SimpleNamespace(app=app),
+    def __call__(self) -> float:
+        return self.now
+
+
+class Process:
+    def __init__(self) -> None:
+        self.stop_requested = 0
+        self.exit_code: int | None = None
+
+    def request_stop(self) -> None:
+        self.stop_requested += 1
+
+    def abort(self, code: int) -> None:
+        self.exit_code = code
+
+
+def _watchdog(clock: Clock, process: Process) -> Watchdog:
+    return Watchdog(
+        300.0, 30.0, request_stop=process.request_stop, abort=process.abort, clock=clock
     )
-    faust_worker = SimpleNamespace(should_stop=sys.argv[1] == "stopping")
-    Processor.start_watchdog(processor, faust_worker)  # type: ignore[arg-type]
-    time.sleep(4)
-    """
-)
 
 
-def _run(mode: str) -> int:
-    return subprocess.run([sys.executable, "-c", _PROCESS, mode], timeout=60).returncode
-
-
-def test_a_stuck_rebalance_ends_the_process_with_its_exit_code() -> None:
-    assert _run("stuck") == STUCK_EXIT_CODE
+def test_a_stuck_rebalance_asks_for_a_stop_once_and_the_exit_code_says_restart() -> None:
+    clock, process = Clock(), Process()
+    watchdog = _watchdog(clock, process)
+    for second in range(302):
+        clock.now = float(second)
+        watchdog.check(rebalancing=True, stopping=False)
+    assert process.stop_requested == 1
+    assert watchdog.restart_requested
+    assert process.exit_code is None
+    for second in range(302, 334):  # the stop it asked for hangs too
+        clock.now = float(second)
+        watchdog.check(rebalancing=True, stopping=True)
+    assert process.exit_code == STUCK_EXIT_CODE
 
 
 def test_a_stop_that_does_not_finish_ends_the_process() -> None:
-    assert _run("stopping") == 1
+    clock, process = Clock(), Process()
+    watchdog = _watchdog(clock, process)
+    for second in range(32):
+        clock.now = float(second)
+        watchdog.check(rebalancing=False, stopping=True)
+    assert process.exit_code == 1
+    assert process.stop_requested == 0
 
 
-def test_a_worker_that_is_neither_rebalancing_nor_stopping_keeps_running() -> None:
-    assert _run("working") == 0
+def test_a_worker_that_rebalances_now_and_then_keeps_running() -> None:
+    clock, process = Clock(), Process()
+    watchdog = _watchdog(clock, process)
+    for second in range(2_000):
+        clock.now = float(second)
+        watchdog.check(rebalancing=second % 200 < 150, stopping=False)
+    assert process.stop_requested == 0
+    assert process.exit_code is None

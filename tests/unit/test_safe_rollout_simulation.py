@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from scipy import stats as scipy_stats
 
-from sextant.core.alerting import (
+from sextant.core.alerting import RuleState
+from sextant.core.config_plane import ConfigState
+from sextant.gateway.experiment_rules import (
     ExperimentSnapshot,
-    RuleState,
     VariantResult,
     evaluate_experiment_rule,
 )
-from sextant.core.config_plane import ConfigState
 from sextant.gateway.rollouts import stop_on_alerts
 from sextant.gateway.stats import MeanStats, compare_means, rho_for_sample_size
 from sextant.schemas.config import AlertRule, ConfigDocument, Experiment, Feature, Variant

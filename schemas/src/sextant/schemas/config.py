@@ -288,6 +288,14 @@ class AlertRuleKind(StrEnum):
     SRM = "srm"
 
 
+METRIC_RULE_KINDS = frozenset(
+    {AlertRuleKind.THRESHOLD, AlertRuleKind.RELATIVE_CHANGE, AlertRuleKind.ANOMALY}
+)
+"""Rules on a metric's series: the processor evaluates them as windows close."""
+EXPERIMENT_RULE_KINDS = frozenset({AlertRuleKind.EXPERIMENT_GUARDRAIL, AlertRuleKind.SRM})
+"""Rules on an experiment's results: the gateway evaluates them on a schedule."""
+
+
 class Severity(StrEnum):
     INFO = "info"
     WARNING = "warning"

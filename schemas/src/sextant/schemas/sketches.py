@@ -282,21 +282,28 @@ class TDigest:
         return list(self._centroids)
 
     def quantile(self, q: float) -> float:
+        """The value at quantile ``q``; NaN for an empty digest."""
         return digest_quantile(self.centroids(), q)
 
 
-def digest_quantile(centroids: Sequence[Centroid], q: float) -> float:
-    """The value at quantile ``q`` (0..1) of a digest; NaN when it is empty."""
-    if not centroids:
+def digest_quantile(centroids: Iterable[Centroid], q: float) -> float:
+    """The value at quantile ``q`` (0..1) of a digest's centroids, in any order (the union of
+    several digests too: reading the union is at least as accurate as compressing it first),
+    interpolating between centroid centres; NaN when they hold no weight.
+
+    The one reading of a digest: the gateway's series, the live stream and alert rules use it.
+    """
+    ordered = sorted(c for c in centroids if c[1] > 0)
+    if not ordered:
         return math.nan
-    if len(centroids) == 1:
-        return centroids[0][0]
-    total = math.fsum(w for _, w in centroids)
+    if len(ordered) == 1:
+        return ordered[0][0]
+    total = math.fsum(w for _, w in ordered)
     target = min(max(q, 0.0), 1.0) * total
     cumulative = 0.0
     previous_center = -math.inf
-    previous_mean = centroids[0][0]
-    for mean, weight in centroids:
+    previous_mean = ordered[0][0]
+    for mean, weight in ordered:
         center = cumulative + weight / 2
         if target <= center:
             if previous_center == -math.inf:
@@ -305,4 +312,4 @@ def digest_quantile(centroids: Sequence[Centroid], q: float) -> float:
             return previous_mean + (mean - previous_mean) * (target - previous_center) / span
         previous_center, previous_mean = center, mean
         cumulative += weight
-    return centroids[-1][0]
+    return ordered[-1][0]

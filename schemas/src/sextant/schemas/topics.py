@@ -2,6 +2,12 @@
 
 Topic names carry a configurable prefix (default ``sextant``) so that tests and tenants can
 isolate themselves on one cluster: ``topic_name(Topic.EVENTS_RAW, "t42")`` is ``t42.events.raw``.
+The processor's internal topics are named after its consumer group instead
+(``internal_topic_name(Topic.PARTIALS, "t42-processor")`` is ``t42-processor-partials``): faust
+names its tables' changelogs so, and the group is the faust app's id.
+
+``tests/integration/test_topic_registry.py`` runs every part and holds this registry to the
+topics each one reads and writes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,12 @@ class Topic(StrEnum):
     ALERTS = "alerts"
     CONFIG = "config"
     SINK_DEAD_LETTER = "sink.dead_letter"
+    PARTIALS = "partials"
+    """The processor's stage one → stage two (internal)."""
+    WINDOWS_CHANGELOG = "windows-changelog"
+    """The processor's stage-one state (a faust table's changelog, internal)."""
+    MERGE_CHANGELOG = "merge-changelog"
+    """The processor's stage-two state (a faust table's changelog, internal)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,9 @@ class TopicSpec:
     partitions: int = 12
     compacted: bool = False
     retention_ms: int | None = None
+    internal: bool = False
+    """One part's own topic, named after its consumer group (:func:`internal_topic_name`) and
+    created by that part, not by ``sextant topics``."""
 
 
 TOPICS: dict[Topic, TopicSpec] = {
@@ -63,15 +78,15 @@ TOPICS: dict[Topic, TopicSpec] = {
             Topic.METRIC_POINTS,
             key="project_id:metric",
             value="MetricPoint (window aggregate as additive components)",
-            producers=("processor",),
-            consumers=("sink", "gateway"),
+            producers=("processor", "cli"),
+            consumers=("processor", "sink", "gateway"),
         ),
         TopicSpec(
             Topic.ALERTS,
             key="project_id:rule_id",
             value="AlertTransition",
             producers=("processor", "gateway"),
-            consumers=("sink", "notifier"),
+            consumers=("processor", "sink", "gateway", "notifier"),
             partitions=3,
         ),
         TopicSpec(
@@ -79,7 +94,7 @@ TOPICS: dict[Topic, TopicSpec] = {
             key="kind:project_id:id",
             value="ConfigDocument, or a tombstone (null value)",
             producers=("gateway", "cli"),
-            consumers=("collector", "processor", "sink", "gateway", "notifier"),
+            consumers=("collector", "processor", "sink", "gateway", "notifier", "cli"),
             partitions=1,
             compacted=True,
         ),
@@ -91,8 +106,36 @@ TOPICS: dict[Topic, TopicSpec] = {
             consumers=(),
             partitions=1,
         ),
+        TopicSpec(
+            Topic.PARTIALS,
+            key="project_id|metric|window_start",
+            value="Partial (one events.raw partition's part of a window)",
+            producers=("processor",),
+            consumers=("processor",),
+            internal=True,
+        ),
+        TopicSpec(
+            Topic.WINDOWS_CHANGELOG,
+            key="<partition>|...",
+            value="stage one's state entries (faust table changelog)",
+            producers=("processor",),
+            consumers=("processor",),
+            compacted=True,
+            internal=True,
+        ),
+        TopicSpec(
+            Topic.MERGE_CHANGELOG,
+            key="<partition>|...",
+            value="stage two's state entries (faust table changelog)",
+            producers=("processor",),
+            consumers=("processor",),
+            compacted=True,
+            internal=True,
+        ),
     )
 }
+PUBLIC_TOPICS: tuple[Topic, ...] = tuple(t for t in Topic if not TOPICS[t].internal)
+"""The topics ``sextant topics`` creates (the internal ones are created by their part)."""
 
 DEFAULT_PREFIX = "sextant"
 
@@ -100,3 +143,13 @@ DEFAULT_PREFIX = "sextant"
 def topic_name(topic: Topic, prefix: str = DEFAULT_PREFIX) -> str:
     """The full Kafka topic name of ``topic`` under ``prefix``."""
     return f"{prefix}.{topic.value}"
+
+
+def internal_topic_name(topic: Topic, group: str) -> str:
+    """The full name of an internal topic of the part whose consumer group is ``group``."""
+    return f"{group}-{topic.value}"
+
+
+def processor_group(prefix: str = DEFAULT_PREFIX) -> str:
+    """The processor's default consumer group (and faust app id) under ``prefix``."""
+    return f"{prefix}-processor"

@@ -35,8 +35,9 @@ from sextant.collector.validation import TrackingPlans
 from sextant.core.aio_kafka import BatchingProducer
 from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.demo import guard_demo_keys
-from sextant.core.kafka import cluster_reachable
+from sextant.core.kafka import cluster_reachable, note_use
 from sextant.core.logging import get_logger
+from sextant.core.progress import ProgressBoard
 from sextant.core.secrets import SecretBox
 from sextant.core.service import add_operational_routes, settle_heap
 from sextant.core.turns import Turns
@@ -93,7 +94,10 @@ def create_app(
 ) -> FastAPI:
     """The collector app. ``state`` and ``sink`` replace the config follower and the Kafka
     producer (tests); without them the app follows the config topic and produces to Kafka."""
+    board = ProgressBoard(settings.stall_seconds)
     follower = None if state is not None else ConfigFollower(settings)
+    if follower is not None:
+        follower.attach(board)
     config = state if state is not None else follower.state  # type: ignore[union-attr]
     turns = Turns()
     producer = (
@@ -113,6 +117,8 @@ def create_app(
     shared = settings.collector_shared_dir if settings.collector_workers > 1 else None
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry)
+    for written in (Topic.EVENTS_RAW, Topic.EVENTS_INVALID):
+        note_use(topic_name(written, settings.topic_prefix), "writes")
     ingestor = Ingestor(
         sink=sink or producer,  # type: ignore[arg-type]
         plans=TrackingPlans(config),
@@ -200,6 +206,8 @@ def create_app(
         app,
         {"config": config_ready, "kafka": kafka_ready},
         scrape_registry(registry, metrics_dir(shared) if shared else None),
+        progress=board,
+        stall_restart_s=settings.stall_restart_seconds,
     )
     _document(app)
     return app

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from sextant.core.kafka import make_producer, read_all
+from sextant.core.kafka import make_producer, note_use, read_all
 from sextant.core.logging import get_logger
 from sextant.core.settings import KafkaSection
 from sextant.schemas.records import AlertTransition
@@ -51,6 +51,7 @@ class AlertPublisher:
 
     def __init__(self, settings: KafkaSection) -> None:
         self.topic = topic_name(Topic.ALERTS, settings.topic_prefix)
+        note_use(self.topic, "writes")
         self._producer = make_producer(settings)
 
     def publish(self, transitions: Sequence[AlertTransition], timeout_s: float = 10.0) -> None:

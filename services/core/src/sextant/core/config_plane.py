@@ -8,16 +8,16 @@ without a restart.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from sextant.core.kafka import make_consumer, make_producer
+from sextant.core.background import BackgroundLoop
+from sextant.core.kafka import TopicReader, make_producer, note_use
 from sextant.core.logging import get_logger
+from sextant.core.progress import ConsumerProgress
 from sextant.core.settings import KafkaSection
 from sextant.schemas.config import (
     CONFIG_DOCUMENT,
@@ -119,25 +119,33 @@ def decode_record(key: bytes | None, value: bytes | None) -> tuple[str, ConfigDo
     return text_key, CONFIG_DOCUMENT.validate_json(value)
 
 
-class ConfigFollower:
-    """A daemon thread that reads the config topic from the beginning and keeps following it."""
+class ConfigFollower(BackgroundLoop):
+    """A background loop that reads the config topic from the beginning and keeps following it.
 
-    def __init__(self, settings: KafkaSection, state: ConfigState | None = None) -> None:
+    Its progress is reported under ``config`` (see :mod:`sextant.core.progress`).
+    """
+
+    name = "config-follower"
+
+    def __init__(
+        self,
+        settings: KafkaSection,
+        state: ConfigState | None = None,
+        *,
+        progress: ConsumerProgress | None = None,
+    ) -> None:
+        super().__init__(progress=progress, retry_initial_s=1.0, retry_max_s=5.0)
         self.settings = settings
         self.state = state or ConfigState()
         self.topic = topic_name(Topic.CONFIG, settings.topic_prefix)
         self._caught_up = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="config-follower", daemon=True)
-        self.healthy = False
 
-    def start(self) -> ConfigFollower:
-        self._thread.start()
+    def start(self) -> ConfigFollower:  # type: ignore[override]
+        super().start()
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+    def stop(self, timeout_s: float = 5.0) -> None:
+        super().stop(timeout_s)
 
     def wait_caught_up(self, timeout_s: float) -> bool:
         """Block until everything on the topic at start-up has been read."""
@@ -147,42 +155,38 @@ class ConfigFollower:
     def caught_up(self) -> bool:
         return self._caught_up.is_set()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except Exception:
-                self.healthy = False
-                log.warning("config follower lost the broker; retrying", exc_info=True)
-                self._stop.wait(1.0)
+    @property
+    def healthy(self) -> bool:
+        """A session is connected to the broker."""
+        return self.ready()
 
-    def _follow(self) -> None:
-        consumer: KafkaConsumer = make_consumer(self.settings, None)
+    def session(self) -> None:
+        reader = TopicReader(self.settings, self.topic)
         try:
-            tp = self._assign(consumer)
+            partitions = reader.assign(30.0, self.stopping)
+            if not partitions:
+                return
             # Every (re)connect reads from the start: compaction keeps the latest document per
             # key, and applying a document again is harmless.
-            consumer.seek_to_beginning(tp)
-            end = consumer.end_offsets([tp])[tp]
-            self.healthy = True
-            while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=500).values():
-                    for record in records:
-                        self._apply(record.key, record.value)
-                if consumer.position(tp) >= end:
+            reader.seek_to_beginning()
+            end = reader.end_offsets()
+            self.connected()
+            while not self.stopping.is_set():
+                records = reader.poll(0.5)
+                for record in records:
+                    self._apply(record.key, record.value)
+                for partition in partitions:
+                    position = reader.position(partition)
+                    if records:
+                        self.progress.moved(partition, position)
+                    highwater = reader.highwater(partition)
+                    self.progress.waiting(
+                        partition, (highwater - position) if highwater is not None else 0
+                    )
+                if all(reader.position(p) >= end.get(p, 0) for p in partitions):
                     self._caught_up.set()
         finally:
-            consumer.close()
-
-    def _assign(self, consumer: KafkaConsumer) -> TopicPartition:
-        deadline = time.monotonic() + 30
-        while not consumer.partitions_for_topic(self.topic):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"config topic {self.topic} does not exist")
-            self._stop.wait(0.5)
-        tp = TopicPartition(self.topic, 0)
-        consumer.assign([tp])
-        return tp
+            reader.close()
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         try:
@@ -206,6 +210,7 @@ class ConfigPublisher:
 
     def __init__(self, settings: KafkaSection) -> None:
         self.topic = topic_name(Topic.CONFIG, settings.topic_prefix)
+        note_use(self.topic, "writes")
         self._producer = make_producer(settings)
 
     def put(self, documents: Iterable[ConfigDocument], timeout_s: float = 10.0) -> None:

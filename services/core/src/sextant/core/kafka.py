@@ -6,35 +6,56 @@ Nothing outside ``sextant.core`` imports a Kafka client library (faust in the pr
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from sextant.core.settings import KafkaSection
-from sextant.schemas.topics import TOPICS, Topic, TopicSpec, topic_name
+from sextant.schemas.topics import PUBLIC_TOPICS, TOPICS, Topic, TopicSpec, topic_name
 
 __all__ = [
     "KafkaError",
     "Record",
     "TopicPartition",
+    "TopicReader",
     "broker_version",
     "cluster_reachable",
     "consumer_group_lags",
+    "consumer_group_offsets",
     "end_offsets",
     "ensure_topic",
     "ensure_topics",
     "make_consumer",
     "make_producer",
+    "note_use",
     "read_all",
+    "topic_use",
 ]
 
+Role = Literal["reads", "writes"]
+_USE: set[tuple[str, Role]] = set()
+_USE_LOCK = threading.Lock()
 
-@dataclass(frozen=True)
-class Record:
+
+def note_use(topic: str, role: Role) -> None:
+    """This process reads (or writes) ``topic``: every adapter notes it when it is built, and
+    ``/metrics`` shows it (``sextant_topic_use``), which a test holds the registry to."""
+    with _USE_LOCK:
+        _USE.add((topic, role))
+
+
+def topic_use() -> set[tuple[str, Role]]:
+    """The topics this process reads and writes, as noted by :func:`note_use`."""
+    with _USE_LOCK:
+        return set(_USE)
+
+
+class Record(NamedTuple):
     topic: str
     partition: int
     offset: int
@@ -58,7 +79,7 @@ def _partitions(spec: TopicSpec, override: int | None) -> int:
 
 def ensure_topics(
     settings: KafkaSection,
-    topics: Iterable[Topic] = tuple(Topic),
+    topics: Iterable[Topic] = PUBLIC_TOPICS,
     partitions: int | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet (idempotent); returns the names created."""
@@ -152,6 +173,94 @@ def make_consumer(
     return KafkaConsumer(*topics, **(options | overrides))
 
 
+class TopicReader:
+    """Every partition of one topic, read without a consumer group: the config followers, the
+    live stream's feed, the alert evaluator's replay. Not thread-safe: one thread reads it.
+
+    Partitions are named by number; offsets are the next one to read. The reader never
+    commits (it has no group).
+    """
+
+    def __init__(self, settings: KafkaSection, topic: str, **overrides: Any) -> None:
+        self.topic = topic
+        note_use(topic, "reads")
+        self._consumer = make_consumer(settings, None, **overrides)
+        self._tps: dict[int, TopicPartition] = {}
+
+    def assign(self, wait_s: float, stop: threading.Event | None = None) -> list[int]:
+        """Wait until the topic's partitions are known, then read them all; ``TimeoutError``
+        after ``wait_s`` (an empty list if ``stop`` is set first)."""
+        deadline = time.monotonic() + wait_s
+        while not (found := self._consumer.partitions_for_topic(self.topic)):
+            if stop is not None and stop.is_set():
+                return []
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {self.topic} does not exist")
+            time.sleep(0.2)
+        return self.assign_partitions(sorted(found))
+
+    def assign_partitions(self, partitions: Iterable[int]) -> list[int]:
+        """Read only these partitions."""
+        self._tps = {p: TopicPartition(self.topic, p) for p in sorted(partitions)}
+        self._consumer.assign(list(self._tps.values()))
+        return list(self._tps)
+
+    @property
+    def partitions(self) -> list[int]:
+        return list(self._tps)
+
+    def seek(self, partition: int, offset: int) -> None:
+        self._consumer.seek(self._tps[partition], offset)
+
+    def seek_to_beginning(self) -> None:
+        self._consumer.seek_to_beginning(*self._tps.values())
+
+    def seek_to_end(self, *partitions: int) -> None:
+        chosen = partitions or tuple(self._tps)
+        self._consumer.seek_to_end(*(self._tps[p] for p in chosen))
+
+    def offsets_for_time(self, timestamp_ms: int) -> dict[int, int | None]:
+        """Per partition, the first offset of a record at or after ``timestamp_ms`` (None: no
+        such record)."""
+        found = self._consumer.offsets_for_times(dict.fromkeys(self._tps.values(), timestamp_ms))
+        return {tp.partition: (at.offset if at is not None else None) for tp, at in found.items()}
+
+    def poll(self, timeout_s: float, max_records: int | None = None) -> list[Record]:
+        """The records fetched within ``timeout_s`` (each partition's in order)."""
+        options: dict[str, Any] = {"timeout_ms": max(int(timeout_s * 1000), 0)}
+        if max_records is not None:
+            options["max_records"] = max_records
+        return [
+            Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+            for messages in self._consumer.poll(**options).values()
+            for m in messages
+        ]
+
+    def position(self, partition: int) -> int:
+        """The next offset this reader reads on ``partition``."""
+        return int(self._consumer.position(self._tps[partition]))
+
+    def highwater(self, partition: int) -> int | None:
+        """The partition's end as of the last fetch (None before any)."""
+        found = self._consumer.highwater(self._tps[partition])
+        return None if found is None else int(found)
+
+    def end_offsets(self) -> dict[int, int]:
+        return {
+            tp.partition: int(offset)
+            for tp, offset in self._consumer.end_offsets(list(self._tps.values())).items()
+        }
+
+    def beginning_offsets(self) -> dict[int, int]:
+        return {
+            tp.partition: int(offset)
+            for tp, offset in self._consumer.beginning_offsets(list(self._tps.values())).items()
+        }
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 def end_offsets(settings: KafkaSection, topic: str) -> dict[int, int]:
     """The next offset to be written, per partition of ``topic``."""
     consumer = make_consumer(settings, None)
@@ -165,6 +274,7 @@ def end_offsets(settings: KafkaSection, topic: str) -> dict[int, int]:
 
 def read_all(settings: KafkaSection, topic: str, timeout_s: float = 10.0) -> Iterator[Record]:
     """Every record currently in ``topic``, from the beginning to the end offsets."""
+    note_use(topic, "reads")
     consumer = make_consumer(settings, None, consumer_timeout_ms=int(timeout_s * 1000))
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -187,24 +297,31 @@ def read_all(settings: KafkaSection, topic: str, timeout_s: float = 10.0) -> Ite
 
 def broker_version(bootstrap: str) -> tuple[int, ...]:
     """The broker's version as the client infers it from the APIs it supports, e.g. (4, 1)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        version: tuple[int, ...] = admin._client.check_version()  # no public accessor
+        version: tuple[int, ...] = tuple(consumer.config["api_version"])
         return version
     finally:
-        admin.close()
+        consumer.close()
 
 
-def consumer_group_lags(settings: KafkaSection, group: str, topic: str) -> dict[int, int]:
-    """Per partition of ``topic``: records ``group`` has not committed yet (all of them if it
-    never did)."""
+def consumer_group_offsets(settings: KafkaSection, group: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``: the offset ``group`` committed (0 where it never did)."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         committed = admin.list_group_offsets({group: None}).get(group, {})
     finally:
         admin.close()
+    return {
+        tp.partition: max(0, meta.offset) for tp, meta in committed.items() if tp.topic == topic
+    }
+
+
+def consumer_group_lags(settings: KafkaSection, group: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``: records ``group`` has not committed yet (all of them if it
+    never did)."""
+    done = consumer_group_offsets(settings, group, topic)
     ends = end_offsets(settings, topic)
-    done = {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
     return {
         partition: max(0, end - max(0, done.get(partition, 0)))
         for partition, end in sorted(ends.items())

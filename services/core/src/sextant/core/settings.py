@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[5]
@@ -36,6 +36,12 @@ class ServiceSection(SextantSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
     config_wait_seconds: float = 30.0
+    stall_seconds: float = Field(default=60.0, gt=0)
+    """A consumer with records waiting that has not moved for this long is stalled: ``/readyz``
+    says not ready and names it (``sextant.core.progress``)."""
+    stall_restart_seconds: float = Field(default=300.0, ge=0)
+    """A stall that lasts this long restarts the part through its shutdown path, for its
+    supervisor to start it again (0: never)."""
     demo: bool = False
     """Run while the public demo keys of ``deploy/config/demo.yaml`` are active (``make run``,
     compose's ``demo`` profile); without it a part refuses to start while they are."""

@@ -16,9 +16,11 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sextant.core.background import BackgroundLoop
 from sextant.core.config_plane import ConfigFollower
 from sextant.core.demo import guard_demo_keys
 from sextant.core.logging import get_logger
+from sextant.core.progress import ProgressBoard
 from sextant.core.service import (
     BackgroundService,
     ReadinessCheck,
@@ -111,6 +113,7 @@ def _readiness(
 
 def create_app(settings: GatewaySettings, background: Sequence[BackgroundService] = ()) -> FastAPI:
     """The gateway app; ``background`` services start and stop with it."""
+    board = ProgressBoard(settings.stall_seconds)
     follower = ConfigFollower(settings)
     gateway = Gateway(settings, follower)
     feed = MetricPointFeed(settings, settings.live_buffer_records, settings.live_buffer_bytes)
@@ -136,6 +139,10 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
         interval_s=settings.ramp_interval_seconds,
     )
     background = (*background, experiment_alerts, ramps)
+    follower.attach(board)
+    for loop in (feed, *background):
+        if isinstance(loop, BackgroundLoop):
+            loop.attach(board)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -186,7 +193,12 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     app.include_router(admin_features.router)
     app.include_router(routes_alerts.router)
     app.include_router(dashboard.router)
-    add_operational_routes(app, _readiness(gateway, feed, background))
+    add_operational_routes(
+        app,
+        _readiness(gateway, feed, background),
+        progress=board,
+        stall_restart_s=settings.stall_restart_seconds,
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _document_operations(app)
     return app

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from sextant.core.config_plane import ConfigFollower, ConfigPublisher, ConfigState
+from sextant.core.kafka import note_use
 from sextant.core.logging import get_logger
 from sextant.core.secrets import MissingSecretKey, SecretBox, UnreadableSecret, seal_secrets
 from sextant.core.warehouse import Warehouse, connect
@@ -20,6 +21,7 @@ from sextant.gateway.cache import TimedCache
 from sextant.gateway.problems import ProblemError
 from sextant.gateway.settings import GatewaySettings
 from sextant.schemas.config import ConfigDocument
+from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
 
@@ -44,6 +46,8 @@ class Gateway:
         self._warehouse_factory = warehouse_factory
         self._warehouse: Warehouse | None = None
         self._publisher: ConfigPublisher | None = None
+        # The admin API writes the config topic (its publisher is opened on first use).
+        note_use(topic_name(Topic.CONFIG, settings.topic_prefix), "writes")
         self._lock = threading.Lock()
         self._changed = threading.Condition()
         self.quantile_cache = TimedCache(settings.experiment_quantile_refresh_seconds)

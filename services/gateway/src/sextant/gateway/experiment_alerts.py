@@ -21,22 +21,20 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sextant.core.alert_log import AlertPublisher, RuleKey, read_recorded
-from sextant.core.alerting import (
-    Clock,
-    ExperimentSnapshot,
-    RuleState,
-    VariantResult,
-    evaluate_experiment_rule,
-    seed_state,
-    utc_now,
-    window_floor,
-)
+from sextant.core.alerting import Clock, RuleState, seed_state, utc_now, window_floor
+from sextant.core.background import BackgroundLoop
 from sextant.core.config_plane import ConfigState
 from sextant.core.logging import get_logger
+from sextant.core.progress import ConsumerProgress
 from sextant.core.settings import KafkaSection
 from sextant.gateway.context import Gateway
+from sextant.gateway.experiment_rules import (
+    ExperimentSnapshot,
+    VariantResult,
+    evaluate_experiment_rule,
+)
 from sextant.gateway.experiments import ExperimentResults, experiment_results
-from sextant.schemas.config import AlertRule, AlertRuleKind, Experiment
+from sextant.schemas.config import EXPERIMENT_RULE_KINDS, AlertRule, Experiment
 from sextant.schemas.records import AlertState, AlertTransition
 
 __all__ = [
@@ -47,7 +45,6 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
-EXPERIMENT_RULE_KINDS = frozenset({AlertRuleKind.EXPERIMENT_GUARDRAIL, AlertRuleKind.SRM})
 
 Judged = tuple[RuleKey, datetime, RuleState, AlertTransition | None]
 """A rule, the window judged, its state after, and the transition (if the state changed)."""
@@ -95,7 +92,7 @@ def warehouse_results(gateway: Gateway) -> ResultsProvider:
     return results
 
 
-class ExperimentAlertService:
+class ExperimentAlertService(BackgroundLoop):
     """Judges experiment rules on a schedule and publishes their transitions."""
 
     name = "experiment-alerts"
@@ -110,7 +107,9 @@ class ExperimentAlertService:
         interval_s: float = 15.0,
         clock: Clock = utc_now,
         act: Callable[[list[AlertTransition]], list[AlertTransition]] | None = None,
+        progress: ConsumerProgress | None = None,
     ) -> None:
+        super().__init__(progress=progress, retry_initial_s=interval_s, retry_max_s=interval_s)
         self.act = act
         """Called with the transitions before they are published (the safe-rollout guard
         switches features off and says so in their messages); returns what to publish."""
@@ -124,21 +123,9 @@ class ExperimentAlertService:
         self._states: dict[RuleKey, RuleState] = {}
         self._judged: dict[RuleKey, datetime] = {}
         self._seeded = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-
-    # --- BackgroundService ---
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
     def ready(self) -> bool:
-        return self._thread.is_alive() and self._seeded.is_set()
+        return self.alive and self._seeded.is_set()
 
     # --- evaluation ---
 
@@ -207,24 +194,21 @@ class ExperimentAlertService:
 
     # --- the loop ---
 
-    def _run(self) -> None:
-        publisher: AlertPublisher | None = None
-        while not self._stop.is_set():
-            try:
-                if not self._seeded.is_set():
-                    if not self.config_ready():
-                        self._stop.wait(0.2)
-                        continue
-                    self.seed(read_recorded(self.settings))
-                publisher = publisher or AlertPublisher(self.settings)
+    def session(self) -> None:
+        """Seed from the alerts topic once, then a round every ``interval_s``; a failed round
+        closes the publisher and is tried again after ``interval_s``."""
+        while not self._seeded.is_set():
+            if self.config_ready():
+                self.seed(read_recorded(self.settings))
+            elif self.wait(0.2):
+                return
+        publisher = AlertPublisher(self.settings)
+        try:
+            self.connected()
+            while not self.stopping.is_set():
                 self.tick(publisher)
-            except Exception:
-                log.warning("experiment alert evaluation failed; retrying", exc_info=True)
-                if publisher is not None:
-                    publisher.close()
-                    publisher = None
-            self._stop.wait(self.interval_s)
-        if publisher is not None:
+                self.wait(self.interval_s)
+        finally:
             publisher.close()
 
     def tick(self, publisher: AlertPublisher) -> list[AlertTransition]:

@@ -46,7 +46,7 @@ from sextant.gateway.sql import (
     LATEST,
     Params,
     filters_sql,
-    property_text,
+    property_number,
     run_query,
     utc,
 )
@@ -287,8 +287,10 @@ def _analysed_units_sql(
 
 
 def _number(params: Params, metric: MetricDefinition) -> str:
+    """The metric's value of an event: its property when that is a JSON number (the rule of
+    the live metrics, ``sextant.schemas.filters.number_of``)."""
     assert metric.property is not None
-    return f"toFloat64OrNull({property_text(params, metric.property, 'property')})"
+    return property_number(params, metric.property, "property")
 
 
 def _per_unit(

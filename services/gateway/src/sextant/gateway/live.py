@@ -26,18 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from sextant.core.kafka import KafkaError, TopicPartition, make_consumer
+from sextant.core.background import BackgroundLoop
+from sextant.core.kafka import KafkaError, TopicReader
 from sextant.core.logging import get_logger
+from sextant.core.progress import ConsumerProgress
 from sextant.core.settings import KafkaSection
 from sextant.gateway.problems import invalid
-from sextant.gateway.series import point_value, quantiles_of, unique_users
+from sextant.gateway.series import point_value, quantiles_of
 from sextant.schemas.config import MetricDefinition, MetricKind
+from sextant.schemas.metric_values import unique_users_of
 from sextant.schemas.records import MetricPoint
-from sextant.schemas.sketches import hll_histogram
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
@@ -113,10 +114,11 @@ def parse_position(text: str) -> Position:
     return position
 
 
-class MetricPointFeed:
+class MetricPointFeed(BackgroundLoop):
     """Follows ``metric_points`` from its end and fans records out to subscriptions.
 
-    A ``BackgroundService``: ``start``/``stop``/``ready``. Thread-safe.
+    A background loop (``start``/``stop``/``ready``); its progress is reported under
+    ``live-feed``. Thread-safe.
     """
 
     name = "live-feed"
@@ -126,7 +128,10 @@ class MetricPointFeed:
         settings: KafkaSection,
         buffer_records: int = 20_000,
         buffer_bytes: int = 64 * 1024 * 1024,
+        *,
+        progress: ConsumerProgress | None = None,
     ) -> None:
+        super().__init__(progress=progress, retry_initial_s=1.0, retry_max_s=5.0)
         self.settings = settings
         self.topic = topic_name(Topic.METRIC_POINTS, settings.topic_prefix)
         self._buffer: deque[FeedRecord] = deque()
@@ -139,69 +144,52 @@ class MetricPointFeed:
         self._position: Position = {}
         self._subscriptions: list[Subscription] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._assigned = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def ready(self) -> bool:
-        return self._assigned.is_set() and self._thread.is_alive()
+    def stop(self, timeout_s: float = 5.0) -> None:
+        super().stop(timeout_s)
 
     def wait_ready(self, timeout_s: float) -> bool:
-        return self._assigned.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     # --- the feed thread ------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except Exception:
-                self._assigned.clear()
-                log.warning("live feed lost the broker; retrying", exc_info=True)
-                self._stop.wait(1.0)
-
-    def _follow(self) -> None:
-        consumer: KafkaConsumer = make_consumer(self.settings, None, fetch_max_wait_ms=100)
+    def session(self) -> None:
+        reader = TopicReader(self.settings, self.topic, fetch_max_wait_ms=100)
         try:
-            tps = self._assign(consumer)
-            if not tps:
+            partitions = reader.assign(30.0, self.stopping)
+            if not partitions:
                 return
-            self._assigned.set()
-            while not self._stop.is_set():
-                batch = consumer.poll(timeout_ms=200)
+            self._start_at(reader, partitions)
+            self.connected()
+            while not self.stopping.is_set():
                 records = [
-                    FeedRecord(m.partition, m.offset, m.key or b"", m.value or b"")
-                    for messages in batch.values()
-                    for m in messages
+                    FeedRecord(r.partition, r.offset, r.key or b"", r.value or b"")
+                    for r in reader.poll(0.2)
                 ]
-                self._take(records, {tp.partition: consumer.position(tp) for tp in tps})
+                position = {p: reader.position(p) for p in partitions}
+                self._take(records, position)
+                for partition in partitions:
+                    if records:
+                        self.progress.moved(partition, position[partition])
+                    highwater = reader.highwater(partition)
+                    waiting = (highwater - position[partition]) if highwater is not None else 0
+                    self.progress.waiting(partition, waiting)
         finally:
-            consumer.close()
+            reader.close()
 
-    def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
-        deadline = time.monotonic() + 30
-        while not (partitions := consumer.partitions_for_topic(self.topic)):
-            if time.monotonic() > deadline or self._stop.is_set():
-                raise RuntimeError(f"topic {self.topic} does not exist")
-            self._stop.wait(0.5)
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        ends = consumer.end_offsets(tps)
+    def _start_at(self, reader: TopicReader, partitions: list[int]) -> None:
+        ends = reader.end_offsets()
         with self._lock:
-            for tp in tps:
+            for partition in partitions:
                 # First start: from the end. After a reconnect: exactly where we stopped.
-                start = self._position.setdefault(tp.partition, ends[tp])
-                self._buffer_start.setdefault(tp.partition, start)
-                consumer.seek(tp, start)
-        return tps
+                start = self._position.setdefault(partition, ends[partition])
+                self._buffer_start.setdefault(partition, start)
+                reader.seek(partition, start)
 
     def _take(self, records: list[FeedRecord], position: Position) -> None:
         with self._lock:
@@ -267,29 +255,27 @@ class MetricPointFeed:
         ``TimeoutError`` if that takes longer than ``timeout_s``."""
         found: list[FeedRecord] = []
         deadline = time.monotonic() + timeout_s
-        consumer: KafkaConsumer = make_consumer(self.settings, None, consumer_timeout_ms=5000)
+        reader = TopicReader(self.settings, self.topic)
         try:
             for partition, start, end in gaps:
-                tp = TopicPartition(self.topic, partition)
-                consumer.assign([tp])
-                consumer.seek(tp, start)
-                while consumer.position(tp) < end:
+                reader.assign_partitions([partition])
+                reader.seek(partition, start)
+                while reader.position(partition) < end:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"reading back {self.topic}[{partition}] took too long")
-                    batch = consumer.poll(timeout_ms=1000).get(tp, [])
-                    if not batch and consumer.position(tp) < end:
+                    batch = reader.poll(1.0)
+                    if not batch and reader.position(partition) < end:
                         # Nothing more comes (the range was deleted by retention): stop here.
-                        beginning = consumer.beginning_offsets([tp])[tp]
-                        if beginning >= end:
+                        if reader.beginning_offsets()[partition] >= end:
                             break
                         continue
                     found += [
-                        FeedRecord(m.partition, m.offset, m.key or b"", m.value or b"")
-                        for m in batch
-                        if m.offset < end and m.key == key
+                        FeedRecord(r.partition, r.offset, r.key or b"", r.value or b"")
+                        for r in batch
+                        if r.offset < end and r.key == key
                     ]
         finally:
-            consumer.close()
+            reader.close()
         return found
 
 
@@ -300,17 +286,19 @@ def _point_payload(point: MetricPoint, metric: MetricDefinition | None) -> dict[
     kind = metric.metric_kind if metric is not None else MetricKind.COUNT
     uniques = None
     if kind is MetricKind.UNIQUE_USERS:
-        uniques = unique_users(point.count, hll_histogram(point.hll))
+        uniques = unique_users_of(point.count, point.hll)
     quantiles = None
     if kind is MetricKind.PERCENTILES:
-        quantiles = quantiles_of(sorted(point.digest))
+        quantiles = quantiles_of(point.digest)
     return {
         "metric": point.metric,
         "window_start": point.window_start.isoformat(),
         "window_seconds": point.window_seconds,
         "breakdown": point.breakdown or None,
         "version": point.version,
-        "value": point_value(kind, point.count, point.sum, point.denominator, uniques, quantiles),
+        "value": point_value(
+            kind, point.count, point.sum, point.denominator, uniques, point.digest
+        ),
         "count": point.count,
         "sum": point.sum,
         "denominator": point.denominator,

@@ -17,10 +17,10 @@ calls :func:`stop_on_alerts` before it publishes the transitions it judged.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 
+from sextant.core.background import BackgroundLoop
 from sextant.core.config_plane import ConfigState
 from sextant.core.feature_versions import versioned
 from sextant.core.logging import get_logger
@@ -173,8 +173,8 @@ def ramp_changes(
     return moved
 
 
-class RampService:
-    """Raises ramped coverages on schedule (a ``BackgroundService`` of the gateway)."""
+class RampService(BackgroundLoop):
+    """Raises ramped coverages on schedule (a background loop of the gateway)."""
 
     name = "ramps"
 
@@ -188,25 +188,16 @@ class RampService:
         interval_s: float = 15.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(retry_initial_s=interval_s, retry_max_s=interval_s)
         self.state = state
         self.commit = commit
         self.firing = firing
         self.config_ready = config_ready
         self.interval_s = interval_s
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
     def ready(self) -> bool:
-        return self._thread.is_alive()
+        return self.alive
 
     def tick(self) -> list[tuple[Feature, list[str]]]:
         """Move every ramp that is due; what moved."""
@@ -220,11 +211,11 @@ class RampService:
             log.info("ramp raised coverage", feature=feature.id, changes=notes)
         return moved
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def session(self) -> None:
+        """A round every ``interval_s`` once the config plane has caught up; a failed round
+        is tried again after ``interval_s``."""
+        self.connected()
+        while not self.stopping.is_set():
             if self.config_ready():
-                try:
-                    self.tick()
-                except Exception:
-                    log.warning("ramp tick failed; retrying", exc_info=True)
-            self._stop.wait(self.interval_s)
+                self.tick()
+            self.wait(self.interval_s)

@@ -10,6 +10,7 @@ centroids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -22,11 +23,10 @@ from sextant.gateway.context import Gateway
 from sextant.gateway.problems import invalid
 from sextant.gateway.sql import DATETIME, FINAL_PER_PARTITION, Params, run_query, utc
 from sextant.schemas.config import MetricDefinition, MetricKind
+from sextant.schemas.metric_values import Components, metric_value, unique_users
 from sextant.schemas.sketches import (
-    HLL_REGISTERS,
     Centroid,
     digest_quantile,
-    hll_estimate_from_histogram,
     hll_histogram_sql,
     hll_register_sql,
 )
@@ -88,9 +88,9 @@ def quantile_label(q: float) -> str:
     return f"p{round(q * 100)}"
 
 
-def quantiles_of(centroids: list[Centroid]) -> dict[str, float | None]:
-    """p50, p90, p95 and p99 of t-digest centroids sorted by mean (the union of several
-    windows' digests: reading the union is at least as accurate as compressing it first)."""
+def quantiles_of(centroids: Sequence[Centroid]) -> dict[str, float | None]:
+    """p50, p90, p95 and p99 of t-digest centroids (the union of several windows' digests),
+    read as every part reads a digest (:func:`sextant.schemas.sketches.digest_quantile`)."""
     if not centroids:
         return {quantile_label(q): None for q in QUANTILES}
     return {quantile_label(q): digest_quantile(centroids, q) for q in QUANTILES}
@@ -102,20 +102,12 @@ def point_value(
     total: float,
     denominator: int,
     uniques: float | None = None,
-    quantiles: dict[str, float | None] | None = None,
+    centroids: Sequence[Centroid] = (),
 ) -> float | None:
-    """The metric's headline value from a window's (or a bucket's) components."""
-    if kind is MetricKind.COUNT:
-        return float(count)
-    if kind is MetricKind.SUM:
-        return total
-    if kind is MetricKind.MEAN:
-        return total / count if count else None
-    if kind is MetricKind.UNIQUE_USERS:
-        return round(uniques) if uniques is not None else None
-    if kind is MetricKind.CONVERSION:
-        return count / denominator if denominator else None
-    return (quantiles or {}).get("p50")
+    """The metric's headline value from a window's (or a bucket's) components: the one
+    definition of :mod:`sextant.schemas.metric_values` (the alert rules use it too)."""
+    components = Components(count, total, denominator, uniques, centroids)
+    return metric_value(kind, components)
 
 
 def bucket_starts(start: datetime, end: datetime, interval: Interval, limit: int) -> list[datetime]:
@@ -132,15 +124,6 @@ def bucket_starts(start: datetime, end: datetime, interval: Interval, limit: int
             "interval",
         )
     return [first + timedelta(seconds=step * i) for i in range(count)]
-
-
-def unique_users(count: int, histogram: list[int]) -> float | None:
-    """The estimate from a bucket's rank histogram; ``None`` (unknown) when the bucket has
-    events but no register: its points were written before the registers became sparse
-    (migration 0006) and have not been backfilled since."""
-    if count and histogram[0] >= HLL_REGISTERS:
-        return None
-    return hll_estimate_from_histogram(histogram)
 
 
 def metric_series(
@@ -285,15 +268,12 @@ def _pooled(window: datetime, rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
     )
 
 
-_UNDEFINED_WHEN_EMPTY = (MetricKind.MEAN, MetricKind.CONVERSION, MetricKind.PERCENTILES)
-
-
 def _point(kind: MetricKind, t: datetime, row: tuple[Any, ...] | None) -> Point:
     """A bucket's point (built without re-validation: a series has thousands)."""
     if row is None:
         return Point.model_construct(
             t=t,
-            value=None if kind in _UNDEFINED_WHEN_EMPTY else 0.0,
+            value=metric_value(kind, Components()),
             count=0,
             sum=0.0,
             denominator=0,
@@ -302,11 +282,13 @@ def _point(kind: MetricKind, t: datetime, row: tuple[Any, ...] | None) -> Point:
     count, total, denominator = int(row[2]), float(row[3]), int(row[4])
     uniques = None
     quantiles = None
+    centroids: list[Centroid] = []
     if kind is MetricKind.UNIQUE_USERS:
         uniques = unique_users(count, list(row[5]))
     elif kind is MetricKind.PERCENTILES:
-        quantiles = quantiles_of([(float(m), float(w)) for m, w in row[5]])
-    value = point_value(kind, count, total, denominator, uniques, quantiles)
+        centroids = [(float(m), float(w)) for m, w in row[5]]
+        quantiles = quantiles_of(centroids)
+    value = point_value(kind, count, total, denominator, uniques, centroids)
     return Point.model_construct(
         t=t, value=value, count=count, sum=total, denominator=denominator, quantiles=quantiles
     )

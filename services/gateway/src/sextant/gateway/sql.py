@@ -28,6 +28,8 @@ from sextant.core.warehouse import ClickHouseError
 from sextant.gateway.context import Gateway
 from sextant.gateway.problems import ProblemError, invalid
 from sextant.schemas.config import PROPERTY_PATTERN, FilterOp, PropertyFilter
+from sextant.schemas.filters import filter_sql as shared_filter_sql
+from sextant.schemas.filters import number_sql
 
 log = get_logger(__name__)
 
@@ -130,54 +132,45 @@ def _property_raw(params: Params, name: str, parameter: str) -> str:
     return f"getSubcolumn(properties, {params.add(check_property(name, parameter), 'String')})"
 
 
-def _as_text(value: Any) -> str:
-    """A scalar as ClickHouse's ``toString`` renders the same JSON value."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def property_value(params: Params, name: str, parameter: str) -> str:
+    """SQL for a property's value as the warehouse holds it (``Dynamic``: its JSON type),
+    ``name`` bound as a parameter; what :mod:`sextant.schemas.filters` compares."""
+    return _property_raw(params, name, parameter)
+
+
+def property_number(params: Params, name: str, parameter: str) -> str:
+    """SQL for a property's numeric value (NULL unless it is a JSON number), by the rule of
+    :func:`sextant.schemas.filters.number_of`."""
+    return number_sql(_property_raw(params, name, parameter))
 
 
 def _is_scalar(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
-    return isinstance(value, str | int | bool)
+    return value is None or isinstance(value, str | int | bool)
 
 
-def filter_sql(params: Params, item: PropertyFilter, parameter: str) -> str:
-    """One property filter as a boolean SQL expression that is never NULL.
-
-    ``eq``/``neq`` compare numbers numerically and everything else as text; ``neq`` and a
-    missing property: the row passes (it is not equal). Numeric comparisons ignore rows whose
-    value is not a number.
-    """
+def _check_filter(item: PropertyFilter, parameter: str) -> None:
+    """The values a query's filter may carry; what they mean is :mod:`sextant.schemas.filters`."""
     op, value = item.op, item.value
-    if op is FilterOp.EXISTS:
-        return f"({_property_raw(params, item.property, parameter)} IS NOT NULL)"
     if op is FilterOp.IN:
         values = value if isinstance(value, list) else []
         if not values or not all(_is_scalar(v) for v in values):
-            raise invalid("'in' needs a non-empty list of strings or numbers", parameter)
-        texts = params.add([_as_text(v) for v in values], "Array(String)")
-        return f"({property_text(params, item.property, parameter)} IN {texts})"
-    if op in (FilterOp.EQ, FilterOp.NEQ):
-        if value is None:
-            test = f"({_property_raw(params, item.property, parameter)} IS NULL)"
-        elif not _is_scalar(value):
-            raise invalid(f"'{op.value}' needs a string, number or boolean", parameter)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            number = f"toFloat64OrNull({property_text(params, item.property, parameter)})"
-            test = f"ifNull({number} = {params.add(float(value), 'Float64')}, 0)"
-        else:
-            text = property_text(params, item.property, parameter)
-            test = f"({text} = {params.add(_as_text(value), 'String')})"
-        return test if op is FilterOp.EQ else f"(NOT {test})"
-    if not _is_scalar(value) or isinstance(value, bool | str):
+            raise invalid("'in' needs a non-empty list of strings, numbers or booleans", parameter)
+    elif op in (FilterOp.EQ, FilterOp.NEQ):
+        if not _is_scalar(value):
+            raise invalid(f"'{op.value}' needs a string, number, boolean or null", parameter)
+    elif op is not FilterOp.EXISTS and (
+        not _is_scalar(value) or value is None or isinstance(value, bool | str)
+    ):
         raise invalid(f"'{op.value}' needs a finite number", parameter)
-    symbol = {FilterOp.GT: ">", FilterOp.GTE: ">=", FilterOp.LT: "<", FilterOp.LTE: "<="}[op]
-    number = f"toFloat64OrNull({property_text(params, item.property, parameter)})"
-    return f"ifNull({number} {symbol} {params.add(float(value), 'Float64')}, 0)"
+
+
+def filter_sql(params: Params, item: PropertyFilter, parameter: str) -> str:
+    """One property filter as a boolean SQL expression that is never NULL, with the meaning
+    every part gives it (:mod:`sextant.schemas.filters`: a string never equals a number)."""
+    _check_filter(item, parameter)
+    return shared_filter_sql(item, _property_raw(params, item.property, parameter), params.add)
 
 
 def filters_sql(params: Params, filters: Sequence[PropertyFilter], parameter: str) -> str:

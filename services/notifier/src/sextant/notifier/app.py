@@ -16,6 +16,7 @@ from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.demo import guard_demo_keys
 from sextant.core.kafka import cluster_reachable
 from sextant.core.logging import get_logger
+from sextant.core.progress import ProgressBoard
 from sextant.core.secrets import MissingSecretKey, SecretBox
 from sextant.core.service import add_operational_routes
 from sextant.notifier.delivery import Delivery, DeliveryLog, NotifierMetrics
@@ -49,7 +50,10 @@ def create_app(
     secrets = SecretBox.from_setting(settings.secret_key)
     if secrets is None:
         raise MissingSecretKey("the notifier (it opens the webhook targets' signing secrets)")
+    board = ProgressBoard(settings.stall_seconds)
     follower = None if state is not None else ConfigFollower(settings)
+    if follower is not None:
+        follower.attach(board)
     config = state if state is not None else follower.state  # type: ignore[union-attr]
     registry = CollectorRegistry()
     metrics = NotifierMetrics(registry)
@@ -63,6 +67,7 @@ def create_app(
         transport=transport,
         secrets=secrets,
     )
+    service.attach(board)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +102,8 @@ def create_app(
             "consumer": service.ready,
         },
         registry,
+        progress=board,
+        stall_restart_s=settings.stall_restart_seconds,
     )
 
     @app.get("/deliveries", tags=["deliveries"], summary="What became of recent deliveries")

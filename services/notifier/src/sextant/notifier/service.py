@@ -12,7 +12,7 @@ the notifier moves on: one dead endpoint must not hold every other team's alerts
 from __future__ import annotations
 
 import random
-import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +22,11 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from sextant.core.background import BackgroundLoop
+from sextant.core.batch_consumer import BatchConsumer, Partition
 from sextant.core.config_plane import ConfigState
-from sextant.core.kafka import make_consumer
 from sextant.core.logging import get_logger
+from sextant.core.progress import ConsumerProgress
 from sextant.core.secrets import (
     MissingSecretKey,
     SecretBox,
@@ -52,8 +54,10 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class NotifierService:
-    """The consumer loop in a thread of its own (a ``BackgroundService``).
+class NotifierService(BackgroundLoop):
+    """The consumer loop in a thread of its own (a
+    :class:`~sextant.core.background.BackgroundLoop`); its progress per ``alerts`` partition
+    (committed offsets) is reported under ``notifier``.
 
     :meth:`handle` is the whole decision for one transition and may be called directly.
     """
@@ -73,7 +77,9 @@ class NotifierService:
         jitter: Callable[[], float] = random.random,
         resolve: Resolver = resolve_host,
         secrets: SecretBox | None = None,
+        progress: ConsumerProgress | None = None,
     ) -> None:
+        super().__init__(progress=progress, retry_initial_s=1.0, retry_max_s=10.0)
         self.settings = settings
         self.secrets = secrets
         self.config = config
@@ -83,8 +89,6 @@ class NotifierService:
         self.clock = clock
         self.resolve = resolve
         self.topic = topic_name(Topic.ALERTS, settings.topic_prefix)
-        self._stop = threading.Event()
-        self._connected = threading.Event()
         # Redirects are not followed: a redirect could lead to an address never checked.
         self.client = httpx.Client(
             timeout=settings.webhook_timeout_seconds, transport=transport, follow_redirects=False
@@ -95,27 +99,18 @@ class NotifierService:
             max_attempts=settings.webhook_max_attempts,
             backoff_base_s=settings.webhook_backoff_base_seconds,
             backoff_max_s=settings.webhook_backoff_max_seconds,
-            wait=self._stop.wait,
+            wait=self.stopping.wait,
             jitter=jitter,
         )
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook")
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     # --- BackgroundService ---
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=15)
+    def stop(self, timeout_s: float = 15.0) -> None:
+        super().stop(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
-
-    def ready(self) -> bool:
-        return self._thread.is_alive() and self._connected.is_set()
 
     # --- one transition ---
 
@@ -222,41 +217,40 @@ class NotifierService:
 
     # --- the consumer loop ---
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._session()
-            except _Interrupted:
-                return
-            except Exception:
-                self._connected.clear()
-                log.warning("notifier lost the broker; reconnecting", exc_info=True)
-                self._stop.wait(1.0)
-
-    def _session(self) -> None:
+    def session(self) -> None:
         while not self.config_ready():
-            if self._stop.wait(0.2):
+            if self.wait(0.2):
                 return
-        consumer = make_consumer(
+        consumer = BatchConsumer(
             self.settings,
             self.settings.notifier_group,
-            self.topic,
-            # Retries can take minutes: small batches, and a long poll interval before the
-            # group would consider this member gone.
-            max_poll_records=20,
+            [self.topic],
+            # Retries can take minutes: a long poll interval before the group would consider
+            # this member gone (batches are small).
             max_poll_interval_ms=900_000,
         )
         try:
-            self._connected.set()
-            while not self._stop.is_set():
-                batch = consumer.poll(timeout_ms=500)
-                for records in batch.values():
+            self.connected()
+            next_lag = 0.0
+            while not self.stopping.is_set():
+                records = consumer.poll(0.5, 20)
+                for record in records:
+                    self._handle_value(record.value)
+                if records:
+                    done: dict[Partition, int] = {}
                     for record in records:
-                        self._handle_value(record.value)
-                if batch:
-                    consumer.commit()
+                        key = (record.topic, record.partition)
+                        done[key] = max(done.get(key, 0), record.offset + 1)
+                    consumer.commit(done)
+                    for (topic, partition), offset in done.items():
+                        self.progress.moved(f"{topic}:{partition}", offset)
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + 5.0
+                    for (topic, partition), lag in consumer.lag().items():
+                        self.progress.waiting(f"{topic}:{partition}", lag)
+        except _Interrupted:
+            return  # stopping in the middle of a delivery: nothing of the batch is committed
         finally:
-            self._connected.clear()
             consumer.close()
 
     def _handle_value(self, value: bytes | None) -> None:

@@ -51,7 +51,7 @@ def decode_registers(text: str) -> bytearray | None:
     return hll_unpack(np.cumsum(gaps, dtype=np.uint32))
 
 
-@dataclass
+@dataclass(slots=True)
 class Group:
     """Additive components of one breakdown value in one window."""
 
@@ -133,6 +133,14 @@ class Partial:
     groups: dict[str, Group] = field(default_factory=dict)
     conversion_window: int = 0
     """Seconds the window stays open after its lateness (a conversion's window, else 0)."""
+    encoded: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """``groups`` as :meth:`to_bytes` writes them, when already made (see ``encode``)."""
+
+    def encode(self) -> dict[str, Any]:
+        """The groups as they travel; made once and kept."""
+        if self.encoded is None:
+            self.encoded = {name: group.to_json() for name, group in self.groups.items()}
+        return self.encoded
 
     @property
     def window_key(self) -> str:
@@ -148,7 +156,7 @@ class Partial:
                 "p": self.partition,
                 "o": self.offset,
                 "n": self.breakdown_limit,
-                "g": {name: group.to_json() for name, group in self.groups.items()},
+                "g": self.encode(),
                 "cw": self.conversion_window,
             }
         )

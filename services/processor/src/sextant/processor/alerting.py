@@ -35,23 +35,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import ValidationError
 
 from sextant.core.alert_log import AlertPublisher, RuleKey, read_recorded
-from sextant.core.alerting import (
-    METRIC_RULE_KINDS,
-    MetricRuleEvaluator,
-    resume,
-    seed_state,
-    window_floor,
-)
+from sextant.core.alerting import resume, seed_state, window_floor
+from sextant.core.background import BackgroundLoop
 from sextant.core.config_plane import ConfigState
-from sextant.core.kafka import TopicPartition, make_consumer
+from sextant.core.kafka import TopicReader
 from sextant.core.logging import get_logger
+from sextant.core.progress import ConsumerProgress
 from sextant.core.settings import KafkaSection
-from sextant.schemas.config import AlertRule, MetricDefinition
+from sextant.processor.alert_rules import MetricRuleEvaluator
+from sextant.schemas.config import METRIC_RULE_KINDS, AlertRule, MetricDefinition
 from sextant.schemas.records import AlertTransition, MetricPoint
 from sextant.schemas.topics import Topic, topic_name
 
@@ -328,14 +324,15 @@ class MetricAlertEngine:
                 series.prune(min(needed.get(metric, closable), closable))
 
 
-class MetricAlertService:
-    """Runs :class:`MetricAlertEngine` over the ``metric_points`` topic in a thread of its own
-    (a :class:`sextant.core.service.BackgroundService`).
+class MetricAlertService(BackgroundLoop):
+    """Runs :class:`MetricAlertEngine` over the ``metric_points`` topic in a background loop
+    of its own (a :class:`~sextant.core.background.BackgroundLoop`).
 
     ``config_ready`` says when the config state has caught up; evaluation waits for it, so a
     start-up does not judge windows without their rules. Ready once the start-up replay is
     over. A broker failure restarts the session (re-read, replay, reconcile): safe, because
-    transition ids are deterministic and reconciliation emits nothing that is recorded.
+    transition ids are deterministic and reconciliation emits nothing that is recorded. Its
+    progress per ``metric_points`` partition is reported under ``alert-evaluator``.
     """
 
     name = "metric-alerts"
@@ -351,7 +348,9 @@ class MetricAlertService:
         point_seconds: int = 60,
         poll_timeout_ms: int = 200,
         now_ms: Callable[[], int] | None = None,
+        progress: ConsumerProgress | None = None,
     ) -> None:
+        super().__init__(progress=progress, retry_initial_s=1.0, retry_max_s=10.0)
         self.settings = settings
         self.config = config
         self.config_ready = config_ready
@@ -364,35 +363,19 @@ class MetricAlertService:
         self.emitted = 0
         self.engine: MetricAlertEngine | None = None
         self._caught_up = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
     def ready(self) -> bool:
-        return self._thread.is_alive() and self._caught_up.is_set()
+        return self.alive and self._caught_up.is_set()
 
     def wait_caught_up(self, timeout_s: float) -> bool:
         return self._caught_up.wait(timeout_s)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._session()
-            except Exception:
-                self._caught_up.clear()
-                log.warning("alert evaluation lost the broker; restarting", exc_info=True)
-                self._stop.wait(1.0)
+    def on_session_failed(self, error: Exception) -> None:
+        self._caught_up.clear()
 
-    def _session(self) -> None:
+    def session(self) -> None:
         while not self.config_ready():
-            if self._stop.wait(0.2):
+            if self.wait(0.2):
                 return
         recorded = read_recorded(self.settings)
         engine = MetricAlertEngine(
@@ -403,56 +386,47 @@ class MetricAlertService:
             close_delay=self.close_delay,
         )
         self.engine = engine
-        consumer = make_consumer(self.settings, None)
+        reader = TopicReader(self.settings, self.topic)
         publisher = AlertPublisher(self.settings)
         try:
-            partitions = self._assign(consumer)
-            end = consumer.end_offsets(partitions)
-            while not self._stop.is_set():
-                self._step(consumer, engine, publisher, partitions, end)
+            partitions = reader.assign(float("inf"), self.stopping)
+            if not partitions:
+                return
+            self._seek_replay(reader)
+            end = reader.end_offsets()
+            self.connected()
+            while not self.stopping.is_set():
+                self._step(reader, engine, publisher, partitions, end)
         finally:
-            consumer.close()
+            self._caught_up.clear()
+            reader.close()
             publisher.close()
 
-    def _assign(self, consumer: Any) -> list[TopicPartition]:
-        found: set[int] | None = None
-        while not found:
-            found = consumer.partitions_for_topic(self.topic)
-            if not found and self._stop.wait(0.5):
-                return []
-        partitions = [TopicPartition(self.topic, p) for p in sorted(found)]
-        consumer.assign(partitions)
-        self._seek_replay(consumer, partitions)
-        return partitions
-
-    def _seek_replay(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _seek_replay(self, reader: TopicReader) -> None:
         """Start ``replay_hours`` back (by record time), or at the beginning."""
         if self.replay_hours is None:
-            consumer.seek_to_beginning(*partitions)
+            reader.seek_to_beginning()
             return
         now_ms = self._now_ms() if self._now_ms else int(time.time() * 1000)
         since = now_ms - int(self.replay_hours * 3_600_000)
-        found = consumer.offsets_for_times(dict.fromkeys(partitions, since))
-        for tp in partitions:
-            at = found.get(tp)
-            if at is None:
-                consumer.seek_to_end(tp)  # every record there is older than the replay
+        for partition, offset in reader.offsets_for_time(since).items():
+            if offset is None:
+                reader.seek_to_end(partition)  # every record there is older than the replay
             else:
-                consumer.seek(tp, at.offset)
+                reader.seek(partition, offset)
 
     def _step(
         self,
-        consumer: Any,
+        reader: TopicReader,
         engine: MetricAlertEngine,
         publisher: AlertPublisher,
-        partitions: list[TopicPartition],
-        end: dict[TopicPartition, int],
+        partitions: list[int],
+        end: dict[int, int],
     ) -> None:
-        batch = consumer.poll(timeout_ms=self.poll_timeout_ms)
-        for tp, records in batch.items():
-            for record in records:
-                self._observe(engine, tp.partition, record.value)
-        lagging = self._lagging(consumer, partitions, end, engine.silent)
+        records = reader.poll(self.poll_timeout_ms / 1000)
+        for record in records:
+            self._observe(engine, record.partition, record.value)
+        lagging = self._lagging(reader, partitions, end, engine.silent, bool(records))
         engine.set_lagging(lagging)
         transitions = engine.close_windows()
         if engine.silent and not lagging:
@@ -474,17 +448,23 @@ class MetricAlertService:
         except ValidationError:
             log.error("skipping an unreadable metric point", partition=partition)
 
-    @staticmethod
     def _lagging(
-        consumer: Any,
-        partitions: list[TopicPartition],
-        end: dict[TopicPartition, int],
+        self,
+        reader: TopicReader,
+        partitions: list[int],
+        end: dict[int, int],
         replaying: bool,
+        moved: bool,
     ) -> set[int]:
         lagging: set[int] = set()
-        for tp in partitions:
-            position: int = consumer.position(tp)
-            target = end.get(tp, 0) if replaying else consumer.highwater(tp)
+        for partition in partitions:
+            position = reader.position(partition)
+            highwater = reader.highwater(partition)
+            target = end.get(partition, 0) if replaying else highwater
             if target is not None and position < target:
-                lagging.add(tp.partition)
+                lagging.add(partition)
+            if moved:
+                self.progress.moved(partition, position)
+            if highwater is not None:
+                self.progress.waiting(partition, highwater - position)
         return lagging

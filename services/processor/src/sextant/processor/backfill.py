@@ -1,6 +1,7 @@
 """``sextant metrics backfill``: a definition's history from the ``events`` table.
 
-The warehouse does the heavy part in SQL (filters, minute buckets, breakdown values, counts,
+The warehouse does the heavy part in SQL (filters, by the rule of ``sextant.schemas.filters``
+that the live processor and the gateway use too, minute buckets, breakdown values, counts,
 sums, the per-user conversion test, distinct users' hashes, values for the digest); the
 result is shaped into the same :class:`~sextant.schemas.records.MetricPoint` values the live
 processor emits (same breakdown top-N, same HyperLogLog registers for the same users) and sent
@@ -23,13 +24,14 @@ from typing import Any
 
 import orjson
 
-from sextant.core.kafka import make_producer
+from sextant.core.kafka import make_producer, note_use
 from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import Warehouse
 from sextant.processor.aggregates import WINDOW_SECONDS, Group
 from sextant.processor.definitions import NO_BREAKDOWN, NONE_VALUE
 from sextant.processor.merge import WindowId, to_point, top_groups
-from sextant.schemas.config import FilterOp, MetricDefinition, MetricKind, PropertyFilter
+from sextant.schemas.config import MetricDefinition, MetricKind
+from sextant.schemas.filters import filters_sql, number_sql
 from sextant.schemas.records import MetricPoint
 from sextant.schemas.sketches import hll_hash_sql, hll_position
 from sextant.schemas.topics import Topic, topic_name
@@ -59,38 +61,11 @@ class _Sql:
 
     @staticmethod
     def number(x: str) -> str:
-        return (
-            f"coalesce(toFloat64(dynamicElement({x}, 'Int64')), "
-            f"dynamicElement({x}, 'Float64'), toFloat64(dynamicElement({x}, 'UInt64')))"
-        )
-
-    def equals(self, x: str, value: Any) -> str:
-        if isinstance(value, bool):
-            return f"ifNull(dynamicElement({x}, 'Bool') = {self.bind(value, 'Bool')}, 0)"
-        if isinstance(value, int | float):
-            return f"ifNull({self.number(x)} = {self.bind(float(value), 'Float64')}, 0)"
-        if isinstance(value, str):
-            return f"ifNull(dynamicElement({x}, 'String') = {self.bind(value, 'String')}, 0)"
-        return "0"
-
-    def condition(self, spec: PropertyFilter) -> str:
-        x = self.prop(spec.property)
-        if spec.op is FilterOp.EQ:
-            return self.equals(x, spec.value)
-        if spec.op is FilterOp.NEQ:
-            return f"NOT {self.equals(x, spec.value)}"
-        if spec.op is FilterOp.IN:
-            options = [self.equals(x, v) for v in spec.value] or ["0"]
-            return "(" + " OR ".join(options) + ")"
-        if spec.op is FilterOp.EXISTS:
-            wanted = spec.value is None or bool(spec.value)
-            return f"dynamicType({x}) {'!=' if wanted else '='} 'None'"
-        operator = {FilterOp.GT: ">", FilterOp.GTE: ">=", FilterOp.LT: "<", FilterOp.LTE: "<="}
-        threshold = self.bind(float(spec.value), "Float64")
-        return f"ifNull({self.number(x)} {operator[spec.op]} {threshold}, 0)"
+        return number_sql(x)
 
     def matches(self) -> str:
-        return " AND ".join(["1", *(self.condition(f) for f in self.definition.filters)])
+        """The definition's filters, by the one rule (``sextant.schemas.filters``)."""
+        return filters_sql([(f, self.prop(f.property)) for f in self.definition.filters], self.bind)
 
     def breakdown(self) -> str:
         name = self.definition.breakdown
@@ -241,6 +216,7 @@ def backfill(
     emitted_at = datetime.now(UTC)
     producer = make_producer(kafka)
     topic = topic_name(Topic.METRIC_POINTS, kafka.topic_prefix)
+    note_use(topic, "writes")
     windows = points = 0
     try:
         start = since

@@ -27,12 +27,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
 from sextant.processor.aggregates import WINDOW_SECONDS, Group, Partial, window_start
-from sextant.processor.definitions import NO_BREAKDOWN, CompiledMetric
+from sextant.processor.definitions import NO_BREAKDOWN, CompiledMetric, render
 from sextant.processor.sequence import Outcome, admit
 from sextant.schemas.config import MetricKind
 from sextant.schemas.events import EXPERIMENT_VIEWED, Envelope, EventType
@@ -63,8 +63,7 @@ class StateStore(Protocol):
     def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]: ...
 
 
-@dataclass(frozen=True)
-class EventView:
+class EventView(NamedTuple):
     """The fields of an envelope the processor reads, parsed once."""
 
     project_id: str
@@ -86,7 +85,7 @@ class EventView:
         unusual goes through the full ``Envelope`` validation (``ValueError`` if invalid).
         """
         try:
-            return cls._fast(orjson.loads(raw))
+            return _fast_view(orjson.loads(raw))
         except (KeyError, TypeError, ValueError, AttributeError):
             pass
         envelope = Envelope.model_validate_json(raw)
@@ -103,50 +102,80 @@ class EventView:
             message_id=envelope.message_id,
         )
 
-    @classmethod
-    def _fast(cls, data: dict[str, Any]) -> EventView:
-        texts = (data["project_id"], data["event"], data["distinct_id"], data["messageId"])
-        user_id, anonymous_id = data.get("userId"), data.get("anonymousId")
-        properties = data.get("properties", {})
-        if not all(isinstance(t, str) for t in texts) or not isinstance(properties, dict):
-            raise TypeError("not an envelope")
-        if not all(i is None or isinstance(i, str) for i in (user_id, anonymous_id)):
-            raise TypeError("not an envelope")
-        return cls(
-            project_id=texts[0],
-            type=EventType(data["type"]),
-            event=texts[1],
-            distinct_id=texts[2],
-            user_id=user_id,
-            anonymous_id=anonymous_id,
-            properties=properties,
-            timestamp=_epoch(data["timestamp"]),
-            received_at=_epoch(data["received_at"]),
-            message_id=texts[3],
-        )
+
+_EVENT_TYPES = {kind.value: kind for kind in EventType}
+
+
+def _fast_view(data: dict[str, Any]) -> EventView:
+    project_id, event, distinct_id = data["project_id"], data["event"], data["distinct_id"]
+    message_id = data["messageId"]
+    user_id, anonymous_id = data.get("userId"), data.get("anonymousId")
+    properties = data.get("properties", {})
+    if (
+        type(project_id) is not str
+        or type(event) is not str
+        or type(distinct_id) is not str
+        or type(message_id) is not str
+        or type(properties) is not dict
+        or (user_id is not None and type(user_id) is not str)
+        or (anonymous_id is not None and type(anonymous_id) is not str)
+    ):
+        raise TypeError("not an envelope")
+    return EventView(
+        project_id,
+        _EVENT_TYPES[data["type"]],
+        event,
+        distinct_id,
+        user_id,
+        anonymous_id,
+        properties,
+        _epoch(data["timestamp"]),
+        _epoch(data["received_at"]),
+        message_id,
+    )
+
+
+_EPOCHS: dict[str, float] = {}
+"""Recently parsed timestamps: a batch's events share their ``received_at``."""
 
 
 def _epoch(text: str) -> float:
+    found = _EPOCHS.get(text)
+    if found is not None:
+        return found
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    found = moment.timestamp()
+    if len(_EPOCHS) >= 4096:
+        _EPOCHS.clear()
+    _EPOCHS[text] = found
+    return found
 
 
-@dataclass
+@dataclass(slots=True)
 class ConversionUser:
     first_a: float | None = None
     breakdown: str = NO_BREAKDOWN
     conversions: list[float] = field(default_factory=list)
+    tallied: tuple[str, bool] | None = None
+    """What the window's tally counts of this user: (breakdown, converted)."""
 
     def converted(self, window_seconds: int) -> bool:
         start = self.first_a
         if start is None:
             return False
-        return any(start <= t <= start + window_seconds for t in self.conversions)
+        end = start + window_seconds
+        return any(start <= t <= end for t in self.conversions)
 
 
-@dataclass
+_CONVERSION = MetricKind.CONVERSION
+_COUNT = MetricKind.COUNT
+_UNIQUE_USERS = MetricKind.UNIQUE_USERS
+_PERCENTILES = MetricKind.PERCENTILES
+
+
+@dataclass(slots=True)
 class WindowState:
     """One metric's window on one partition, with the offset of the last event applied."""
 
@@ -162,6 +191,10 @@ class WindowState:
     users: dict[str, ConversionUser] = field(default_factory=dict)
     changed_users: set[str] = field(default_factory=set)
     user_chunks: list[str] = field(default_factory=list)
+    tally: dict[str, Group] = field(default_factory=dict)
+    """Conversion: per breakdown value, the users whose first A is here (denominator) and
+    those of them converted (count), kept current as users change (see :meth:`retally`)."""
+    untallied: set[str] = field(default_factory=set)
 
     @classmethod
     def for_metric(cls, project_id: str, metric: CompiledMetric, start: int) -> WindowState:
@@ -184,40 +217,65 @@ class WindowState:
 
     def apply(self, metric: CompiledMetric, event: EventView) -> None:
         """Apply one event that names this metric's event or conversion event."""
-        d = metric.definition
-        if self.kind is MetricKind.CONVERSION:
+        kind = self.kind
+        if kind is _CONVERSION:
             self._apply_conversion(metric, event)
             return
-        if event.event != d.event or not metric.matches(event.properties):
+        properties = event.properties
+        if event.event != metric.event or not metric.matches(properties):
             return
-        if self.kind is MetricKind.COUNT:
-            self.group(metric.breakdown_of(event.properties)).count += 1
-        elif self.kind is MetricKind.UNIQUE_USERS:
-            group = self.group(metric.breakdown_of(event.properties))
-            group.count += 1
-            hll_add(group.ensure_registers(), event.distinct_id)
+        if kind is _COUNT or kind is _UNIQUE_USERS:
+            value = 0.0
         else:
-            value = metric.value_of(event.properties)
-            if value is None:
-                return
-            group = self.group(metric.breakdown_of(event.properties))
-            group.add_value(value)
-            if self.kind is MetricKind.PERCENTILES:
-                group.ensure_digest().add(value)
+            found: Any = properties.get(metric.property) if metric.property is not None else None
+            kind_of = type(found)
+            if kind_of is not float and kind_of is not int:
+                return  # the same rule as sextant.schemas.filters.number_of
+            value = float(found)
+        name = metric.breakdown
+        if name is None:
+            label = NO_BREAKDOWN
+        else:
+            raw = properties.get(name)
+            label = raw if type(raw) is str else render(raw)
+        groups = self.groups
+        group = groups.get(label)
+        if group is None:
+            group = groups[label] = Group()
+        group.count += 1
+        if kind is _COUNT:
+            return
+        if kind is _UNIQUE_USERS:
+            registers = group.registers
+            if registers is None:
+                registers = group.ensure_registers()
+            hll_add(registers, event.distinct_id)
+            return
+        group.total += value
+        group.total_sq += value * value
+        if kind is _PERCENTILES:
+            digest = group.digest
+            if digest is None:
+                digest = group.ensure_digest()
+            digest.add(value)
 
     def _apply_conversion(self, metric: CompiledMetric, event: EventView) -> None:
-        d = metric.definition
-        user = self.users.get(event.distinct_id)
-        if event.event == d.event and metric.matches(event.properties):
-            user = user or self.users.setdefault(event.distinct_id, ConversionUser())
+        user_id = event.distinct_id
+        user = self.users.get(user_id)
+        if event.event == metric.event and metric.matches(event.properties):
+            if user is None:
+                user = self.users[user_id] = ConversionUser()
             if user.first_a is None or event.timestamp < user.first_a:
                 user.first_a = event.timestamp
                 user.breakdown = metric.breakdown_of(event.properties)
-                self.changed_users.add(event.distinct_id)
-        if event.event == d.conversion_event:
-            user = user or self.users.setdefault(event.distinct_id, ConversionUser())
+                self.changed_users.add(user_id)
+                self.untallied.add(user_id)
+        if event.event == metric.conversion_event:
+            if user is None:
+                user = self.users[user_id] = ConversionUser()
             user.conversions.append(event.timestamp)
-            self.changed_users.add(event.distinct_id)
+            self.changed_users.add(user_id)
+            self.untallied.add(user_id)
 
     @property
     def open_beyond_lateness(self) -> int:
@@ -235,17 +293,39 @@ class WindowState:
             return False
         user.conversions.append(at)
         self.changed_users.add(user_id)
+        self.untallied.add(user_id)
         return True
 
-    def conversion_groups(self) -> dict[str, Group]:
-        groups: dict[str, Group] = {}
-        for user in self.users.values():
-            if user.first_a is None:
+    def retally(self) -> None:
+        """Bring the tally up to date with the users changed since the last call."""
+        tally, window = self.tally, self.conversion_window
+        for user_id in self.untallied:
+            user = self.users.get(user_id)
+            if user is None:
                 continue
-            group = groups.setdefault(user.breakdown, Group())
-            group.denominator += 1
-            group.count += user.converted(self.conversion_window)
-        return groups
+            now = None if user.first_a is None else (user.breakdown, user.converted(window))
+            before = user.tallied
+            if now == before:
+                continue
+            if before is not None:
+                group = tally[before[0]]
+                group.denominator -= 1
+                group.count -= before[1]
+            if now is not None:
+                group = tally.get(now[0]) or tally.setdefault(now[0], Group())
+                group.denominator += 1
+                group.count += now[1]
+            user.tallied = now
+        self.untallied.clear()
+
+    def conversion_groups(self) -> dict[str, Group]:
+        """Per breakdown value: users whose first A is here, and those of them converted."""
+        self.retally()
+        return {
+            name: Group(count=group.count, denominator=group.denominator)
+            for name, group in self.tally.items()
+            if group.denominator
+        }
 
     def partial(self, partition: int) -> Partial:
         groups = self.conversion_groups() if self.kind is MetricKind.CONVERSION else self.groups
@@ -261,7 +341,11 @@ class WindowState:
             conversion_window=self.open_beyond_lateness,
         )
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, encoded_groups: dict[str, Any] | None = None) -> bytes:
+        """The window's entry; ``encoded_groups``: its groups as :meth:`Group.to_json` made
+        them for the partial already (the same content, encoded once)."""
+        if encoded_groups is None:
+            encoded_groups = {name: group.to_json() for name, group in self.groups.items()}
         return orjson.dumps(
             {
                 "project_id": self.project_id,
@@ -272,7 +356,7 @@ class WindowState:
                 "n": self.breakdown_limit,
                 "cw": self.conversion_window,
                 "o": self.offset,
-                "g": {name: group.to_json() for name, group in self.groups.items()},
+                "g": encoded_groups,
             }
         )
 
@@ -292,7 +376,11 @@ class WindowState:
 
     def apply_users_chunk(self, data: bytes) -> None:
         for uid, (first, breakdown, conversions) in orjson.loads(data).items():
-            self.users[uid] = ConversionUser(first, breakdown, list(conversions))
+            previous = self.users.get(uid)
+            self.users[uid] = ConversionUser(
+                first, breakdown, list(conversions), previous.tallied if previous else None
+            )
+            self.untallied.add(uid)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WindowState:
@@ -453,11 +541,13 @@ class PartitionState:
 
         ``event`` is None for a record that is not an envelope: its offset is passed over.
         """
-        outcome = admit(self.last_offset, offset)
-        if outcome is Outcome.REPLAYED:
-            self.counters.replayed += 1
-        if outcome is not Outcome.APPLIED:
-            return outcome
+        last = self.last_offset
+        if offset != last + 1:  # the common case inline; the rule is sequence.admit
+            outcome = admit(last, offset)
+            if outcome is Outcome.REPLAYED:
+                self.counters.replayed += 1
+            if outcome is not Outcome.APPLIED:
+                return outcome
         self.last_offset = offset
         if event is None:
             return Outcome.APPLIED
@@ -510,7 +600,7 @@ class PartitionState:
         window.apply(metric, event)
         window.offset = offset
         self._dirty_windows.add(key)
-        if window.kind is MetricKind.CONVERSION:
+        if window.kind is _CONVERSION:
             self._carry_conversion(offset, key, window, metric, event)
 
     def _carry_conversion(
@@ -529,8 +619,16 @@ class PartitionState:
         """
         project, metric_key, start = key
         user_id, at = event.distinct_id, event.timestamp
-        starts = self._journeys.setdefault((project, metric_key), {}).setdefault(user_id, set())
+        journeys = self._journeys.get((project, metric_key))
+        if journeys is None:
+            journeys = self._journeys[(project, metric_key)] = {}
+        starts = journeys.get(user_id)
+        if starts is None:
+            journeys[user_id] = {start}
+            return  # the user is in no other open minute: nothing to link
         starts.add(start)
+        if len(starts) == 1:
+            return  # the user is in no other open minute: nothing to link
         definition = metric.definition
         if event.event == definition.conversion_event:
             earliest = start - window.conversion_window - WINDOW_SECONDS
@@ -638,12 +736,15 @@ class PartitionState:
         for key in sorted(self._dirty_windows):
             window = self.windows.get(key)
             if window is not None:
-                result.partials.append(window.partial(self.partition))
+                partial = window.partial(self.partition)
+                result.partials.append(partial)
                 if window.changed_users:
                     chunk_key = f"{self._window_key(key)}|{window.offset}".replace("|w|", "|u|")
                     window.user_chunks.append(chunk_key)
                     result.writes.append((chunk_key, window.users_chunk()))
-                result.writes.append((self._window_key(key), window.to_bytes()))
+                # The partial carries the window's own groups (but for conversion): encode once.
+                shared = None if window.kind is _CONVERSION else partial.encode()
+                result.writes.append((self._window_key(key), window.to_bytes(shared)))
         for unit_key, exposure in self._new_exposures:
             result.exposures.append(exposure)
             result.writes.append(

@@ -7,14 +7,15 @@ from pathlib import Path
 from pydantic import Field
 
 from sextant.core.settings import LOCAL_DIR, KafkaSection, ServiceSection
+from sextant.schemas.topics import Topic, internal_topic_name, processor_group
 
 
 class ProcessorSettings(KafkaSection, ServiceSection):
     processor_port: int = 8083
-    processor_flush_interval_seconds: float = 0.25
+    processor_flush_interval_seconds: float = 0.1
     """Stage one sends the partials of open windows at most this often (and at least this
     often while they change)."""
-    processor_merge_interval_seconds: float = 0.1
+    processor_merge_interval_seconds: float = 0.05
     """Stage two sends the points of the partials it received at most this long after the
     first of them."""
     processor_batch_max: int = 5_000
@@ -36,17 +37,22 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     read again by the next worker."""
     processor_fetch_min_bytes: int = Field(default=32 * 1024, ge=1)
     """The broker answers the worker's fetch once it has this many bytes ..."""
-    processor_fetch_max_wait_ms: int = Field(default=50, ge=0)
+    processor_fetch_max_wait_ms: int = Field(default=25, ge=0)
     """... or has waited this long (each of the two stages may add this to freshness)."""
+    processor_linger_ms: float = Field(default=5.0, ge=0)
+    """The producer waits this long to put more records in one request to the broker."""
+    processor_faust_streams: bool = False
+    """Read records through faust's own streams (agents) instead of straight from its fetched
+    batches: slower, public API only; the baseline of ``python -m bench.processor_consumer``."""
     processor_data_dir: Path = LOCAL_DIR / "processor"
     processor_group: str = ""
     """Consumer group (faust app id); default ``<topic_prefix>-processor``."""
 
     @property
     def app_id(self) -> str:
-        return self.processor_group or f"{self.topic_prefix}-processor"
+        return self.processor_group or processor_group(self.topic_prefix)
 
     @property
     def partials_topic(self) -> str:
         """The internal topic from stage one (per-partition partials) to stage two (merge)."""
-        return f"{self.app_id}-partials"
+        return internal_topic_name(Topic.PARTIALS, self.app_id)

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from sextant.core.demo import check_demo_keys_once
+from sextant.core.progress import ProgressBoard
 from sextant.core.service import add_operational_routes, settle_heap
 from sextant.sink.service import SinkService
 from sextant.sink.settings import SinkSettings
@@ -19,6 +20,8 @@ from sextant.sink.settings import SinkSettings
 def create_app(settings: SinkSettings, service: SinkService | None = None) -> FastAPI:
     """The app; ``service`` defaults to a :class:`SinkService` built from ``settings``."""
     sink = service or SinkService(settings)
+    board = ProgressBoard(settings.stall_seconds)
+    sink.attach(board)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -40,7 +43,9 @@ def create_app(settings: SinkSettings, service: SinkService | None = None) -> Fa
 
     app = FastAPI(title="Sextant sink", lifespan=lifespan)
     app.state.sink = sink
-    add_operational_routes(app, sink.checks())
+    add_operational_routes(
+        app, sink.checks(), progress=board, stall_restart_s=settings.stall_restart_seconds
+    )
 
     @app.get("/status", tags=["operations"], summary="What the sink is doing")
     async def status() -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sextant.core.kafka import make_producer
+from sextant.core.kafka import make_producer, note_use
 from sextant.core.settings import KafkaSection
 from sextant.schemas.records import SinkDeadLetter
 from sextant.schemas.topics import Topic, topic_name
@@ -20,6 +20,7 @@ class KafkaDeadLetters:
     def __init__(self, settings: KafkaSection, timeout_s: float = 10.0) -> None:
         self._producer = make_producer(settings, max_block_ms=int(timeout_s * 1000))
         self._topic = topic_name(Topic.SINK_DEAD_LETTER, settings.topic_prefix)
+        note_use(self._topic, "writes")
         self._timeout_s = timeout_s
 
     def send(self, letters: Sequence[SinkDeadLetter]) -> None:

@@ -31,6 +31,7 @@ from typing import Protocol
 from sextant.core.batch_consumer import ConsumedRecord, Partition
 from sextant.core.kafka import KafkaError
 from sextant.core.logging import get_logger
+from sextant.core.progress import ConsumerProgress
 from sextant.schemas.records import SinkDeadLetter
 from sextant.sink import metrics
 from sextant.sink.batch import Batch, BatchLimits, dead_letter
@@ -145,6 +146,7 @@ class SinkLoop:
         clock: Callable[[], float] = time.monotonic,
         health_interval: float = 5.0,
         ping: Callable[[], bool] | None = None,
+        progress: ConsumerProgress | None = None,
     ) -> None:
         self._source = source
         self._store = store
@@ -157,6 +159,7 @@ class SinkLoop:
         self._clock = clock
         self._health_interval = health_interval
         self._ping = ping
+        self._progress = progress
         self._batch = self._new_batch()
         self._flushing: Batch | None = None
         self._writing: Future[None] | None = None
@@ -260,6 +263,8 @@ class SinkLoop:
         log.info("batches dropped by a rebalance", records=records, revoked=len(partitions))
 
     def _forget_lag(self, partitions: list[Partition]) -> None:
+        if self._progress is not None:
+            self._progress.forget(f"{topic}:{partition}" for topic, partition in partitions)
         for topic, partition in partitions:
             with contextlib.suppress(KeyError):  # never measured here
                 metrics.CONSUMER_LAG.remove(topic, str(partition))
@@ -354,8 +359,11 @@ class SinkLoop:
         log.warning("sink stage failed, will retry", stage=stage, error=str(error)[:300])
 
     def _write(self, batch: Batch) -> None:
-        """Insert every table of ``batch`` not inserted yet. Runs on the writer."""
-        for topic, spec in self._specs.items():
+        """Insert every table of ``batch`` not inserted yet, the live ones (what dashboards
+        and alert views read) first: they are visible without waiting for the events' insert.
+        Runs on the writer."""
+        ordered = sorted(self._specs.items(), key=lambda item: not item[1].live)
+        for topic, spec in ordered:
             rows = batch.tables.get(spec.table)
             if rows is None or spec.table in batch.written:
                 continue
@@ -386,9 +394,13 @@ class SinkLoop:
         batch.letters_sent = True
 
     def _commit(self, batch: Batch) -> None:
-        self._source.commit(batch.next_offsets())
+        committed = batch.next_offsets()
+        self._source.commit(committed)
         self.health.kafka_ok = True
         self.health.last_error = None
+        if self._progress is not None:
+            for (topic, partition), offset in committed.items():
+                self._progress.moved(f"{topic}:{partition}", offset)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -428,6 +440,8 @@ class SinkLoop:
             self.health.partitions = len(lags)
             for (topic, partition), lag in lags.items():
                 metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+                if self._progress is not None:
+                    self._progress.waiting(f"{topic}:{partition}", lag)
             self._raise_if_stalled(now, lags)
         idle = self._flushing is None and now - self._last_write >= self._health_interval
         if self._ping is not None and idle:

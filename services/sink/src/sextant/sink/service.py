@@ -12,15 +12,16 @@ read again), backs off, and starts over.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
+from sextant.core.background import BackgroundLoop
 from sextant.core.batch_consumer import BatchConsumer, Partition
 from sextant.core.kafka import KafkaError, ensure_topics
 from sextant.core.logging import get_logger
 from sextant.core.migrations import migrate
+from sextant.core.progress import ConsumerProgress
 from sextant.core.warehouse import Warehouse, connect
 from sextant.schemas.topics import Topic, topic_name
 from sextant.sink.batch import BatchLimits
@@ -50,8 +51,9 @@ def _open_and_migrate(settings: SinkSettings) -> Warehouse:
     return warehouse
 
 
-class SinkService:
-    """Kafka → ClickHouse, implementing :class:`sextant.core.service.BackgroundService`."""
+class SinkService(BackgroundLoop):
+    """Kafka → ClickHouse, a :class:`~sextant.core.background.BackgroundLoop`; its progress per
+    partition (committed offsets) is reported under ``sink``."""
 
     name = "sink"
 
@@ -60,12 +62,16 @@ class SinkService:
         settings: SinkSettings,
         *,
         open_warehouse: Callable[[SinkSettings], WarehouseHandle] = _open_and_migrate,
+        progress: ConsumerProgress | None = None,
     ) -> None:
+        super().__init__(
+            progress=progress,
+            retry_initial_s=settings.sink_retry_initial_seconds,
+            retry_max_s=settings.sink_retry_max_seconds,
+        )
         self.settings = settings
         self.health = Health()
         self._open_warehouse = open_warehouse
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._backoff = Backoff(
             settings.sink_retry_initial_seconds, settings.sink_retry_max_seconds
         )
@@ -75,19 +81,9 @@ class SinkService:
 
     # -- BackgroundService -------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="sextant-sink", daemon=True)
-        self._thread.start()
-
     def stop(self, timeout_s: float = 30.0) -> None:
         """Write and commit the current batch if the warehouse takes it, then leave."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        super().stop(timeout_s)
 
     def ready(self) -> bool:
         return all(check() for check in self.checks().values())
@@ -97,7 +93,7 @@ class SinkService:
     def checks(self) -> dict[str, Callable[[], bool]]:
         """Readiness by dependency: each is a cheap read of the loop's last observations."""
         return {
-            "consumer": lambda: self._thread is not None and self._thread.is_alive(),
+            "consumer": lambda: self.alive,
             "kafka": lambda: self.health.kafka_ok,
             "warehouse": lambda: self.health.warehouse_ok,
         }
@@ -118,25 +114,17 @@ class SinkService:
 
     # -- the thread -------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        delay: float | None = None
-        while not self._stop.is_set():
-            try:
-                self._run_once()
-                delay = None
-            except Exception as error:
-                log.exception("sink loop failed; starting over")
-                if isinstance(error, KafkaError):
-                    self.health.kafka_ok = False
-                self.health.last_error = f"loop: {error}"[:1_000]
-                self.health.consuming = False
-                delay = self._backoff.next(delay)
-                self._stop.wait(delay)
+    def on_session_failed(self, error: Exception) -> None:
+        log.error("sink loop failed; starting over", error=repr(error)[:300])
+        if isinstance(error, KafkaError):
+            self.health.kafka_ok = False
+        self.health.last_error = f"loop: {error}"[:1_000]
+        self.health.consuming = False
 
     def _retry(self, what: str, action: Callable[[], T]) -> T | None:
         """``action()`` until it succeeds (None if stopped first), backing off between tries."""
         delay: float | None = None
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 return action()
             except Exception as error:  # noqa: BLE001 - retried: the dependency may come back
@@ -147,10 +135,10 @@ class SinkService:
                 self.health.last_error = f"{what}: {error}"[:1_000]
                 log.warning("sink cannot start yet", step=what, error=str(error)[:300])
             delay = self._backoff.next(delay)
-            self._stop.wait(delay)
+            self.stopping.wait(delay)
         return None
 
-    def _run_once(self) -> None:
+    def session(self) -> None:
         warehouse = self._retry("warehouse", lambda: self._open_warehouse(self.settings))
         if warehouse is None:
             return
@@ -200,9 +188,11 @@ class SinkService:
                 health=self.health,
                 health_interval=self.settings.sink_health_interval_seconds,
                 ping=warehouse.ping,
+                progress=self.progress,
             )
             log.info("sink consuming", group=self.settings.group_id, topics=sorted(self.specs))
-            while not self._stop.is_set():
+            self.connected()
+            while not self.stopping.is_set():
                 loop.step()
             loop.flush()  # one attempt: what is not committed now is read again later
 
