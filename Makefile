@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := $(UV) run --frozen
 export UV_PYTHON ?= 3.11
 
-.PHONY: help setup run kafka test lint typecheck unit integration e2e js-test schemas bench soak clean
+.PHONY: help setup run kafka cluster test lint typecheck unit integration e2e js-test schemas bench soak clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ run: setup ## Run Sextant: Kafka, every part, the demo project (Ctrl-C stops it)
 
 kafka: setup ## Run only the local Kafka broker on 127.0.0.1:9092
 	bash deploy/local/kafka.sh start
+
+cluster: setup ## Run a local three-node Kafka cluster on 127.0.0.1:9092, 9094, 9096
+	bash deploy/local/kafka.sh cluster
 
 lint: setup ## ruff
 	$(PY) ruff check .

@@ -66,11 +66,17 @@ def topics(
         int | None, typer.Option(help="Partitions for data topics (default per topic)")
     ] = None,
 ) -> None:
-    """Create Sextant's Kafka topics that do not exist yet (idempotent)."""
+    """Create Sextant's Kafka topics that do not exist yet (idempotent); give the existing
+    ones more replicas when the cluster has grown (three, two in sync for a write)."""
     from sextant.core.kafka import ensure_topics
+    from sextant.core.kafka_cluster import raise_replication
 
-    created = ensure_topics(CliSettings(), partitions=partitions)
+    settings = CliSettings()
+    created = ensure_topics(settings, partitions=partitions)
     console.print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+    raised = raise_replication(settings)
+    if raised:
+        console.print(f"replicas added to: {', '.join(raised)}")
 
 
 @app.command()
