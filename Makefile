@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := $(UV) run --frozen
 export UV_PYTHON ?= 3.11
 
-.PHONY: help setup run kafka cluster test lint typecheck unit integration e2e js-test schemas bench soak clean
+.PHONY: help setup run kafka cluster test lint typecheck unit integration e2e js-test schemas bench soak failover clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench: setup ## Benchmarks; writes bench/RESULTS.md
 
 soak: setup ## Ten minutes of load with every fault injected, then an exact account of every event
 	$(PY) python -m bench.soak --rate 300 --duration 600
+
+failover: setup ## Three runs: Kafka nodes killed under load (busiest leader, controller), every event accounted for
+	$(PY) python -m bench.failover --runs 3
 
 clean: ## Remove local data (Kafka logs, warehouse), keep the Kafka download
 	rm -rf .local/kafka-data .local/warehouse

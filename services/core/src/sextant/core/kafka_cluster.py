@@ -24,6 +24,7 @@ __all__ = [
     "PartitionState",
     "cluster_state",
     "create_topic",
+    "deployment_topics",
     "live_brokers",
     "min_insync_replicas",
     "raise_replication",
@@ -107,6 +108,21 @@ def cluster_state(settings: KafkaSection, topics: Iterable[str] = ()) -> Cluster
         admin.close()
 
 
+def _deployment_topics(admin: KafkaAdminClient, settings: KafkaSection) -> list[str]:
+    mine = (f"{settings.topic_prefix}.", f"{settings.topic_prefix}-")
+    return sorted(t for t in admin.list_topics() if t.startswith(mine))
+
+
+def deployment_topics(settings: KafkaSection) -> list[str]:
+    """Every topic of the deployment: the registry's (``<prefix>.…``) and the parts' own
+    (``<prefix>-…``: the processor's partials and changelogs)."""
+    admin = _admin(settings)
+    try:
+        return _deployment_topics(admin, settings)
+    finally:
+        admin.close()
+
+
 def min_insync_replicas(settings: KafkaSection, topic: str) -> int:
     """The ``min.insync.replicas`` in force for ``topic``."""
     admin = _admin(settings)
@@ -155,8 +171,7 @@ def raise_replication(
         brokers = _live(admin)
         target, in_sync = replication(replicas, min_insync_replicas, len(brokers))
         if topics is None:
-            mine = (f"{settings.topic_prefix}.", f"{settings.topic_prefix}-")
-            topics = [t for t in admin.list_topics() if t.startswith(mine)]
+            topics = _deployment_topics(admin, settings)
         plan: dict[TopicPartition, list[int]] = {}
         changed: set[str] = set()
         for topic in admin.describe_topics(list(topics)):
