@@ -86,7 +86,9 @@ def migrate() -> None:
     from sextant.core.warehouse import connect
 
     settings = CliSettings()
-    applied = apply_migrations(connect(settings.clickhouse_url))
+    applied = apply_migrations(
+        connect(settings.clickhouse_url), cluster=settings.clickhouse_cluster
+    )
     console.print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[5]
@@ -29,6 +29,9 @@ class KafkaSection(SextantSettings):
 
 class ClickHouseSection(SextantSettings):
     clickhouse_url: str = f"chdb://{LOCAL_DIR / 'warehouse'}"
+    clickhouse_cluster: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """A ClickHouse cluster's name (its ``remote_servers`` entry): ``sextant migrate`` then
+    creates replicated tables on every shard and ``Distributed`` tables in front of them."""
 
 
 class ServiceSection(SextantSettings):
