@@ -85,7 +85,7 @@ class Timing:
 
 
 SHORT = Timing(rate=150, down_s=8, warmup_s=6, between_s=3, tail_s=4)
-LONG = Timing(rate=300, down_s=30, warmup_s=30, between_s=20, tail_s=30)
+LONG = Timing(rate=200, down_s=30, warmup_s=30, between_s=20, tail_s=30)
 
 
 @dataclass(frozen=True)

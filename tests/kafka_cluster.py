@@ -9,6 +9,7 @@ writes while one node is down.
 from __future__ import annotations
 
 import base64
+import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,25 +24,42 @@ class LocalCluster:
 
     def __init__(self, data_dir: Path, size: int = 3, heap: str = "512m") -> None:
         self.data_dir = data_dir
-        ports = _free_ports(size)
+        self.size = size
+        self.heap = heap
+        self._lay_out()
+
+    def _lay_out(self) -> None:
+        """Nodes on ports free now, with a new cluster id and empty data folders."""
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        ports = _free_ports(self.size)
         voters = ",".join(f"{n}@127.0.0.1:{port + 1}" for n, port in enumerate(ports, start=1))
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         self.nodes: dict[int, LocalBroker] = {
             n: LocalBroker(
-                data_dir / f"node-{n}",
+                self.data_dir / f"node-{n}",
                 port,
                 ("--node", str(n), "--voters", voters, "--cluster-id", cluster_id),
-                heap,
+                self.heap,
             )
             for n, port in enumerate(ports, start=1)
         }
         self.bootstrap = ",".join(node.bootstrap for node in self.nodes.values())
 
-    def start(self, timeout_s: float = 120.0) -> None:
-        for node in self.nodes.values():
-            node.launch()
-        for node in self.nodes.values():
-            node.wait_ready(timeout_s)
+    def start(self, timeout_s: float = 120.0, attempts: int = 3) -> None:
+        """Start every node; on a shared machine a port found free can be taken before the
+        node binds it, so a node that cannot bind makes a new layout (``attempts`` times)."""
+        for attempt in range(1, attempts + 1):
+            for node in self.nodes.values():
+                node.launch()
+            try:
+                for node in self.nodes.values():
+                    node.wait_ready(timeout_s)
+                break
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == attempts:
+                    raise
+                self.stop()
+                self._lay_out()
         wait_for(
             lambda: len(self.state().brokers) == len(self.nodes),
             timeout_s,
