@@ -37,7 +37,6 @@ def standin(statement: str) -> str | None:
             return None
     sql = statement.replace(f" ON CLUSTER {CLUSTER}", "")
     sql = _REPLICATED.sub(r"\1(", sql)
-    sql = sql.replace("replicated_deduplication_window", "non_replicated_deduplication_window")
     return _LOCAL.sub(r"\1", sql)
 
 

@@ -41,8 +41,9 @@ def test_each_table_is_replicated_per_shard_behind_a_distributed_table_of_its_na
         (local,) = [s for s in ALL if s.startswith(f"CREATE TABLE IF NOT EXISTS {table}_local ")]
         assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/" in local
         assert f"{{database}}/{table}_local', '{{replica}}'" in local
-        assert "replicated_deduplication_window = 1000" in local
-        assert "non_replicated" not in local
+        # Keeper remembers the last 10,000 inserted blocks (and tokens) within an hour.
+        assert "deduplication_window" not in local
+        assert local.rstrip().endswith(")")
         (front,) = [s for s in ALL if s.startswith(f"CREATE TABLE IF NOT EXISTS {table} ")]
         assert front.endswith(
             f"AS {table}_local\nENGINE = Distributed({CLUSTER}, currentDatabase(), "
@@ -88,6 +89,15 @@ def test_views_and_alters_reach_every_node_and_both_tables() -> None:
         "DEFAULT '{}' AFTER context",
     ]
     assert "DROP VIEW IF EXISTS events_unique ON CLUSTER sextant" in ALL
+
+
+def test_other_table_settings_are_kept() -> None:
+    (local, _) = cluster_statements(
+        "CREATE TABLE IF NOT EXISTS events (a UInt8) ENGINE = MergeTree ORDER BY a\n"
+        "SETTINGS index_granularity = 4096, non_replicated_deduplication_window = 1000",
+        CLUSTER,
+    )
+    assert local.endswith("ORDER BY a\nSETTINGS index_granularity = 4096")
 
 
 def test_person_overrides_are_whole_on_every_node() -> None:

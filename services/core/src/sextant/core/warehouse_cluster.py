@@ -79,7 +79,8 @@ _CREATE_VIEW = re.compile(
 _DROP_VIEW = re.compile(r"^DROP VIEW IF EXISTS (?P<name>\w+)$")
 _ALTER_TABLE = re.compile(r"^ALTER TABLE (?P<name>\w+) (?P<change>.*)$", re.DOTALL)
 _CODEC = re.compile(r"\s+CODEC\((?:[^()]|\([^()]*\))*\)")
-_DEDUP_WINDOW = re.compile(r"\bnon_replicated_deduplication_window\b")
+_DEDUP_WINDOW = re.compile(r"^non_replicated_deduplication_window\s*=")
+_SETTINGS = re.compile(r"(?P<space>\s*)SETTINGS (?P<list>[^\n]*)\s*$")
 
 
 def _layout(table: str) -> ClusterLayout:
@@ -96,12 +97,22 @@ def _replicated_engine(engine: str, args: str | None, path: str) -> str:
     return f"Replicated{engine}('{path}', '{{replica}}'{extra})"
 
 
+def _replicated_settings(rest: str) -> str:
+    """``rest`` without the single-server deduplication window: replicated tables remember
+    the blocks (and insert tokens) of their last inserts in Keeper by default (10,000 blocks
+    within an hour, ``replicated_deduplication_window``), more than the single server's."""
+    found = _SETTINGS.search(rest)
+    if found is None:
+        return rest
+    kept = [s for s in found["list"].split(",") if not _DEDUP_WINDOW.match(s.strip())]
+    tail = f"{found['space']}SETTINGS {','.join(kept).strip()}" if kept else ""
+    return rest[: found.start()] + tail
+
+
 def _create_table(match: re.Match[str], cluster: str) -> list[str]:
     name = match["name"]
     layout = _layout(name)
-    # Replicated tables deduplicate inserts through Keeper (replicated_deduplication_window,
-    # 1,000 blocks by default as the single-server setting here); the token is honoured alike.
-    rest = _DEDUP_WINDOW.sub("replicated_deduplication_window", match["rest"])
+    rest = _replicated_settings(match["rest"])
     if layout.sharding_key is None:
         path = f"{KEEPER_ROOT}/all/{{database}}/{name}"
         engine = _replicated_engine(match["engine"], match["args"], path)
