@@ -5,15 +5,16 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := $(UV) run --frozen
 export UV_PYTHON ?= 3.11
 
-.PHONY: help setup run kafka cluster test lint typecheck unit integration e2e js-test schemas bench soak failover clean
+.PHONY: help setup run kafka cluster test lint typecheck unit integration e2e js-test schemas bench soak failover manifests clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: ## Python environment from uv.lock, Kafka into .local/, Chromium, npm packages built
+setup: ## Python environment from uv.lock, Kafka and kustomize into .local/, Chromium, npm packages built
 	@[ -x "$(UV)" ] || python3 -m pip install --quiet --user 'uv>=0.5'
 	$(UV) sync --frozen --all-packages
 	bash deploy/local/kafka.sh fetch
+	bash deploy/local/kustomize.sh fetch
 	bash deploy/local/web.sh
 
 run: setup ## Run Sextant: Kafka, every part, the demo project (Ctrl-C stops it)
@@ -58,6 +59,10 @@ soak: setup ## Ten minutes of load with every fault injected, then an exact acco
 
 failover: setup ## Three runs: Kafka nodes killed under load (busiest leader, controller), every event accounted for
 	$(PY) python -m bench.failover --runs 3
+
+manifests: setup ## Render the Kubernetes manifests (kustomize): production, production with KEDA
+	bash deploy/local/kustomize.sh build deploy/k8s/overlays/production
+	bash deploy/local/kustomize.sh build deploy/k8s/overlays/production-keda
 
 clean: ## Remove local data (Kafka logs, warehouse), keep the Kafka download
 	rm -rf .local/kafka-data .local/warehouse
