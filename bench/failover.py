@@ -67,7 +67,8 @@ from tests.kafka_cluster import LocalCluster
 PREFIX = "failover"
 RETRY_AFTER_S = 1.0
 """An SDK's first backoff: a batch that failed is sent again this long after."""
-HEALTHY_WITHIN_S = MAX_REBALANCE_SECONDS + 150
+HEALTHY_WITHIN_S = MAX_REBALANCE_SECONDS + 330
+"""Room for a processor's rebalance limit, its restart and recovery, on a shared machine."""
 console = Console()
 
 
@@ -268,8 +269,19 @@ def _in_sync(pipeline: ClusterPipeline) -> bool:
     return len(state.brokers) == len(pipeline.cluster.nodes) and state.fully_replicated()
 
 
-def _all_ready(pipeline: ClusterPipeline, tally: Tally) -> bool:
-    return all(_supervised_ready(part, tally) for part in pipeline.parts)
+def _wait_all_ready(pipeline: ClusterPipeline, tally: Tally) -> None:
+    """Until every part is ready (one that exited is started again, as a supervisor does);
+    the error names those that were not."""
+    not_ready: list[str] = []
+
+    def all_ready() -> bool:
+        not_ready[:] = [p.name for p in pipeline.parts if not _supervised_ready(p, tally)]
+        return not not_ready
+
+    try:
+        wait_for(all_ready, HEALTHY_WITHIN_S, 0.5, "every part ready")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; not ready: {', '.join(not_ready)}") from exc
 
 
 def run_faults(
@@ -299,7 +311,7 @@ def run_faults(
         tally.faults.append(f"node {node} restarted")
         wait_for(lambda: _in_sync(pipeline), HEALTHY_WITHIN_S, 0.5, "every replica in sync")
         fault.in_sync_at = time.monotonic() - t0
-        wait_for(lambda: _all_ready(pipeline, tally), HEALTHY_WITHIN_S, 0.5, "every part ready")
+        _wait_all_ready(pipeline, tally)
         fault.healthy_at = time.monotonic() - t0
         if cancelled.wait(timing.between_s):
             return
