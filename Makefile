@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := $(UV) run --frozen
 export UV_PYTHON ?= 3.11
 
-.PHONY: help setup run kafka cluster test lint typecheck unit integration e2e js-test schemas bench soak failover manifests clean
+.PHONY: help setup run kafka cluster test lint typecheck unit integration e2e js-test schemas bench soak failover rebalance manifests clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ soak: setup ## Ten minutes of load with every fault injected, then an exact acco
 
 failover: setup ## Three runs: Kafka nodes killed under load (busiest leader, controller), every event accounted for
 	$(PY) python -m bench.failover --runs 3
+
+rebalance: setup ## Three runs: collectors (HAProxy), processor workers and the sink added and removed under load
+	$(PY) python -m bench.rebalance --runs 3
 
 manifests: setup ## Render the Kubernetes manifests (kustomize): production, production with KEDA
 	bash deploy/local/kustomize.sh build deploy/k8s/overlays/production
