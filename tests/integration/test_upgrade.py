@@ -6,12 +6,14 @@ docs/decisions/scale-out.md). Its code, from ``git archive``, runs as processes 
 version's, on the same broker, topics and embedded warehouse:
 
 1. the previous version creates the topics, migrates the warehouse, applies a config file and
-   writes events (as its sink would);
-2. this version runs ``sextant topics`` and ``sextant migrate`` over that (nothing to change:
-   an edited migration would be refused by its checksum), reads every document and event,
-   and writes a document and an event of its own;
-3. the previous version again migrates (nothing) and reads everything, this version's
-   writes included.
+   writes an event (as its sink would), and reads them back;
+2. this version does the same over that (nothing to create or migrate: an edited migration
+   would be refused by its checksum), with a document and an event of its own, and reads
+   everything;
+3. the previous version again: it reads everything, this version's writes included.
+
+Each step is one process of one version (``STEP``: what ``sextant topics``, ``sextant
+migrate`` and ``sextant config apply`` do, through the same functions).
 """
 
 from __future__ import annotations
@@ -46,32 +48,42 @@ projects:
     name: Shop
     metrics: [{id: revenue, metric_kind: sum, event: Order Completed, property: revenue}]
 """
-READ = """
+STEP = """
 import sys, orjson
-from sextant.core.config_plane import ConfigFollower
-from sextant.core.settings import KafkaSection
-from sextant.core.warehouse import connect
+from datetime import UTC, datetime
+from pathlib import Path
 import sextant.core
-follower = ConfigFollower(KafkaSection()).start()
+from sextant.core.config_file import documents_from_file, load_config_file
+from sextant.core.config_plane import ConfigFollower, ConfigPublisher
+from sextant.core.kafka import ensure_topics
+from sextant.core.migrations import migrate
+from sextant.core.secrets import SecretBox, seal_documents
+from sextant.core.settings import KafkaSection, SecretsSection
+from sextant.core.warehouse import connect
+
+# What `sextant topics`, `sextant migrate` and `sextant config apply` do, then an event as
+# the sink writes it, then everything read back: one process, one version's code.
+warehouse_url, config, message_id, out = sys.argv[1:5]
+kafka = KafkaSection()
+ensure_topics(kafka, partitions=3)
+warehouse = connect(warehouse_url)
+migrate(warehouse)
+box = SecretBox.from_setting(SecretsSection().secret_key)
+publisher = ConfigPublisher(kafka)
+publisher.put(seal_documents(documents_from_file(load_config_file(Path(config))), box))
+publisher.close()
+now = datetime.now(UTC).isoformat()
+row = {"project_id": "shop", "event": "Order Completed", "timestamp": now, "distinct_id": "u1",
+       "message_id": message_id, "type": "track", "received_at": now}
+warehouse.insert_json("events", orjson.dumps(row), list(row))
+follower = ConfigFollower(kafka).start()
 assert follower.wait_caught_up(30)
 keys = sorted(d.config_key() for d in follower.state.documents())
 follower.stop()
-rows = connect(sys.argv[1]).query_rows(
-    "SELECT message_id, event FROM events_unique ORDER BY message_id")
-with open(sys.argv[2], "wb") as out:  # not stdout: the parts' logs may go there
-    out.write(orjson.dumps({"code": sextant.core.__file__, "keys": keys,
-                            "events": [list(r) for r in rows]}))
-"""
-WRITE = """
-import sys
-from datetime import UTC, datetime
-from sextant.core.warehouse import connect
-now = datetime.now(UTC).isoformat()
-row = ('{"project_id": "shop", "event": "Order Completed", "timestamp": "%s", '
-       '"distinct_id": "u1", "message_id": "%s", "type": "track", "received_at": "%s"}'
-       % (now, sys.argv[2], now))
-connect(sys.argv[1]).insert_json("events", row.encode(), [
-    "project_id", "event", "timestamp", "distinct_id", "message_id", "type", "received_at"])
+events = warehouse.query_rows("SELECT message_id FROM events_unique ORDER BY message_id")
+with open(out, "wb") as target:  # not stdout: the parts' logs may go there
+    target.write(orjson.dumps({"code": sextant.core.__file__, "keys": keys,
+                               "events": [r[0] for r in events]}))
 """
 
 
@@ -106,12 +118,10 @@ class Version:
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
-    def cli(self, *args: str) -> str:
-        return self.run("-m", "sextant.cli.main", *args)
-
-    def read(self, warehouse: str, scratch: Path) -> dict[str, object]:
-        self.run("-c", READ, warehouse, str(scratch))
-        found: dict[str, object] = orjson.loads(scratch.read_bytes())
+    def step(self, warehouse: str, config: Path, message_id: str, out: Path) -> dict[str, object]:
+        """Topics, migrations, config, an event written; then every document and event read."""
+        self.run("-c", STEP, warehouse, str(config), message_id, str(out))
+        found: dict[str, object] = orjson.loads(out.read_bytes())
         where = str(found["code"])
         assert where.startswith(str(self.tree)) if self.tree else str(REPO) in where
         return found
@@ -132,27 +142,23 @@ def test_previous_release_to_this_one_and_back(
     (tmp_path / "config.yaml").write_text(CONFIG)
     (tmp_path / "later.yaml").write_text(LATER)
     old, new = Version(env, previous), Version(env, None)
+    read = tmp_path / "read.json"
 
-    old.cli("topics", "--partitions", "3")
-    old.cli("migrate")
-    old.cli("config", "apply", str(tmp_path / "config.yaml"))
-    old.run("-c", WRITE, warehouse, "m-old")
-    before = old.read(warehouse, tmp_path / "read.json")
-    assert before["events"] == [["m-old", "Order Completed"]]
+    before = old.step(warehouse, tmp_path / "config.yaml", "m-old", read)
+    assert before["events"] == ["m-old"]
+    keys = before["keys"]
+    assert isinstance(keys, list)
+    assert "metric:shop:orders" in keys
 
-    # Upgrade: nothing to create or migrate, everything readable.
-    new.cli("topics")
-    new.cli("migrate")
-    upgraded = new.read(warehouse, tmp_path / "read.json")
-    assert upgraded["keys"] == before["keys"]
-    assert upgraded["events"] == before["events"]
-    new.cli("config", "apply", str(tmp_path / "later.yaml"))
-    new.run("-c", WRITE, warehouse, "m-new")
+    # Upgrade: the previous version's topics, tables (the ledger's checksums included: an
+    # edited migration is refused) and documents, read and written by this one.
+    upgraded = new.step(warehouse, tmp_path / "later.yaml", "m-new", read)
+    assert upgraded["keys"] == sorted([*keys, "metric:shop:revenue"])
+    assert upgraded["events"] == ["m-new", "m-old"]
 
-    # And back: the previous version reads what this one wrote.
-    old.cli("migrate")
-    downgraded = old.read(warehouse, tmp_path / "read.json")
-    # A document this version wrote is read by the previous one when it uses only fields the
-    # previous one knows (the config topic holds fields that differ from their defaults).
-    assert downgraded["keys"] == sorted([*before["keys"], "metric:shop:revenue"])  # type: ignore[misc]
-    assert downgraded["events"] == [["m-new", "Order Completed"], ["m-old", "Order Completed"]]
+    # And back: the previous version reads what this one wrote. A document of this version
+    # is read by the previous one when it uses only fields the previous one knows (the
+    # config topic holds the fields that differ from their defaults).
+    downgraded = old.step(warehouse, tmp_path / "config.yaml", "m-old-again", read)
+    assert downgraded["keys"] == upgraded["keys"]
+    assert downgraded["events"] == ["m-new", "m-old", "m-old-again"]
