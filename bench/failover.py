@@ -187,7 +187,12 @@ def start_pipeline(root: Path) -> ClusterPipeline:
         wait_for(part.ready, 180, 0.25, f"{part.name} ready")
     # faust makes its tables' changelogs with one replica; `sextant topics` gives every
     # topic of the deployment three, as it would after the processor's first start.
-    raise_replication(kafka)
+    raised = raise_replication(kafka)
+    console.print(f"replicas added to {', '.join(raised) or 'no topic'}")
+    state = cluster.state(deployment_topics(kafka))
+    single = sorted({p.topic for p in state.partitions if len(p.replicas) < len(cluster.nodes)})
+    if single:
+        raise RuntimeError(f"topics without a replica on every node: {single}")
     return pipeline
 
 
