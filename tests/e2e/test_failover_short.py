@@ -21,7 +21,8 @@ def test_a_broker_and_the_controller_die_and_nothing_acknowledged_is_lost(
         "leader of the busiest partitions",
         "active controller",
     ]
-    assert len(run.tally.faults) == 4  # two kills, two restarts
+    # Two kills and two restarts (a part that exited and was started again is noted too).
+    assert sum(1 for f in run.tally.faults if f.startswith(("kill -9", "node "))) == 4
     assert result.acknowledged > 2_000
     assert result.unacknowledged_at_end == 0
     assert result.lost == 0
