@@ -5,15 +5,16 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := $(UV) run --frozen
 export UV_PYTHON ?= 3.11
 
-.PHONY: help setup run kafka test lint typecheck unit integration e2e js-test schemas bench soak chaos clean
+.PHONY: help setup run kafka cluster test lint typecheck unit integration e2e js-test schemas bench soak chaos failover rebalance manifests clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: ## Python environment from uv.lock, Kafka into .local/, Chromium, npm packages built
+setup: ## Python environment from uv.lock, Kafka and kustomize into .local/, Chromium, npm packages built
 	@[ -x "$(UV)" ] || python3 -m pip install --quiet --user 'uv>=0.5'
 	$(UV) sync --frozen --all-packages
 	bash deploy/local/kafka.sh fetch
+	bash deploy/local/kustomize.sh fetch
 	bash deploy/local/web.sh
 
 run: setup ## Run Sextant: Kafka, every part, the demo project (Ctrl-C stops it)
@@ -21,6 +22,9 @@ run: setup ## Run Sextant: Kafka, every part, the demo project (Ctrl-C stops it)
 
 kafka: setup ## Run only the local Kafka broker on 127.0.0.1:9092
 	bash deploy/local/kafka.sh start
+
+cluster: setup ## Run a local three-node Kafka cluster on 127.0.0.1:9092, 9094, 9096
+	bash deploy/local/kafka.sh cluster
 
 lint: setup ## ruff
 	$(PY) ruff check .
@@ -55,6 +59,16 @@ soak: setup ## Ten minutes of load with every fault injected: live again after e
 
 chaos: setup ## Twenty rounds of kill -9 (processor, gateway with sink, collector) under load; every part must come back to life
 	$(PY) python -m bench.chaos --rounds 20 --rate 400
+
+failover: setup ## Three runs: Kafka nodes killed under load (busiest leader, controller), every event accounted for
+	$(PY) python -m bench.failover --runs 3
+
+rebalance: setup ## Three runs: collectors (HAProxy), processor workers and the sink added and removed under load
+	$(PY) python -m bench.rebalance --runs 3
+
+manifests: setup ## Render the Kubernetes manifests (kustomize): production, production with KEDA
+	bash deploy/local/kustomize.sh build deploy/k8s/overlays/production
+	bash deploy/local/kustomize.sh build deploy/k8s/overlays/production-keda
 
 clean: ## Remove local data (Kafka logs, warehouse), keep the Kafka download
 	rm -rf .local/kafka-data .local/warehouse

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import orjson
@@ -125,6 +126,17 @@ class Tally:
     faults: list[str] = field(default_factory=list)
 
 
+class Running(Protocol):
+    """What :func:`account` needs of a running pipeline, whatever runs its broker(s)."""
+
+    @property
+    def kafka(self) -> KafkaSection: ...
+    @property
+    def warehouse_url(self) -> str: ...
+    @property
+    def parts(self) -> list[Part]: ...
+
+
 @dataclass
 class Pipeline:
     root: Path
@@ -198,7 +210,7 @@ def start_pipeline(root: Path, signals: int = 0) -> Pipeline:
     return pipeline
 
 
-def _publish_config(kafka: KafkaSection, signals: int) -> None:
+def _publish_config(kafka: KafkaSection, signals: int = 0) -> None:
     publisher = ConfigPublisher(kafka)
     publisher.put(
         [
@@ -414,7 +426,7 @@ def _supervised_ready(part: Part, tally: Tally) -> bool:
     return part.ready()
 
 
-def account(pipeline: Pipeline, tally: Tally) -> Account:
+def account(pipeline: Running, tally: Tally) -> Account:
     """Wait for the pipeline to drain, stop it, and count every event everywhere."""
     raw = topic_name(Topic.EVENTS_RAW, pipeline.kafka.topic_prefix)
     points = topic_name(Topic.METRIC_POINTS, pipeline.kafka.topic_prefix)
@@ -425,9 +437,10 @@ def account(pipeline: Pipeline, tally: Tally) -> Account:
             0.5,
             f"{part.name} ready after the run",
         )
-    partials = "soak-processor-partials"  # the processor's stage one → stage two topic
-    _wait_caught_up(pipeline.kafka, "soak-processor", (raw, partials))
-    _wait_caught_up(pipeline.kafka, "soak.sink", (raw, points))
+    prefix = pipeline.kafka.topic_prefix
+    processor = f"{prefix}-processor"  # the processor's group; its stage one → two topic:
+    _wait_caught_up(pipeline.kafka, processor, (raw, f"{processor}-partials"))
+    _wait_caught_up(pipeline.kafka, f"{prefix}.sink", (raw, points))
     topic_ids = Counter(
         orjson.loads(r.value)["messageId"]
         for r in read_all(pipeline.kafka, raw)
@@ -482,7 +495,7 @@ def _rows_per_message_id(warehouse_url: str) -> dict[str, int]:
     return {str(message_id): int(count) for message_id, count in orjson.loads(done.stdout)}
 
 
-def _metric_total(pipeline: Pipeline) -> int:
+def _metric_total(pipeline: Running) -> int:
     """The count metric summed over every minute, newest version of each window (from Kafka)."""
     newest: dict[tuple[str, str], tuple[int, int]] = {}
     points = topic_name(Topic.METRIC_POINTS, pipeline.kafka.topic_prefix)
@@ -498,7 +511,7 @@ def _metric_total(pipeline: Pipeline) -> int:
     return sum(count for _, count in newest.values())
 
 
-def _wait_metric_settled(pipeline: Pipeline, expected: int) -> int:
+def _wait_metric_settled(pipeline: Running, expected: int) -> int:
     """The metric total once it equals ``expected`` or stops changing for a few seconds."""
     last, stable_since = -1, time.monotonic()
     deadline = time.monotonic() + 120

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -93,14 +94,28 @@ def free_port() -> int:
 class LocalBroker:
     """The project's own Kafka broker, as a child process that can be stopped and restarted."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        node_args: tuple[str, ...] = (),
+        heap: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.node_args = node_args
+        """``kafka.sh start`` options of a cluster node (``--node``, ``--voters`` …)."""
+        self.heap = heap
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_path = data_dir / "broker.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90.0) -> None:
+        self.launch()
+        self.wait_ready(timeout_s)
+
+    def launch(self) -> None:
+        """Start the process without waiting (a cluster's nodes wait for each other)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
@@ -112,11 +127,15 @@ class LocalBroker:
                 str(self.port),
                 "--data",
                 str(self.data_dir),
+                *self.node_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=os.environ | ({"KAFKA_HEAP": self.heap} if self.heap else {}),
         )
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
         wait_for(
             lambda: self._alive_or_raise() and cluster_reachable(self.bootstrap),
             timeout_s,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,13 +223,19 @@ def seed_documents() -> list[ConfigDocument]:
 
 
 @contextlib.contextmanager
-def make_harness(kafka_bootstrap: str, warehouse_root: Path, **overrides: Any) -> Iterator[Harness]:
-    """A gateway over its own topics and its own warehouse database."""
+def make_harness(
+    kafka_bootstrap: str,
+    warehouse_root: Path,
+    migrate_with: Callable[[Warehouse], object] = migrate,
+    **overrides: Any,
+) -> Iterator[Harness]:
+    """A gateway over its own topics and its own warehouse database, its tables made by
+    ``migrate_with`` (the migrations by default)."""
     kafka = KafkaSection(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"g{uuid.uuid4().hex[:10]}")
     ensure_topics(kafka, partitions=3)
     url = f"chdb://{warehouse_root}?database=g{uuid.uuid4().hex[:12]}"
     warehouse = connect(url)
-    migrate(warehouse)
+    migrate_with(warehouse)
     settings = GatewaySettings(
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=kafka.topic_prefix,

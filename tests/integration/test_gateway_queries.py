@@ -30,60 +30,61 @@ def iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
+METRICS = (
+    MetricDefinition(
+        id="orders",
+        project_id="acme",
+        metric_kind=MetricKind.COUNT,
+        event="Order",
+        breakdown="currency",
+    ),
+    MetricDefinition(
+        id="order-mean",
+        project_id="acme",
+        metric_kind=MetricKind.MEAN,
+        event="Order",
+        property="amount",
+    ),
+    MetricDefinition(
+        id="visitors", project_id="acme", metric_kind=MetricKind.UNIQUE_USERS, event="View"
+    ),
+    MetricDefinition(
+        id="visitors-by-plan",
+        project_id="acme",
+        metric_kind=MetricKind.UNIQUE_USERS,
+        event="View",
+        breakdown="plan",
+    ),
+    MetricDefinition(
+        id="amounts-by-plan",
+        project_id="acme",
+        metric_kind=MetricKind.PERCENTILES,
+        event="Order",
+        property="amount",
+        breakdown="plan",
+    ),
+    MetricDefinition(
+        id="amounts",
+        project_id="acme",
+        metric_kind=MetricKind.PERCENTILES,
+        event="Order",
+        property="amount",
+    ),
+    MetricDefinition(
+        id="checkout",
+        project_id="acme",
+        metric_kind=MetricKind.CONVERSION,
+        event="Cart",
+        conversion_event="Order",
+    ),
+    MetricDefinition(id="orders", project_id="globex", metric_kind=MetricKind.COUNT, event="Order"),
+)
+
+
 @pytest.fixture(scope="module")
 def harness(kafka_bootstrap: str, warehouse_root: Path) -> Iterator[Harness]:
     with make_harness(kafka_bootstrap, warehouse_root) as running:
-        running.put_config(
-            MetricDefinition(
-                id="orders",
-                project_id="acme",
-                metric_kind=MetricKind.COUNT,
-                event="Order",
-                breakdown="currency",
-            ),
-            MetricDefinition(
-                id="order-mean",
-                project_id="acme",
-                metric_kind=MetricKind.MEAN,
-                event="Order",
-                property="amount",
-            ),
-            MetricDefinition(
-                id="visitors", project_id="acme", metric_kind=MetricKind.UNIQUE_USERS, event="View"
-            ),
-            MetricDefinition(
-                id="visitors-by-plan",
-                project_id="acme",
-                metric_kind=MetricKind.UNIQUE_USERS,
-                event="View",
-                breakdown="plan",
-            ),
-            MetricDefinition(
-                id="amounts-by-plan",
-                project_id="acme",
-                metric_kind=MetricKind.PERCENTILES,
-                event="Order",
-                property="amount",
-                breakdown="plan",
-            ),
-            MetricDefinition(
-                id="amounts",
-                project_id="acme",
-                metric_kind=MetricKind.PERCENTILES,
-                event="Order",
-                property="amount",
-            ),
-            MetricDefinition(
-                id="checkout",
-                project_id="acme",
-                metric_kind=MetricKind.CONVERSION,
-                event="Cart",
-                conversion_event="Order",
-            ),
-            MetricDefinition(
-                id="orders", project_id="globex", metric_kind=MetricKind.COUNT, event="Order"
-            ),
-        )
+        running.put_config(*METRICS)
         yield running
 
 

@@ -41,6 +41,11 @@ class TopicSpec:
     value: str
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
+    replicas: int = 3
+    """Copies of each partition on a cluster of three brokers or more (fewer brokers: one
+    each); ``sextant.core.kafka_cluster.replication``."""
+    min_insync_replicas: int = 2
+    """Replicas that must have a record before a write with ``acks=all`` is acknowledged."""
     partitions: int = 12
     compacted: bool = False
     retention_ms: int | None = None

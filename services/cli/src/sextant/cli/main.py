@@ -23,6 +23,8 @@ config_app = typer.Typer(no_args_is_help=True, help="The config plane.")
 app.add_typer(config_app, name="config")
 metrics_app = typer.Typer(no_args_is_help=True, help="Metric definitions' data.")
 app.add_typer(metrics_app, name="metrics")
+warehouse_app = typer.Typer(no_args_is_help=True, help="The warehouse's backups.")
+app.add_typer(warehouse_app, name="warehouse")
 secrets_app = typer.Typer(no_args_is_help=True, help="The master key and the secrets it seals.")
 app.add_typer(secrets_app, name="secrets")
 console = Console(stderr=True)
@@ -66,11 +68,17 @@ def topics(
         int | None, typer.Option(help="Partitions for data topics (default per topic)")
     ] = None,
 ) -> None:
-    """Create Sextant's Kafka topics that do not exist yet (idempotent)."""
+    """Create Sextant's Kafka topics that do not exist yet (idempotent); give the existing
+    ones more replicas when the cluster has grown (three, two in sync for a write)."""
     from sextant.core.kafka import ensure_topics
+    from sextant.core.kafka_cluster import raise_replication
 
-    created = ensure_topics(CliSettings(), partitions=partitions)
+    settings = CliSettings()
+    created = ensure_topics(settings, partitions=partitions)
     console.print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+    raised = raise_replication(settings)
+    if raised:
+        console.print(f"replicas added to: {', '.join(raised)}")
 
 
 @app.command()
@@ -80,7 +88,9 @@ def migrate() -> None:
     from sextant.core.warehouse import connect
 
     settings = CliSettings()
-    applied = apply_migrations(connect(settings.clickhouse_url))
+    applied = apply_migrations(
+        connect(settings.clickhouse_url), cluster=settings.clickhouse_cluster
+    )
     console.print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
 
 
@@ -169,6 +179,77 @@ def _config_state(settings: CliSettings) -> ConfigState:
         raise typer.Exit(1) from error
 
 
+@config_app.command("export")
+def config_export(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout")
+    ] = None,
+) -> None:
+    """Every config document as YAML: keys as hashes, secrets sealed under the master key."""
+    from sextant.core.config_export import dump_export
+
+    settings = CliSettings()
+    state = _config_state(settings)
+    with _secret_errors("config export"):
+        text = dump_export(state.documents(), _box(settings))
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.touch(mode=0o600)
+        output.write_text(text)
+    console.print(f"exported {len(state.documents())} documents")
+
+
+@config_app.command("restore")
+def config_restore(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Write even when the config topic holds documents (they are replaced "
+            "key by key; documents the file lacks stay)"
+        ),
+    ] = False,
+) -> None:
+    """Write an export's documents to the config topic of an empty deployment.
+
+    Needs the master key the export's secrets were sealed under (in SEXTANT_SECRET_KEY); run
+    `sextant topics` first on a new cluster.
+    """
+    import yaml
+    from pydantic import ValidationError
+    from rich.markup import escape
+
+    from sextant.core.config_export import load_export
+    from sextant.core.config_file import describe_validation_error, describe_yaml_error
+    from sextant.core.config_plane import ConfigPublisher
+
+    settings = CliSettings()
+    try:
+        with _secret_errors(str(file)):
+            documents = load_export(file.read_text(), _box(settings))
+    except yaml.YAMLError as error:
+        console.print(f"[red]{file}[/red]: {escape(describe_yaml_error(error))}")
+        raise typer.Exit(2) from error
+    except ValidationError as error:
+        detail = escape(describe_validation_error(error))
+        console.print(f"[red]{file}: not a config export[/red]\n{detail}")
+        raise typer.Exit(2) from error
+    existing = _config_state(settings).documents()
+    if existing and not force:
+        console.print(
+            f"[red]the config topic holds {len(existing)} documents[/red]: restore into an "
+            "empty deployment, or pass --force"
+        )
+        raise typer.Exit(1)
+    publisher = ConfigPublisher(settings)
+    try:
+        publisher.put(documents)
+    finally:
+        publisher.close()
+    console.print(f"restored {len(documents)} documents from {file}")
+
+
 @config_app.command("revoke-demo")
 def config_revoke_demo() -> None:
     """Revoke the public demo keys (deploy/config/demo.yaml) wherever they are active."""
@@ -209,6 +290,42 @@ def _apply_through_gateway(file: Path, gateway: str, admin_key: str | None) -> N
         console.print(f"[red]{gateway} cannot be reached[/red]: {error}")
         raise typer.Exit(1) from error
     console.print(f"applied {applied} documents from {file} through {gateway}")
+
+
+@warehouse_app.command("backup")
+def warehouse_backup(
+    name: Annotated[str, typer.Argument(help="The backup's name (letters, digits, _ . -)")],
+) -> None:
+    """Back up the warehouse's database with ClickHouse's BACKUP (every table, the views, the
+    migrations ledger). Embedded engine: into <data path>/backups/NAME (stop the gateway
+    first); server: to its disk `backups`."""
+    from sextant.core.warehouse import connect
+    from sextant.core.warehouse_backup import backup
+
+    settings = CliSettings()
+    result = backup(connect(settings.clickhouse_url), name, settings.clickhouse_cluster)
+    console.print(f"backup {result.id}: {result.status} ({result.destination})")
+
+
+@warehouse_app.command("restore")
+def warehouse_restore(
+    name: Annotated[str, typer.Argument(help="The backup's name")],
+    source: Annotated[
+        str | None, typer.Option(help="The database in the backup (default: this one's name)")
+    ] = None,
+    into: Annotated[
+        str | None, typer.Option(help="Restore as this database (default: the same name)")
+    ] = None,
+) -> None:
+    """Restore a backup with ClickHouse's RESTORE into an empty warehouse (a table that
+    already holds data is refused)."""
+    from sextant.core.warehouse import connect
+    from sextant.core.warehouse_backup import restore
+
+    settings = CliSettings()
+    warehouse = connect(settings.clickhouse_url)
+    result = restore(warehouse, name, source, into, settings.clickhouse_cluster)
+    console.print(f"restore {result.id}: {result.status} ({result.destination})")
 
 
 @metrics_app.command("backfill")

@@ -205,6 +205,14 @@ class ConfigFollower(BackgroundLoop):
         self.state.apply(text_key, document)
 
 
+def encode_document(document: ConfigDocument) -> bytes:
+    """A document as the config topic holds it: its kind and every field that differs from
+    its default. A field added by a later version is written only when it is used, so the
+    version before it still reads the documents this one writes (a rollback keeps them)."""
+    body = {"kind": document.kind} | document.model_dump(mode="json", exclude_defaults=True)
+    return orjson.dumps(body)
+
+
 class ConfigPublisher:
     """Writes config documents (and tombstones) to the config topic, waiting for the broker."""
 
@@ -218,7 +226,7 @@ class ConfigPublisher:
             self._producer.send(
                 self.topic,
                 key=document.config_key().encode(),
-                value=orjson.dumps(document.model_dump(mode="json")),
+                value=encode_document(document),
             )
             for document in documents
         ]

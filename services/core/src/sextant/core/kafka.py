@@ -15,6 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from sextant.core.kafka_cluster import replication
 from sextant.core.settings import KafkaSection
 from sextant.schemas.topics import PUBLIC_TOPICS, TOPICS, Topic, TopicSpec, topic_name
 
@@ -64,13 +65,17 @@ class Record(NamedTuple):
     timestamp_ms: int
 
 
-def _topic_config(spec: TopicSpec) -> dict[str, str]:
-    config = {"min.insync.replicas": "1"}
+def _topic_config(spec: TopicSpec, brokers: int) -> dict[str, str]:
+    config = {"min.insync.replicas": str(_replicas(spec, brokers)[1])}
     if spec.compacted:
         config |= {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
     if spec.retention_ms is not None:
         config["retention.ms"] = str(spec.retention_ms)
     return config
+
+
+def _replicas(spec: TopicSpec, brokers: int) -> tuple[int, int]:
+    return replication(spec.replicas, spec.min_insync_replicas, brokers)
 
 
 def _partitions(spec: TopicSpec, override: int | None) -> int:
@@ -82,18 +87,22 @@ def ensure_topics(
     topics: Iterable[Topic] = PUBLIC_TOPICS,
     partitions: int | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet (idempotent); returns the names created."""
+    """Create the topics that do not exist yet (idempotent); returns the names created.
+
+    Each gets the replicas the registry asks for, as many as the cluster has brokers
+    (:func:`sextant.core.kafka_cluster.replication`)."""
     admin = KafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, client_id=settings.kafka_client_id
     )
     try:
         existing = set(admin.list_topics())
+        brokers = len(admin.describe_cluster()["brokers"])
         wanted = [
             NewTopic(
                 name=topic_name(topic, settings.topic_prefix),
                 num_partitions=_partitions(TOPICS[topic], partitions),
-                replication_factor=1,
-                topic_configs=_topic_config(TOPICS[topic]),
+                replication_factor=_replicas(TOPICS[topic], brokers)[0],
+                topic_configs=_topic_config(TOPICS[topic], brokers),
             )
             for topic in topics
             if topic_name(topic, settings.topic_prefix) not in existing
@@ -119,8 +128,10 @@ def ensure_topic(settings: KafkaSection, name: str, partitions: int) -> bool:
     try:
         if name in set(admin.list_topics()):
             return False
+        replicas, in_sync = replication(3, 2, len(admin.describe_cluster()["brokers"]))
+        config = {"min.insync.replicas": str(in_sync)}
         with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics([NewTopic(name, partitions, 1)])
+            admin.create_topics([NewTopic(name, partitions, replicas, topic_configs=config)])
         return True
     finally:
         admin.close()

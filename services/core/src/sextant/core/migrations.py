@@ -2,7 +2,8 @@
 
 File names are ``NNNN_description.sql``; statements are separated by a line ending in ``;``.
 Applied versions are recorded in ``schema_migrations`` with a checksum, so running ``sextant
-migrate`` twice changes nothing, and an edited applied migration is reported, not re-run.
+migrate`` twice changes nothing, and an edited applied migration is reported, not re-run. On a
+ClickHouse cluster the same files are applied in their cluster form (``warehouse_cluster``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sextant.core.warehouse import Warehouse
+from sextant.core.warehouse_cluster import cluster_statements, ledger_statement
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _SCHEMAS_SOURCE = Path(__file__).resolve().parents[5] / "schemas" / "clickhouse" / "migrations"
@@ -60,32 +62,37 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-def _ensure_ledger(warehouse: Warehouse) -> None:
-    warehouse.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version UInt32, name String, checksum String,"
-        " applied_at DateTime64(3, 'UTC') DEFAULT now64(3))"
-        " ENGINE = ReplacingMergeTree ORDER BY version"
-    )
-
-
-def applied(warehouse: Warehouse) -> dict[int, str]:
+def applied(warehouse: Warehouse, cluster: str | None = None) -> dict[int, str]:
     """Applied versions and their checksums."""
-    _ensure_ledger(warehouse)
+    warehouse.command(ledger_statement(cluster))
     rows = warehouse.query_rows("SELECT version, checksum FROM schema_migrations FINAL")
     return {int(version): str(checksum) for version, checksum in rows}
 
 
-def migrate(warehouse: Warehouse, directory: Path | None = None) -> list[str]:
-    """Apply the pending migrations in order; returns the names applied now."""
-    done = applied(warehouse)
+def statements(migration: Migration, cluster: str | None = None) -> list[str]:
+    """What applying ``migration`` runs: its statements, or on a cluster their cluster forms
+    (:mod:`sextant.core.warehouse_cluster`)."""
+    if cluster is None:
+        return migration.statements()
+    return [out for s in migration.statements() for out in cluster_statements(s, cluster)]
+
+
+def migrate(
+    warehouse: Warehouse, directory: Path | None = None, cluster: str | None = None
+) -> list[str]:
+    """Apply the pending migrations in order; returns the names applied now.
+
+    With ``cluster`` (``SEXTANT_CLICKHOUSE_CLUSTER``) every statement runs ``ON CLUSTER``:
+    replicated tables on each shard, ``Distributed`` tables in front under the same names.
+    """
+    done = applied(warehouse, cluster)
     newly = []
     for migration in load_migrations(directory):
         if migration.version in done:
             if done[migration.version] != migration.checksum:
                 raise MigrationError(f"{migration.name} changed after it was applied")
             continue
-        for statement in migration.statements():
+        for statement in statements(migration, cluster):
             warehouse.command(statement)
         warehouse.insert(
             "schema_migrations",

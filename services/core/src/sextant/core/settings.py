@@ -29,6 +29,9 @@ class KafkaSection(SextantSettings):
 
 class ClickHouseSection(SextantSettings):
     clickhouse_url: str = f"chdb://{LOCAL_DIR / 'warehouse'}"
+    clickhouse_cluster: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """A ClickHouse cluster's name (its ``remote_servers`` entry): ``sextant migrate`` then
+    creates replicated tables on every shard and ``Distributed`` tables in front of them."""
 
 
 class ServiceSection(SextantSettings):

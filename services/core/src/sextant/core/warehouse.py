@@ -17,7 +17,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-__all__ = ["ClickHouseError", "Warehouse", "connect"]
+__all__ = ["ClickHouseError", "Warehouse", "backup_dir", "connect"]
 
 _embedded: dict[str, Warehouse] = {}
 _embedded_lock = threading.Lock()
@@ -134,15 +134,30 @@ def _without_database(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
+def backup_dir(url: str) -> str | None:
+    """Where an embedded engine writes its backups (``BACKUP … TO File(…)``): ``backups``
+    inside its data path; None for a server (its backups go to a disk of its own config)."""
+    parts = urlsplit(url)
+    return f"{parts.path.rstrip('/')}/backups" if parts.scheme.startswith("chdb") else None
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    folder = backup_dir(url)
+    return {} if folder is None else {"chdb_options": {"backups.allowed_path": folder}}
+
+
 def _open(url: str) -> Client:
     database = _database_of(url)
+    options = _engine_options(url)
     if database is not None:
         if not _DATABASE.match(database):
             raise ValueError(f"invalid database name {database!r}")
-        bootstrap = clickhouse_connect.get_client(dsn=_without_database(url))
+        bootstrap = clickhouse_connect.get_client(dsn=_without_database(url), **options)
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-        return clickhouse_connect.get_client(dsn=_without_database(url), database=database)
-    return clickhouse_connect.get_client(dsn=url)
+        return clickhouse_connect.get_client(
+            dsn=_without_database(url), database=database, **options
+        )
+    return clickhouse_connect.get_client(dsn=url, **options)
 
 
 def connect(url: str) -> Warehouse:

@@ -45,7 +45,7 @@ class WarehouseHandle(Store, Protocol):
 def _open_and_migrate(settings: SinkSettings) -> Warehouse:
     warehouse = connect(settings.clickhouse_url)
     if settings.sink_migrate:
-        applied = migrate(warehouse)
+        applied = migrate(warehouse, cluster=settings.clickhouse_cluster)
         if applied:
             log.info("migrations applied", migrations=applied)
     return warehouse
