@@ -43,6 +43,8 @@ _SECTIONS = {
     "alert_rules": "alert_rule",
     "tracking_plans": "tracking_plan",
     "features": "feature",
+    "outcomes": "outcome",
+    "surveys": "survey",
 }
 
 
@@ -71,6 +73,8 @@ class ProjectSpec(BaseModel):
     tracking_plans: list[dict[str, Any]] = Field(default_factory=list)
     features: list[dict[str, Any]] = Field(default_factory=list)
     """Feature flags; each written gets its next version (an unchanged one is left as is)."""
+    outcomes: list[dict[str, Any]] = Field(default_factory=list)
+    surveys: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ConfigFile(BaseModel):
