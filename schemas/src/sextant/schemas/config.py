@@ -245,6 +245,9 @@ class MetricDefinition(_Document):
     """A proper Gaussian prior on the relative lift for the Bayesian read-out; ``None``: flat."""
     satisfied_from: float = Field(default=4.0)
     """``csat`` metrics: the lowest score that counts as satisfied."""
+    unit: str = Field(default="", max_length=16, pattern=r"^([A-Z]{3}|seconds|ms|percent|)$")
+    """How the workspace shows the values: a currency code (``EUR``), ``seconds``, ``ms``,
+    ``percent``; empty: a plain number (conversions and CSAT are shown as percentages)."""
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> MetricDefinition:

@@ -17,7 +17,7 @@ from sextant.gateway.context import GatewayDep
 from sextant.gateway.problems import not_found, problem_responses
 from sextant.gateway.read_api import _range
 from sextant.gateway.series import Interval
-from sextant.gateway.sql import Params, run_query, utc
+from sextant.gateway.sql import DATETIME, Params, run_query, utc
 from sextant.schemas.config import (
     IDENTIFIER,
     PROPERTY_NAME,
@@ -51,6 +51,31 @@ def whoami(scope: ReadScope, gateway: GatewayDep) -> WhoAmI:
         project_name=project.name if project else scope.project_id,
         key_id=scope.key_id,
     )
+
+
+class EventName(BaseModel):
+    event: str
+    count: int
+
+
+@router.get(
+    "/events",
+    tags=["insights"],
+    summary="The event names of the last 30 days, most frequent first",
+    responses=_ERRORS,
+)
+def event_names(scope: ReadScope, gateway: GatewayDep) -> list[EventName]:
+    params = Params()
+    since = datetime.now(UTC) - timedelta(days=30)
+    sql = f"""
+        SELECT event, count() AS n FROM events
+        WHERE project_id = {params.add(scope.project_id, "String")}
+          AND timestamp >= {params.add(since, DATETIME)}
+        GROUP BY event ORDER BY n DESC, event LIMIT 500
+    """
+    return [
+        EventName(event=str(e), count=int(n)) for e, n in run_query(gateway, "events", sql, params)
+    ]
 
 
 # --- Outcomes --------------------------------------------------------------------------------
