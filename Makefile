@@ -16,8 +16,8 @@ setup: ## Python environment from uv.lock, Kafka into .local/, Chromium, npm pac
 	bash deploy/local/kafka.sh fetch
 	bash deploy/local/web.sh
 
-run: setup ## Run Sextant: Kafka, every part, the demo project (Ctrl-C stops it)
-	$(PY) python deploy/local/supervisor.py
+run: setup ## Run Sextant: Kafka, every part, the demo project and its traffic (DEMO_TRAFFIC=off: none)
+	$(PY) python deploy/local/supervisor.py $(if $(filter off no 0 false,$(DEMO_TRAFFIC)),--no-traffic)
 
 kafka: setup ## Run only the local Kafka broker on 127.0.0.1:9092
 	bash deploy/local/kafka.sh start

@@ -367,7 +367,7 @@ class Client:
         """Record a customer's answer to a survey (NPS 0-10, CSAT 1-5 …) as Sextant's
         ``Survey Responded`` event: ``survey``, ``score`` and ``comment`` join ``properties``
         (plan, page …, by which the workspace breaks scores down)."""
-        fields: Properties = {**(properties or {}), "survey": survey, "score": score}
+        fields: dict[str, Any] = {**(properties or {}), "survey": survey, "score": score}
         if comment:
             fields["comment"] = comment
         return self.track(
