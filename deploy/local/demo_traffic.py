@@ -172,7 +172,7 @@ class Shop:
             send("track", "Signed Up", {"plan": plan})
             anonymous = None
             self.customers.append((user, plan, locale, agent))
-            if rng.random() < 0.12:
+            if rng.random() < 0.3:
                 self._nps(user, plan, t)
         for _ in range(rng.randint(1, 3)):
             product = rng.choice(PRODUCTS)

@@ -456,7 +456,8 @@ class Outcome(_Document):
     """What a team means to achieve: a metric moved in a direction to a target by a date.
 
     The workspace's outcome board shows the metric's daily value since ``start_date``, the
-    progress from ``baseline`` (the first day's value when omitted) to ``target``, a
+    progress from ``baseline`` (when omitted, the mean of the first week's daily values) to
+    ``target``, a
     forecast for ``target_date``, and the experiments (and their features) whose primary or
     secondary metric is ``metric``.
     """

@@ -22,7 +22,7 @@ export interface TimeChart {
 }
 
 /** A time-series chart; `times` in milliseconds. */
-export function timeChart(unit: Unit, currency: string | undefined, height = 220): TimeChart {
+export function timeChart(unit: Unit, currency: string | undefined, height = 220, legend = true): TimeChart {
   const el = h("div", { class: "chart" });
   let plot: uPlot | null = null;
   let observer: ResizeObserver | null = null;
@@ -32,7 +32,7 @@ export function timeChart(unit: Unit, currency: string | undefined, height = 220
     const opts: uPlot.Options = {
       width: width(),
       height,
-      legend: { show: lines.length > 1 },
+      legend: { show: legend && lines.length > 1 },
       cursor: { y: false },
       scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), max && max > 0 ? max * 1.1 : 1] } },
       axes: [

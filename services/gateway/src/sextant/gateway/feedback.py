@@ -171,7 +171,7 @@ def _label_sql(
         """
         return "if(variant = '', '(not exposed)', variant)", join
     if breakdown is not None:
-        return property_text(params, breakdown, "breakdown"), ""
+        return "plabel", ""
     return "''", ""
 
 
@@ -188,6 +188,7 @@ def survey_result(
     where = _base(params, project_id, survey, start, end)
     score = f"toFloat64OrNull({property_text(params, 'score', 'score')})"
     label, join = _label_sql(params, project_id, breakdown, experiment)
+    plabel = property_text(params, breakdown, "breakdown") if breakdown is not None else "''"
     satisfied = params.add(float(survey.satisfied_from), "Float64")
     sql = f"""
         SELECT label, count() AS n, countIf(v >= 9), countIf(v <= 6), countIf(v >= {satisfied}),
@@ -195,7 +196,8 @@ def survey_result(
                sumMap([toInt32(round(v))], [toUInt64(1)]) AS scores
         FROM (
             SELECT {label} AS label, v FROM (
-                SELECT distinct_id, {score} AS v FROM events_unique WHERE {where}
+                SELECT distinct_id, {score} AS v, {plabel} AS plabel
+                FROM events_unique WHERE {where}
             ) AS answers {join}
             WHERE isNotNull(v)
         )

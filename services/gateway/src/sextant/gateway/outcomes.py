@@ -9,6 +9,7 @@ complete days (today is left out of the fit for counts and sums, whose day is no
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
@@ -29,6 +30,15 @@ from sextant.schemas.config import (
 )
 
 MAX_DAYS = 366
+BASELINE_DAYS = 7
+_BOUNDS: dict[MetricKind, tuple[float, float]] = {
+    MetricKind.CONVERSION: (0.0, 1.0),
+    MetricKind.CSAT: (0.0, 1.0),
+    MetricKind.NPS: (-100.0, 100.0),
+    MetricKind.COUNT: (0.0, math.inf),
+    MetricKind.UNIQUE_USERS: (0.0, math.inf),
+}
+"""What a metric's value can be: a forecast (and its interval) is kept within it."""
 _PARTIAL_TODAY = (MetricKind.COUNT, MetricKind.UNIQUE_USERS, MetricKind.SUM)
 Status = Literal["achieved", "on_track", "off_track", "no_forecast", "no_data"]
 
@@ -122,8 +132,12 @@ def outcome_view(
             )
     known = [(t, v) for t, v in days if v is not None]
     current = known[-1][1] if known else None
+    # Without a stated baseline: the mean of the first week's values (a single day is noisy).
+    first_week = [v for t, v in known if t < known[0][0] + timedelta(days=BASELINE_DAYS)]
     baseline = (
-        outcome.baseline if outcome.baseline is not None else (known[0][1] if known else None)
+        outcome.baseline
+        if outcome.baseline is not None
+        else (sum(first_week) / len(first_week) if first_week else None)
     )
     progress = (
         forecast.progress(baseline, current, outcome.target)
@@ -139,6 +153,16 @@ def outcome_view(
         [v for _, v in fit],
         (datetime.combine(outcome.target_date, time(), UTC) - origin).total_seconds() / 86_400,
     )
+    if predicted is not None and metric is not None and metric.metric_kind in _BOUNDS:
+        low, high = _BOUNDS[metric.metric_kind]
+        predicted = forecast.Forecast(
+            min(high, max(low, predicted.estimate)),
+            min(high, max(low, predicted.low)),
+            min(high, max(low, predicted.high)),
+            predicted.slope_per_day,
+            predicted.points,
+            predicted.method + f"; kept within {low:g} to {high:g}",
+        )
     status: Status
     if current is None:
         status = "no_data"

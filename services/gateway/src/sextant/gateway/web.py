@@ -123,7 +123,7 @@ def web_analytics(
 ) -> WebResult:
     buckets = bucket_starts(start, end, interval, gateway.settings.max_series_buckets)
     params = Params()
-    sessions = _SESSIONS.format(where=_scope(params, project_id, start, end))
+    sessions = _SESSIONS.replace("{where}", _scope(params, project_id, start, end))
     totals_sql = f"""
         SELECT uniqExact(user), count(), sum(views), countIf(views = 1),
                avg(dateDiff('millisecond', started, ended)) / 1000

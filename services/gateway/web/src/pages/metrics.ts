@@ -206,7 +206,9 @@ export function metricsPage(root: HTMLElement, args: string[]): () => void {
           deltaEl.className = `delta ${change === null ? "" : change >= 0 ? "up" : "down"}`;
         }
       } else {
-        const latest = [...times].reverse().find((t) => totals[times.indexOf(t)].value !== null);
+        // The latest complete bucket (the current one is still filling), else the current.
+        const done = times.filter((t) => t + step <= Date.now());
+        const latest = [...done].reverse().find((t) => totals[times.indexOf(t)].value !== null) ?? [...times].reverse().find((t) => totals[times.indexOf(t)].value !== null);
         const cell = latest !== undefined ? totals[times.indexOf(latest)] : null;
         valueEl.textContent = formatValue(cell?.value ?? null, unit, currency);
         valueEl.dataset.value = cell?.value === null || cell?.value === undefined ? "" : String(cell.value);

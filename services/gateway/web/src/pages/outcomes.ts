@@ -54,7 +54,7 @@ export function outcomesPage(root: HTMLElement): () => void {
         const { unit, currency } = unitOf(metric);
         const fmt = (v: number | null): string => formatValue(v, unit, currency);
         const o = view.outcome;
-        const chart = timeChart(unit, currency, 180);
+        const chart = timeChart(unit, currency, 180, false);
         charts.push(chart);
         const progress = view.progress === null ? null : Math.max(0, Math.min(1, view.progress));
         const el = h(
@@ -84,6 +84,7 @@ export function outcomesPage(root: HTMLElement): () => void {
           ),
           h("p", { class: "note" }, view.progress === null ? "Progress: –" : `Progress from baseline to target: ${percent(view.progress, 0)}`),
           chart.el,
+          h("p", { class: "legend" }, h("span", { class: "key actual" }, "daily value"), h("span", { class: "key forecast" }, "forecast and its 95 % interval"), h("span", { class: "key target" }, "target")),
           view.forecast ? h("p", { class: "method" }, `Forecast: ${view.forecast.method}; ${view.forecast.points} days, trend ${fmt(view.forecast.slope_per_day)} a day.`) : null,
           h(
             "div",
