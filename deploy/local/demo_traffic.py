@@ -106,6 +106,7 @@ class Shop:
     customers: list[tuple[str, str, str, str]] = field(default_factory=list)
     """(user id, plan, locale, user agent) of the people who signed up, for return visits."""
     sent: int = 0
+    orders: int = 0
 
     def outage(self) -> bool:
         elapsed = time.monotonic() - self.live_start - OUTAGE_FIRST_AFTER_S
@@ -192,6 +193,7 @@ class Shop:
             return
         currency = "EUR"
         revenue = round(PRICES[product] * rng.uniform(0.9, 1.6), 2)
+        self.orders += 1
         send(
             "track",
             "Order Completed",
@@ -249,12 +251,15 @@ def has_history(gateway: str, read_key: str) -> bool:
         return False
 
 
-def send_history(shop: Shop) -> None:
+def send_history(shop: Shop, visitors_per_day: int = 500) -> None:
+    """Two weeks of visits, a little more each day, fewer at weekends; flushed on return."""
     now = datetime.now(UTC)
     start = (now - timedelta(days=HISTORY_DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
     for day in range(HISTORY_DAYS):
         visitors = int(
-            110 * (1 + 0.04 * day) * (0.8 if (start + timedelta(days=day)).weekday() >= 5 else 1.0)
+            visitors_per_day
+            * (1 + 0.04 * day)
+            * (0.8 if (start + timedelta(days=day)).weekday() >= 5 else 1.0)
         )
         for _ in range(visitors):
             at = start + timedelta(days=day, seconds=shop.rng.uniform(6 * 3600, 23 * 3600))

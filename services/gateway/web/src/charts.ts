@@ -113,7 +113,9 @@ export function intervalChart(rows: IntervalRow[], fmt: (v: number) => string): 
   const x = (v: number): number => left + ((v - min) / (max - min)) * (W - left - 10);
   const parts: SVGElement[] = [];
   parts.push(svg("line", { x1: x(0), x2: x(0), y1: 4, y2: H - 22, stroke: "#889", "stroke-dasharray": "3 3" }));
-  for (const tick of [min + pad, 0, max - pad]) {
+  const span = max - min;
+  const ticks = [min + pad, max - pad].filter((t) => Math.abs(t) > span * 0.12);
+  for (const tick of [...ticks, 0]) {
     parts.push(svg("text", { x: x(tick), y: H - 6, "text-anchor": "middle", class: "tick" }, fmt(tick)));
   }
   rows.forEach((r, i) => {

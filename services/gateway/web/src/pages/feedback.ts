@@ -48,6 +48,7 @@ export function feedbackPage(root: HTMLElement): () => void {
         out.append(h("p", null, "No surveys yet. Send answers as `Survey Responded` events (survey, score, comment) and add a survey document."));
         return;
       }
+      surveys.sort((a, b) => (a.survey_kind === b.survey_kind ? a.id.localeCompare(b.id) : a.survey_kind === "nps" ? -1 : 1));
       let current = surveys[0];
       const pick = h("select", { id: "survey", "aria-label": "Survey" }, surveys.map((s) => h("option", { value: s.id }, s.name || s.id)));
       const by = h(
@@ -64,9 +65,15 @@ export function feedbackPage(root: HTMLElement): () => void {
       const comments = h("div", { id: "comments" });
       const to = (): string => new Date(Date.now() + 60e3).toISOString();
       const from = (): string => new Date(Date.now() - 30 * 86400e3).toISOString();
+      const tone = (score: number | null): string => {
+        if (score === null) return "";
+        if (current.survey_kind === "nps") return score >= 9 ? "p" : score <= 6 ? "d" : "n";
+        return score >= 4 ? "p" : score <= 2 ? "d" : "n";
+      };
       const loadComments = async (): Promise<void> => {
+        scores.hidden = current.survey_kind !== "nps";
         const breakdown = by.value.startsWith("p:") ? by.value.slice(2) : null;
-        const r = await get<{ comments: Comment[] }>(`/v1/surveys/${encodeURIComponent(current.id)}/comments${query({ from: from(), to: to(), q: search.value, scores: scores.value, breakdown, limit: 50 })}`);
+        const r = await get<{ comments: Comment[] }>(`/v1/surveys/${encodeURIComponent(current.id)}/comments${query({ from: from(), to: to(), q: search.value, scores: current.survey_kind === "nps" ? scores.value : "all", breakdown, limit: 20 })}`);
         clear(comments);
         if (!r.comments.length) comments.append(h("p", { class: "note" }, "No comments match."));
         for (const c of r.comments) {
@@ -74,7 +81,7 @@ export function feedbackPage(root: HTMLElement): () => void {
             h(
               "article",
               { class: "comment" },
-              h("span", { class: `score s${c.score === null ? "" : c.score >= 9 ? "p" : c.score <= 6 ? "d" : "n"}` }, c.score === null ? "–" : String(c.score)),
+              h("span", { class: `score s${tone(c.score)}` }, c.score === null ? "–" : String(c.score)),
               h("div", null, h("p", null, c.comment), h("p", { class: "note" }, `${when(c.timestamp)} · ${c.distinct_id}${c.breakdown ? ` · ${c.breakdown}` : ""}`)),
             ),
           );
@@ -89,7 +96,7 @@ export function feedbackPage(root: HTMLElement): () => void {
         const nps = current.survey_kind === "nps";
         const show = (v: number | null): string => (v === null ? "–" : nps ? v.toFixed(1) : percent(v));
         const o = r.overall;
-        const chart = timeChart(nps ? "points" : "percent", undefined, 180);
+        const chart = timeChart(nps ? "points" : "percent", undefined, 180, false);
         charts.push(chart);
         const dist = Object.entries(o.distribution).sort((a, b) => Number(a[0]) - Number(b[0]));
         body.append(
@@ -108,6 +115,10 @@ export function feedbackPage(root: HTMLElement): () => void {
             { class: "grid" },
             card("By day", chart.el, "with the 95 % interval"),
             card("Scores", bars(dist.map(([k, v]) => ({ label: k, value: v, text: v.toLocaleString("en") })))),
+          ),
+          h(
+            "div",
+            null,
             r.groups.length
               ? card(
                   "Breakdown",
@@ -147,7 +158,7 @@ export function feedbackPage(root: HTMLElement): () => void {
         typing = window.setTimeout(() => void loadComments(), 250);
       });
       scores.addEventListener("change", () => void loadComments());
-      out.append(h("div", { class: "controls" }, pick, by), body, card("Comments", h("div", null, h("div", { class: "controls" }, search, scores), comments)));
+      out.append(h("div", { class: "controls" }, pick, by), body, card("Comments", h("div", null, h("div", { class: "controls" }, search, scores), comments), "the newest 20 that match"));
       void load().catch((e) => body.append(h("p", { class: "error" }, String(e.message || e))));
     })
     .catch((e) => out.append(h("p", { class: "error" }, String(e.message || e))));
