@@ -41,8 +41,9 @@ integration: setup ## Integration tests (starts a Kafka broker for the session)
 e2e: setup ## End-to-end tests (the parts as processes)
 	$(PY) pytest tests/e2e -q
 
-js-test: setup ## The browser SDK (sdk/js): build, types, node --test, bundle size budgets
+js-test: setup ## The browser SDK (sdk/js): build, types, node --test, bundle size budgets; the workspace's types and build
 	npm --prefix sdk/js test
+	npm --prefix services/gateway/web test
 
 test: lint typecheck js-test ## Lint, types, the browser SDK, unit, integration, end-to-end and browser tests
 	$(PY) pytest tests -q

@@ -32,7 +32,7 @@ export function timeChart(unit: Unit, currency: string | undefined, height = 220
     const opts: uPlot.Options = {
       width: width(),
       height,
-      legend: { show: legend && lines.length > 1 },
+      legend: { show: legend && lines.length > 1, live: false },
       cursor: { y: false },
       scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), max && max > 0 ? max * 1.1 : 1] } },
       axes: [

@@ -92,8 +92,8 @@ export function alertsPage(root: HTMLElement): () => void {
 }
 
 function timeline(states: Status[], events: AlertEvent[]): SVGElement {
-  const W = 700;
-  const left = 150;
+  const W = 1000;
+  const left = 230;
   const rowH = 26;
   const end = Date.now();
   const start = end - 86400e3;
@@ -101,7 +101,7 @@ function timeline(states: Status[], events: AlertEvent[]): SVGElement {
   const parts: SVGElement[] = [];
   states.forEach((s, i) => {
     const y = 10 + i * rowH;
-    parts.push(svg("text", { x: 4, y: y + 12, class: "label" }, (s.name || s.rule_id).slice(0, 22)));
+    parts.push(svg("text", { x: 4, y: y + 12, class: "label" }, (s.name || s.rule_id).slice(0, 30)));
     const mine = events.filter((e) => e.rule_id === s.rule_id).sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
     let state = mine.length ? mine[0].from_state : s.state;
     let at = start;
