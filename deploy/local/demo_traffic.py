@@ -298,6 +298,18 @@ class Receiver(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+def _history(client: Client, seed: int | None) -> None:
+    started = time.monotonic()
+    history = Shop(client, random.Random(None if seed is None else seed + 1))
+    send_history(history)
+    client.shutdown(30)
+    print(
+        f"sent {HISTORY_DAYS} days of history: {history.sent:,} events"
+        f" in {time.monotonic() - started:.0f}s",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collector", default="http://127.0.0.1:8080")
@@ -315,24 +327,20 @@ def main() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"webhook receiver on http://127.0.0.1:{args.receiver_port}/webhooks/sextant", flush=True)
 
-    client = Client(
-        args.write_key,
-        host=args.collector,
-        flush_at=200,
-        flush_interval=0.3,
-        max_queue_size=100_000,
-        when_full="block",
-    )
-    shop = Shop(client, random.Random(args.seed))
-    if not has_history(args.gateway, args.read_key):
-        started = time.monotonic()
-        send_history(shop)
-        print(
-            f"sent {HISTORY_DAYS} days of history: {shop.sent:,} events"
-            f" in {time.monotonic() - started:.0f}s",
-            flush=True,
+    def client() -> Client:
+        return Client(
+            args.write_key,
+            host=args.collector,
+            flush_at=200,
+            flush_interval=0.3,
+            max_queue_size=100_000,
+            when_full="block",
         )
-    shop.live_start = time.monotonic()
+
+    if not has_history(args.gateway, args.read_key):
+        # Beside the live visitors, so the workspace is live from the first minute.
+        threading.Thread(target=_history, args=(client(), args.seed), daemon=True).start()
+    shop = Shop(client(), random.Random(args.seed))
     print(
         f"live visitors: {args.visitors_per_second:g} a second; a payment outage "
         f"{OUTAGE_FIRST_AFTER_S}s from now for {OUTAGE_LENGTH_S}s"
@@ -355,7 +363,7 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        client.shutdown(5)
+        shop.client.shutdown(5)
         server.shutdown()
 
 
