@@ -17,8 +17,8 @@ setup: ## Python environment from uv.lock, Kafka and kustomize into .local/, Chr
 	bash deploy/local/kustomize.sh fetch
 	bash deploy/local/web.sh
 
-run: setup ## Run Sextant: Kafka, every part, the demo project (Ctrl-C stops it)
-	$(PY) python deploy/local/supervisor.py
+run: setup ## Run Sextant: Kafka, every part, the demo project and its traffic (DEMO_TRAFFIC=off: none)
+	$(PY) python deploy/local/supervisor.py $(if $(filter off no 0 false,$(DEMO_TRAFFIC)),--no-traffic)
 
 kafka: setup ## Run only the local Kafka broker on 127.0.0.1:9092
 	bash deploy/local/kafka.sh start
@@ -45,8 +45,9 @@ integration: setup ## Integration tests (starts a Kafka broker for the session)
 e2e: setup ## End-to-end tests (the parts as processes)
 	$(PY) pytest tests/e2e -q
 
-js-test: setup ## The browser SDK (sdk/js): build, types, node --test, bundle size budgets
+js-test: setup ## The browser SDK (sdk/js): build, types, node --test, bundle size budgets; the workspace's types and build
 	npm --prefix sdk/js test
+	npm --prefix services/gateway/web test
 
 test: lint typecheck js-test ## Lint, types, the browser SDK, unit, integration, end-to-end and browser tests
 	$(PY) pytest tests -q

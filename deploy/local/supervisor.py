@@ -1,12 +1,16 @@
 """The process supervisor behind ``make run``: Kafka, topics, migrations, demo config, every part.
 
 Each part runs as its own process (``sextant <part>``), its output prefixed with its name. A
-part that exits unexpectedly is restarted with a backoff. Ctrl-C stops the parts, then Kafka,
-gracefully; data stays in ``.local/`` for the next run.
+part that exits unexpectedly is restarted with a backoff. Once every part is ready, the demo
+shop's traffic starts (``deploy/local/demo_traffic.py``: history, live visitors, an outage,
+survey answers, and the webhook receiver the demo's alert rule delivers to) unless
+``--no-traffic`` is given (``make run DEMO_TRAFFIC=off``). Ctrl-C stops the parts, then
+Kafka, gracefully; data stays in ``.local/`` for the next run.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -109,16 +113,64 @@ def _parts(settings: CliSettings) -> list[Child]:
     return parts
 
 
-def _banner(config: ConfigFile) -> None:
+RECEIVER_PORT = 8099
+
+
+def _traffic(config: ConfigFile) -> Child:
+    """The demo shop's traffic and the local webhook receiver, as a child process."""
+    project = config.projects[0]
+    secrets = {key.kind.value: key.secret for key in project.keys}
+    webhook_secret = ""
+    for rule in project.alert_rules:
+        for target in rule.get("targets", []):
+            webhook_secret = webhook_secret or str(target.get("secret", ""))
+    return Child(
+        "demo",
+        [
+            sys.executable,
+            str(ROOT / "deploy" / "local" / "demo_traffic.py"),
+            "--write-key",
+            secrets.get("write", ""),
+            "--read-key",
+            secrets.get("read", ""),
+            "--receiver-port",
+            str(RECEIVER_PORT),
+            "--webhook-secret",
+            webhook_secret,
+        ],
+    )
+
+
+def _banner(config: ConfigFile, settings: CliSettings, embedded: bool, traffic: bool) -> None:
     project = config.projects[0]
     secrets = {key.kind.value: key.secret for key in project.keys}
     admin = config.admin_keys[0].secret if config.admin_keys else "(none)"
     body = '{"userId":"user-1","event":"Signed Up","properties":{"plan":"pro"}}'
     origins = ", ".join((project.model_extra or {}).get("allowed_origins", [])) or "(none)"
+    sink = (
+        "  sink       inside the gateway (embedded warehouse)\n"
+        if embedded
+        else "  sink       http://127.0.0.1:8082  health and /metrics\n"
+    )
+    demo = (
+        f"  webhooks   http://127.0.0.1:{RECEIVER_PORT}/webhooks/sextant  the demo's receiver: "
+        "alert deliveries are printed as `demo | webhook received`\n"
+        "  traffic    the demo shop: 14 days of history, then live visitors, an experiment, "
+        "a payment outage every 20 min (make run DEMO_TRAFFIC=off turns it off)\n"
+        if traffic
+        else "  traffic    off (no demo traffic)\n"
+    )
     console.print(
         "\n[bold green]Sextant is running[/bold green] (Ctrl-C stops it)\n"
+        "  workspace  http://127.0.0.1:8081/  sign in with the read key (and the admin key)\n"
+        "  gateway    http://127.0.0.1:8081  read and admin API, docs at /docs\n"
         "  collector  http://127.0.0.1:8080  Segment and PostHog compatible ingestion\n"
-        "  gateway    http://127.0.0.1:8081  dashboard at /, API docs at /docs\n"
+        "  processor  http://127.0.0.1:8083  health and /metrics\n"
+        f"{sink}"
+        "  notifier   http://127.0.0.1:8084  signed webhooks; delivery log at /deliveries\n"
+        f"  kafka      {settings.kafka_bootstrap}\n"
+        f"  warehouse  {settings.clickhouse_url}\n"
+        f"{demo}"
         f"  project    {project.id} ({project.name}); pages on {origins} may send from the "
         "browser (sdk/js/dist/sextant.min.js)\n"
         f"  write key  {secrets.get('write', '(none)')}\n"
@@ -133,10 +185,11 @@ def _banner(config: ConfigFile) -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: CliSettings) -> None:
+    def __init__(self, settings: CliSettings, traffic: bool = True) -> None:
         self.settings = settings
         self.kafka: Child | None = None
         self.parts = _parts(settings)
+        self.traffic = traffic
         self.stopping = threading.Event()
 
     def prepare(self) -> ConfigFile:
@@ -163,7 +216,12 @@ class Supervisor:
         for part in self.parts:
             if part.ready_url:
                 _wait(partial(_ready, part.ready_url), part.name)
-        _banner(config)
+        embedded = self.settings.clickhouse_url.startswith("chdb:")
+        _banner(config, self.settings, embedded, self.traffic)
+        if self.traffic:
+            demo = _traffic(config)
+            demo.start()
+            self.parts.append(demo)
         while not self.stopping.wait(1.0):
             self._restart_dead()
 
@@ -202,12 +260,19 @@ def _local_secret_key() -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Run Sextant locally with the demo project.")
+    parser.add_argument(
+        "--no-traffic", action="store_true", help="do not start the demo shop's traffic"
+    )
+    args = parser.parse_args()
     # A local run on loopback, with the demo project and its public keys: the parts refuse
     # those keys unless told that this is a demo. The children inherit the variables.
     os.environ["SEXTANT_DEMO"] = "true"
+    # The demo's alert rule delivers to a receiver on this machine: local runs only.
+    os.environ["SEXTANT_WEBHOOK_ALLOW_LOOPBACK"] = "true"
     if CliSettings().secret_key is None:
         os.environ["SEXTANT_SECRET_KEY"] = _local_secret_key()
-    supervisor = Supervisor(CliSettings())
+    supervisor = Supervisor(CliSettings(), traffic=not args.no_traffic)
     # Ctrl-C and SIGTERM stop everything, whatever the supervisor is waiting for; installed
     # explicitly because a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)

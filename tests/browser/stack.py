@@ -1,5 +1,6 @@
 """The parts a browser talks to, as processes: the collector, and the gateway (with the sink
-inside it, on the embedded warehouse) to read back what arrived."""
+inside it, on the embedded warehouse) to read back what arrived; the processor too when a
+test needs live windows."""
 
 from __future__ import annotations
 
@@ -99,7 +100,12 @@ def project_documents(*extra: ConfigDocument) -> list[ConfigDocument]:
 
 
 @contextmanager
-def running_stack(bootstrap: str, folder: Path, documents: list[ConfigDocument]) -> Iterator[Stack]:
+def running_stack(
+    bootstrap: str,
+    folder: Path,
+    documents: list[ConfigDocument],
+    names: tuple[str, ...] = ("collector", "gateway"),
+) -> Iterator[Stack]:
     kafka = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}")
     ensure_topics(kafka, partitions=3)
     publisher = ConfigPublisher(kafka)
@@ -110,6 +116,7 @@ def running_stack(bootstrap: str, folder: Path, documents: list[ConfigDocument])
         "SEXTANT_TOPIC_PREFIX": kafka.topic_prefix,
         "SEXTANT_CLICKHOUSE_URL": f"chdb://{folder / 'warehouse'}",
     }
+    env["SEXTANT_PROCESSOR_DATA_DIR"] = str(folder / "processor")
     parts = {
         name: Part(
             name,
@@ -118,7 +125,7 @@ def running_stack(bootstrap: str, folder: Path, documents: list[ConfigDocument])
             folder / f"{name}.log",
             f"http://127.0.0.1:{port}/readyz",
         )
-        for name, port in (("collector", free_port()), ("gateway", free_port()))
+        for name, port in ((name, free_port()) for name in names)
     }
     for part in parts.values():
         part.start()

@@ -17,6 +17,9 @@ from sextant.schemas.config import (
     KeyKind,
     MetricDefinition,
     MetricKind,
+    Outcome,
+    Survey,
+    SurveyKind,
     Variant,
 )
 from tests.integration.test_gateway_harness import SECRETS, Harness, make_harness
@@ -68,6 +71,16 @@ def harness(kafka_bootstrap: str, warehouse_root: Path) -> Iterator[Harness]:
                 metric="shared",
                 threshold=1,
             ),
+            Outcome(
+                id="acme-outcome",
+                project_id="acme",
+                name="More orders",
+                metric="shared",
+                target=100,
+                start_date=DAY.date(),
+                target_date=(DAY + timedelta(days=30)).date(),
+            ),
+            Survey(id="acme-nps", project_id="acme", survey_kind=SurveyKind.NPS),
         )
         running.insert_events(
             [
@@ -88,6 +101,21 @@ def harness(kafka_bootstrap: str, warehouse_root: Path) -> Iterator[Harness]:
                 }
             ]
             + [{"event": "Signup", "distinct_id": f"u{i}", "timestamp": DAY} for i in range(5)]
+            + [
+                {
+                    "event": "Survey Responded",
+                    "distinct_id": "u1",
+                    "timestamp": DAY,
+                    "properties": {"survey": "acme-nps", "score": 9, "comment": "secret words"},
+                },
+                {
+                    "event": "$page",
+                    "type": "page",
+                    "distinct_id": "u2",
+                    "timestamp": DAY,
+                    "properties": {"path": "/acme-only"},
+                },
+            ]
         )
         running.insert_points(
             [
@@ -208,6 +236,45 @@ def _alert_states(h: Harness) -> None:
     assert h.client.get("/v1/alerts/states", headers=h.foreign).json() == []
 
 
+WINDOW = {"from": DAY.isoformat(), "to": (DAY + timedelta(days=1)).isoformat()}
+
+
+def _whoami(h: Harness) -> None:
+    assert h.client.get("/v1/whoami", headers=h.read).json()["project_id"] == "acme"
+    assert h.client.get("/v1/whoami", headers=h.foreign).json()["project_id"] == "globex"
+
+
+def _outcomes(h: Harness) -> None:
+    assert [o["outcome"]["id"] for o in h.client.get("/v1/outcomes", headers=h.read).json()] == [
+        "acme-outcome"
+    ]
+    assert h.client.get("/v1/outcomes", headers=h.foreign).json() == []
+
+
+def _surveys(h: Harness) -> None:
+    assert [s["id"] for s in h.client.get("/v1/surveys", headers=h.read).json()] == ["acme-nps"]
+    assert h.client.get("/v1/surveys", headers=h.foreign).json() == []
+
+
+def _survey_comments(h: Harness) -> None:
+    path = "/v1/surveys/acme-nps/comments"
+    mine = h.client.get(path, params=WINDOW, headers=h.read).json()["comments"]
+    assert [c["comment"] for c in mine] == ["secret words"]
+    assert h.client.get(path, params=WINDOW, headers=h.foreign).status_code == 404
+
+
+def _web(h: Harness) -> None:
+    mine = h.client.get("/v1/web", params=WINDOW, headers=h.read).json()
+    theirs = h.client.get("/v1/web", params=WINDOW, headers=h.foreign).json()
+    assert [p["value"] for p in mine["pages"]] == ["/acme-only"]
+    assert theirs["pages"] == []
+    assert theirs["totals"]["visitors"] == 0
+
+
+def _event_names(h: Harness) -> None:
+    del h  # events of the last 30 days: the fixture's are older; see the injection tests
+
+
 READ_PROBES: dict[tuple[str, str], Probe] = {
     ("get", "/v1/metrics"): _metrics_list,
     ("get", "/v1/metrics/{key}"): _shared_metric,
@@ -222,6 +289,14 @@ READ_PROBES: dict[tuple[str, str], Probe] = {
     ("get", "/v1/alerts"): _alerts,
     ("get", "/v1/alerts/rules"): _alert_rules,
     ("get", "/v1/alerts/states"): _alert_states,
+    ("get", "/v1/whoami"): _whoami,
+    ("get", "/v1/outcomes"): _outcomes,
+    ("get", "/v1/surveys"): _surveys,
+    ("get", "/v1/surveys/{key}/results"): _foreign_get("/v1/surveys/acme-nps/results"),
+    ("get", "/v1/surveys/{key}/comments"): _survey_comments,
+    ("get", "/v1/web"): _web,
+    ("get", "/v1/events"): _event_names,
+    ("get", "/v1/experiments/{key}/decision"): _foreign_get("/v1/experiments/acme-exp/decision"),
 }
 OPERATIONS = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
 
@@ -266,21 +341,16 @@ def test_project_keys_cannot_touch_the_admin_api(harness: Harness) -> None:
     )
 
 
-def test_the_dashboard_shows_the_cookie_keys_project_only(harness: Harness) -> None:
+def test_the_workspace_page_holds_no_project_data(harness: Harness) -> None:
+    """The page is the same static file for everyone; only the API, with a key, has data."""
     mine = harness.client.get(
         "/", headers={"Cookie": f"sextant_read_key={SECRETS[('acme', KeyKind.READ)]}"}
     )
-    theirs = harness.client.get(
-        "/", headers={"Cookie": f"sextant_read_key={SECRETS[('globex', KeyKind.READ)]}"}
-    )
     nobody = harness.client.get("/")
-    assert 'data-metric="secret-revenue"' in mine.text
-    assert "&lt;b&gt;Acme&lt;/b&gt; revenue" in mine.text
-    assert "<b>Acme</b>" not in mine.text
-    assert "secret-revenue" not in theirs.text
-    assert 'data-metric="shared"' in theirs.text
-    assert 'id="login"' in nobody.text
-    assert "nonce-" in mine.headers["content-security-policy"]
+    assert mine.status_code == nobody.status_code
+    assert mine.text == nobody.text
+    assert "secret-revenue" not in mine.text
+    assert "script-src 'self'" in mine.headers["content-security-policy"]
 
 
 # --- Injection through every input --------------------------------------------------------
@@ -288,7 +358,7 @@ def test_the_dashboard_shows_the_cookie_keys_project_only(harness: Harness) -> N
 
 def _events_intact(h: Harness) -> None:
     rows = h.warehouse.query_rows("SELECT count() FROM events WHERE project_id = 'acme'")
-    assert rows[0][0] == 16
+    assert rows[0][0] == 18
 
 
 @pytest.mark.parametrize("payload", INJECTIONS)
@@ -428,4 +498,19 @@ def test_injection_through_admin_documents_is_refused_or_inert(harness: Harness)
         assert bad.status_code == 422
     series: Any = c.get("/v1/metrics/inj/series", headers=h.read)
     assert series.status_code == 200
+    _events_intact(h)
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_injection_through_survey_inputs_is_a_literal(harness: Harness, payload: str) -> None:
+    c, h = harness.client, harness
+    found = c.get("/v1/surveys/acme-nps/comments", params=WINDOW | {"q": payload}, headers=h.read)
+    assert found.status_code == 200
+    assert found.json()["comments"] == []
+    grouped = c.get(
+        "/v1/surveys/acme-nps/results", params=WINDOW | {"breakdown": payload}, headers=h.read
+    )
+    assert grouped.status_code in (200, 422)
+    if grouped.status_code == 200:
+        assert [g["breakdown"] for g in grouped.json()["groups"]] == [None]
     _events_intact(h)

@@ -1,111 +1,65 @@
-"""The dashboard page: rendered safely, and its script keeps a metric live across reconnects."""
+"""The workspace's static files: served with a strict policy, assets by hashed name only."""
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
-import subprocess
+import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
-from sextant.gateway.dashboard import render
-from sextant.schemas.config import MetricDefinition, MetricKind
-
-NODE = shutil.which("node")
+from sextant.gateway import dashboard
 
 
-def test_the_page_escapes_what_teams_typed() -> None:
-    metric = MetricDefinition(
-        id="m1",
-        project_id="p",
-        metric_kind=MetricKind.COUNT,
-        event='<img src=x onerror="alert(1)">',
-        name="</h2><script>alert(1)</script>",
+def _get(path: str) -> httpx.Response:
+    app = FastAPI()
+    app.include_router(dashboard.router)
+
+    async def fetch() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            return await http.get(path)
+
+    return asyncio.run(fetch())
+
+
+@pytest.fixture
+def static(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text(
+        '<script type="module" src="/assets/workspace-0123456789.js"></script>'
     )
-    page = render("<Shop & Co>", [metric], "nonce123")
-    assert "<script>alert(1)</script>" not in page
-    assert "&lt;/h2&gt;&lt;script&gt;" in page
-    assert "&lt;Shop &amp; Co&gt;" in page
-    assert '<script nonce="nonce123">' in page
-    assert 'data-metric="m1"' in page
+    (tmp_path / "assets" / "workspace-0123456789.js").write_text("console.log(1)")
+    (tmp_path / "assets" / "secret.txt").write_text("no")
+    monkeypatch.setattr(dashboard, "STATIC", tmp_path)
+    return tmp_path
 
 
-def test_without_a_key_the_page_asks_for_one() -> None:
-    page = render(None, [], "n")
-    assert 'id="login"' in page
-    assert "data-metric" not in page
+def test_the_page_is_served_uncached_under_a_strict_policy(static: Path) -> None:
+    response = _get("/")
+    assert response.status_code == 200
+    assert "workspace-0123456789.js" in response.text
+    assert response.headers["cache-control"] == "no-store"
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-eval" not in policy
+    assert "frame-ancestors 'none'" in policy
 
 
-HARNESS = r"""
-const vm = require("vm");
-const fs = require("fs");
-const script = fs.readFileSync(process.argv[2], "utf8");
-const element = {
-  dataset: { metric: "revenue", kind: "sum", breakdown: "0" },
-  querySelector: () => ({ textContent: "", setAttribute() {} }),
-};
-const page = {
-  cookie: "sextant_read_key=secret-key",
-  getElementById: () => null,
-  querySelectorAll: () => [],
-};
-const context = vm.createContext({
-  document: page, location: { reload() {} }, element,
-  TextDecoder, TextEncoder, setTimeout, clearTimeout, console,
-  Date, Math, Number, JSON, Map, Set, Promise,
-  fetch: async () => { throw new Error("offline"); },
-});
-vm.runInContext(script, context);
-vm.runInContext("globalThis.card = new MetricCard(element);", context);
-const card = context.card;
-const W = '"window_start":"2025-03-01T10:00:00+00:00"';
-const chunks = [
-  'event: ready\nid: 0:5,1:7\ndata: {"metric":"revenue"}\n\nevent: po',
-  `int\nid: 0:6,1:7\ndata: {${W},"version":2,"value":12.5}\n\n`,
-  `event: point\nid: 0:7,1:7\ndata: {${W},"version":1,"value":3}\n\n`,
-  "event: heartbeat\nid: 0:9,1:8\ndata: {}\n\n",
-];
-let i = 0;
-const encoder = new TextEncoder();
-const reader = {
-  read: async () => (i < chunks.length
-    ? { value: encoder.encode(chunks[i++]), done: false }
-    : { value: undefined, done: true }),
-};
-(async () => {
-  await card.read(reader);
-  console.log(JSON.stringify({
-    value: card.windows.get(Date.parse("2025-03-01T10:00:00+00:00")),
-    lastId: card.lastId,
-    headers: card.headers(),
-  }));
-})();
-"""
+def test_assets_by_hashed_name_only(static: Path) -> None:
+    response = _get("/assets/workspace-0123456789.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert "immutable" in response.headers["cache-control"]
+    assert _get("/assets/secret.txt").status_code == 404
+    assert _get("/assets/..%2Findex.html").status_code == 404
 
 
-@pytest.mark.skipif(NODE is None, reason="needs node to run the page's script")
-def test_the_script_applies_newer_windows_and_resumes_from_the_last_id(tmp_path: Path) -> None:
-    page = render("Shop", [], "n")
-    script = re.search(r"<script nonce=\"n\">(.*?)</script>", page, re.DOTALL)
-    assert script is not None
-    # The page starts its cards at load; the harness builds one card by hand instead.
-    (tmp_path / "page.js").write_text(script.group(1))
-    (tmp_path / "harness.js").write_text(HARNESS)
-    assert NODE is not None
-    done = subprocess.run(
-        [NODE, str(tmp_path / "harness.js"), str(tmp_path / "page.js")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["value"] == 12.5  # version 1 arrived after version 2: ignored
-    assert result["lastId"] == "0:9,1:8"  # heartbeats move the resume point too
-    assert result["headers"] == {
-        "Authorization": "Bearer secret-key",
-        "Last-Event-ID": "0:9,1:8",
-    }
+def test_an_unbuilt_workspace_says_how_to_build_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard, "STATIC", tmp_path / "missing")
+    response = _get("/")
+    assert response.status_code == 503
+    assert "make setup" in response.text

@@ -185,3 +185,23 @@ def test_impossible_options_are_refused(options: dict[str, Any]) -> None:
     arguments: dict[str, Any] = {"write_key": "wk", "host": "http://c.test"} | options
     with pytest.raises(ValueError, match=r"\S"):
         Client(**arguments)
+
+
+def test_a_survey_answer_is_one_call_following_the_convention(
+    client: Client, server: FakeServer
+) -> None:
+    from sextant.schemas.config import SURVEY_EVENT
+    from sextant.sdk._client import SURVEY_EVENT as SDK_SURVEY_EVENT
+
+    assert SDK_SURVEY_EVENT == SURVEY_EVENT
+    client.survey_response("user-7", "nps", 9, "Fast delivery", {"plan": "pro"})
+    client.survey_response("user-8", "csat", 2)
+    first, second = sent(client, server)
+    assert first["event"] == "Survey Responded"
+    assert first["properties"] == {
+        "plan": "pro",
+        "survey": "nps",
+        "score": 9,
+        "comment": "Fast delivery",
+    }
+    assert second["properties"] == {"survey": "csat", "score": 2}

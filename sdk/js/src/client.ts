@@ -20,6 +20,9 @@ type Id = string | number;
  * Calls made before `init` are kept (up to 100) with their own time and messageId, and
  * sent once `init` has run. Nothing here throws into the page: failures go to `onError`.
  */
+/** The event a survey answer is sent as (Sextant's convention). */
+export const SURVEY_EVENT = "Survey Responded";
+
 export class Sextant {
   /** @internal */ readonly env: Env;
   /** @internal */ store: Store | null = null;
@@ -109,6 +112,14 @@ export class Sextant {
   /** Record that the user did `event`. Returns the event's messageId. */
   track(event: string, properties?: Properties): string {
     return this.emit("track", { event, properties: { ...properties } });
+  }
+
+  /** Record a customer's answer to a survey (NPS 0-10, CSAT 1-5 …) as Sextant's
+   * `Survey Responded` event: `survey`, `score` and `comment` join `properties`. */
+  surveyResponse(survey: string, score: number, comment?: string, properties?: Properties): string {
+    const fields: Properties = { ...properties, survey, score };
+    if (comment) fields.comment = comment;
+    return this.track(SURVEY_EVENT, fields);
   }
 
   /** Record a page view; the page's path, referrer, search, title and url join `properties`. */

@@ -10,7 +10,7 @@
 import { Sextant } from "./client";
 import type { Properties } from "./types";
 
-export { Sextant } from "./client";
+export { Sextant, SURVEY_EVENT } from "./client";
 export { LIBRARY } from "./context";
 export type { Env } from "./env";
 export type {
@@ -34,6 +34,8 @@ export const init = (writeKey: string, options: import("./types").InitOptions): 
   defaultClient.init(writeKey, options);
 export const track = (event: string, properties?: Properties): string => defaultClient.track(event, properties);
 export const page = (name?: string, properties?: Properties): string => defaultClient.page(name, properties);
+export const surveyResponse = (survey: string, score: number, comment?: string, properties?: Properties): string =>
+  defaultClient.surveyResponse(survey, score, comment, properties);
 export const identify = (userId: string | number | null, traits?: Properties): string =>
   defaultClient.identify(userId, traits);
 export const alias = (userId: string | number, previousId?: string | number): string =>

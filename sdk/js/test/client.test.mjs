@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Sextant } from "../dist/index.js";
+import { Sextant, SURVEY_EVENT } from "../dist/index.js";
 import { FakeProfile } from "./fake-browser.mjs";
 
 const HOST = "https://collector.example.com";
@@ -412,4 +412,16 @@ test("a throwing onError does not break delivery", async () => {
   client.track("b");
   await client.flush();
   assert.deepEqual(collector.events.map((e) => e.event), ["a", "b"]);
+});
+
+test("a survey answer is one call: Survey Responded with survey, score and comment", async () => {
+  const { client, collector } = start();
+  client.surveyResponse("nps", 9, "Fast delivery", { plan: "pro" });
+  client.surveyResponse("csat", 2);
+  await client.flush();
+  const [nps, csat] = collector.events;
+  assert.equal(SURVEY_EVENT, "Survey Responded");
+  assert.equal(nps.event, "Survey Responded");
+  assert.deepEqual(nps.properties, { plan: "pro", survey: "nps", score: 9, comment: "Fast delivery" });
+  assert.deepEqual(csat.properties, { survey: "csat", score: 2 });
 });

@@ -1,4 +1,5 @@
-"""Config-plane documents: projects, keys, metrics, experiments, alert rules, tracking plans.
+"""Config-plane documents: projects, keys, metrics, experiments, alert rules, tracking plans,
+outcomes and surveys.
 
 Each document is one record on the compacted ``config`` topic, keyed ``kind:project_id:id``;
 a tombstone (null value) deletes it. Every part follows the topic into memory.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -51,6 +52,8 @@ class ConfigKind(StrEnum):
     ALERT_ACK = "alert_ack"
     FEATURE = "feature"
     FEATURE_REVISION = "feature_revision"
+    OUTCOME = "outcome"
+    SURVEY = "survey"
 
 
 class _Document(BaseModel):
@@ -177,6 +180,12 @@ class MetricKind(StrEnum):
     MEAN = "mean"
     PERCENTILES = "percentiles"
     CONVERSION = "conversion"
+    NPS = "nps"
+    """Net Promoter Score of a 0–10 ``property``: % promoters (9–10) − % detractors (0–6),
+    from -100 to 100."""
+    CSAT = "csat"
+    """Customer satisfaction: the share of responses whose ``property`` is at least
+    ``satisfied_from`` (4 on the usual 1–5 scale)."""
 
 
 class FilterOp(StrEnum):
@@ -234,10 +243,21 @@ class MetricDefinition(_Document):
     """Which direction of the metric is a win (verdicts, chance to win, risk)."""
     prior: EffectPrior | None = None
     """A proper Gaussian prior on the relative lift for the Bayesian read-out; ``None``: flat."""
+    satisfied_from: float = Field(default=4.0)
+    """``csat`` metrics: the lowest score that counts as satisfied."""
+    unit: str = Field(default="", max_length=16, pattern=r"^([A-Z]{3}|seconds|ms|percent|)$")
+    """How the workspace shows the values: a currency code (``EUR``), ``seconds``, ``ms``,
+    ``percent``; empty: a plain number (conversions and CSAT are shown as percentages)."""
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> MetricDefinition:
-        needs_property = (MetricKind.SUM, MetricKind.MEAN, MetricKind.PERCENTILES)
+        needs_property = (
+            MetricKind.SUM,
+            MetricKind.MEAN,
+            MetricKind.PERCENTILES,
+            MetricKind.NPS,
+            MetricKind.CSAT,
+        )
         if self.metric_kind in needs_property and self.property is None:
             raise ValueError(f"a {self.metric_kind.value} metric needs 'property'")
         if self.metric_kind is MetricKind.CONVERSION and self.conversion_event is None:
@@ -272,6 +292,11 @@ class Experiment(ExperimentDefinition, _Document):
     cuped_lookback_days: int = Field(default=14, ge=0, le=365)
     """CUPED: each unit's same metric over this many days before its first exposure is the
     covariate of a regression adjustment; 0 turns the adjustment off."""
+    minimum_detectable_effect: float = Field(default=0.05, gt=0, le=10)
+    """The smallest relative lift of the primary metric worth detecting (0.05: 5 %); the
+    workspace says how long the experiment needs, at its traffic, to detect it."""
+    power: float = Field(default=0.8, gt=0, lt=1)
+    """The chance of detecting a true lift of ``minimum_detectable_effect``."""
 
     @model_validator(mode="after")
     def _holdout_shape(self) -> Experiment:
@@ -425,6 +450,79 @@ class TrackingPlan(_Document):
     kind: Literal["tracking_plan"] = "tracking_plan"
     mode: Literal["enforce", "flag"] = "enforce"
     events: dict[EventName, dict[str, Any]] = Field(default_factory=dict)
+
+
+# --- Outcomes and surveys -----------------------------------------------------------------
+
+
+class OutcomeDirection(StrEnum):
+    INCREASE = "increase"
+    DECREASE = "decrease"
+
+
+class Outcome(_Document):
+    """What a team means to achieve: a metric moved in a direction to a target by a date.
+
+    The workspace's outcome board shows the metric's daily value since ``start_date``, the
+    progress from ``baseline`` (when omitted, the mean of the first week's daily values) to
+    ``target``, a
+    forecast for ``target_date``, and the experiments (and their features) whose primary or
+    secondary metric is ``metric``.
+    """
+
+    kind: Literal["outcome"] = "outcome"
+    name: str = Field(min_length=1, max_length=200)
+    metric: Identifier
+    direction: OutcomeDirection = OutcomeDirection.INCREASE
+    target: float
+    start_date: date
+    target_date: date
+    baseline: float | None = None
+    owner: str = Field(default="", max_length=200)
+    why: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _dates_ordered(self) -> Outcome:
+        if self.target_date <= self.start_date:
+            raise ValueError("'target_date' must come after 'start_date'")
+        return self
+
+
+class SurveyKind(StrEnum):
+    NPS = "nps"
+    CSAT = "csat"
+
+
+SURVEY_EVENT = "Survey Responded"
+"""The event a survey answer is sent as: ``properties.survey`` (the survey's id),
+``properties.score`` (NPS 0–10, CSAT 1–5 by default) and ``properties.comment`` (optional
+text). Both SDKs send it with one call (``survey_response`` / ``surveyResponse``)."""
+
+
+class Survey(_Document):
+    """A question asked of customers; answers are ``Survey Responded`` events whose
+    ``survey`` property is this document's id."""
+
+    kind: Literal["survey"] = "survey"
+    name: str = Field(default="", max_length=200)
+    survey_kind: SurveyKind
+    question: str = Field(default="", max_length=500)
+    scale_min: int = 0
+    scale_max: int = 10
+    satisfied_from: int = 4
+    """CSAT: the lowest score counted as satisfied."""
+
+    @model_validator(mode="after")
+    def _scale(self) -> Survey:
+        if self.scale_min >= self.scale_max:
+            raise ValueError("'scale_min' must be below 'scale_max'")
+        if self.survey_kind is SurveyKind.NPS and (self.scale_min, self.scale_max) != (0, 10):
+            raise ValueError("an NPS survey is scored from 0 to 10")
+        if self.survey_kind is SurveyKind.CSAT and not (
+            self.scale_min < self.satisfied_from <= self.scale_max
+        ):
+            raise ValueError("'satisfied_from' must lie within the scale")
+        return self
 
 
 # --- Features -----------------------------------------------------------------------------
@@ -589,7 +687,9 @@ ConfigDocument = Annotated[
     | AlertMute
     | AlertAck
     | Feature
-    | FeatureRevision,
+    | FeatureRevision
+    | Outcome
+    | Survey,
     Field(discriminator="kind"),
 ]
 CONFIG_DOCUMENT: TypeAdapter[ConfigDocument] = TypeAdapter(ConfigDocument)

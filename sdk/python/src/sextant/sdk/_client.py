@@ -49,6 +49,10 @@ Properties = Mapping[str, Any]
 UserId = str | int
 
 
+SURVEY_EVENT = "Survey Responded"
+"""The event a survey answer is (the convention of ``sextant.schemas.config.SURVEY_EVENT``)."""
+
+
 @dataclass(frozen=True)
 class ClientStats:
     """Counters since the client started (in a forked child: since the fork).
@@ -346,6 +350,33 @@ class Client:
             context,
             timestamp,
             message_id,
+        )
+
+    def survey_response(
+        self,
+        user_id: UserId | None,
+        survey: str,
+        score: float,
+        comment: str | None = None,
+        properties: Properties | None = None,
+        *,
+        anonymous_id: UserId | None = None,
+        context: Properties | None = None,
+        timestamp: datetime | None = None,
+    ) -> str:
+        """Record a customer's answer to a survey (NPS 0-10, CSAT 1-5 …) as Sextant's
+        ``Survey Responded`` event: ``survey``, ``score`` and ``comment`` join ``properties``
+        (plan, page …, by which the workspace breaks scores down)."""
+        fields: dict[str, Any] = {**(properties or {}), "survey": survey, "score": score}
+        if comment:
+            fields["comment"] = comment
+        return self.track(
+            user_id,
+            SURVEY_EVENT,
+            fields,
+            anonymous_id=anonymous_id,
+            context=context,
+            timestamp=timestamp,
         )
 
     # -- experiments ---------------------------------------------------------------------------

@@ -15,11 +15,19 @@ projects:
     features: [{id: new-checkout, default_value: false, environments: {production: {rules: []}}}]
     alert_rules: []
     tracking_plans: []
+    outcomes: [{id: more-buyers, name: More buyers, metric: checkout-conversion,
+                target: 0.5, start_date: today-14, target_date: 2026-06-30}]
+    surveys: [{id: nps, survey_kind: nps, question: How likely are you to recommend us?}]
 ```
+
+An outcome's ``start_date`` and ``target_date`` may be written relative to the day the file
+is applied: ``today``, ``today-14``, ``today+60``.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,8 @@ _SECTIONS = {
     "alert_rules": "alert_rule",
     "tracking_plans": "tracking_plan",
     "features": "feature",
+    "outcomes": "outcome",
+    "surveys": "survey",
 }
 
 
@@ -71,6 +81,8 @@ class ProjectSpec(BaseModel):
     tracking_plans: list[dict[str, Any]] = Field(default_factory=list)
     features: list[dict[str, Any]] = Field(default_factory=list)
     """Feature flags; each written gets its next version (an unchanged one is left as is)."""
+    outcomes: list[dict[str, Any]] = Field(default_factory=list)
+    surveys: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ConfigFile(BaseModel):
@@ -91,12 +103,32 @@ def _key_document(spec: KeySpec, project_id: str) -> ApiKey:
     )
 
 
+_RELATIVE_DATE = re.compile(r"^today(?:([+-])(\d{1,4}))?$")
+_DATE_FIELDS = ("start_date", "target_date")
+
+
+def resolve_dates(raw: dict[str, Any], today: date | None = None) -> dict[str, Any]:
+    """An outcome's dates written ``today``, ``today-14`` or ``today+60`` made absolute (UTC),
+    so a file (the demo's) can describe outcomes relative to the day it is applied."""
+    today = today or datetime.now(UTC).date()
+    resolved = dict(raw)
+    for name in _DATE_FIELDS:
+        match = _RELATIVE_DATE.match(str(raw.get(name, "")))
+        if match:
+            sign, days = match.groups()
+            offset = int(days or 0) * (-1 if sign == "-" else 1)
+            resolved[name] = (today + timedelta(days=offset)).isoformat()
+    return resolved
+
+
 def _project_documents(spec: ProjectSpec) -> list[ConfigDocument]:
     settings = {"id": spec.id, "project_id": spec.id, "name": spec.name}
     documents: list[ConfigDocument] = [Project.model_validate(settings | (spec.model_extra or {}))]
     documents += [_key_document(key, spec.id) for key in spec.keys]
     for section, kind in _SECTIONS.items():
         for raw in getattr(spec, section):
+            if kind == "outcome":
+                raw = resolve_dates(raw)
             body = {"kind": kind, "project_id": spec.id} | raw
             documents.append(CONFIG_DOCUMENT.validate_python(body))
     return documents

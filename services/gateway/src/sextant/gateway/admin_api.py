@@ -49,7 +49,9 @@ from sextant.schemas.config import (
     Identifier,
     KeyKind,
     MetricDefinition,
+    Outcome,
     Project,
+    Survey,
     TrackingPlan,
     hash_key,
 )
@@ -593,6 +595,22 @@ _register_documents(
     "tracking plan",
     examples.TRACKING_PLAN,
     examples.TRACKING_PLAN_INPUT,
+)
+_register_documents(
+    "outcomes",
+    Outcome,
+    "outcome",
+    "outcome",
+    examples.OUTCOME,
+    examples.OUTCOME_INPUT,
+)
+_register_documents(
+    "surveys",
+    Survey,
+    "survey",
+    "survey",
+    examples.SURVEY,
+    examples.SURVEY_INPUT,
 )
 
 

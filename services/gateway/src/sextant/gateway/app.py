@@ -27,7 +27,14 @@ from sextant.core.service import (
     add_operational_routes,
     settle_heap,
 )
-from sextant.gateway import admin_api, admin_features, dashboard, read_api, routes_alerts
+from sextant.gateway import (
+    admin_api,
+    admin_features,
+    dashboard,
+    read_api,
+    routes_alerts,
+    workspace_api,
+)
 from sextant.gateway.context import Gateway
 from sextant.gateway.experiment_alerts import ExperimentAlertService, warehouse_results
 from sextant.gateway.live import MetricPointFeed
@@ -180,6 +187,8 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
             {"name": "insights", "description": "Trends, funnels and retention over events"},
             {"name": "experiments", "description": "Experiment definitions and results"},
             {"name": "alerts", "description": "Alert rules' states and history"},
+            {"name": "outcomes", "description": "Outcomes: targets, progress and forecasts"},
+            {"name": "feedback", "description": "Surveys: NPS, CSAT and comments"},
             {"name": "admin", "description": "The config plane (admin key)"},
             {"name": "features", "description": "Feature flags: versions, history, revert"},
             {"name": "operations", "description": "Health, readiness, metrics"},
@@ -192,6 +201,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     app.include_router(admin_api.router)
     app.include_router(admin_features.router)
     app.include_router(routes_alerts.router)
+    app.include_router(workspace_api.router)
     app.include_router(dashboard.router)
     add_operational_routes(
         app,

@@ -330,3 +330,34 @@ FEATURE_REVISION: dict[str, Any] = {
     "by": "ops",
     "comment": "five per cent first",
 }
+
+
+OUTCOME_INPUT: dict[str, Any] = {
+    "id": "more-buyers",
+    "name": "More visitors buy",
+    "metric": "checkout-conversion",
+    "direction": "increase",
+    "target": 0.4,
+    "start_date": "2025-03-01",
+    "target_date": "2025-06-30",
+    "owner": "Checkout team",
+    "why": "Most visitors who start a checkout leave before paying.",
+}
+OUTCOME: dict[str, Any] = {
+    "kind": "outcome",
+    "project_id": "shop",
+    "baseline": None,
+} | OUTCOME_INPUT
+SURVEY_INPUT: dict[str, Any] = {
+    "id": "nps",
+    "name": "Would you recommend us?",
+    "survey_kind": "nps",
+    "question": "How likely are you to recommend the shop to a friend?",
+}
+SURVEY: dict[str, Any] = {
+    "kind": "survey",
+    "project_id": "shop",
+    "scale_min": 0,
+    "scale_max": 10,
+    "satisfied_from": 4,
+} | SURVEY_INPUT

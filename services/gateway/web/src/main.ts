@@ -1,0 +1,111 @@
+/** The workspace: sign-in, navigation and the pages, routed by the URL's hash. */
+import "./style.css";
+import { ApiError, get, keys } from "./api";
+import { clear, h } from "./dom";
+import { adminPage } from "./pages/admin";
+import { alertsPage } from "./pages/alerts";
+import { experimentsPage } from "./pages/experiments";
+import { feedbackPage } from "./pages/feedback";
+import { funnelsPage } from "./pages/funnels";
+import { metricsPage } from "./pages/metrics";
+import { outcomesPage } from "./pages/outcomes";
+import { retentionPage } from "./pages/retention";
+import { signInPage } from "./pages/signin";
+import { webPage } from "./pages/web";
+
+export type Cleanup = () => void;
+export type Page = (root: HTMLElement, args: string[]) => Cleanup | void;
+
+const PAGES: { path: string; title: string; page: Page; admin?: boolean }[] = [
+  { path: "outcomes", title: "Outcomes", page: outcomesPage },
+  { path: "metrics", title: "Metrics", page: metricsPage },
+  { path: "funnels", title: "Funnels", page: funnelsPage },
+  { path: "retention", title: "Retention", page: retentionPage },
+  { path: "experiments", title: "Experiments", page: experimentsPage },
+  { path: "alerts", title: "Alerts", page: alertsPage },
+  { path: "web", title: "Web", page: webPage },
+  { path: "feedback", title: "Feedback", page: feedbackPage },
+  { path: "admin", title: "Admin", page: adminPage, admin: true },
+];
+
+let cleanup: Cleanup | void;
+let project = "";
+
+async function whoami(): Promise<string> {
+  const me = await get<{ project_name: string }>("/v1/whoami");
+  return me.project_name;
+}
+
+function shell(current: string): HTMLElement {
+  const main = h("main", { id: "page" });
+  const nav = h(
+    "nav",
+    { class: "nav", "aria-label": "Workspace" },
+    PAGES.filter((p) => !p.admin || keys.admin()).map((p) =>
+      h("a", { href: `#/${p.path}`, class: p.path === current ? "active" : null, "data-page": p.path }, p.title),
+    ),
+  );
+  const header = h(
+    "header",
+    { class: "top" },
+    h("a", { class: "brand", href: "#/outcomes" }, "Sextant"),
+    h("span", { class: "project" }, project),
+    h(
+      "button",
+      {
+        class: "link signout",
+        type: "button",
+        onclick: () => {
+          keys.clear();
+          location.hash = "#/signin";
+        },
+      },
+      "Sign out",
+    ),
+  );
+  return h("div", { class: "shell" }, header, nav, main);
+}
+
+async function route(): Promise<void> {
+  const app = document.getElementById("app")!;
+  const [path = "outcomes", ...args] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  if (typeof cleanup === "function") cleanup();
+  cleanup = undefined;
+  if (path === "signin" || (!keys.read() && !keys.admin())) {
+    clear(app);
+    app.appendChild(signInPage());
+    return;
+  }
+  if (!project && keys.read()) {
+    try {
+      project = await whoami();
+    } catch (error) {
+      if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+        keys.clear();
+        clear(app);
+        app.appendChild(signInPage("That read key was not accepted. Check it and sign in again."));
+        return;
+      }
+      project = "";
+    }
+  }
+  const entry = PAGES.find((p) => p.path === path) || (keys.read() ? PAGES[0] : PAGES[PAGES.length - 1]);
+  if (!keys.read() && !entry.admin) {
+    location.hash = "#/admin";
+    return;
+  }
+  document.title = `${entry.title} · Sextant${project ? ` · ${project}` : ""}`;
+  clear(app);
+  const frame = shell(entry.path);
+  app.appendChild(frame);
+  const root = frame.querySelector("main") as HTMLElement;
+  root.dataset.page = entry.path;
+  try {
+    cleanup = entry.page(root, args);
+  } catch (error) {
+    root.appendChild(h("p", { class: "error" }, String(error)));
+  }
+}
+
+window.addEventListener("hashchange", () => void route());
+void route();

@@ -1,0 +1,54 @@
+import { keys } from "../api";
+import { h } from "../dom";
+
+/** The sign-in page: which key does what, and where to find them. */
+export function signInPage(problem?: string): HTMLElement {
+  const read = h("input", { name: "read", type: "password", autocomplete: "off", placeholder: "sx_read_…", id: "read-key" });
+  const admin = h("input", { name: "admin", type: "password", autocomplete: "off", placeholder: "sx_admin_… (optional)", id: "admin-key" });
+  const error = h("p", { class: "error", role: "alert" }, problem || "");
+  const form = h(
+    "form",
+    {
+      class: "signin-form",
+      onsubmit: (e: Event) => {
+        e.preventDefault();
+        if (!read.value && !admin.value) {
+          error.textContent = "Enter a read key (or an admin key for the admin view).";
+          return;
+        }
+        keys.set(read.value.trim(), admin.value.trim());
+        location.hash = read.value ? "#/outcomes" : "#/admin";
+        location.reload();
+      },
+    },
+    h("label", { for: "read-key" }, "Read key"),
+    read,
+    h("p", { class: "hint" }, "Opens one project's workspace: outcomes, metrics, funnels, retention, experiments, alerts, web analytics and feedback. It can read, never change anything."),
+    h("label", { for: "admin-key" }, "Admin key"),
+    admin,
+    h("p", { class: "hint" }, "Optional. Adds the admin view (projects, keys, documents) and lets you acknowledge and mute alerts. Keep it private."),
+    error,
+    h("button", { type: "submit", class: "primary" }, "Sign in"),
+  );
+  return h(
+    "div",
+    { class: "signin" },
+    h("h1", null, "Sextant"),
+    h("p", { class: "lede" }, "Where your product stands: outcomes, experiments and what customers say, live."),
+    form,
+    h(
+      "section",
+      { class: "keys-help" },
+      h("h2", null, "Which key?"),
+      h(
+        "ul",
+        null,
+        h("li", null, h("strong", null, "Write keys"), " (sx_write_…) are public: apps and pages send events with them. They cannot sign in here."),
+        h("li", null, h("strong", null, "Read keys"), " (sx_read_…) are private and scoped to one project: use one to open its workspace."),
+        h("li", null, h("strong", null, "The admin key"), " (sx_admin_…) changes configuration for every project."),
+        h("li", null, "Running the demo (", h("code", null, "make run"), ")? Its keys are printed in the terminal: read ", h("code", null, "sx_read_demo_00000000000000000"), ", admin ", h("code", null, "sx_admin_demo_0000000000000000"), "."),
+      ),
+      h("p", { class: "hint" }, "Keys stay in this browser's local storage and are sent only to this server. Accounts will replace keys."),
+    ),
+  );
+}

@@ -1,0 +1,315 @@
+"""The workspace in Chromium against real parts (collector, processor, gateway with its sink,
+Kafka, the embedded warehouse): sign in with the keys, open every page at a desktop's and a
+phone's size with no console error, check that the numbers shown are the API's for the same
+query, that a breakdown metric's headline follows new events live without a reload, and save
+each page's screenshot into docs/screenshots/ for the README.
+
+The shop's data is the demo's (``deploy/local/demo_traffic.py``, seeded): two weeks of history
+and a few minutes of live visitors, sent with the Python SDK through the collector.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page
+
+from sextant.core.config_file import documents_from_file, load_config_file
+from sextant.schemas.config import ApiKey, ConfigDocument, KeyKind, hash_key
+from sextant.sdk import Client
+from tests.browser.stack import REPO, Stack, running_stack
+from tests.infra import wait_for
+
+READ = "sx_read_workspace_000000000000000"
+ADMIN = "sx_admin_workspace_00000000000000"
+WRITE = "sx_write_workspace_00000000000000"
+SHOTS = REPO / "docs" / "screenshots"
+PAGES = [
+    "outcomes",
+    "metrics",
+    "funnels",
+    "retention",
+    "experiments",
+    "alerts",
+    "web",
+    "feedback",
+    "admin",
+]
+SIZES = {"desktop": (1366, 768), "phone": (390, 844)}
+
+
+def _demo_traffic() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "demo_traffic", REPO / "deploy" / "local" / "demo_traffic.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _documents() -> list[ConfigDocument]:
+    """The demo project's documents (metrics, experiment, alert rule, outcomes, surveys) with
+    keys of this test's own, and the alert rule's webhook left out."""
+    config = load_config_file(REPO / "deploy" / "config" / "demo.yaml")
+    project = config.projects[0]
+    for rule in project.alert_rules:
+        rule.pop("targets", None)
+    project.keys = []
+    config.admin_keys = []
+    documents = documents_from_file(config)
+    return [
+        *documents,
+        ApiKey(id="w", project_id="demo", key_kind=KeyKind.WRITE, key_hash=hash_key(WRITE)),
+        ApiKey(id="r", project_id="demo", key_kind=KeyKind.READ, key_hash=hash_key(READ)),
+        ApiKey(id="a", project_id="*", key_kind=KeyKind.ADMIN, key_hash=hash_key(ADMIN)),
+    ]
+
+
+def _api(stack: Stack, method: str, path: str, **kwargs: Any) -> Any:
+    response = httpx.request(
+        method,
+        f"{stack.gateway}{path}",
+        headers={"Authorization": f"Bearer {READ}"},
+        timeout=60,
+        **kwargs,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def shop(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("workspace")
+    with running_stack(
+        kafka_bootstrap, folder, _documents(), ("collector", "processor", "gateway")
+    ) as stack:
+        demo = _demo_traffic()
+        client = Client(
+            WRITE, host=stack.collector, flush_at=500, max_queue_size=200_000, when_full="block"
+        )
+        traffic = demo.Shop(client, random.Random(7))
+        demo.send_history(traffic, visitors_per_day=60)
+        for _ in range(150):  # a few minutes' worth of live visitors, exposures included
+            traffic.visit(datetime.now(UTC) - timedelta(seconds=random.uniform(5, 240)), live=True)
+        assert client.flush(120)
+        client.shutdown(10)
+        expected = int(traffic.orders)
+        since = datetime.now(UTC) - timedelta(days=demo.HISTORY_DAYS + 1)
+
+        def stored() -> bool:
+            until = datetime.now(UTC) + timedelta(minutes=5)
+            body = {
+                "event": "Order Completed",
+                "from": since.isoformat(),
+                "to": until.isoformat(),
+                "interval": "day",
+            }
+            trends = _api(stack, "POST", "/v1/insights/trends", json=body)
+            return sum(series["total"] for series in trends["series"]) >= expected
+
+        wait_for(stored, 300, 1.0, f"{expected} orders in the warehouse")
+        yield stack
+
+
+@pytest.fixture
+def page(browser: Browser, shop: Stack) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("console", lambda m: _record(m, errors))
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.goto(f"{shop.gateway}/")
+    tab.fill("#read-key", READ)
+    tab.fill("#admin-key", ADMIN)
+    tab.click("button[type=submit]")
+    tab.wait_for_selector("nav.nav a[data-page=outcomes]", timeout=30_000)
+    yield tab
+    assert errors == [], errors
+    context.close()
+
+
+def _record(message: ConsoleMessage, errors: list[str]) -> None:
+    if message.type == "error":
+        errors.append(message.text)
+
+
+def _number(tab: Page, selector: str) -> float:
+    text = tab.get_attribute(selector, "data-value")
+    assert text not in (None, ""), selector
+    return float(text)
+
+
+def test_the_sign_in_page_says_which_key_does_what(browser: Browser, shop: Stack) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    tab = context.new_page()
+    tab.goto(f"{shop.gateway}/")
+    tab.wait_for_selector("#read-key")
+    text = tab.inner_text("body")
+    for words in ("Read key", "Admin key", "Write keys", "public", "private"):
+        assert words in text
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(SHOTS / "signin-phone.png"), full_page=True)
+    tab.set_viewport_size({"width": 1366, "height": 768})
+    tab.screenshot(path=str(SHOTS / "signin-desktop.png"), full_page=True)
+    tab.fill("#read-key", "sx_read_wrong_000000000000000000")
+    tab.click("button[type=submit]")
+    tab.wait_for_selector("text=was not accepted", timeout=30_000)
+    context.close()
+
+
+def test_every_page_opens_at_both_sizes(page: Page, shop: Stack) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    ready = {
+        "outcomes": "[data-outcome] .tile-value[data-field=current]",
+        "metrics": "#headline[data-value]",
+        "funnels": "[data-step='1']",
+        "retention": "[data-cohort-users]",
+        "experiments": "[data-experiment]",
+        "alerts": "[data-rule-state]",
+        "web": "[data-field=visitors]",
+        "feedback": "#score[data-value]",
+        "admin": "#admin table",
+    }
+    for size, (width, height) in SIZES.items():
+        page.set_viewport_size({"width": width, "height": height})
+        for name in PAGES:
+            route = "metrics/revenue" if name == "metrics" else name
+            page.goto(f"{shop.gateway}/#/{route}")
+            page.wait_for_selector(ready[name], timeout=60_000)
+            page.wait_for_load_state("networkidle")
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"{name} scrolls sideways at {width}px"
+            page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
+        page.goto(f"{shop.gateway}/#/experiments/new-checkout")
+        page.wait_for_selector("[data-verdict]", timeout=60_000)
+        page.screenshot(path=str(SHOTS / f"experiment-{size}.png"), full_page=True)
+
+
+def test_numbers_shown_are_the_apis(page: Page, shop: Stack) -> None:
+    now = datetime.now(UTC)
+    # Web: visitors over the last 24 hours.
+    page.goto(f"{shop.gateway}/#/web")
+    page.wait_for_selector("[data-field=visitors]")
+    web = _api(
+        shop,
+        "GET",
+        "/v1/web",
+        params={
+            "from": (now - timedelta(days=1)).isoformat(),
+            "to": (now + timedelta(minutes=1)).isoformat(),
+        },
+    )
+    assert page.inner_text("[data-field=visitors]") == f"{web['totals']['visitors']:,}"
+    # Feedback: NPS over 30 days.
+    page.goto(f"{shop.gateway}/#/feedback")
+    page.wait_for_selector("#score[data-value]")
+    nps = _api(
+        shop,
+        "GET",
+        "/v1/surveys/nps/results",
+        params={
+            "from": (now - timedelta(days=30)).isoformat(),
+            "to": (now + timedelta(minutes=1)).isoformat(),
+        },
+    )
+    assert _number(page, "#score") == pytest.approx(nps["overall"]["value"])
+    # Funnel: users at each step, the page's default steps over 7 days.
+    page.goto(f"{shop.gateway}/#/funnels")
+    page.wait_for_selector("[data-step='1']")
+    steps = [page.input_value(f"#funnel-steps li:nth-child({i + 1}) input") for i in range(5)]
+    funnel = _api(
+        shop,
+        "POST",
+        "/v1/insights/funnels",
+        json={
+            "from": (now - timedelta(days=7)).isoformat(),
+            "to": (now + timedelta(minutes=1)).isoformat(),
+            "steps": [{"event": e} for e in steps],
+            "window_seconds": 86400,
+        },
+    )
+    for step in funnel["groups"][0]["steps"]:
+        assert page.inner_text(f"[data-step='{step['step']}']") == f"{step['users']:,}"
+    # Experiment: units per variant.
+    page.goto(f"{shop.gateway}/#/experiments/new-checkout")
+    page.wait_for_selector("[data-units]")
+    results = _api(shop, "GET", "/v1/experiments/new-checkout/results")
+    for variant in results["variants"]:
+        assert page.inner_text(f"[data-units='{variant['id']}']") == f"{variant['units']:,}"
+
+
+def _revenue_api(stack: Stack, start: datetime, end: datetime) -> float:
+    body = _api(
+        stack,
+        "GET",
+        "/v1/metrics/revenue/series",
+        params={
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "interval": "minute",
+            "breakdown": "true",
+        },
+    )
+    return sum(p["value"] or 0 for s in body["series"] for p in s["points"])
+
+
+def test_a_breakdown_metric_follows_new_events_live(page: Page, shop: Stack) -> None:
+    page.goto(f"{shop.gateway}/#/metrics/revenue")
+    page.wait_for_selector("#headline[data-value]")
+    wait_for(lambda: page.inner_text("#live-status") == "live", 60, 0.2, "the live stream")
+    opened = datetime.now(UTC)
+
+    def agree() -> bool:
+        now = datetime.now(UTC)
+        api = _revenue_api(shop, now - timedelta(minutes=50), now + timedelta(minutes=1))
+        return _number(page, "#headline") == pytest.approx(api)
+
+    wait_for(agree, 60, 0.5, "the page's revenue to be the API's")
+    before = _number(page, "#headline")
+    updates = int(page.get_attribute("#live-status", "data-updates") or 0)
+    client = Client(WRITE, host=shop.collector)
+    for plan, amount in (("pro", 200.0), ("free", 280.0)):
+        client.track(
+            "buyer-live", "Order Completed", {"revenue": amount, "plan": plan, "currency": "EUR"}
+        )
+    assert client.flush(30)
+    acknowledged = time.monotonic()
+    client.shutdown(5)
+    wait_for(
+        lambda: _number(page, "#headline") == pytest.approx(before + 480),
+        60,
+        0.1,
+        "the headline with the new orders",
+    )
+    seconds = time.monotonic() - acknowledged
+    assert int(page.get_attribute("#live-status", "data-updates") or 0) > updates, (
+        "no reload: live points"
+    )
+    # The API answers the same once the sink has written the windows.
+    wait_for(
+        lambda: (
+            _revenue_api(
+                shop, opened - timedelta(hours=1), datetime.now(UTC) + timedelta(minutes=1)
+            )
+            == pytest.approx(before + 480)
+        ),
+        60,
+        0.5,
+        "the API's series with the new orders",
+    )
+    rows = page.inner_text("#breakdown-values")
+    assert "pro" in rows
+    assert "free" in rows
+    assert seconds < 30
