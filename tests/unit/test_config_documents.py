@@ -2,13 +2,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
 from sextant.core.config_file import documents_from_file, load_config_file
+from sextant.core.config_plane import decode_record, encode_document
 from sextant.schemas.config import (
     CONFIG_DOCUMENT,
     ApiKey,
+    Feature,
     KeyKind,
     MetricDefinition,
     hash_key,
@@ -78,3 +81,37 @@ def test_config_keys_round_trip() -> None:
 def test_invalid_documents_are_refused(body: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         CONFIG_DOCUMENT.validate_python(body)
+
+
+def _feature_with_every_rule() -> Feature:
+    return Feature.model_validate(
+        {
+            "id": "banner",
+            "project_id": "shop",
+            "value_type": "string",
+            "default_value": "Hello",
+            "environments": {
+                "production": {
+                    "rules": [
+                        {"type": "force", "id": "fr", "condition": {"lang": "fr"}, "value": "Hi"},
+                        {"type": "rollout", "id": "half", "coverage": 0.5, "value": "Bonjour"},
+                        {"type": "experiment", "id": "test", "experiment": "copy-test"},
+                    ]
+                }
+            },
+        }
+    )
+
+
+def test_documents_read_back_as_the_config_topic_writes_them() -> None:
+    documents = [*documents_from_file(load_config_file(DEMO)), _feature_with_every_rule()]
+    for document in documents:
+        key, read = decode_record(document.config_key().encode(), encode_document(document))
+        assert key == document.config_key()
+        assert read == document, key
+
+
+def test_a_rule_keeps_its_kind_when_defaults_are_left_out() -> None:
+    written = orjson.loads(encode_document(_feature_with_every_rule()))
+    rules = written["environments"]["production"]["rules"]
+    assert [r["type"] for r in rules] == ["force", "rollout", "experiment"]

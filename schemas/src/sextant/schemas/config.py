@@ -20,7 +20,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
+    model_serializer,
     model_validator,
 )
 
@@ -554,6 +556,8 @@ class RampStep(BaseModel):
 class _FeatureRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    type: str
+
     id: Identifier
     description: str = Field(default="", max_length=500)
     enabled: bool = True
@@ -562,6 +566,13 @@ class _FeatureRule(BaseModel):
     (``{"country": {"$in": ["FR"]}, "app_version": {"$vgte": "2.1.0"}}``)."""
     stopped_reason: str = Field(default="", max_length=1000)
     """Why Sextant switched the rule off itself (a guardrail fired); empty otherwise."""
+
+    @model_serializer(mode="wrap")
+    def _tagged(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The rule's ``type`` is written even when defaults are left out (as the config
+        topic writes documents): readers tell the kinds of rule apart by it."""
+        data: dict[str, Any] = handler(self)
+        return {"type": self.type, **data}
 
 
 class ForceRule(_FeatureRule):
