@@ -44,7 +44,6 @@ from sextant.core.settings import KafkaSection
 
 NAME = "collector_requests"
 WRITE_KEY = "wk_bench_secret"
-CONNECTIONS = 16
 POSTHOG_BATCH = 5
 TRACK = {
     "userId": "user-1",
@@ -80,10 +79,10 @@ def wrk_script(folder: Path, name: str, body: bytes, content_type: str) -> Path:
     return path
 
 
-def run_wrk(url: str, script: Path, pids: list[int], seconds: float) -> Load:
+def run_wrk(url: str, script: Path, pids: list[int], seconds: float, connections: int) -> Load:
     before = cpu_seconds(pids)
     done = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "-s", str(script), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -145,6 +144,7 @@ def main() -> None:
     parser.add_argument("--bootstrap")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16, help="wrk's keep-alive connections")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("this benchmark needs wrk (apt-get install wrk)")
@@ -166,19 +166,25 @@ def main() -> None:
         shapes: list[tuple[Load, Load]] = []
         with collector(settings, 1) as (port, pids), bare_endpoint() as (bare_port, bare_pids):
             url, bare_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
-            run_wrk(f"{url}/v1/track", track_script, pids, 3)  # warm up both
-            run_wrk(f"{bare_url}/v1/track", track_script, bare_pids, 3)
+            run_wrk(f"{url}/v1/track", track_script, pids, 3, args.connections)  # warm up both
+            run_wrk(f"{bare_url}/v1/track", track_script, bare_pids, 3, args.connections)
             for _ in range(args.rounds):
-                baseline = run_wrk(f"{bare_url}/v1/track", track_script, bare_pids, args.seconds)
-                measured = run_wrk(f"{url}/v1/track", track_script, pids, args.seconds)
+                baseline = run_wrk(
+                    f"{bare_url}/v1/track", track_script, bare_pids, args.seconds, args.connections
+                )
+                measured = run_wrk(
+                    f"{url}/v1/track", track_script, pids, args.seconds, args.connections
+                )
                 rounds.append((measured, baseline))
                 print(
                     f"  single events: collector {measured.requests_per_s:,.0f}/s "
                     f"({measured.cpu_us_per_request:.0f} µs CPU) beside bare "
                     f"{baseline.requests_per_s:,.0f}/s ({baseline.cpu_us_per_request:.0f} µs)"
                 )
-                as_json = run_wrk(f"{url}/batch/", plain_script, pids, args.seconds)
-                as_gzip = run_wrk(f"{url}/e/", zipped_script, pids, args.seconds)
+                as_json = run_wrk(
+                    f"{url}/batch/", plain_script, pids, args.seconds, args.connections
+                )
+                as_gzip = run_wrk(f"{url}/e/", zipped_script, pids, args.seconds, args.connections)
                 shapes.append((as_gzip, as_json))
                 print(
                     f"  posthog batches of {POSTHOG_BATCH}: gzip "
@@ -203,7 +209,7 @@ def report_run(
     figures = [
         Figure(
             benchmark=NAME,
-            figure=f"single-event requests/s, one collector worker, {CONNECTIONS} connections "
+            figure=f"single-event requests/s, one collector worker, {args.connections} connections "
             f"(median-ratio round of {args.rounds}: " + ", ".join(f"{r:.2f}" for r in ratios) + ")",
             value=round(measured.requests_per_s),
             unit="requests/s",

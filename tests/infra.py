@@ -135,6 +135,11 @@ class LocalBroker:
             env=os.environ | ({"KAFKA_HEAP": self.heap} if self.heap else {}),
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (for CPU accounting)."""
+        return self._process.pid if self._process is not None else None
+
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         wait_for(
             lambda: self._alive_or_raise() and cluster_reachable(self.bootstrap),
