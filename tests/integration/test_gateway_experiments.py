@@ -268,6 +268,28 @@ def test_results_match_the_statistics_of_the_raw_units(harness: Harness) -> None
         assert comparison["verdict"] == expected_verdict
 
 
+def test_a_holdout_has_results_of_its_own(harness: Harness) -> None:
+    """A project's holdout is an experiment like any other: units held back from new features
+    beside the general population, each with its metrics."""
+    holdout = experiment(
+        "global-holdout",
+        holdout=True,
+        variants=[Variant(id="holdout", weight=0.1), Variant(id="general", weight=0.9)],
+    )
+    harness.put_config(holdout)
+    truth = generate(harness, "global-holdout", {"holdout": 40, "general": 360}, seed=5)
+    body = results(harness, "global-holdout")
+    assert [(v["id"], v["units"]) for v in body["variants"]] == [("holdout", 40), ("general", 360)]
+    assert body["srm"]["flagged"] is False
+    revenue = {m["metric"]: m for m in body["metrics"]}["revenue"]
+    held, general = truth.xs("holdout", "revenue"), truth.xs("general", "revenue")
+    assert revenue["variants"][0]["mean"] == pytest.approx(held.mean(), rel=1e-9)
+    welch = scipy_stats.ttest_ind(general, held, equal_var=False)
+    comparison = revenue["comparisons"][0]
+    assert comparison["absolute"]["estimate"] == pytest.approx(general.mean() - held.mean())
+    assert comparison["absolute"]["p_value"] == pytest.approx(welch.pvalue, rel=1e-6)
+
+
 def test_a_lopsided_split_is_flagged_and_its_verdicts_invalid(harness: Harness) -> None:
     harness.put_config(experiment("skewed", correction="benjamini_hochberg"))
     generate(harness, "skewed", {"control": 300, "treat": 150}, seed=11)
