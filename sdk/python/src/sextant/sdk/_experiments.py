@@ -26,11 +26,11 @@ import orjson
 from pydantic import ValidationError
 
 from sextant.schemas.experiments import ExperimentDefinition
+from sextant.sdk._refresh import RefreshedDocument
 
 log = logging.getLogger("sextant.sdk")
 
 DEFINITIONS_PATH = "/v1/experiments/definitions"
-_RETRY_AFTER_FAILURE_S = 5.0
 
 
 class BearerAuth(httpx.Auth):
@@ -60,12 +60,14 @@ def parse_definitions(content: bytes) -> dict[str, ExperimentDefinition]:
     return experiments
 
 
-class DefinitionCache:
+class DefinitionCache(RefreshedDocument[dict[str, ExperimentDefinition]]):
     """The experiments of the key's project, kept fresh by a daemon thread.
 
     ``url`` is the definitions endpoint and ``auth`` the key it takes. The thread starts with
     :meth:`start`, or with the first :meth:`get`.
     """
+
+    what = "experiment definitions"
 
     def __init__(
         self,
@@ -76,81 +78,19 @@ class DefinitionCache:
         refresh_interval: float,
         first_load_timeout: float,
     ) -> None:
-        self._make_http = make_http
-        self._url = url
-        self._auth = auth
-        self._refresh_interval = refresh_interval
-        self._first_load_timeout = first_load_timeout
-        self._experiments: dict[str, ExperimentDefinition] = {}
-        self._etag: str | None = None
-        self.refreshed = 0
-        self.refresh_errors = 0
-        self._reset_runtime()
-
-    def _reset_runtime(self) -> None:
-        self._http: httpx.Client | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._fetching = threading.Lock()
-        self._stop = threading.Event()
-        self._first_attempt = threading.Event()
-        if self.refreshed:  # a forked child keeps what its parent had fetched
-            self._first_attempt.set()
-
-    def start(self) -> None:
-        """Start the refresh thread (once per process)."""
-        with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="sextant-sdk-experiments", daemon=True
-                )
-                self._thread.start()
+        super().__init__(
+            make_http,
+            url,
+            {},
+            parse_definitions,
+            auth=auth,
+            refresh_interval=refresh_interval,
+            first_load_timeout=first_load_timeout,
+        )
 
     def get(self, key: str) -> ExperimentDefinition | None:
         """The experiment ``key``; the first call waits (briefly) for the first fetch."""
-        if self._thread is None:
-            self.start()
-        if not self._first_attempt.is_set():
-            self._first_attempt.wait(self._first_load_timeout)
-        return self._experiments.get(key)
-
-    def refresh(self) -> bool:
-        """Fetch the definitions now; on failure keep the previous ones. True on success."""
-        with self._fetching:
-            headers = {} if self._etag is None else {"If-None-Match": self._etag}
-            try:
-                if self._http is None:
-                    self._http = self._make_http()
-                response = self._http.get(self._url, headers=headers, auth=self._auth)
-                if response.status_code != 304:
-                    response.raise_for_status()
-                    self._experiments = parse_definitions(response.content)
-                    self._etag = response.headers.get("etag")
-            except (httpx.HTTPError, ValueError) as exc:
-                self.refresh_errors += 1
-                log.warning("could not refresh experiment definitions (serving the last): %s", exc)
-                return False
-            finally:
-                self._first_attempt.set()
-            self.refreshed += 1
-            return True
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
-        if self._http is not None:
-            self._http.close()
-
-    def after_fork_in_child(self) -> None:
-        """The parent's thread and connections do not exist here; the definitions stay."""
-        self._reset_runtime()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ok = self.refresh()
-            interval = self._refresh_interval
-            self._stop.wait(interval if ok else min(interval, _RETRY_AFTER_FAILURE_S))
+        return self.latest().get(key)
 
 
 class SeenUnits:

@@ -11,7 +11,6 @@ The last good payload is served throughout.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import httpx
 import orjson
 
 from sextant.schemas.flags import decrypt
+from sextant.sdk._refresh import RefreshedDocument
 
 log = logging.getLogger("sextant.sdk")
 
@@ -63,8 +63,10 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
                 data.append(value)
 
 
-class FeatureCache:
+class FeatureCache(RefreshedDocument[dict[str, Any]]):
     """The environment's features, as the client key reads them, kept current by a thread."""
+
+    what = "features"
 
     def __init__(
         self,
@@ -78,77 +80,26 @@ class FeatureCache:
         first_load_timeout: float,
     ) -> None:
         base = host.rstrip("/")
-        self._make_http = make_http
-        self._url = f"{base}{FEATURES_PATH}{client_key}"
         self._stream_url = f"{base}{STREAM_PATH}{client_key}"
         self._decryption_key = decryption_key
         self._streaming = streaming
-        self._refresh_interval = refresh_interval
-        self._first_load_timeout = first_load_timeout
-        self.features: dict[str, Any] = {}
-        self._etag: str | None = None
-        self.refreshed = 0
-        self.refresh_errors = 0
         self.streamed = 0
-        self._reset_runtime()
+        super().__init__(
+            make_http,
+            f"{base}{FEATURES_PATH}{client_key}",
+            {},
+            lambda content: read_payload(content, decryption_key),
+            refresh_interval=refresh_interval,
+            first_load_timeout=first_load_timeout,
+        )
 
     def _reset_runtime(self) -> None:
-        self._http: httpx.Client | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._fetching = threading.Lock()
-        self._stop = threading.Event()
-        self._loaded = threading.Event()
+        super()._reset_runtime()
         self.streaming_now = False
-        if self.refreshed:
-            self._loaded.set()
-
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="sextant-sdk-features", daemon=True
-                )
-                self._thread.start()
 
     def get(self) -> dict[str, Any]:
         """The current features; the first call waits (briefly) for the first fetch."""
-        if self._thread is None:
-            self.start()
-        if not self._loaded.is_set():
-            self._loaded.wait(self._first_load_timeout)
-        return self.features
-
-    def refresh(self) -> bool:
-        """Fetch the payload now; on failure keep the current one. True on success."""
-        with self._fetching:
-            headers = {} if self._etag is None else {"If-None-Match": self._etag}
-            try:
-                if self._http is None:
-                    self._http = self._make_http()
-                response = self._http.get(self._url, headers=headers)
-                if response.status_code != 304:
-                    response.raise_for_status()
-                    self.features = read_payload(response.content, self._decryption_key)
-                    self._etag = response.headers.get("etag")
-            except (httpx.HTTPError, ValueError) as exc:
-                self.refresh_errors += 1
-                log.warning("could not refresh features (serving the last): %s", exc)
-                return False
-            finally:
-                self._loaded.set()
-            self.refreshed += 1
-            return True
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
-        if self._http is not None:
-            self._http.close()
-
-    def after_fork_in_child(self) -> None:
-        self._reset_runtime()
+        return self.latest()
 
     def _run(self) -> None:
         self.refresh()
@@ -167,18 +118,16 @@ class FeatureCache:
 
     def _follow_stream(self) -> None:
         try:
-            if self._http is None:
-                self._http = self._make_http()
             timeout = httpx.Timeout(10.0, read=60.0)
             headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-            with self._http.stream("GET", self._stream_url, headers=headers, timeout=timeout) as r:
+            with self.http().stream("GET", self._stream_url, headers=headers, timeout=timeout) as r:
                 r.raise_for_status()
                 self.streaming_now = True
                 for event, data in sse_events(r.iter_lines()):
                     if self._stop.is_set():
                         return
                     if event == "features":
-                        self.features = read_payload(data.encode(), self._decryption_key)
+                        self.current = read_payload(data.encode(), self._decryption_key)
                         self.streamed += 1
                         self._loaded.set()
                     elif event == "features-updated":
