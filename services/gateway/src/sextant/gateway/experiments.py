@@ -897,6 +897,34 @@ def _sufficient_statistics(
     return _Sums(counts, multi_units, per_plan)
 
 
+def warehouse_statistics(
+    gateway: Gateway, project_id: str, experiment: Experiment, metrics: dict[str, MetricDefinition]
+) -> dict[tuple[str, str], SufficientStatistics]:
+    """Per (metric, variant) the events table's statistics of what the processor streams
+    (metric ``""``: the variant's units), as the stream's records carry them: the reference
+    the stream is checked against, and what a backfill of the stream would write."""
+    streamed = streamed_metrics(experiment, metrics)
+    params = Params()
+    lookback = experiment.cuped_lookback_days
+    windows = _windows(params, experiment, lookback)
+    plans = []
+    for i, metric in enumerate([] if isinstance(streamed, str) else streamed):
+        definition = metrics[metric.id]
+        denominator = (
+            None
+            if definition.denominator_metric is None
+            else metrics[definition.denominator_metric]
+        )
+        plans.append(_plan(params, definition, denominator, "guardrail", i, windows))
+    sums = _sufficient_statistics(gateway, project_id, experiment, plans, params, lookback)
+    found = {
+        ("", v.id): SufficientStatistics(n=sums.counts.get(v.id, 0)) for v in experiment.variants
+    }
+    for plan, per_variant in zip(plans, sums.per_plan, strict=True):
+        found |= {(plan.metric.id, v): s for v, s in per_variant.items()}
+    return found
+
+
 @dataclass
 class _Streamed:
     sums: _Sums

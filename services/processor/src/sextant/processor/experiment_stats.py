@@ -266,6 +266,23 @@ class Tracked:
                 if term:
                     row[base + j] += sign * term
 
+    def move(
+        self,
+        unit: UnitTotals,
+        changes: dict[int, tuple[tuple[float, float, float, float], tuple[float, ...]]],
+    ) -> None:
+        """A unit's values of some metrics changed (before, after): move its variant's sums
+        by the difference of its terms."""
+        variant = unit.variant(self.plan)
+        if variant < 0:
+            return
+        row = self.sums[variant]
+        for i, (old, new) in changes.items():
+            base = WIDTH * i
+            for j, (a, b) in enumerate(zip(moments(*old), moments(*new), strict=True)):
+                if a != b:
+                    row[base + j] += b - a
+
     def rebuild(self) -> None:
         """The sums added up afresh from the units (exactly rounded)."""
         self.__post_init__()
@@ -359,6 +376,7 @@ class ExperimentStatistics:
         self.tracked: dict[tuple[str, str], Tracked] = {}
         self.buffers: dict[tuple[str, str], Buffer] = {}
         self._by_project: dict[str, list[Tracked]] = {}
+        self._unit_fields: dict[str, tuple[str, ...]] = {}
         self._parts: dict[tuple[str, str], list[CompiledPart]] = {}
         self._generation: int | None = None
         self._dirty: set[tuple[str, str]] = set()
@@ -414,6 +432,10 @@ class ExperimentStatistics:
             for part in plan.parts():
                 parts.setdefault((plan.project_id, part.event), {})[part.key] = part
         self._parts = {key: list(found.values()) for key, found in parts.items()}
+        self._unit_fields = {
+            project: tuple(sorted({t.plan.unit_field for t in experiments}))
+            for project, experiments in self._by_project.items()
+        }
 
     # recovery ------------------------------------------------------------------------------
 
@@ -473,24 +495,33 @@ class ExperimentStatistics:
         self, offset: int, event: EventLike, found: dict[str, float], tracked: list[Tracked]
     ) -> None:
         project, at = event.project_id, event.timestamp
-        for unit_field in {t.plan.unit_field for t in tracked}:
+        for unit_field in self._unit_fields[project]:
             unit = unit_of(event.user_id, event.anonymous_id, unit_field)
             if unit is None:
                 continue
-            key = (project, unit)
-            buffer = self.buffers.get(key)
-            if buffer is None:
-                buffer = self.buffers[key] = Buffer()
-            if offset > buffer.offset:
-                buffer.entries.append((at, offset, found))
-                buffer.offset = offset
-                self._dirty_buffers.add(key)
+            waiting = False
             for experiment in tracked:
                 if experiment.plan.unit_field != unit_field:
                     continue
                 totals = experiment.units.get(unit)
-                if totals is not None and offset > totals.offset:
+                if totals is None:
+                    waiting = True
+                elif offset > totals.offset:
                     self._update(experiment, unit, totals, offset, [(at, found)])
+            if waiting:
+                # Kept only while an experiment may still expose the unit.
+                self._buffer(offset, (project, unit), at, found)
+
+    def _buffer(
+        self, offset: int, key: tuple[str, str], at: float, found: dict[str, float]
+    ) -> None:
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            buffer = self.buffers[key] = Buffer()
+        if offset > buffer.offset:
+            buffer.entries.append((at, offset, found))
+            buffer.offset = offset
+            self._dirty_buffers.add(key)
 
     def _update(
         self,
@@ -502,26 +533,27 @@ class ExperimentStatistics:
     ) -> None:
         plan = experiment.plan
         exposed_at = totals.exposed_at
-        changed = False
-        raw = list(totals.raw)
+        changed: set[int] = set()
+        raw = totals.raw
+        before = {}
         for at, found in events:
             window = plan.window(at, exposed_at)
             if window < 0:
                 continue
             for i, (_, x, y) in enumerate(plan.metrics):
                 dx = found.get(x.key)
+                dy = None if y is None else found.get(y.key)
+                if not dx and not dy:
+                    continue
+                if i not in before:
+                    before[i] = totals.values(plan, i)
+                    changed.add(i)
                 if dx:
                     raw[4 * i + window] += dx
-                    changed = True
-                if y is not None:
-                    dy = found.get(y.key)
-                    if dy:
-                        raw[4 * i + window + 1] += dy
-                        changed = True
+                if dy:
+                    raw[4 * i + window + 1] += dy
         if changed:
-            experiment.add(totals, -1)
-            totals.raw = raw
-            experiment.add(totals, 1)
+            experiment.move(totals, {i: (before[i], totals.values(plan, i)) for i in changed})
             self._dirty.add((plan.project_id, plan.experiment))
         totals.offset = offset
         self._dirty_units.add((plan.project_id, plan.experiment, unit))
