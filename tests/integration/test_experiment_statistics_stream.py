@@ -15,11 +15,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from sextant.core.settings import KafkaSection
 from sextant.schemas.config import Experiment, MetricDefinition, MetricKind, Variant
 from sextant.schemas.events import EXPERIMENT_VIEWED
+from sextant.schemas.experiment_stream import statistics_fingerprint
+from sextant.schemas.statistics import (
+    STATISTICS_COLUMNS,
+    ExperimentMetricStatistics,
+    SufficientStatistics,
+)
 from sextant.sink.service import SinkService
 from sextant.sink.settings import SinkSettings
 from tests.infra import wait_for
@@ -178,3 +185,55 @@ def test_streamed_results_equal_the_recomputation_after_a_kill(
             assert revenue["variants"][0]["units_with_pre"] > 0
     finally:
         first.stop()
+
+
+def test_the_warehouse_answers_when_the_stream_does_not_cover_the_experiment(
+    harness: Harness,
+) -> None:
+    start = datetime(2026, 1, 10, tzinfo=UTC)
+    experiment = Experiment(
+        id="cov", project_id="acme", variants=[Variant(id="a", weight=0.5),
+        Variant(id="b", weight=0.5)], primary_metric="purchases", cuped_lookback_days=2,
+        start=start,
+    )  # fmt: skip
+    harness.put_config(*METRICS, experiment)
+    metrics = {m.id: m for m in METRICS}
+    fingerprint = statistics_fingerprint(experiment, metrics)
+
+    def write(partitions: int, fingerprint: str, tracked_after: datetime | None) -> None:
+        rows = []
+        for partition in range(partitions):
+            for metric in ("", "purchases"):
+                sums = {"sum_x": 7.0, "sum_x_sq": 11.0} if metric else {}
+                for variant in ("a", "b"):
+                    record = ExperimentMetricStatistics(
+                        project_id="acme", experiment="cov", metric=metric, variant=variant,
+                        lookback_days=2, statistics=SufficientStatistics(n=5, **sums),
+                        as_of=datetime.now(UTC),
+                        source_partition=partition, partitions=2, version=len(written),
+                        fingerprint=fingerprint, tracked_after=tracked_after,
+                    )  # fmt: skip
+                    rows.append(orjson.dumps(record.to_row()))
+        written.append(1)
+        harness.warehouse.insert_json("experiment_statistics", b"\n".join(rows), STATISTICS_COLUMNS)
+
+    def answer() -> dict[str, Any]:
+        found: dict[str, Any] = harness.client.get(
+            "/v1/experiments/cov/results", headers=harness.read
+        ).json()
+        return found
+
+    written: list[int] = []
+    assert answer()["source_note"] == "no streamed statistics yet"
+    write(1, fingerprint, None)
+    assert "1 of 2 partitions" in answer()["source_note"]
+    write(2, "older", None)
+    assert "earlier definition" in answer()["source_note"]
+    write(2, fingerprint, start - timedelta(days=1))
+    assert answer()["source"] == "warehouse"
+    assert "began after" in answer()["source_note"]
+    write(2, fingerprint, start - timedelta(days=3))
+    streamed = answer()
+    assert streamed["source"] == "stream"
+    assert [v["units"] for v in streamed["variants"]] == [10, 10]
+    assert streamed["metrics"][0]["variants"][0]["mean"] == pytest.approx(14 / 10)
