@@ -413,7 +413,10 @@ def experiment_results_route(
     key: ExperimentKey,
     source: Annotated[
         Literal["warehouse"] | None,
-        Query(description="warehouse: recompute from the events table even when streamed"),
+        Query(
+            description="warehouse: recompute from the events table even when streamed",
+            examples=["warehouse"],
+        ),
     ] = None,
 ) -> experiments.ExperimentResults:
     experiment = gateway.state.get(f"experiment:{scope.project_id}:{key}")
