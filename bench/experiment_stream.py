@@ -14,10 +14,11 @@
    gateway's results (from the stream) are polled every 20 ms until they count it; from the
    broker's acknowledgement to the first answer that counts it, p50 and p95 of
    ``--probes``. Target: p95 under 1 s.
-3. The processor's cost: stage one's state (``PartitionState``) applying ``--apply-events``
-   events (one in ten an exposure, the others purchases of 20,000 users) and flushing every
-   5,000, with and without the streamed statistics, alternating rounds in this process:
-   events/s and their ratio.
+3. The processor's cost: a worker catching up on ``--worker-events`` waiting events with
+   the statistics off, then on (each its own consumer group); and stage one's state
+   (``PartitionState``) applying ``--apply-events`` events (one in ten an exposure, the
+   others purchases or page views of 20,000 users) and flushing every 5,000, with and
+   without the streamed statistics, alternating rounds in this process: events/s, ratio.
 
 Run: ``python -m bench.experiment_stream [--users N] [--events N] [--rounds R]``.
 """
@@ -31,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,63 @@ def stage_one(args: argparse.Namespace) -> list[Figure]:
                    "events/s", "the same without them", round(b), "", COMMAND)]  # fmt: skip
 
 
+def worker_rate(args: argparse.Namespace) -> list[Figure]:
+    """Events/s of a ``sextant processor`` worker catching up on the same waiting events,
+    with the statistics off then on (each its own consumer group), on one broker."""
+    import os
+
+    from bench.processor_throughput import Worker, catch_up
+
+    with bootstrap_server(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as folder:
+        kafka = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}")
+        ensure_topics(kafka)
+        publisher = ConfigPublisher(kafka)
+        publisher.put([Project(id=PROJECT, project_id=PROJECT, name="Bench"), *METRICS.values(),
+                       EXPERIMENT])  # fmt: skip
+        publisher.close()
+        producer = make_producer(kafka)
+        topic = topic_name(Topic.EVENTS_RAW, kafka.topic_prefix)
+        rng = random.Random(2)
+        now = datetime.now(UTC)
+        for i in range(args.worker_events):
+            user = f"user-{rng.randrange(20_000)}"
+            properties: dict[str, Any]
+            if i % 10 == 0:
+                variation = rng.choice(["control", "one-page"])
+                name = EXPERIMENT_VIEWED
+                properties = {"experiment_id": EXPERIMENT.id, "variation_id": variation}
+            else:
+                name, properties = rng.choice(["Order Completed", "Page Viewed"]), {"revenue": 9.5}
+            at = now + timedelta(milliseconds=i)
+            envelope = Envelope(
+                project_id=PROJECT, type=EventType.TRACK, event=name, distinct_id=user,
+                user_id=user, properties=properties, timestamp=at, received_at=at,
+                message_id=str(uuid.uuid4()),
+            )  # fmt: skip
+            value = orjson.dumps(envelope.model_dump(mode="json", by_alias=True))
+            producer.send(topic, key=envelope.kafka_key().encode(), value=value)
+        producer.flush()
+        producer.close()
+        rates = {}
+        for on in ("false", "true"):
+            # The worker's own settings, as a supervisor would set them for the process.
+            os.environ["SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS"] = on
+            os.environ["SEXTANT_PROCESSOR_GROUP"] = f"{kafka.topic_prefix}-{on}"
+            worker = Worker(kafka, Path(folder) / on)
+            try:
+                rates[on] = catch_up(worker, args.worker_events)
+            finally:
+                worker.stop()
+        for name in ("SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS", "SEXTANT_PROCESSOR_GROUP"):
+            os.environ.pop(name, None)
+    a, b = rates["true"], rates["false"]
+    print(f"worker: {a:,.0f} events/s with the statistics, {b:,.0f} without ({a / b:.2f})")
+    label = f"processor worker catching up on {args.worker_events:,} events, events/s"
+    return [Figure(NAME, f"{label} with the streamed statistics", round(a), "events/s",
+                   "the same worker without them (SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS=false)",
+                   round(b), "", COMMAND)]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
@@ -352,11 +410,20 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=40)
     parser.add_argument("--apply-events", type=int, default=200_000)
     parser.add_argument("--rounds-apply", type=int, default=3)
+    parser.add_argument("--worker-events", type=int, default=100_000)
     parser.add_argument("--bootstrap", default=None)
-    parser.add_argument("--only", choices=["latency", "freshness", "stage_one"], default=None)
+    parser.add_argument(
+        "--only", choices=["latency", "freshness", "stage_one", "worker"], default=None
+    )
     args = parser.parse_args()
     figures: list[Figure] = []
-    for name, part in (("stage_one", stage_one), ("latency", latency), ("freshness", freshness)):
+    parts = (
+        ("stage_one", stage_one),
+        ("worker", worker_rate),
+        ("latency", latency),
+        ("freshness", freshness),
+    )
+    for name, part in parts:
         if args.only in (None, name):
             figures += part(args)
     report(NAME, figures)
