@@ -35,7 +35,14 @@ def test_every_statement_runs_on_the_whole_cluster() -> None:
 
 def test_each_table_is_replicated_per_shard_behind_a_distributed_table_of_its_name() -> None:
     single = _created_tables(SINGLE)
-    assert single == {"events", "invalid_events", "exposures", "metric_points", "alert_events"}
+    assert single == {
+        "events",
+        "invalid_events",
+        "exposures",
+        "metric_points",
+        "alert_events",
+        "experiment_statistics",
+    }
     assert _created_tables(ALL) == single | {f"{t}_local" for t in single}
     for table in single:
         (local,) = [s for s in ALL if s.startswith(f"CREATE TABLE IF NOT EXISTS {table}_local ")]

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sextant.schemas.config import CONFIG_DOCUMENT
 from sextant.schemas.events import Envelope, IncomingEvent, InvalidEvent
 from sextant.schemas.records import AlertTransition, Exposure, MetricPoint, SinkDeadLetter
+from sextant.schemas.statistics import ExperimentMetricStatistics
 
 JSON_DIR = Path(__file__).resolve().parents[3] / "json"
 MODELS: dict[str, type[BaseModel]] = {
@@ -24,6 +25,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "invalid_event": InvalidEvent,
     "metric_point": MetricPoint,
     "exposure": Exposure,
+    "experiment_metric_statistics": ExperimentMetricStatistics,
     "alert_transition": AlertTransition,
     "sink_dead_letter": SinkDeadLetter,
 }

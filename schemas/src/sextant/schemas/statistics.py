@@ -18,22 +18,23 @@ partition's, a day's) merge with ``+``; a unit with no events adds nothing but i
 ``n`` is the variant's exposed units and every unit without pre-exposure data counts with
 ``x_pre = y_pre = 0`` (as GrowthBook does).
 
-The gateway computes them from the events table today; the processor can stream exactly
-this structure (:class:`ExperimentMetricStatistics`) later, and the gateway reads either.
+The gateway computes them from the events table, and the processor streams exactly this
+structure (:class:`ExperimentMetricStatistics`); the gateway reads either.
 Quantile metrics have no sufficient statistics: they are computed from the events table.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "MOMENT_FIELDS",
+    "STATISTICS_COLUMNS",
     "EffectPrior",
     "ExperimentMetricStatistics",
     "SufficientStatistics",
@@ -148,10 +149,17 @@ class SufficientStatistics(BaseModel):
 class ExperimentMetricStatistics(BaseModel):
     """The statistics of one variant of one experiment for one metric, as of a moment.
 
-    What the streaming half of the experiment statistics will emit (keyed
-    ``project_id:experiment:metric:variant``; newer ``as_of`` replaces older), and what the
-    gateway reads. ``lookback_days`` is the pre-exposure window the ``*_pre`` sums cover (0:
-    none collected).
+    What the processor streams (topic ``experiment_statistics``): one record per source
+    partition of ``events.raw``, since a unit's events are all on one partition, and the
+    reader adds the partitions' records up. Keyed
+    ``project_id:experiment:metric:variant:source_partition``; a higher ``version`` (the
+    offset of the last event the partition applied) replaces a lower one. ``metric`` is
+    ``""`` on the record that only counts the variant's units (``statistics.n``).
+    ``lookback_days`` is the pre-exposure window the ``*_pre`` sums cover (0: none
+    collected). ``fingerprint`` names the experiment and metric definitions the sums follow
+    (:func:`sextant.schemas.experiment_stream.statistics_fingerprint`); ``tracked_after`` is
+    the event time the partition had reached when it began following them (None: before any
+    event of the project), so a reader knows whether earlier events are missing.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -163,6 +171,39 @@ class ExperimentMetricStatistics(BaseModel):
     lookback_days: int = Field(default=0, ge=0)
     statistics: SufficientStatistics
     as_of: datetime
+    source_partition: int = Field(default=0, ge=0)
+    partitions: int = Field(default=1, ge=1)
+    """Partitions of ``events.raw``: a reader needs a record from each."""
+    version: int = -1
+    fingerprint: str = ""
+    tracked_after: datetime | None = None
+    multi_variant_units: int = Field(default=0, ge=0)
+    """Units of the partition exposed to several variants (left out of every variant)."""
+
+    def kafka_key(self) -> str:
+        return (
+            f"{self.project_id}:{self.experiment}:{self.metric}:{self.variant}"
+            f":{self.source_partition}"
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        """The record as one flat row (:data:`STATISTICS_COLUMNS`)."""
+        row = self.model_dump(mode="json", exclude={"statistics"})
+        return row | self.statistics.model_dump()
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ExperimentMetricStatistics:
+        sums = {name: row[name] for name in _STATISTICS_FIELDS}
+        rest = {name: row[name] for name in cls.model_fields if name != "statistics"}
+        return cls(statistics=SufficientStatistics(**sums), **rest)
+
+
+_STATISTICS_FIELDS = tuple(SufficientStatistics.model_fields)
+STATISTICS_COLUMNS = (
+    *(name for name in ExperimentMetricStatistics.model_fields if name != "statistics"),
+    *_STATISTICS_FIELDS,
+)
+"""The ``experiment_statistics`` table's columns: :class:`ExperimentMetricStatistics`, flat."""
 
 
 class EffectPrior(BaseModel):

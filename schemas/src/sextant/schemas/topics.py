@@ -24,6 +24,7 @@ class Topic(StrEnum):
     EXPOSURES = "exposures"
     METRIC_POINTS = "metric_points"
     ALERTS = "alerts"
+    EXPERIMENT_STATISTICS = "experiment_statistics"
     CONFIG = "config"
     SINK_DEAD_LETTER = "sink.dead_letter"
     PARTIALS = "partials"
@@ -85,6 +86,13 @@ TOPICS: dict[Topic, TopicSpec] = {
             value="MetricPoint (window aggregate as additive components)",
             producers=("processor", "cli"),
             consumers=("processor", "sink", "gateway"),
+        ),
+        TopicSpec(
+            Topic.EXPERIMENT_STATISTICS,
+            key="project_id:experiment:metric:variant:source_partition",
+            value="ExperimentMetricStatistics (one events.raw partition's sums of a variant)",
+            producers=("processor",),
+            consumers=("sink",),
         ),
         TopicSpec(
             Topic.ALERTS,

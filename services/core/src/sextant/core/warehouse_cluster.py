@@ -55,6 +55,8 @@ LAYOUTS: dict[str, ClusterLayout] = {
     "metric_points": ClusterLayout("cityHash64(project_id, metric)"),
     "invalid_events": ClusterLayout("cityHash64(project_id, kafka_partition, kafka_offset)"),
     "alert_events": ClusterLayout("cityHash64(project_id, rule_id)"),
+    # Every version of a partition's sums on one shard: FINAL keeps the newest.
+    "experiment_statistics": ClusterLayout("cityHash64(project_id, experiment)"),
     # Person overrides (the persons' tables): read beside events on every shard.
     "person_overrides": ClusterLayout(None),
 }

@@ -52,7 +52,14 @@ from sextant.gateway.sql import (
 )
 from sextant.schemas.config import RATIO_PARTS as _RATIO_PARTS
 from sextant.schemas.config import Experiment, MetricDefinition, MetricKind
-from sextant.schemas.statistics import MOMENT_FIELDS, EffectPrior, SufficientStatistics
+from sextant.schemas.experiment_stream import statistics_fingerprint, streamed_metrics
+from sextant.schemas.statistics import (
+    MOMENT_FIELDS,
+    STATISTICS_COLUMNS,
+    EffectPrior,
+    ExperimentMetricStatistics,
+    SufficientStatistics,
+)
 
 ALPHA = 0.05
 METHODS_DOCUMENT = "docs/experiment-statistics.md"
@@ -60,6 +67,7 @@ _UNIT_COLUMNS = {"userId": "user_id", "anonymousId": "anonymous_id"}
 _RATIO_KINDS = (MetricKind.MEAN, MetricKind.CONVERSION)
 _CORRECTIONS: dict[str, stats.Correction] = {"holm": "holm", "benjamini_hochberg": "bh"}
 AnalysedAs = Literal["mean", "proportion", "ratio", "quantile"]
+Source = Literal["stream", "warehouse"]
 
 
 # --- Response -------------------------------------------------------------------------------
@@ -208,6 +216,19 @@ class ExperimentResults(BaseModel):
 
     experiment: str
     computed_at: datetime
+    source: Source = Field(
+        default="warehouse",
+        description="stream: the processor's streamed sufficient statistics (constant time); "
+        "warehouse: recomputed from the events table",
+    )
+    as_of: datetime | None = Field(
+        default=None,
+        description="stream: when the newest streamed statistics were emitted (fresh up to "
+        "the events the processor had applied then)",
+    )
+    source_note: str | None = Field(
+        default=None, description="Why the warehouse answered when the stream could not"
+    )
     correction: Literal["holm", "benjamini_hochberg"]
     alpha: float = ALPHA
     cuped_lookback_days: int = Field(default=0, description="0: no regression adjustment")
@@ -876,11 +897,137 @@ def _sufficient_statistics(
     return _Sums(counts, multi_units, per_plan)
 
 
-def experiment_results(
+def warehouse_statistics(
     gateway: Gateway, project_id: str, experiment: Experiment, metrics: dict[str, MetricDefinition]
+) -> dict[tuple[str, str], SufficientStatistics]:
+    """Per (metric, variant) the events table's statistics of what the processor streams
+    (metric ``""``: the variant's units), as the stream's records carry them: the reference
+    the stream is checked against, and what a backfill of the stream would write."""
+    streamed = streamed_metrics(experiment, metrics)
+    params = Params()
+    lookback = experiment.cuped_lookback_days
+    windows = _windows(params, experiment, lookback)
+    plans = []
+    for i, metric in enumerate([] if isinstance(streamed, str) else streamed):
+        definition = metrics[metric.id]
+        denominator = (
+            None
+            if definition.denominator_metric is None
+            else metrics[definition.denominator_metric]
+        )
+        plans.append(_plan(params, definition, denominator, "guardrail", i, windows))
+    sums = _sufficient_statistics(gateway, project_id, experiment, plans, params, lookback)
+    found = {
+        ("", v.id): SufficientStatistics(n=sums.counts.get(v.id, 0)) for v in experiment.variants
+    }
+    for plan, per_variant in zip(plans, sums.per_plan, strict=True):
+        found |= {(plan.metric.id, v): s for v, s in per_variant.items()}
+    return found
+
+
+@dataclass
+class _Streamed:
+    sums: _Sums
+    as_of: datetime
+
+
+def _streamed_sums(
+    gateway: Gateway,
+    project_id: str,
+    experiment: Experiment,
+    metrics: dict[str, MetricDefinition],
+    plans: list[_Plan],
+) -> _Streamed | str:
+    """The sums the processor streamed for ``experiment``, or why they do not cover it.
+
+    One row per source partition, variant and metric (``FINAL``: each partition's newest),
+    so the cost does not grow with units or events. They cover the experiment when they
+    follow its current definitions (fingerprint), every partition has reported, and each
+    began before any event the results read (``tracked_after`` earlier than the start less
+    the look-back); otherwise the events table answers (and backfills nothing: it is
+    recomputed on each request).
+    """
+    streamed = streamed_metrics(experiment, metrics)
+    if isinstance(streamed, str):
+        return streamed
+    params = Params()
+    columns = ", ".join(STATISTICS_COLUMNS)
+    rows = run_query(
+        gateway,
+        "experiment_statistics",
+        f"SELECT {columns} FROM experiment_statistics FINAL"
+        f" WHERE project_id = {params.add(project_id, 'String')}"
+        f" AND experiment = {params.add(experiment.id, 'String')}",
+        params,
+    )
+    records = [
+        ExperimentMetricStatistics.from_row(dict(zip(STATISTICS_COLUMNS, row, strict=True)))
+        for row in rows
+    ]
+    problem = _coverage_problem(experiment, metrics, records)
+    if problem is not None:
+        return problem
+    return _Streamed(_add_partitions(experiment, plans, records), max(r.as_of for r in records))
+
+
+def _coverage_problem(
+    experiment: Experiment,
+    metrics: dict[str, MetricDefinition],
+    records: list[ExperimentMetricStatistics],
+) -> str | None:
+    if not records:
+        return "no streamed statistics yet"
+    fingerprint = statistics_fingerprint(experiment, metrics)
+    current = [r for r in records if r.fingerprint == fingerprint]
+    if len(current) != len(records):
+        return "the streamed statistics follow an earlier definition"
+    partitions = records[0].partitions
+    reported = {r.source_partition for r in records if r.metric == ""}
+    if reported != set(range(partitions)):
+        return f"{partitions - len(reported)} of {partitions} partitions have not reported"
+    first = None
+    if experiment.start is not None:
+        first = _clamped(experiment.start) - timedelta(days=experiment.cuped_lookback_days)
+    for record in records:
+        after = record.tracked_after
+        if after is not None and (first is None or utc(after) >= first):
+            return "the stream began after events the results read (the warehouse backfills)"
+    return None
+
+
+def _add_partitions(
+    experiment: Experiment, plans: list[_Plan], records: list[ExperimentMetricStatistics]
+) -> _Sums:
+    """Per variant (and plan): the partitions' statistics added up, exactly rounded."""
+    grouped: dict[tuple[str, str], list[SufficientStatistics]] = {}
+    multi: dict[int, int] = {}
+    for record in records:
+        grouped.setdefault((record.metric, record.variant), []).append(record.statistics)
+        multi[record.source_partition] = record.multi_variant_units
+    counts = {v.id: sum(s.n for s in grouped.get(("", v.id), [])) for v in experiment.variants}
+    per_plan = []
+    for plan in plans:
+        per_variant = {}
+        for variant in experiment.variants:
+            parts = grouped.get((plan.metric.id, variant.id), [])
+            sums = {name: math.fsum(getattr(s, name) for s in parts) for name in MOMENT_FIELDS}
+            per_variant[variant.id] = SufficientStatistics(
+                n=counts[variant.id], units_with_pre=sum(s.units_with_pre for s in parts), **sums
+            )
+        per_plan.append(per_variant)
+    return _Sums({k: n for k, n in counts.items() if n}, sum(multi.values()), per_plan)
+
+
+def experiment_results(
+    gateway: Gateway,
+    project_id: str,
+    experiment: Experiment,
+    metrics: dict[str, MetricDefinition],
+    source: Source | None = None,
 ) -> ExperimentResults:
-    """Results of ``experiment`` from the warehouse as it stands now (quantile metrics as of
-    their last refresh, which the response states)."""
+    """Results of ``experiment``: from the streamed statistics when they cover it (and
+    ``source`` is not ``warehouse``), else recomputed from the warehouse as it stands now
+    (quantile metrics as of their last refresh, which the response states)."""
     variant_ids = [v.id for v in experiment.variants]
     roles: list[tuple[str, Literal["primary", "guardrail"]]] = []
     if experiment.primary_metric:
@@ -921,7 +1068,13 @@ def experiment_results(
             order.append((metric_id, len(plans)))
             plans.append(_plan(params, metric, denominator, role, len(plans), windows))
 
-    sums = _sufficient_statistics(gateway, project_id, experiment, plans, params, lookback)
+    streamed: _Streamed | str = "the warehouse was asked for"
+    if source != "warehouse":
+        streamed = _streamed_sums(gateway, project_id, experiment, metrics, plans)
+    if isinstance(streamed, str):
+        sums = _sufficient_statistics(gateway, project_id, experiment, plans, params, lookback)
+    else:
+        sums = streamed.sums
     counts, multi_units = sums.counts, sums.multi_units
     srm = stats.srm_check(
         [counts.get(v, 0) for v in variant_ids], [v.weight for v in experiment.variants]
@@ -953,6 +1106,9 @@ def experiment_results(
     return ExperimentResults(
         experiment=experiment.id,
         computed_at=datetime.now(UTC),
+        source="warehouse" if isinstance(streamed, str) else "stream",
+        as_of=None if isinstance(streamed, str) else streamed.as_of,
+        source_note=streamed if isinstance(streamed, str) else None,
         correction=experiment.correction,
         cuped_lookback_days=lookback,
         variants=[

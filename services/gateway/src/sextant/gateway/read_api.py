@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import orjson
@@ -404,17 +404,26 @@ _RESULTS_EXAMPLE: dict[str, Any] = {
 @router.get(
     "/experiments/{key}/results",
     tags=["experiments"],
-    summary="Results per variant and metric, computed from the warehouse now",
+    summary="Results per variant and metric, from the streamed statistics or the warehouse",
     responses=_ok(_RESULTS_EXAMPLE) | _ERRORS,
 )
 def experiment_results_route(
-    scope: ReadScope, gateway: GatewayDep, key: ExperimentKey
+    scope: ReadScope,
+    gateway: GatewayDep,
+    key: ExperimentKey,
+    source: Annotated[
+        Literal["warehouse"] | None,
+        Query(
+            description="warehouse: recompute from the events table even when streamed",
+            examples=["warehouse"],
+        ),
+    ] = None,
 ) -> experiments.ExperimentResults:
     experiment = gateway.state.get(f"experiment:{scope.project_id}:{key}")
     if not isinstance(experiment, Experiment):
         raise not_found(f"experiment '{key}'", "key")
     metrics = {m.id: m for m in gateway.state.metrics(scope.project_id)}
-    return experiments.experiment_results(gateway, scope.project_id, experiment, metrics)
+    return experiments.experiment_results(gateway, scope.project_id, experiment, metrics, source)
 
 
 # --- Alerts ----------------------------------------------------------------------------------

@@ -32,7 +32,14 @@ from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
 STUCK_EXIT_CODE = 75
-TOPICS = (Topic.EVENTS_RAW, Topic.METRIC_POINTS, Topic.EXPOSURES, Topic.CONFIG, Topic.ALERTS)
+TOPICS = (
+    Topic.EVENTS_RAW,
+    Topic.METRIC_POINTS,
+    Topic.EXPOSURES,
+    Topic.EXPERIMENT_STATISTICS,
+    Topic.CONFIG,
+    Topic.ALERTS,
+)
 Clock = Callable[[], float]
 
 
@@ -195,6 +202,10 @@ def create_app(settings: ProcessorSettings) -> Processor:
         table=faust_app.windows,
         outputs=faust_app.outputs,
         metrics=metrics,
+        statistics_topic=topic_name(Topic.EXPERIMENT_STATISTICS, settings.topic_prefix)
+        if settings.processor_experiment_statistics
+        else None,
+        plans=catalog,
     )
     stage_two = StageTwo(
         topic=faust_app.partials_topic_name,

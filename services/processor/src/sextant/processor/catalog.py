@@ -12,7 +12,9 @@ from collections import defaultdict
 
 from sextant.core.config_plane import ConfigState
 from sextant.processor.definitions import CompiledMetric, compile_metric
+from sextant.processor.experiment_stats import ExperimentPlan
 from sextant.schemas.config import ConfigDocument, Experiment, MetricDefinition, Project
+from sextant.schemas.experiment_stream import statistics_fingerprint, streamed_metrics
 
 DEFAULT_LATENESS_SECONDS: int = Project.model_fields["allowed_lateness_seconds"].default
 
@@ -27,6 +29,9 @@ class ConfigCatalog:
         self._metrics: dict[str, dict[str, CompiledMetric]] = {}
         self._lateness: dict[str, int] = {}
         self._units: dict[tuple[str, str], str] = {}
+        self._plans: dict[tuple[str, str], ExperimentPlan] = {}
+        self.generation = 0
+        """Grows with every rebuild (the streamed statistics follow the plans by it)."""
         self.rebuild()
         state.subscribe(self._on_change)
 
@@ -48,11 +53,18 @@ class ConfigCatalog:
         units: dict[tuple[str, str], str] = {
             (e.project_id, e.id): e.unit for e in self._state.of_kind(Experiment)
         }
+        plans = _plans(self._state.of_kind(Experiment), self._state.of_kind(MetricDefinition))
         with self._lock:
             self._by_event = dict(by_event)
             self._metrics = dict(metrics)
             self._lateness = lateness
             self._units = units
+            self._plans = plans
+            self.generation += 1
+
+    def experiment_plans(self) -> dict[tuple[str, str], ExperimentPlan]:
+        """The experiments whose statistics the processor streams."""
+        return self._plans
 
     def metrics_for(self, project_id: str, event: str) -> list[CompiledMetric]:
         return self._by_event.get((project_id, event), [])
@@ -68,3 +80,29 @@ class ConfigCatalog:
 
     def exposure_unit(self, project_id: str, experiment: str) -> str | None:
         return self._units.get((project_id, experiment))
+
+
+def _plans(
+    experiments: list[Experiment], definitions: list[MetricDefinition]
+) -> dict[tuple[str, str], ExperimentPlan]:
+    by_project: dict[str, dict[str, MetricDefinition]] = defaultdict(dict)
+    for definition in definitions:
+        by_project[definition.project_id][definition.id] = definition
+    plans = {}
+    for experiment in experiments:
+        metrics = by_project[experiment.project_id]
+        streamed = streamed_metrics(experiment, metrics)
+        if isinstance(streamed, str):
+            continue
+        plans[(experiment.project_id, experiment.id)] = ExperimentPlan.of(
+            experiment.project_id,
+            experiment.id,
+            statistics_fingerprint(experiment, metrics),
+            experiment.unit,
+            [v.id for v in experiment.variants],
+            experiment.cuped_lookback_days,
+            experiment.start,
+            experiment.stop,
+            streamed,
+        )
+    return plans

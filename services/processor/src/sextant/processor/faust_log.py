@@ -751,6 +751,7 @@ class FaustProcessor:
             self.partials_topic,
             app.topic(topic_name(Topic.METRIC_POINTS, prefix)),
             app.topic(topic_name(Topic.EXPOSURES, prefix)),
+            app.topic(topic_name(Topic.EXPERIMENT_STATISTICS, prefix)),
         ):
             self.outputs.add(topic)
         self.windows = KeyPartitionedTable(

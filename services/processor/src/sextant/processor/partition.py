@@ -33,11 +33,13 @@ import orjson
 
 from sextant.processor.aggregates import WINDOW_SECONDS, Group, Partial, window_start
 from sextant.processor.definitions import NO_BREAKDOWN, CompiledMetric, render
+from sextant.processor.experiment_stats import ExperimentStatistics
 from sextant.processor.sequence import Outcome, admit
 from sextant.schemas.config import MetricKind
 from sextant.schemas.events import EXPERIMENT_VIEWED, Envelope, EventType
 from sextant.schemas.records import Exposure
 from sextant.schemas.sketches import hll_add
+from sextant.schemas.statistics import ExperimentMetricStatistics
 
 LATE_EVENTS_METRIC = "sextant.late_events"
 """Reserved metric key: per project and minute (of the watermark), events too late to count."""
@@ -429,6 +431,7 @@ class DedupPolicy:
 class FlushResult:
     partials: list[Partial] = field(default_factory=list)
     exposures: list[Exposure] = field(default_factory=list)
+    statistics: list[ExperimentMetricStatistics] = field(default_factory=list)
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)
 
 
@@ -451,8 +454,15 @@ def _scalar_text(value: Any) -> str | None:
 class PartitionState:
     """The first stage's state for one partition of ``events.raw``; see the module docstring."""
 
-    def __init__(self, partition: int, dedup: DedupPolicy | None = None) -> None:
+    def __init__(
+        self,
+        partition: int,
+        dedup: DedupPolicy | None = None,
+        statistics: ExperimentStatistics | None = None,
+    ) -> None:
         self.partition = partition
+        self.statistics = statistics
+        """The streamed experiment statistics of the partition (None: not kept)."""
         self.dedup_policy = dedup or DedupPolicy()
         self.checkpoint = -1
         self.last_offset = -1
@@ -492,9 +502,12 @@ class PartitionState:
         """Rebuild from the persisted entries of this partition (after a restart or rebalance)."""
         chunks: list[tuple[int, list[tuple[str, float]]]] = []
         user_chunks: list[tuple[int, str, bytes]] = []
+        statistics: list[tuple[str, bytes]] = []
         for key, value in store.items_with_prefix(self.prefix):
             kind = key.split("|", 2)[1]
-            if kind == "u":
+            if kind in ("t", "s", "b"):
+                statistics.append((key, value))
+            elif kind == "u":
                 user_chunks.append((int(key.rsplit("|", 1)[1]), key, value))
             elif kind == "w":
                 window = WindowState.from_bytes(value)
@@ -525,6 +538,8 @@ class PartitionState:
         for window_key, window in self.windows.items():
             self._index_users(window_key, window)
         self.last_offset = self.checkpoint
+        if self.statistics is not None:
+            self.statistics.load(statistics)
         # Partials of windows restored here may not have reached the second stage before the
         # crash (the changelog write can land while the send did not): send them again.
         self._dirty_windows.update(self.windows)
@@ -556,6 +571,8 @@ class PartitionState:
             return Outcome.APPLIED
         self.counters.processed += 1
         self._track_exposure(offset, event, catalog)
+        if self.statistics is not None:
+            self.statistics.apply(offset, event, self.watermarks)
         project = event.project_id
         watermark = self.watermarks.get(project)
         start = window_start(event.timestamp)
@@ -753,6 +770,14 @@ class PartitionState:
         result.writes.extend(self._closed_windows(catalog))
         result.writes.extend((key, None) for key in self._orphans)
         self._orphans.clear()
+        if self.statistics is not None:
+            # Before the dedup ids: a replayed event the ids call a retry must find its
+            # effect on the statistics persisted already.
+            records, writes = self.statistics.flush(
+                self.last_offset, self.watermarks, datetime.now(UTC)
+            )
+            result.statistics.extend(records)
+            result.writes.extend(writes)
         result.writes.extend(self._dedup_writes())
         if self.last_offset > self.checkpoint:
             self.checkpoint = self.last_offset

@@ -44,6 +44,9 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     processor_faust_streams: bool = False
     """Read records through faust's own streams (agents) instead of straight from its fetched
     batches: slower, public API only; the baseline of ``python -m bench.processor_consumer``."""
+    processor_experiment_statistics: bool = True
+    """Stream each configured experiment's sufficient statistics (topic
+    ``experiment_statistics``), so the gateway answers its results without the events table."""
     processor_data_dir: Path = LOCAL_DIR / "processor"
     processor_group: str = ""
     """Consumer group (faust app id); default ``<topic_prefix>-processor``."""

@@ -28,6 +28,7 @@ import orjson
 
 from sextant.core.logging import get_logger
 from sextant.processor.aggregates import Partial
+from sextant.processor.experiment_stats import ExperimentStatistics, Plans
 from sextant.processor.gaps import Sequenced
 from sextant.processor.log import LogRecord, Outputs, StateTable
 from sextant.processor.merge import MergeState
@@ -104,8 +105,13 @@ class StageOne:
         outputs: Outputs,
         metrics: ProcessorMetrics,
         wall_clock: Callable[[], float] = time.time,
+        statistics_topic: str | None = None,
+        plans: Plans | None = None,
     ) -> None:
         self.topic = topic
+        self.statistics_topic = statistics_topic
+        self.plans = plans
+        """With both, the partitions stream experiment statistics to ``statistics_topic``."""
         self.interval = interval
         self.partials_topic = partials_topic
         self.exposures_topic = exposures_topic
@@ -122,7 +128,10 @@ class StageOne:
         return self.partition_states
 
     def _load(self, partition: int) -> PartitionState:
-        state = PartitionState(partition, self.dedup)
+        statistics = None
+        if self.plans is not None and self.statistics_topic is not None:
+            statistics = ExperimentStatistics(partition, self.partitions, self.plans)
+        state = PartitionState(partition, self.dedup, statistics)
         state.load(self.table)
         return state
 
@@ -201,6 +210,14 @@ class StageOne:
                     )
                 )
                 self.metrics.exposures.labels(multi_variant=str(exposure.multi_variant)).inc()
+            for record in result.statistics:
+                # No wait: a restart re-sends the records of every restored experiment.
+                assert self.statistics_topic is not None
+                await send(
+                    self.statistics_topic,
+                    record.kafka_key().encode(),
+                    orjson.dumps(record.model_dump(mode="json")),
+                )
             self.metrics.partials.inc(len(result.partials))
         if acknowledged:
             # An exposure's state says "sent": it must not be persisted before the broker has

@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter
 from sextant.core.batch_consumer import ConsumedRecord
 from sextant.schemas.events import Envelope, InvalidEvent
 from sextant.schemas.records import AlertTransition, Exposure, MetricPoint
+from sextant.schemas.statistics import STATISTICS_COLUMNS, ExperimentMetricStatistics
 from sextant.schemas.topics import Topic
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -74,6 +75,7 @@ _parse_invalid = TypeAdapter(InvalidEvent).validate_json
 _parse_exposure, _dump_exposure = _decoder(Exposure)
 _parse_point, _dump_point = _decoder(MetricPoint)
 _parse_alert, _dump_alert = _decoder(AlertTransition)
+_parse_statistics = TypeAdapter(ExperimentMetricStatistics).validate_json
 
 
 def _event_row(record: ConsumedRecord) -> Row:
@@ -118,6 +120,18 @@ def _alert_row(record: ConsumedRecord) -> Row:
     return Row((alert.project_id, alert.rule_id, alert.transition_id), 0, _dump_alert(alert))
 
 
+def _statistics_row(record: ConsumedRecord) -> Row:
+    found = _decode(_parse_statistics, record)
+    key = (
+        found.project_id,
+        found.experiment,
+        found.metric,
+        found.variant,
+        found.source_partition,
+    )
+    return Row(key, found.version, orjson.dumps(found.to_row()))
+
+
 TABLES: dict[Topic, TableSpec] = {
     spec.topic: spec
     for spec in (
@@ -134,6 +148,13 @@ TABLES: dict[Topic, TableSpec] = {
             "metric_points",
             tuple(MetricPoint.model_fields),
             _point_row,
+            live=True,
+        ),
+        TableSpec(
+            Topic.EXPERIMENT_STATISTICS,
+            "experiment_statistics",
+            STATISTICS_COLUMNS,
+            _statistics_row,
             live=True,
         ),
         TableSpec(

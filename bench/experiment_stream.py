@@ -1,0 +1,433 @@
+"""Experiment results from the streamed statistics: latency, freshness, the processor's cost.
+
+1. Latency: ``--users`` exposures (default a million) and ``--events`` events (default ten
+   million) loaded into the embedded engine as ``bench.gateway_queries`` loads them; the
+   results of an experiment of three metrics (a filtered sum, two counts, CUPED on 14 days)
+   through the gateway's own code, from the events table (``source=warehouse``, the
+   baseline) and from the streamed statistics (``experiment_statistics``: twelve source
+   partitions, each key written ``--versions`` times, unmerged, so ``FINAL`` works), both
+   ``--rounds`` times in this process. The streamed rows are the recomputation's sums (the
+   processor writes the same numbers: ``tests/integration/test_experiment_statistics_stream``),
+   and both answers are checked equal to 1e-9 first. Target: p95 under 50 ms.
+2. Freshness: a private broker, a ``sextant processor`` worker, the sink in this process
+   over the embedded engine; each probe exposes one new unit and sends its purchase, and the
+   gateway's results (from the stream) are polled every 20 ms until they count it; from the
+   broker's acknowledgement to the first answer that counts it, p50 and p95 of
+   ``--probes``. Target: p95 under 1 s.
+3. The processor's cost: a worker catching up on ``--worker-events`` waiting events with
+   the statistics off, then on (each its own consumer group); and stage one's state
+   (``PartitionState``) applying ``--apply-events`` events (one in ten an exposure, the
+   others purchases or page views of 20,000 users) and flushing every 5,000, with and
+   without the streamed statistics, alternating rounds in this process: events/s, ratio.
+
+Run: ``python -m bench.experiment_stream [--users N] [--events N] [--rounds R]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import Figure, bootstrap_server, report
+from bench.gateway_queries import PROJECT, START, gateway_over, load_events, load_exposures
+from sextant.core.config_plane import ConfigPublisher
+from sextant.core.kafka import ensure_topics, make_producer
+from sextant.core.migrations import migrate
+from sextant.core.settings import KafkaSection
+from sextant.core.warehouse import connect
+from sextant.gateway import experiments
+from sextant.gateway.context import Gateway
+from sextant.processor.definitions import CompiledMetric, compile_metric
+from sextant.processor.experiment_stats import ExperimentPlan, ExperimentStatistics
+from sextant.processor.partition import DedupPolicy, EventView, PartitionState
+from sextant.schemas.config import (
+    Experiment,
+    FilterOp,
+    MetricDefinition,
+    MetricKind,
+    Project,
+    PropertyFilter,
+    Variant,
+)
+from sextant.schemas.events import EXPERIMENT_VIEWED, Envelope, EventType
+from sextant.schemas.experiment_stream import statistics_fingerprint, streamed_metrics
+from sextant.schemas.statistics import STATISTICS_COLUMNS, ExperimentMetricStatistics
+from sextant.schemas.topics import Topic, topic_name
+from sextant.sink.service import SinkService
+from sextant.sink.settings import SinkSettings
+
+NAME = "experiment_stream"
+COMMAND = "python -m bench.experiment_stream"
+PARTITIONS = 12
+METRICS = {
+    m.id: m
+    for m in (
+        MetricDefinition(
+            id="revenue", project_id=PROJECT, metric_kind=MetricKind.SUM,
+            event="Order Completed", property="revenue",
+            filters=[PropertyFilter(property="revenue", op=FilterOp.GT, value=0)],
+        ),
+        MetricDefinition(
+            id="views", project_id=PROJECT, metric_kind=MetricKind.COUNT, event="Page Viewed"
+        ),
+        MetricDefinition(
+            id="orders", project_id=PROJECT, metric_kind=MetricKind.COUNT, event="Order Completed"
+        ),
+    )
+}  # fmt: skip
+EXPERIMENT = Experiment(
+    id="checkout",
+    project_id=PROJECT,
+    primary_metric="revenue",
+    guardrail_metrics=["views", "orders"],
+    variants=[Variant(id="control", weight=0.5), Variant(id="one-page", weight=0.5)],
+)
+
+
+def p(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def timed(run: Callable[[], Any], rounds: int) -> list[float]:
+    run()  # warm-up
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _floats(a: Any, b: Any) -> None:
+    """Every number of two answers equal to 1e-9 relative (times aside)."""
+    if isinstance(a, dict):
+        for key in a:
+            if key not in ("computed_at", "source", "as_of", "source_note"):
+                _floats(a[key], b[key])
+    elif isinstance(a, list):
+        for x, y in zip(a, b, strict=True):
+            _floats(x, y)
+    elif isinstance(a, float):
+        assert abs(a - b) <= 1e-9 * max(abs(a), abs(b)) + 1e-12, (a, b)
+    else:
+        assert a == b, (a, b)
+
+
+def stream_rows(gateway: Gateway, versions: int) -> None:
+    """The recomputation's sums as the processor's records: partition 0 carries them, the
+    others zeros, each key written ``versions`` times."""
+    answer = experiments.experiment_results(gateway, PROJECT, EXPERIMENT, METRICS, "warehouse")
+    units = {v.id: v.units for v in answer.variants}
+    sums = experiments.warehouse_statistics(gateway, PROJECT, EXPERIMENT, METRICS)
+    fingerprint = statistics_fingerprint(EXPERIMENT, METRICS)
+    rows = []
+    now = datetime.now(UTC)
+    for version in range(versions):
+        for partition in range(PARTITIONS):
+            for (metric, variant), found in sums.items():
+                statistics_ = found if partition == 0 else type(found)(n=0)
+                if metric == "" and partition == 0:
+                    statistics_ = type(found)(n=units[variant])
+                record = ExperimentMetricStatistics(
+                    project_id=PROJECT, experiment=EXPERIMENT.id, metric=metric, variant=variant,
+                    lookback_days=EXPERIMENT.cuped_lookback_days, statistics=statistics_,
+                    as_of=now, source_partition=partition, partitions=PARTITIONS,
+                    version=version, fingerprint=fingerprint,
+                )  # fmt: skip
+                rows.append(orjson.dumps(record.to_row()))
+        gateway.warehouse().insert_json(
+            "experiment_statistics", b"\n".join(rows), STATISTICS_COLUMNS
+        )
+        rows.clear()
+
+
+def latency(args: argparse.Namespace) -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="sextant-bench-") as folder:
+        url = f"chdb://{folder}?database=b{uuid.uuid4().hex[:8]}"
+        warehouse = connect(url)
+        migrate(warehouse)
+        started = time.perf_counter()
+        load_events(warehouse, args.events, args.users)
+        load_exposures(warehouse, args.users)
+        for table in ("events", "exposures"):
+            warehouse.command(f"OPTIMIZE TABLE {table} FINAL")
+        print(f"loaded {args.events:,} events in {time.perf_counter() - started:.0f} s")
+        gateway = gateway_over(url)
+        stream_rows(gateway, args.versions)
+
+        def from_stream() -> experiments.ExperimentResults:
+            return experiments.experiment_results(gateway, PROJECT, EXPERIMENT, METRICS)
+
+        def from_events() -> experiments.ExperimentResults:
+            return experiments.experiment_results(
+                gateway, PROJECT, EXPERIMENT, METRICS, "warehouse"
+            )
+
+        streamed, recomputed = from_stream(), from_events()
+        assert streamed.source == "stream", streamed.source_note
+        _floats(streamed.model_dump(mode="json"), recomputed.model_dump(mode="json"))
+        stream_s = timed(from_stream, args.rounds * 5)
+        floor_s = timed(lambda: warehouse.query_rows("SELECT 1"), args.rounds * 5)
+        events_s = timed(from_events, args.rounds)
+    size = f"{args.users / 1e6:g}M units, {args.events / 1e6:g}M events"
+    print(f"stream p50 {p(stream_s, 0.5) * 1000:.1f} ms p95 {p(stream_s, 0.95) * 1000:.1f} ms")
+    print(f"events table p50 {p(events_s, 0.5) * 1000:.0f} ms p95 {p(events_s, 0.95) * 1000:.0f}")
+    print(
+        f"engine floor (SELECT 1) p50 {p(floor_s, 0.5) * 1000:.1f} ms"
+        f" p95 {p(floor_s, 0.95) * 1000:.1f} ms"
+    )
+    floor = [
+        Figure(NAME, f"engine round trip (SELECT 1): {label}", round(p(floor_s, q) * 1000, 1),
+               "ms", command=COMMAND)
+        for label, q in (("p50", 0.5), ("p95", 0.95))
+    ]  # fmt: skip
+    return floor + [
+        Figure(NAME, f"results from the stream: {label} ({size})", round(p(stream_s, q) * 1000, 1),
+               "ms", f"recomputed from the events table, {label}", round(p(events_s, q) * 1000, 1),
+               target, COMMAND)
+        for label, q, target in (("p50", 0.5, ""), ("p95", 0.95, "p95 < 50 ms"))
+    ]  # fmt: skip
+
+
+def freshness(args: argparse.Namespace) -> list[Figure]:
+    with bootstrap_server(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as folder:
+        kafka = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}")
+        ensure_topics(kafka)
+        url = f"chdb://{folder}/warehouse"
+        migrate(connect(url))
+        publisher = ConfigPublisher(kafka)
+        publisher.put([Project(id=PROJECT, project_id=PROJECT, name="Bench"), *METRICS.values(),
+                       EXPERIMENT])  # fmt: skip
+        publisher.close()
+        from bench.processor_throughput import Worker
+
+        worker = Worker(kafka, Path(folder) / "processor")
+        sink = SinkService(
+            SinkSettings(kafka_bootstrap=bootstrap, topic_prefix=kafka.topic_prefix,
+                         clickhouse_url=url, sink_batch_seconds=0.2)
+        )  # fmt: skip
+        sink.start()
+        try:
+            return _probe(kafka, gateway_over(url), worker, args.probes)
+        finally:
+            sink.stop()
+            worker.stop()
+
+
+def _probe(kafka: KafkaSection, gateway: Gateway, worker: Any, probes: int) -> list[Figure]:
+    deadline = time.monotonic() + 120
+    while not worker.ready():
+        assert time.monotonic() < deadline, "processor not ready"
+        time.sleep(0.2)  # waiting for the worker to start
+    producer = make_producer(kafka)
+    topic = topic_name(Topic.EVENTS_RAW, kafka.topic_prefix)
+
+    def units() -> int | None:
+        answer = experiments.experiment_results(gateway, PROJECT, EXPERIMENT, METRICS)
+        return sum(v.units for v in answer.variants) if answer.source == "stream" else None
+
+    def send(user: str, name: str, **properties: Any) -> None:
+        now = datetime.now(UTC)
+        envelope = Envelope(project_id=PROJECT, type=EventType.TRACK, event=name,
+                            distinct_id=user, user_id=user, properties=properties, timestamp=now,
+                            received_at=now, message_id=str(uuid.uuid4()))  # fmt: skip
+        value = orjson.dumps(envelope.model_dump(mode="json", by_alias=True))
+        producer.send(topic, key=envelope.kafka_key().encode(), value=value)
+
+    send("warm-up", EXPERIMENT_VIEWED, experiment_id=EXPERIMENT.id, variation_id="control")
+    producer.flush()
+    while units() != 1:
+        assert time.monotonic() < deadline, "the stream never covered the experiment"
+        time.sleep(0.05)  # polling the results
+    delays = []
+    for i in range(probes):
+        user = f"probe-{i}"
+        send(user, EXPERIMENT_VIEWED, experiment_id=EXPERIMENT.id, variation_id="one-page")
+        send(user, "Order Completed", revenue=10.0)
+        producer.flush()
+        acknowledged = time.perf_counter()
+        while units() != i + 2:
+            assert time.perf_counter() - acknowledged < 30, f"probe {i} never counted"
+            time.sleep(0.02)  # polling the results
+        delays.append(time.perf_counter() - acknowledged)
+    producer.close()
+    print(f"freshness p50 {p(delays, 0.5) * 1000:.0f} ms p95 {p(delays, 0.95) * 1000:.0f} ms")
+    return [
+        Figure(NAME, f"freshness of a result after an event: {label} ({probes} probes)",
+               round(p(delays, q) * 1000), "ms", target=target, command=COMMAND)
+        for label, q, target in (("p50", 0.5, ""), ("p95", 0.95, "p95 < 1 s"))
+    ]  # fmt: skip
+
+
+class _Plans:
+    generation = 1
+
+    def __init__(self) -> None:
+        streamed = streamed_metrics(EXPERIMENT, METRICS)
+        assert not isinstance(streamed, str)
+        self.plan = ExperimentPlan.of(
+            PROJECT, EXPERIMENT.id, statistics_fingerprint(EXPERIMENT, METRICS), "userId",
+            [v.id for v in EXPERIMENT.variants], EXPERIMENT.cuped_lookback_days, None, None,
+            streamed,
+        )  # fmt: skip
+
+    def experiment_plans(self) -> dict[tuple[str, str], ExperimentPlan]:
+        return {(PROJECT, EXPERIMENT.id): self.plan}
+
+
+class _Catalog:
+    """The live windows of the experiment's three metrics: stage one's own work."""
+
+    def __init__(self) -> None:
+        self.metrics = [compile_metric(m) for m in METRICS.values()]
+
+    def metrics_for(self, project_id: str, event: str) -> list[CompiledMetric]:
+        return [m for m in self.metrics if m.event == event]
+
+    def lateness(self, project_id: str) -> int:
+        return 300
+
+    def exposure_unit(self, project_id: str, experiment: str) -> str | None:
+        return "userId"
+
+
+def stage_one(args: argparse.Namespace) -> list[Figure]:
+    """Events/s of stage one's state with and without the statistics, alternating."""
+    rng = random.Random(1)
+    t0 = START.timestamp()
+    views = []
+    for i in range(args.apply_events):
+        user = f"user-{rng.randrange(20_000)}"
+        at = t0 + i * 0.05
+        properties: dict[str, Any]
+        if i % 10 == 0:
+            variation = rng.choice(["control", "one-page"])
+            name, properties = (
+                EXPERIMENT_VIEWED,
+                {"experiment_id": "checkout", "variation_id": variation},
+            )
+        else:
+            name, properties = rng.choice(["Order Completed", "Page Viewed"]), {"revenue": 12.5}
+        views.append(EventView(PROJECT, EventType.TRACK, name, user, user, None, properties,
+                               at, at, f"m{i}"))  # fmt: skip
+    catalog = _Catalog()
+
+    def run(with_statistics: bool) -> float:
+        statistics_ = ExperimentStatistics(0, 12, _Plans()) if with_statistics else None
+        state = PartitionState(0, DedupPolicy(), statistics_)
+        started = time.perf_counter()
+        for offset, view in enumerate(views):
+            state.process(offset, view, catalog)
+            if offset % 5000 == 4999:
+                state.flush(catalog)
+        state.flush(catalog)
+        return len(views) / (time.perf_counter() - started)
+
+    without, with_ = [], []
+    for _ in range(args.rounds_apply):
+        without.append(run(False))
+        with_.append(run(True))
+    a, b = statistics.median(with_), statistics.median(without)
+    print(f"stage one: {a:,.0f} events/s with the statistics, {b:,.0f} without ({a / b:.2f})")
+    return [Figure(NAME, "stage one's state, events/s with the streamed statistics", round(a),
+                   "events/s", "the same without them", round(b), "", COMMAND)]  # fmt: skip
+
+
+def worker_rate(args: argparse.Namespace) -> list[Figure]:
+    """Events/s of a ``sextant processor`` worker catching up on the same waiting events,
+    with the statistics off then on (each its own consumer group), on one broker."""
+    import os
+
+    from bench.processor_throughput import Worker, catch_up
+
+    with bootstrap_server(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as folder:
+        kafka = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}")
+        ensure_topics(kafka)
+        publisher = ConfigPublisher(kafka)
+        publisher.put([Project(id=PROJECT, project_id=PROJECT, name="Bench"), *METRICS.values(),
+                       EXPERIMENT])  # fmt: skip
+        publisher.close()
+        producer = make_producer(kafka)
+        topic = topic_name(Topic.EVENTS_RAW, kafka.topic_prefix)
+        rng = random.Random(2)
+        now = datetime.now(UTC)
+        for i in range(args.worker_events):
+            user = f"user-{rng.randrange(20_000)}"
+            properties: dict[str, Any]
+            if i % 10 == 0:
+                variation = rng.choice(["control", "one-page"])
+                name = EXPERIMENT_VIEWED
+                properties = {"experiment_id": EXPERIMENT.id, "variation_id": variation}
+            else:
+                name, properties = rng.choice(["Order Completed", "Page Viewed"]), {"revenue": 9.5}
+            at = now + timedelta(milliseconds=i)
+            envelope = Envelope(
+                project_id=PROJECT, type=EventType.TRACK, event=name, distinct_id=user,
+                user_id=user, properties=properties, timestamp=at, received_at=at,
+                message_id=str(uuid.uuid4()),
+            )  # fmt: skip
+            value = orjson.dumps(envelope.model_dump(mode="json", by_alias=True))
+            producer.send(topic, key=envelope.kafka_key().encode(), value=value)
+        producer.flush()
+        producer.close()
+        rates = {}
+        for on in ("false", "true"):
+            # The worker's own settings, as a supervisor would set them for the process.
+            os.environ["SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS"] = on
+            os.environ["SEXTANT_PROCESSOR_GROUP"] = f"{kafka.topic_prefix}-{on}"
+            worker = Worker(kafka, Path(folder) / on)
+            try:
+                rates[on] = catch_up(worker, args.worker_events)
+            finally:
+                worker.stop()
+        for name in ("SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS", "SEXTANT_PROCESSOR_GROUP"):
+            os.environ.pop(name, None)
+    a, b = rates["true"], rates["false"]
+    print(f"worker: {a:,.0f} events/s with the statistics, {b:,.0f} without ({a / b:.2f})")
+    label = f"processor worker catching up on {args.worker_events:,} events, events/s"
+    return [Figure(NAME, f"{label} with the streamed statistics", round(a), "events/s",
+                   "the same worker without them (SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS=false)",
+                   round(b), "", COMMAND)]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--versions", type=int, default=20)
+    parser.add_argument("--probes", type=int, default=40)
+    parser.add_argument("--apply-events", type=int, default=200_000)
+    parser.add_argument("--rounds-apply", type=int, default=3)
+    parser.add_argument("--worker-events", type=int, default=100_000)
+    parser.add_argument("--bootstrap", default=None)
+    parser.add_argument(
+        "--only", choices=["latency", "freshness", "stage_one", "worker"], default=None
+    )
+    args = parser.parse_args()
+    figures: list[Figure] = []
+    parts = (
+        ("stage_one", stage_one),
+        ("worker", worker_rate),
+        ("latency", latency),
+        ("freshness", freshness),
+    )
+    for name, part in parts:
+        if args.only in (None, name):
+            figures += part(args)
+    report(NAME, figures)
+
+
+if __name__ == "__main__":
+    main()
