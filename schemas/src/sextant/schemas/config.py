@@ -99,6 +99,7 @@ class Project(_Document):
 class KeyKind(StrEnum):
     WRITE = "write"
     READ = "read"
+    """Private, per project: what it may do there is its ``role`` (``viewer`` by default)."""
     ADMIN = "admin"
     CLIENT = "client"
     """Public, per project and environment: reads that environment's features payload
@@ -108,6 +109,20 @@ class KeyKind(StrEnum):
 def hash_key(secret: str) -> str:
     """Keys are stored and compared only as SHA-256 hex digests."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Role(StrEnum):
+    """What a private project key may do in its project; each role includes the ones below."""
+
+    VIEWER = "viewer"
+    """The read API and the workspace."""
+    EDITOR = "editor"
+    """... and the project's config documents (metrics, experiments, features, rules)."""
+    OWNER = "owner"
+    """... and the project's settings and keys."""
+
+
+ROLE_RANK = {Role.VIEWER: 1, Role.EDITOR: 2, Role.OWNER: 3}
 
 
 SEALED_PREFIX = "sealed:v1:"
@@ -161,6 +176,10 @@ class ApiKey(_Document):
     payload_key: SealedSecret = ""
     """A client key's payload encryption key (AES-128, base64), when its payload is
     encrypted as GrowthBook encrypts it; stored sealed under the master key."""
+    role: Role | None = None
+    """A read key's role in its project (``None``: ``viewer``); other kinds have none."""
+    expires_at: datetime | None = None
+    """When the key stops working (set on the old key of a rotation: the overlap's end)."""
 
     @model_validator(mode="after")
     def _admin_keys_span_projects(self) -> ApiKey:
@@ -170,7 +189,20 @@ class ApiKey(_Document):
             raise ValueError("client keys, and only they, name an environment")
         if self.payload_key and self.key_kind is not KeyKind.CLIENT:
             raise ValueError("only client keys have a payload_key")
+        if self.role is not None and self.key_kind is not KeyKind.READ:
+            raise ValueError("only read keys have a role")
         return self
+
+    @property
+    def project_role(self) -> Role | None:
+        """The key's role in its project: read keys only (admin keys span every project)."""
+        if self.key_kind is not KeyKind.READ:
+            return None
+        return self.role or Role.VIEWER
+
+    def usable_at(self, now: datetime) -> bool:
+        """Neither revoked nor past its expiry."""
+        return not self.revoked and (self.expires_at is None or now < self.expires_at)
 
 
 class MetricKind(StrEnum):

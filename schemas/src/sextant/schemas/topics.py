@@ -26,6 +26,7 @@ class Topic(StrEnum):
     ALERTS = "alerts"
     CONFIG = "config"
     SINK_DEAD_LETTER = "sink.dead_letter"
+    AUDIT = "audit"
     PARTIALS = "partials"
     """The processor's stage one → stage two (internal)."""
     WINDOWS_CHANGELOG = "windows-changelog"
@@ -102,6 +103,15 @@ TOPICS: dict[Topic, TopicSpec] = {
             consumers=("collector", "processor", "sink", "gateway", "notifier", "cli"),
             partitions=1,
             compacted=True,
+        ),
+        TopicSpec(
+            Topic.AUDIT,
+            key="project_id",
+            value="AuditEntry (sextant.schemas.audit): append-only, kept forever",
+            producers=("gateway",),
+            consumers=("gateway",),
+            partitions=1,
+            retention_ms=-1,
         ),
         TopicSpec(
             Topic.SINK_DEAD_LETTER,
