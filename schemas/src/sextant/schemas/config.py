@@ -31,6 +31,7 @@ from sextant.schemas.experiments import Identifier as Identifier
 from sextant.schemas.experiments import NamespaceRange as NamespaceRange
 from sextant.schemas.experiments import Variant as Variant
 from sextant.schemas.origins import check_pattern
+from sextant.schemas.privacy import PiiRule
 from sextant.schemas.records import AlertState
 from sextant.schemas.statistics import EffectPrior
 
@@ -88,6 +89,11 @@ class Project(_Document):
     flags_environment: Identifier = "production"
     """The environment whose features PostHog's ``/flags`` answers (write keys name no
     environment; client keys do)."""
+    pii: list[PiiRule] = Field(default_factory=list, max_length=200)
+    """Properties (and traits) dropped, hashed or truncated at ingest, before Kafka."""
+    raw_event_retention_days: int | None = Field(default=None, ge=1, le=36_500)
+    """Raw events (and exposures) older than this are deleted; ``None``: kept forever.
+    Metric windows and experiment statistics are kept regardless."""
 
     @model_validator(mode="after")
     def _project_id_is_id(self) -> Project:
