@@ -46,8 +46,9 @@ def _beside_the_gateway() -> list[Any]:
     if not CliSettings().clickhouse_url.startswith("chdb:"):
         return []
     service = importlib.import_module("sextant.sink.service")
-    settings = importlib.import_module("sextant.sink.settings")
-    return [service.SinkService(settings.SinkSettings())]
+    retention = importlib.import_module("sextant.sink.retention")
+    sink_settings = importlib.import_module("sextant.sink.settings").SinkSettings()
+    return [service.SinkService(sink_settings), retention.RetentionService(sink_settings)]
 
 
 def _register_part(part: str) -> None:

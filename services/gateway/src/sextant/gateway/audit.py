@@ -18,10 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sextant.core.audit_log import AuditFollower, AuditPublisher
+from sextant.core.kafka import note_use
 from sextant.core.logging import get_logger
 from sextant.gateway.settings import GatewaySettings
 from sextant.schemas.audit import Actor, AuditAction, AuditEntry
 from sextant.schemas.config import ApiKey, ConfigDocument, parse_config_key
+from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
 
@@ -70,6 +72,8 @@ class AuditLog:
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
         self._publisher: AuditPublisher | None = None
+        # Opened on first use, as the config publisher is.
+        note_use(topic_name(Topic.AUDIT, settings.topic_prefix), "writes")
 
     # --- recording ---
 
