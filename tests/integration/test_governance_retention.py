@@ -93,6 +93,7 @@ def test_a_retention_change_applies_without_a_restart(
         topic_prefix=kafka_settings.topic_prefix,
         clickhouse_url=url,
         sink_retention_interval_seconds=0.2,
+        sink_deletion_interval_seconds=0.2,
     )
     service = RetentionService(settings, open_warehouse=lambda _: warehouse)
     service.start()

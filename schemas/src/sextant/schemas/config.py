@@ -55,6 +55,7 @@ class ConfigKind(StrEnum):
     FEATURE_REVISION = "feature_revision"
     OUTCOME = "outcome"
     SURVEY = "survey"
+    PERSON_DELETION = "person_deletion"
 
 
 class _Document(BaseModel):
@@ -715,6 +716,26 @@ class FeatureRevision(_Document):
     comment: str = Field(default="", max_length=1000)
 
 
+def person_hash(project_id: str, distinct_id: str) -> str:
+    """How a deleted person's id is named where it must be kept (requests, suppression):
+    SHA-256 of ``project_id:distinct_id``, which the warehouse computes too."""
+    return hashlib.sha256(f"{project_id}:{distinct_id}".encode()).hexdigest()
+
+
+class PersonDeletion(_Document):
+    """A request to forget a person: every row under their ids is deleted from the warehouse
+    (by the sink, until none is left), and events under those ids are dropped at ingest until
+    ``suppress_until``. Ids are kept only as :func:`person_hash` digests."""
+
+    kind: Literal["person_deletion"] = "person_deletion"
+    id_hashes: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        min_length=1, max_length=1000
+    )
+    requested_at: AwareDatetime
+    suppress_until: AwareDatetime
+    requested_by: str = Field(default="", max_length=300)
+
+
 ConfigDocument = Annotated[
     Project
     | ApiKey
@@ -727,7 +748,8 @@ ConfigDocument = Annotated[
     | Feature
     | FeatureRevision
     | Outcome
-    | Survey,
+    | Survey
+    | PersonDeletion,
     Field(discriminator="kind"),
 ]
 CONFIG_DOCUMENT: TypeAdapter[ConfigDocument] = TypeAdapter(ConfigDocument)

@@ -128,7 +128,7 @@ def create_app(
         raw_topic=topic_name(Topic.EVENTS_RAW, settings.topic_prefix),
         invalid_topic=topic_name(Topic.EVENTS_INVALID, settings.topic_prefix),
         max_event_bytes=settings.max_event_bytes,
-        privacy=Privacy(SecretBox.from_setting(settings.secret_key)),
+        privacy=Privacy(SecretBox.from_setting(settings.secret_key), config),
         produce_timeout_s=settings.produce_timeout_seconds,
         retry_after_s=settings.retry_after_seconds,
         clock=clock,

@@ -118,10 +118,14 @@ class Ingestor:
         rejected: list[Rejection] = []
         reasons: dict[str, int] = {}
         flagged = 0
+        suppressed = 0
         index = 0
         extras = submission.extras
         try:
             for index, event in enumerate(submission.events):
+                if self._privacy.suppressed(project.id, event, received_at):
+                    suppressed += 1
+                    continue
                 raw = self._privacy.redact(project, event)
                 checked = check_event(
                     raw,
@@ -174,6 +178,8 @@ class Ingestor:
                 f"body, event {index}",
             ) from error
         await self._produce(records)
+        if suppressed:
+            self._metrics.suppressed.labels(project.id).inc(suppressed)
         accepted = count - len(rejected)
         self._count(accepted, reasons, flagged)
         return BatchResult(accepted=accepted, rejected=rejected)

@@ -32,6 +32,7 @@ from sextant.gateway import (
     admin_features,
     audit_api,
     dashboard,
+    persons,
     read_api,
     routes_alerts,
     workspace_api,
@@ -206,6 +207,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     app.include_router(read_api.router)
     app.include_router(admin_api.router)
     app.include_router(audit_api.router)
+    app.include_router(persons.router)
     app.include_router(admin_features.router)
     app.include_router(routes_alerts.router)
     app.include_router(workspace_api.router)

@@ -1,5 +1,9 @@
-"""Retention: each project's raw events older than its ``raw_event_retention_days`` are
-deleted, on a schedule, by the sink (the warehouse's only writer).
+"""Retention and deletion of persons, by the sink (the warehouse's only writer).
+
+Each project's raw events older than its ``raw_event_retention_days`` are deleted on a
+schedule. Each person deletion on the config plane has its rows deleted from every table
+that names persons, and again whenever a row under their ids is found (an event in flight
+when the request came), until the request is withdrawn.
 
 The setting is followed from the config plane, so a change applies at the next round without
 a rebuild or a restart. Metric windows, exposures and alert history are not touched: they
@@ -11,6 +15,7 @@ sink's ``/status``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,8 +26,9 @@ from prometheus_client import Counter
 from sextant.core.background import BackgroundLoop
 from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.logging import get_logger
+from sextant.core.persons import PERSON_COLUMNS, person_predicate
 from sextant.core.warehouse import Warehouse, connect
-from sextant.schemas.config import Project
+from sextant.schemas.config import PersonDeletion, Project
 from sextant.sink.settings import SinkSettings
 
 log = get_logger(__name__)
@@ -31,6 +37,11 @@ ROWS_REMOVED = Counter(
     "sextant_sink_retention_rows_removed_total",
     "Rows deleted because they outlived their project's retention",
     ["project", "table"],
+)
+PERSON_ROWS_DELETED = Counter(
+    "sextant_sink_person_rows_deleted_total",
+    "Rows deleted because the person they are about asked to be forgotten",
+    ["table"],
 )
 RAW_TABLES = {"events": "timestamp", "invalid_events": "received_at"}
 """The raw tables retention applies to, and the time column it reads."""
@@ -85,9 +96,16 @@ class RetentionService(BackgroundLoop):
         try:
             self.follower.wait_caught_up(self.settings.config_wait_seconds)
             self.connected()
+            last_retention = float("-inf")
             while not self.stopping.is_set():
-                self.run_once(warehouse)
-                if self.wait(self.settings.sink_retention_interval_seconds):
+                self.forget_persons(warehouse)
+                if (
+                    time.monotonic() - last_retention
+                    >= self.settings.sink_retention_interval_seconds
+                ):
+                    self.run_once(warehouse)
+                    last_retention = time.monotonic()
+                if self.wait(self.settings.sink_deletion_interval_seconds):
                     return
         finally:
             warehouse.close()
@@ -103,6 +121,27 @@ class RetentionService(BackgroundLoop):
         with self._lock:
             self.rounds += 1
         return removed
+
+    def forget_persons(self, warehouse: Warehouse) -> int:
+        """Delete the rows of every requested person still found; the rows deleted."""
+        deleted = 0
+        for request in self.state.of_kind(PersonDeletion):
+            parameters = {"p": request.project_id, "hashes": list(request.id_hashes)}
+            for table in PERSON_COLUMNS:
+                where = person_predicate(table)
+                [[rows]] = warehouse.query_rows(
+                    f"SELECT count() FROM {table} WHERE {where}", parameters
+                )
+                if not rows:
+                    continue
+                warehouse.command(
+                    f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 1",
+                    parameters,
+                )
+                PERSON_ROWS_DELETED.labels(table).inc(rows)
+                log.info("a person's rows deleted", request=request.id, table=table, rows=rows)
+                deleted += int(rows)
+        return deleted
 
     def _expire(self, warehouse: Warehouse, project_id: str, days: int) -> list[Removal]:
         now = self._clock()
