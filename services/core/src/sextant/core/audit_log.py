@@ -44,7 +44,18 @@ class AuditPublisher:
         for future in futures:
             future.get(timeout=timeout_s)
 
+    def send(self, entry: AuditEntry) -> None:
+        """Append ``entry`` without waiting: a failure is logged (the producer retries first),
+        and :meth:`close` waits for what is still in flight."""
+        future = self._producer.send(
+            self.topic, key=entry.kafka_key().encode(), value=entry.model_dump_json().encode()
+        )
+        future.add_errback(
+            lambda error: log.error("an audit entry was not stored", id=entry.id, error=str(error))
+        )
+
     def close(self) -> None:
+        self._producer.flush(timeout=10)
         self._producer.close(timeout=5)
 
 

@@ -87,7 +87,8 @@ class AuditLog:
         detail: str = "",
         caller: Caller | None = None,
     ) -> AuditEntry:
-        """Append one entry; kept in memory at once, on the topic when the broker has it."""
+        """Append one entry: kept in memory at once, sent to the topic without waiting (a
+        request is not slowed by its own audit; the broker's failure is logged)."""
         caller = caller or ACTOR.get() or Caller(SYSTEM, "")
         entry = AuditEntry(
             id=uuid.uuid4().hex,
@@ -103,7 +104,7 @@ class AuditLog:
         )
         self._remember(entry)
         try:
-            self._publisher_().publish([entry])
+            self._publisher_().send(entry)
         except Exception as error:  # noqa: BLE001 - the broker's fault must not fail the request
             log.error("an audit entry was not stored", action=action.value, error=str(error))
         return entry
