@@ -55,6 +55,10 @@ class TopicSpec:
     created by that part, not by ``sextant topics``."""
 
 
+RAW_RETENTION_MS = 7 * 24 * 3600 * 1000
+"""How long the raw topics keep an event (set on the topics, so a deleted person's last copy
+in Kafka is gone by a date the deletion's status can name)."""
+
 TOPICS: dict[Topic, TopicSpec] = {
     spec.topic: spec
     for spec in (
@@ -64,6 +68,7 @@ TOPICS: dict[Topic, TopicSpec] = {
             value="Envelope (sextant.schemas.events.Envelope)",
             producers=("collector",),
             consumers=("processor", "sink"),
+            retention_ms=RAW_RETENTION_MS,
         ),
         TopicSpec(
             Topic.EVENTS_INVALID,
@@ -72,6 +77,7 @@ TOPICS: dict[Topic, TopicSpec] = {
             producers=("collector",),
             consumers=("sink",),
             partitions=3,
+            retention_ms=RAW_RETENTION_MS,
         ),
         TopicSpec(
             Topic.EXPOSURES,

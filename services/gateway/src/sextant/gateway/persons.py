@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from sextant.core.kafka_cluster import retention_ms
+from sextant.core.logging import get_logger
 from sextant.core.persons import PERSON_COLUMNS, person_predicate
 from sextant.gateway.admin_api import ProjectId, commit_documents, project_or_404
 from sextant.gateway.audit import ACTOR
@@ -24,6 +26,9 @@ from sextant.gateway.problems import example_response, not_found, problem_respon
 from sextant.gateway.sql import run_query
 from sextant.schemas.audit import AuditAction
 from sextant.schemas.config import IDENTIFIER, PersonDeletion, person_hash
+from sextant.schemas.topics import Topic, topic_name
+
+log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1/admin/projects/{project_id}/persons", tags=["admin"])
 _ERRORS = problem_responses(401, 403, 404, 422, 503)
@@ -73,6 +78,23 @@ class DeletionStatus(BaseModel):
     """Rows still under the person's ids, per table."""
     requested_at: datetime
     suppress_until: datetime
+    kafka_copies_gone_by: datetime | None
+    """When the raw topics' retention has deleted the last copy of an event sent before the
+    request (``None``: topics kept forever, or the broker did not say)."""
+
+
+def _kafka_copies_gone_by(gateway: Gateway, requested_at: datetime) -> datetime | None:
+    longest = 0
+    for topic in (Topic.EVENTS_RAW, Topic.EVENTS_INVALID):
+        try:
+            kept = retention_ms(gateway.settings, topic_name(topic, gateway.settings.topic_prefix))
+        except Exception as error:  # noqa: BLE001 - the status is still worth answering
+            log.warning("topic retention unknown", topic=topic.value, error=str(error))
+            return None
+        if kept is None or kept < 0:
+            return None
+        longest = max(longest, kept)
+    return requested_at + timedelta(milliseconds=longest)
 
 
 _STATUS_EXAMPLE: dict[str, Any] = {
@@ -83,6 +105,7 @@ _STATUS_EXAMPLE: dict[str, Any] = {
     "rows_left": {"events": 12, "exposures": 1},
     "requested_at": "2025-03-01T09:30:00Z",
     "suppress_until": "2025-03-31T09:30:00Z",
+    "kafka_copies_gone_by": "2025-03-08T09:30:00Z",
 }
 
 
@@ -107,6 +130,7 @@ def _status(gateway: Gateway, request: PersonDeletion) -> DeletionStatus:
         rows_left=left,
         requested_at=request.requested_at,
         suppress_until=request.suppress_until,
+        kafka_copies_gone_by=_kafka_copies_gone_by(gateway, request.requested_at),
     )
 
 
