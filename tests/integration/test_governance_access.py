@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from sextant.cli.main import app as cli
 from sextant.schemas.config import ApiKey, KeyKind, Role, hash_key
+from tests.infra import wait_for
 from tests.integration.test_gateway_admin import assert_problem
 from tests.integration.test_gateway_harness import SECRETS, Harness, auth, make_harness
 
@@ -216,3 +219,26 @@ def test_key_events_rotation_and_failed_attempts(harness: Harness) -> None:
     failures = _audit(harness, action="auth.failures")
     assert failures
     assert "3 failed attempts" in failures[0]["detail"]
+
+
+def test_writes_straight_to_the_config_topic_are_audited_too(
+    harness: Harness, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("projects:\n  - id: by-cli\n    name: Written by the CLI\n")
+    env = {
+        "SEXTANT_KAFKA_BOOTSTRAP": harness.settings.kafka_bootstrap,
+        "SEXTANT_TOPIC_PREFIX": harness.settings.topic_prefix,
+        "SEXTANT_CONFIG_WAIT_SECONDS": "20",
+    }
+    done = CliRunner().invoke(cli, ["config", "apply", str(config_file)], env=env)
+    assert done.exit_code == 0, done.output
+
+    def entry() -> list[dict[str, Any]]:
+        return _audit(harness, target="project:by-cli:by-cli")
+
+    wait_for(entry, 20, message="the CLI's write in the audit log")
+    [created] = entry()
+    assert created["action"] == "config.created"
+    assert created["actor"]["id"] == "sextant config apply"
+    assert created["after"]["name"] == "Written by the CLI"

@@ -114,7 +114,7 @@ TOPICS: dict[Topic, TopicSpec] = {
             Topic.AUDIT,
             key="project_id",
             value="AuditEntry (sextant.schemas.audit): append-only, kept forever",
-            producers=("gateway",),
+            producers=("gateway", "cli"),
             consumers=("gateway",),
             partitions=1,
             retention_ms=-1,

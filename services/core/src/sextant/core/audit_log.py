@@ -8,7 +8,9 @@ follows the whole topic into memory, as the config is followed, and answers
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -16,12 +18,49 @@ from sextant.core.background import BackgroundLoop
 from sextant.core.kafka import TopicReader, make_producer, note_use
 from sextant.core.logging import get_logger
 from sextant.core.settings import KafkaSection
-from sextant.schemas.audit import AuditEntry
+from sextant.schemas.audit import Actor, AuditAction, AuditEntry
+from sextant.schemas.config import ApiKey, ConfigDocument, parse_config_key
 from sextant.schemas.topics import Topic, topic_name
 
-__all__ = ["AuditFollower", "AuditPublisher"]
+__all__ = ["AuditFollower", "AuditPublisher", "change_action", "config_entries"]
 
 log = get_logger(__name__)
+
+
+def change_action(before: ConfigDocument | None, after: ConfigDocument | None) -> AuditAction:
+    """What a write of ``after`` over ``before`` means (key events are named as such)."""
+    if isinstance(after, ApiKey) or isinstance(before, ApiKey):
+        if before is None:
+            return AuditAction.KEY_CREATED
+        if isinstance(after, ApiKey) and after.revoked and not before.revoked:  # type: ignore[union-attr]
+            return AuditAction.KEY_REVOKED
+    if before is None:
+        return AuditAction.CONFIG_CREATED
+    return AuditAction.CONFIG_DELETED if after is None else AuditAction.CONFIG_CHANGED
+
+
+def config_entries(
+    writes: Iterable[tuple[str, ConfigDocument | None, ConfigDocument | None]],
+    actor: Actor,
+    source: str = "",
+) -> list[AuditEntry]:
+    """One entry per (config key, before, after) that changes something."""
+    now = datetime.now(UTC)
+    return [
+        AuditEntry(
+            id=uuid.uuid4().hex,
+            at=now,
+            project_id=parse_config_key(key)[1],
+            action=change_action(before, after),
+            actor=actor,
+            target=key,
+            source=source,
+            before=None if before is None else before.model_dump(mode="json"),
+            after=None if after is None else after.model_dump(mode="json"),
+        )
+        for key, before, after in writes
+        if before != after
+    ]
 
 
 class AuditPublisher:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sextant.core.audit_log import AuditFollower, AuditPublisher
+from sextant.core.audit_log import AuditFollower, AuditPublisher, change_action
 from sextant.core.kafka import note_use
 from sextant.core.logging import get_logger
 from sextant.gateway.settings import GatewaySettings
@@ -45,18 +45,6 @@ def _dump(document: ConfigDocument | None) -> dict[str, Any] | None:
 
 def _project_of(config_key: str) -> str:
     return parse_config_key(config_key)[1]
-
-
-def change_action(before: ConfigDocument | None, after: ConfigDocument | None) -> AuditAction:
-    """What a write of ``after`` over ``before`` means (key events are named as such)."""
-    if isinstance(after, ApiKey) or isinstance(before, ApiKey):
-        if before is None:
-            return AuditAction.KEY_CREATED
-        if isinstance(after, ApiKey) and after.revoked and not before.revoked:  # type: ignore[union-attr]
-            return AuditAction.KEY_REVOKED
-    if before is None:
-        return AuditAction.CONFIG_CREATED
-    return AuditAction.CONFIG_DELETED if after is None else AuditAction.CONFIG_CHANGED
 
 
 class AuditLog:
