@@ -138,10 +138,11 @@ def test_every_part_reads_and_writes_what_the_registry_says(
 
 
 def test_the_command_line_is_in_the_registry_as_what_it_runs() -> None:
-    """``sextant config apply`` and ``bootstrap`` write and read the config topic; ``sextant
-    metrics backfill`` writes metric points."""
+    """``sextant config apply`` and ``bootstrap`` write and read the config topic (and audit
+    what they wrote); ``sextant metrics backfill`` writes metric points."""
     assert expected("cli") == {
         (Topic.CONFIG, "reads"),
         (Topic.CONFIG, "writes"),
+        (Topic.AUDIT, "writes"),
         (Topic.METRIC_POINTS, "writes"),
     }

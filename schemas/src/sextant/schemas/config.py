@@ -33,6 +33,7 @@ from sextant.schemas.experiments import Identifier as Identifier
 from sextant.schemas.experiments import NamespaceRange as NamespaceRange
 from sextant.schemas.experiments import Variant as Variant
 from sextant.schemas.origins import check_pattern
+from sextant.schemas.privacy import PiiRule
 from sextant.schemas.records import AlertState
 from sextant.schemas.statistics import EffectPrior
 
@@ -56,6 +57,7 @@ class ConfigKind(StrEnum):
     FEATURE_REVISION = "feature_revision"
     OUTCOME = "outcome"
     SURVEY = "survey"
+    PERSON_DELETION = "person_deletion"
 
 
 class _Document(BaseModel):
@@ -90,6 +92,11 @@ class Project(_Document):
     flags_environment: Identifier = "production"
     """The environment whose features PostHog's ``/flags`` answers (write keys name no
     environment; client keys do)."""
+    pii: list[PiiRule] = Field(default_factory=list, max_length=200)
+    """Properties (and traits) dropped, hashed or truncated at ingest, before Kafka."""
+    raw_event_retention_days: int | None = Field(default=None, ge=1, le=36_500)
+    """Raw events (and exposures) older than this are deleted; ``None``: kept forever.
+    Metric windows and experiment statistics are kept regardless."""
 
     @model_validator(mode="after")
     def _project_id_is_id(self) -> Project:
@@ -101,6 +108,7 @@ class Project(_Document):
 class KeyKind(StrEnum):
     WRITE = "write"
     READ = "read"
+    """Private, per project: what it may do there is its ``role`` (``viewer`` by default)."""
     ADMIN = "admin"
     CLIENT = "client"
     """Public, per project and environment: reads that environment's features payload
@@ -110,6 +118,20 @@ class KeyKind(StrEnum):
 def hash_key(secret: str) -> str:
     """Keys are stored and compared only as SHA-256 hex digests."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Role(StrEnum):
+    """What a private project key may do in its project; each role includes the ones below."""
+
+    VIEWER = "viewer"
+    """The read API and the workspace."""
+    EDITOR = "editor"
+    """... and the project's config documents (metrics, experiments, features, rules)."""
+    OWNER = "owner"
+    """... and the project's settings and keys."""
+
+
+ROLE_RANK = {Role.VIEWER: 1, Role.EDITOR: 2, Role.OWNER: 3}
 
 
 SEALED_PREFIX = "sealed:v1:"
@@ -163,6 +185,10 @@ class ApiKey(_Document):
     payload_key: SealedSecret = ""
     """A client key's payload encryption key (AES-128, base64), when its payload is
     encrypted as GrowthBook encrypts it; stored sealed under the master key."""
+    role: Role | None = None
+    """A read key's role in its project (``None``: ``viewer``); other kinds have none."""
+    expires_at: datetime | None = None
+    """When the key stops working (set on the old key of a rotation: the overlap's end)."""
 
     @model_validator(mode="after")
     def _admin_keys_span_projects(self) -> ApiKey:
@@ -172,7 +198,20 @@ class ApiKey(_Document):
             raise ValueError("client keys, and only they, name an environment")
         if self.payload_key and self.key_kind is not KeyKind.CLIENT:
             raise ValueError("only client keys have a payload_key")
+        if self.role is not None and self.key_kind is not KeyKind.READ:
+            raise ValueError("only read keys have a role")
         return self
+
+    @property
+    def project_role(self) -> Role | None:
+        """The key's role in its project: read keys only (admin keys span every project)."""
+        if self.key_kind is not KeyKind.READ:
+            return None
+        return self.role or Role.VIEWER
+
+    def usable_at(self, now: datetime) -> bool:
+        """Neither revoked nor past its expiry."""
+        return not self.revoked and (self.expires_at is None or now < self.expires_at)
 
 
 class MetricKind(StrEnum):
@@ -688,6 +727,26 @@ class FeatureRevision(_Document):
     comment: str = Field(default="", max_length=1000)
 
 
+def person_hash(project_id: str, distinct_id: str) -> str:
+    """How a deleted person's id is named where it must be kept (requests, suppression):
+    SHA-256 of ``project_id:distinct_id``, which the warehouse computes too."""
+    return hashlib.sha256(f"{project_id}:{distinct_id}".encode()).hexdigest()
+
+
+class PersonDeletion(_Document):
+    """A request to forget a person: every row under their ids is deleted from the warehouse
+    (by the sink, until none is left), and events under those ids are dropped at ingest until
+    ``suppress_until``. Ids are kept only as :func:`person_hash` digests."""
+
+    kind: Literal["person_deletion"] = "person_deletion"
+    id_hashes: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        min_length=1, max_length=1000
+    )
+    requested_at: AwareDatetime
+    suppress_until: AwareDatetime
+    requested_by: str = Field(default="", max_length=300)
+
+
 ConfigDocument = Annotated[
     Project
     | ApiKey
@@ -700,7 +759,8 @@ ConfigDocument = Annotated[
     | Feature
     | FeatureRevision
     | Outcome
-    | Survey,
+    | Survey
+    | PersonDeletion,
     Field(discriminator="kind"),
 ]
 CONFIG_DOCUMENT: TypeAdapter[ConfigDocument] = TypeAdapter(ConfigDocument)

@@ -27,6 +27,7 @@ class Topic(StrEnum):
     EXPERIMENT_STATISTICS = "experiment_statistics"
     CONFIG = "config"
     SINK_DEAD_LETTER = "sink.dead_letter"
+    AUDIT = "audit"
     PARTIALS = "partials"
     """The processor's stage one → stage two (internal)."""
     WINDOWS_CHANGELOG = "windows-changelog"
@@ -55,6 +56,10 @@ class TopicSpec:
     created by that part, not by ``sextant topics``."""
 
 
+RAW_RETENTION_MS = 7 * 24 * 3600 * 1000
+"""How long the raw topics keep an event (set on the topics, so a deleted person's last copy
+in Kafka is gone by a date the deletion's status can name)."""
+
 TOPICS: dict[Topic, TopicSpec] = {
     spec.topic: spec
     for spec in (
@@ -64,6 +69,7 @@ TOPICS: dict[Topic, TopicSpec] = {
             value="Envelope (sextant.schemas.events.Envelope)",
             producers=("collector",),
             consumers=("processor", "sink"),
+            retention_ms=RAW_RETENTION_MS,
         ),
         TopicSpec(
             Topic.EVENTS_INVALID,
@@ -72,6 +78,7 @@ TOPICS: dict[Topic, TopicSpec] = {
             producers=("collector",),
             consumers=("sink",),
             partitions=3,
+            retention_ms=RAW_RETENTION_MS,
         ),
         TopicSpec(
             Topic.EXPOSURES,
@@ -110,6 +117,15 @@ TOPICS: dict[Topic, TopicSpec] = {
             consumers=("collector", "processor", "sink", "gateway", "notifier", "cli"),
             partitions=1,
             compacted=True,
+        ),
+        TopicSpec(
+            Topic.AUDIT,
+            key="project_id",
+            value="AuditEntry (sextant.schemas.audit): append-only, kept forever",
+            producers=("gateway", "cli"),
+            consumers=("gateway",),
+            partitions=1,
+            retention_ms=-1,
         ),
         TopicSpec(
             Topic.SINK_DEAD_LETTER,

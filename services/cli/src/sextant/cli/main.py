@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from sextant.cli.settings import CliSettings
 if TYPE_CHECKING:
     from sextant.core.config_plane import ConfigState
     from sextant.core.secrets import SecretBox
+    from sextant.schemas.config import ConfigDocument
 
 app = typer.Typer(no_args_is_help=True, help="Sextant: open product telemetry.")
 config_app = typer.Typer(no_args_is_help=True, help="The config plane.")
@@ -46,8 +48,9 @@ def _beside_the_gateway() -> list[Any]:
     if not CliSettings().clickhouse_url.startswith("chdb:"):
         return []
     service = importlib.import_module("sextant.sink.service")
-    settings = importlib.import_module("sextant.sink.settings")
-    return [service.SinkService(settings.SinkSettings())]
+    retention = importlib.import_module("sextant.sink.retention")
+    sink_settings = importlib.import_module("sextant.sink.settings").SinkSettings()
+    return [service.SinkService(sink_settings), retention.RetentionService(sink_settings)]
 
 
 def _register_part(part: str) -> None:
@@ -137,17 +140,37 @@ def config_apply(
     settings = CliSettings()
     with _secret_errors(str(file)):
         documents = seal_documents(documents, _box(settings))
+    state = _config_state(settings)
     if any(isinstance(d, Feature) for d in documents):
         # Features are versioned against what the topic holds; unchanged ones are left out.
-        documents = versioned(
-            _config_state(settings), documents, by="sextant config apply", now=datetime.now(UTC)
-        )
+        documents = versioned(state, documents, by="sextant config apply", now=datetime.now(UTC))
     publisher = ConfigPublisher(settings)
     try:
         publisher.put(documents)
     finally:
         publisher.close()
+    _audit_direct_writes(
+        settings, [(d.config_key(), state.get(d.config_key()), d) for d in documents]
+    )
     console.print(f"applied {len(documents)} documents from {file}")
+
+
+def _audit_direct_writes(
+    settings: CliSettings, writes: list[tuple[str, ConfigDocument | None, ConfigDocument | None]]
+) -> None:
+    """Writes made straight to the config topic are audited as the gateway audits its own."""
+    from sextant.core.audit_log import AuditPublisher, config_entries
+    from sextant.schemas.audit import Actor
+
+    actor = Actor(kind="system", id="sextant config apply")
+    entries = config_entries(writes, actor, socket.gethostname())
+    if not entries:
+        return
+    publisher = AuditPublisher(settings)
+    try:
+        publisher.publish(entries)
+    finally:
+        publisher.close()
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from sextant.collector.features import FeatureHub, FeaturePayloads
 from sextant.collector.gate import Call, Gate
 from sextant.collector.ingest import Ingestor, RecordSink, utc_now
 from sextant.collector.metrics import CollectorMetrics, scrape_registry
+from sextant.collector.privacy import Privacy
 from sextant.collector.ratelimit import RateLimiter, SharedBuckets
 from sextant.collector.routes import (
     Endpoints,
@@ -127,6 +128,7 @@ def create_app(
         raw_topic=topic_name(Topic.EVENTS_RAW, settings.topic_prefix),
         invalid_topic=topic_name(Topic.EVENTS_INVALID, settings.topic_prefix),
         max_event_bytes=settings.max_event_bytes,
+        privacy=Privacy(SecretBox.from_setting(settings.secret_key), config),
         produce_timeout_s=settings.produce_timeout_seconds,
         retry_after_s=settings.retry_after_seconds,
         clock=clock,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sextant.collector.errors import ApiError
 from sextant.core.config_plane import ConfigState
@@ -59,8 +60,10 @@ def authenticate(
     key = state.key_for_hash(hash_key(secret))
     if key is None:
         raise ApiError(401, "unauthorized", f"unknown {kind.value} key", where)
-    if key.revoked:
-        raise ApiError(403, "forbidden", f"the {kind.value} key {key.id!r} has been revoked", where)
+    if not key.usable_at(datetime.now(UTC)):
+        raise ApiError(
+            403, "forbidden", f"the {kind.value} key {key.id!r} has been revoked or expired", where
+        )
     if key.key_kind is not kind:
         raise ApiError(
             403,

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -208,7 +208,11 @@ class BrowserApi:
             try:
                 while not await request.is_disconnected():
                     key = api.state.key_for_hash(key_hash)
-                    if key is None or key.revoked or key.key_kind is not KeyKind.CLIENT:
+                    if (
+                        key is None
+                        or not key.usable_at(datetime.now(UTC))
+                        or key.key_kind is not KeyKind.CLIENT
+                    ):
                         return
                     try:
                         body, etag = api._payload(key)

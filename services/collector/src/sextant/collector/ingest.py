@@ -14,6 +14,7 @@ from sextant.collector.dialects import Submission
 from sextant.collector.errors import ApiError, bad_request
 from sextant.collector.metrics import CollectorMetrics
 from sextant.collector.models import BatchResult, Rejection
+from sextant.collector.privacy import Privacy
 from sextant.collector.ratelimit import RateLimiter, retry_after_header
 from sextant.collector.validation import TrackingPlans, check_event
 from sextant.core.aio_kafka import OutgoingRecord, ProducerUnavailable
@@ -56,6 +57,7 @@ class Ingestor:
         raw_topic: str,
         invalid_topic: str,
         max_event_bytes: int,
+        privacy: Privacy | None = None,
         produce_timeout_s: float,
         retry_after_s: int,
         clock: Callable[[], datetime] = utc_now,
@@ -67,6 +69,7 @@ class Ingestor:
         self._raw_topic = raw_topic
         self._invalid_topic = invalid_topic
         self._max_event_bytes = max_event_bytes
+        self._privacy = privacy or Privacy(None)
         self._produce_timeout_s = produce_timeout_s
         self._retry_after_s = retry_after_s
         self._clock = clock
@@ -115,10 +118,15 @@ class Ingestor:
         rejected: list[Rejection] = []
         reasons: dict[str, int] = {}
         flagged = 0
+        suppressed = 0
         index = 0
         extras = submission.extras
         try:
-            for index, raw in enumerate(submission.events):
+            for index, event in enumerate(submission.events):
+                if self._privacy.suppressed(project.id, event, received_at):
+                    suppressed += 1
+                    continue
+                raw = self._privacy.redact(project, event)
                 checked = check_event(
                     raw,
                     max_bytes=self._max_event_bytes,
@@ -134,7 +142,9 @@ class Ingestor:
                     dead = InvalidEvent(
                         project_id=project.id,
                         received_at=received_at,
-                        payload=orjson.dumps(submission.originals[index]).decode(),
+                        payload=orjson.dumps(
+                            self._privacy.redact(project, submission.originals[index])
+                        ).decode(),
                         errors=errors,
                         message_id=message_id,
                     )
@@ -168,6 +178,8 @@ class Ingestor:
                 f"body, event {index}",
             ) from error
         await self._produce(records)
+        if suppressed:
+            self._metrics.suppressed.labels(project.id).inc(suppressed)
         accepted = count - len(rejected)
         self._count(accepted, reasons, flagged)
         return BatchResult(accepted=accepted, rejected=rejected)

@@ -57,6 +57,12 @@ class CollectorMetrics:
             ["origin"],
             registry=registry,
         )
+        self.suppressed = Counter(
+            "sextant_collector_suppressed_events",
+            "Events dropped because their person asked to be forgotten (not stored anywhere)",
+            ["project"],
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "sextant_collector_in_flight_requests",
             "Requests being handled now",

@@ -135,6 +135,20 @@ def min_insync_replicas(settings: KafkaSection, topic: str) -> int:
         admin.close()
 
 
+def retention_ms(settings: KafkaSection, topic: str) -> int | None:
+    """The ``retention.ms`` set on ``topic`` (-1: kept forever); ``None`` when the topic
+    leaves it to the broker's default, which the broker does not answer here."""
+    admin = _admin(settings)
+    try:
+        found = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, ["retention.ms"])]
+        )
+        entry = found["topic"][topic].get("retention.ms")
+        return None if entry is None else int(entry["value"])
+    finally:
+        admin.close()
+
+
 def create_topic(settings: KafkaSection, name: str, partitions: int, replicas: int) -> None:
     """A topic with exactly ``replicas`` replicas, as a client outside the registry makes one
     (faust's changelogs have one); Sextant's own go through ``kafka.ensure_topics``."""

@@ -101,11 +101,18 @@ class SecretBox:
     """Seals and opens values under the master key; safe to share between threads."""
 
     def __init__(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
         fernets = [_fernet(k, i) for i, k in enumerate(keys, start=1) if k.strip()]
         if not fernets:
             raise SecretKeyInvalid(f"SEXTANT_SECRET_KEY is empty; {MAKE_ONE}")
         self._fernet = MultiFernet(fernets)
         self.key_count = len(fernets)
+        self._newest = next(k.strip() for k in keys if k.strip()).encode()
+
+    def derive(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (e.g. hashing personal data), derived from the newest master
+        key: stable while that key is, never the key itself."""
+        return hmac.new(self._newest, purpose.encode(), hashlib.sha256).digest()
 
     @classmethod
     def from_setting(cls, value: SecretStr | None) -> SecretBox | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import secrets
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
@@ -27,7 +27,7 @@ from sextant.core.config_file import ConfigFile, describe_yaml_error, documents_
 from sextant.core.feature_versions import versioned
 from sextant.core.secrets import new_payload_key
 from sextant.gateway import examples
-from sextant.gateway.auth import AdminScope
+from sextant.gateway.auth import AdminScope, OrganisationScope, OwnerScope
 from sextant.gateway.context import Gateway, GatewayDep
 from sextant.gateway.pages import IdCursor, Limit, Page, page_by_id
 from sextant.gateway.problems import (
@@ -51,6 +51,7 @@ from sextant.schemas.config import (
     MetricDefinition,
     Outcome,
     Project,
+    Role,
     Survey,
     TrackingPlan,
     hash_key,
@@ -95,7 +96,7 @@ def commit_documents(gateway: Gateway, documents: Sequence[ConfigDocument]) -> N
     _commit(gateway, documents)
 
 
-def _project_or_404(gateway: Gateway, project_id: str) -> Project:
+def project_or_404(gateway: Gateway, project_id: str) -> Project:
     project = gateway.state.project(project_id)
     if project is None:
         raise not_found(f"project '{project_id}'", "project_id")
@@ -154,13 +155,13 @@ ProjectReplace = _input_model(Project, id_required=False)
     responses=example_response({"items": [examples.PROJECT], "next_cursor": None}) | _ERRORS,
 )
 def list_projects(
-    _: AdminScope, gateway: GatewayDep, limit: Limit = 100, cursor: IdCursor = None
+    _: OrganisationScope, gateway: GatewayDep, limit: Limit = 100, cursor: IdCursor = None
 ) -> Page[Project]:
     return page_by_id(gateway.state.of_kind(Project), lambda p: p.id, limit, cursor)
 
 
 def _create_project(
-    _: AdminScope,
+    _: OrganisationScope,
     gateway: GatewayDep,
     body: Any,
 ) -> Project:
@@ -187,11 +188,11 @@ router.post(
     responses=example_response(examples.PROJECT) | _ERRORS,
 )
 def get_project(_: AdminScope, gateway: GatewayDep, project_id: ProjectId) -> Project:
-    return _project_or_404(gateway, project_id)
+    return project_or_404(gateway, project_id)
 
 
 def _replace_project(
-    _: AdminScope,
+    _: OwnerScope,
     gateway: GatewayDep,
     project_id: ProjectId,
     body: Any,
@@ -217,8 +218,8 @@ router.put(
     summary="Delete a project with all its keys and definitions",
     responses=NO_CONTENT | _ERRORS,
 )
-def delete_project(_: AdminScope, gateway: GatewayDep, project_id: ProjectId) -> Response:
-    _project_or_404(gateway, project_id)
+def delete_project(_: OrganisationScope, gateway: GatewayDep, project_id: ProjectId) -> Response:
+    project_or_404(gateway, project_id)
     owned = [
         doc.config_key()
         for cls in (
@@ -256,9 +257,16 @@ class KeyView(BaseModel):
     """A client key's environment."""
     encrypted: bool = False
     """A client key whose payload is encrypted (its payload key is shown at creation only)."""
+    role: Role | None = None
+    """A read key's role in its project."""
+    expires_at: datetime | None = None
+    """The end of a rotated key's overlap: it stops working then."""
+    last_used_at: datetime | None = None
+    """When the key was last used here (within ``key_usage_resolution_seconds`` after a
+    restart or on another gateway)."""
 
     @classmethod
-    def of(cls, key: ApiKey) -> KeyView:
+    def of(cls, key: ApiKey, last_used_at: datetime | None = None) -> KeyView:
         return cls(
             id=key.id,
             project_id=key.project_id,
@@ -268,6 +276,9 @@ class KeyView(BaseModel):
             created_at=key.created_at,
             environment=key.environment,
             encrypted=bool(key.payload_key),
+            role=key.project_role,
+            expires_at=key.expires_at,
+            last_used_at=last_used_at,
         )
 
 
@@ -283,6 +294,18 @@ class KeyCreate(BaseModel):
     """Client keys: the environment whose features the key reads (default ``production``)."""
     encrypted: bool = False
     """Client keys: encrypt the payload (GrowthBook's ``decryptionKey``)."""
+    role: Role | None = None
+    """Read keys: the key's role in the project (default ``viewer``)."""
+
+
+class KeyRotate(BaseModel):
+    """How long the old key keeps working beside the new one."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"overlap_seconds": 86400}}
+    )
+
+    overlap_seconds: int = Field(default=86_400, ge=0, le=90 * 86_400)
 
 
 class AdminKeyCreate(BaseModel):
@@ -313,11 +336,14 @@ def _new_key(
     name: str,
     environment: str | None = None,
     encrypted: bool = False,
+    role: Role | None = None,
 ) -> KeyCreated:
     key_id = key_id or f"{kind.value}-{secrets.token_hex(4)}"
     if gateway.state.get(f"api_key:{project_id}:{key_id}") is not None:
         raise ProblemError(409, "conflict", f"key '{key_id}' exists", "id")
     client = kind is KeyKind.CLIENT
+    if role is not None and kind is not KeyKind.READ:
+        raise ProblemError(422, "invalid-parameter", "only read keys have a role", "role")
     if not client and (environment is not None or encrypted):
         raise ProblemError(
             422, "invalid-parameter", "only client keys have an environment", "environment"
@@ -336,18 +362,27 @@ def _new_key(
         created_at=datetime.now(UTC),
         environment=(environment or "production") if client else None,
         payload_key=payload_key or "",
+        role=role,
     )
     _commit(gateway, [key])
     return KeyCreated(key=KeyView.of(key), secret=secret, payload_key=payload_key)
 
 
-def _revoke(gateway: Gateway, project_id: str, key_id: str) -> KeyView:
+def _stored_key(gateway: Gateway, project_id: str, key_id: str) -> ApiKey:
     key = gateway.state.get(f"api_key:{project_id}:{key_id}")
     if not isinstance(key, ApiKey):
         raise not_found(f"key '{key_id}'", "key_id")
-    revoked = key.model_copy(update={"revoked": True})
+    return key
+
+
+def _view(gateway: Gateway, key: ApiKey) -> KeyView:
+    return KeyView.of(key, gateway.audit.last_used(key))
+
+
+def _revoke(gateway: Gateway, project_id: str, key_id: str) -> KeyView:
+    revoked = _stored_key(gateway, project_id, key_id).model_copy(update={"revoked": True})
     _commit(gateway, [revoked])
-    return KeyView.of(revoked)
+    return _view(gateway, revoked)
 
 
 _KEYS_PAGE = example_response({"items": [examples.KEY_VIEW], "next_cursor": None})
@@ -357,14 +392,14 @@ _KEYS_PAGE = example_response({"items": [examples.KEY_VIEW], "next_cursor": None
     "/projects/{project_id}/keys", summary="List a project's keys", responses=_KEYS_PAGE | _ERRORS
 )
 def list_keys(
-    _: AdminScope,
+    _: OwnerScope,
     gateway: GatewayDep,
     project_id: ProjectId,
     limit: Limit = 100,
     cursor: IdCursor = None,
 ) -> Page[KeyView]:
-    _project_or_404(gateway, project_id)
-    keys = [KeyView.of(k) for k in gateway.state.of_kind(ApiKey, project_id)]
+    project_or_404(gateway, project_id)
+    keys = [_view(gateway, k) for k in gateway.state.of_kind(ApiKey, project_id)]
     return page_by_id(keys, lambda k: k.id, limit, cursor)
 
 
@@ -375,9 +410,9 @@ def list_keys(
     responses=example_response(examples.KEY_CREATED, 201) | _ERRORS | problem_responses(409),
 )
 def create_key(
-    _: AdminScope, gateway: GatewayDep, project_id: ProjectId, body: KeyCreate
+    _: OwnerScope, gateway: GatewayDep, project_id: ProjectId, body: KeyCreate
 ) -> KeyCreated:
-    _project_or_404(gateway, project_id)
+    project_or_404(gateway, project_id)
     return _new_key(
         gateway,
         project_id,
@@ -386,6 +421,7 @@ def create_key(
         body.name,
         body.environment,
         body.encrypted,
+        body.role,
     )
 
 
@@ -395,12 +431,9 @@ def create_key(
     responses=example_response(examples.KEY_VIEW) | _ERRORS,
 )
 def get_key(
-    _: AdminScope, gateway: GatewayDep, project_id: ProjectId, key_id: DocumentId
+    _: OwnerScope, gateway: GatewayDep, project_id: ProjectId, key_id: DocumentId
 ) -> KeyView:
-    key = gateway.state.get(f"api_key:{project_id}:{key_id}")
-    if not isinstance(key, ApiKey):
-        raise not_found(f"key '{key_id}'", "key_id")
-    return KeyView.of(key)
+    return _view(gateway, _stored_key(gateway, project_id, key_id))
 
 
 @router.delete(
@@ -409,9 +442,40 @@ def get_key(
     responses=example_response(examples.KEY_VIEW | {"revoked": True}) | _ERRORS,
 )
 def revoke_key(
-    _: AdminScope, gateway: GatewayDep, project_id: ProjectId, key_id: DocumentId
+    _: OwnerScope, gateway: GatewayDep, project_id: ProjectId, key_id: DocumentId
 ) -> KeyView:
     return _revoke(gateway, project_id, key_id)
+
+
+@router.post(
+    "/projects/{project_id}/keys/{key_id}/rotate",
+    status_code=201,
+    summary="Rotate a key: a new secret now, the old one working until the overlap ends",
+    responses=example_response(examples.KEY_CREATED, 201) | _ERRORS,
+)
+def rotate_key(
+    _: OwnerScope,
+    gateway: GatewayDep,
+    project_id: ProjectId,
+    key_id: DocumentId,
+    body: KeyRotate,
+) -> KeyCreated:
+    old = _stored_key(gateway, project_id, key_id)
+    if not old.usable_at(gateway.now()):
+        raise ProblemError(409, "conflict", f"key '{key_id}' is revoked or expired", "key_id")
+    overlap = timedelta(seconds=body.overlap_seconds)
+    created = _new_key(
+        gateway,
+        project_id,
+        old.key_kind,
+        None,
+        old.name,
+        old.environment,
+        bool(old.payload_key),
+        old.role,
+    )
+    _commit(gateway, [old.model_copy(update={"expires_at": gateway.now() + overlap})])
+    return created
 
 
 _ADMIN_KEY_VIEW = examples.KEY_VIEW | {"id": "ops", "project_id": "*", "key_kind": "admin"}
@@ -423,9 +487,9 @@ _ADMIN_KEY_VIEW = examples.KEY_VIEW | {"id": "ops", "project_id": "*", "key_kind
     responses=example_response({"items": [_ADMIN_KEY_VIEW], "next_cursor": None}) | _ERRORS,
 )
 def list_admin_keys(
-    _: AdminScope, gateway: GatewayDep, limit: Limit = 100, cursor: IdCursor = None
+    _: OrganisationScope, gateway: GatewayDep, limit: Limit = 100, cursor: IdCursor = None
 ) -> Page[KeyView]:
-    keys = [KeyView.of(k) for k in gateway.state.of_kind(ApiKey, ALL_PROJECTS)]
+    keys = [_view(gateway, k) for k in gateway.state.of_kind(ApiKey, ALL_PROJECTS)]
     return page_by_id(keys, lambda k: k.id, limit, cursor)
 
 
@@ -437,7 +501,7 @@ def list_admin_keys(
     | _ERRORS
     | problem_responses(409),
 )
-def create_admin_key(_: AdminScope, gateway: GatewayDep, body: AdminKeyCreate) -> KeyCreated:
+def create_admin_key(_: OrganisationScope, gateway: GatewayDep, body: AdminKeyCreate) -> KeyCreated:
     return _new_key(gateway, ALL_PROJECTS, KeyKind.ADMIN, body.id, body.name)
 
 
@@ -448,7 +512,7 @@ def create_admin_key(_: AdminScope, gateway: GatewayDep, body: AdminKeyCreate) -
     | _ERRORS
     | problem_responses(409),
 )
-def revoke_admin_key(scope: AdminScope, gateway: GatewayDep, key_id: DocumentId) -> KeyView:
+def revoke_admin_key(scope: OrganisationScope, gateway: GatewayDep, key_id: DocumentId) -> KeyView:
     if key_id == scope.key_id:
         raise ProblemError(409, "conflict", "a key cannot revoke itself", "key_id")
     return _revoke(gateway, ALL_PROJECTS, key_id)
@@ -477,7 +541,7 @@ def _register_documents(
         limit: Limit = 100,
         cursor: IdCursor = None,
     ) -> Page[Any]:
-        _project_or_404(gateway, project_id)
+        project_or_404(gateway, project_id)
         return page_by_id(gateway.state.of_kind(cls, project_id), lambda d: d.id, limit, cursor)
 
     def create_document(
@@ -486,7 +550,7 @@ def _register_documents(
         project_id: ProjectId,
         body: Any,
     ) -> Any:
-        _project_or_404(gateway, project_id)
+        project_or_404(gateway, project_id)
         doc_id = str(body.id)
         if gateway.state.get(f"{kind}:{project_id}:{doc_id}") is not None:
             raise ProblemError(409, "conflict", f"{label} '{doc_id}' exists", "id")
@@ -508,7 +572,7 @@ def _register_documents(
         doc_id: DocumentId,
         body: Any,
     ) -> Any:
-        _project_or_404(gateway, project_id)
+        project_or_404(gateway, project_id)
         if body.id not in (None, doc_id):
             raise ProblemError(422, "invalid-parameter", "id differs from the path", "id")
         document = _build(cls, body, project_id, doc_id)
@@ -646,7 +710,9 @@ _YAML_TYPES = (
     },
     responses=example_response(examples.APPLY_RESULT) | _ERRORS | problem_responses(400, 415),
 )
-async def apply_file(scope: AdminScope, gateway: GatewayDep, request: Request) -> ApplyResult:
+async def apply_file(
+    scope: OrganisationScope, gateway: GatewayDep, request: Request
+) -> ApplyResult:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in _YAML_TYPES:
         raise ProblemError(

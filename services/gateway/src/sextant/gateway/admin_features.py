@@ -20,7 +20,7 @@ from sextant.gateway.admin_api import (
     DocumentId,
     ProjectId,
     _commit,
-    _project_or_404,
+    project_or_404,
     validation_problem,
 )
 from sextant.gateway.auth import AdminScope
@@ -111,7 +111,7 @@ def list_features(
     limit: Limit = 100,
     cursor: IdCursor = None,
 ) -> Page[Feature]:
-    _project_or_404(gateway, project_id)
+    project_or_404(gateway, project_id)
     return page_by_id(gateway.state.features(project_id), lambda f: f.id, limit, cursor)
 
 
@@ -124,7 +124,7 @@ def list_features(
 def create_feature(
     scope: AdminScope, gateway: GatewayDep, project_id: ProjectId, body: FeatureInput
 ) -> Feature:
-    _project_or_404(gateway, project_id)
+    project_or_404(gateway, project_id)
     if body.id is None:
         raise ProblemError(422, "invalid-parameter", "id: a new feature needs an id", "id")
     if gateway.state.get(f"feature:{project_id}:{body.id}") is not None:
@@ -151,7 +151,7 @@ def replace_feature(
     feature_id: DocumentId,
     body: FeatureInput,
 ) -> Feature:
-    _project_or_404(gateway, project_id)
+    project_or_404(gateway, project_id)
     if body.id not in (None, feature_id):
         raise ProblemError(422, "invalid-parameter", "id differs from the path", "id")
     return write_feature(gateway, _build(project_id, feature_id, body), scope.key_id, body.comment)
@@ -202,7 +202,7 @@ def switch_environment(
 def history(
     _: AdminScope, gateway: GatewayDep, project_id: ProjectId, feature_id: DocumentId
 ) -> dict[str, list[FeatureRevision]]:
-    _project_or_404(gateway, project_id)
+    project_or_404(gateway, project_id)
     found = revisions(gateway.state, project_id, feature_id)
     if not found and gateway.state.get(f"feature:{project_id}:{feature_id}") is None:
         raise not_found(f"feature '{feature_id}'", "feature_id")
@@ -221,7 +221,7 @@ def revert(
     feature_id: DocumentId,
     body: Revert,
 ) -> Feature:
-    _project_or_404(gateway, project_id)
+    project_or_404(gateway, project_id)
     revision = gateway.state.get(f"feature_revision:{project_id}:{feature_id}@{body.version}")
     if not isinstance(revision, FeatureRevision) or revision.document is None:
         raise not_found(f"version {body.version} of feature '{feature_id}'", "version")

@@ -30,7 +30,9 @@ from sextant.core.service import (
 from sextant.gateway import (
     admin_api,
     admin_features,
+    audit_api,
     dashboard,
+    persons,
     read_api,
     routes_alerts,
     workspace_api,
@@ -164,6 +166,10 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
         except Exception:
             follower.stop()
             raise
+        gateway.audit.start()
+        await anyio.to_thread.run_sync(
+            gateway.audit.follower.wait_caught_up, settings.audit_wait_seconds
+        )
         feed.start()
         for service in background:
             await anyio.to_thread.run_sync(service.start)
@@ -175,6 +181,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
                 await anyio.to_thread.run_sync(service.stop)
             feed.stop()
             follower.stop()
+            gateway.audit.stop()
             gateway.close()
 
     app = FastAPI(
@@ -199,6 +206,8 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     install_problem_handlers(app)
     app.include_router(read_api.router)
     app.include_router(admin_api.router)
+    app.include_router(audit_api.router)
+    app.include_router(persons.router)
     app.include_router(admin_features.router)
     app.include_router(routes_alerts.router)
     app.include_router(workspace_api.router)

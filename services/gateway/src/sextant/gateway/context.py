@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,6 +18,7 @@ from sextant.core.kafka import note_use
 from sextant.core.logging import get_logger
 from sextant.core.secrets import MissingSecretKey, SecretBox, UnreadableSecret, seal_secrets
 from sextant.core.warehouse import Warehouse, connect
+from sextant.gateway.audit import AuditLog
 from sextant.gateway.cache import TimedCache
 from sextant.gateway.problems import ProblemError
 from sextant.gateway.settings import GatewaySettings
@@ -43,6 +45,7 @@ class Gateway:
         self.follower = follower
         self.state: ConfigState = follower.state
         self.secrets = SecretBox.from_setting(settings.secret_key)
+        self.audit = AuditLog(settings)
         self._warehouse_factory = warehouse_factory
         self._warehouse: Warehouse | None = None
         self._publisher: ConfigPublisher | None = None
@@ -110,15 +113,23 @@ class Gateway:
             publisher = self._publisher
         try:
             docs = list(documents)
+            removed = list(deletes)
+            before = {key: self.state.get(key) for key in [d.config_key() for d in docs] + removed}
             if docs:
                 publisher.put(docs)
-            for key in deletes:
+            for key in removed:
                 publisher.delete(key)
         except Exception as error:
             log.warning("config write failed", error=str(error))
             raise ProblemError(
                 503, "config-unavailable", "the config topic did not take the write; retry"
             ) from error
+        after: dict[str, ConfigDocument | None] = {d.config_key(): d for d in docs}
+        after |= dict.fromkeys(removed)
+        self.audit.config_writes((key, before[key], doc) for key, doc in after.items())
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
 
     def _on_config_change(self, _key: str, _document: ConfigDocument | None) -> None:
         with self._changed:

@@ -33,3 +33,9 @@ class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection, SecretsSe
     experiment_quantile_refresh_seconds: float = Field(default=300.0, gt=0)
     """How long an experiment's quantile metrics (computed from the events table, which has
     no sufficient statistics for them) are kept before they are computed again."""
+    audit_failed_auth_threshold: int = Field(default=10, ge=1)
+    """Unknown or revoked keys from one address within a minute that make an audit entry."""
+    key_usage_resolution_seconds: float = Field(default=3600.0, gt=0)
+    """A key's use is recorded (audit log, last-used time) at most once per this period."""
+    audit_wait_seconds: float = Field(default=10.0, ge=0)
+    """How long start-up waits to read the audit topic (first uses, last-used times)."""

@@ -13,13 +13,19 @@ from fastapi import FastAPI
 from sextant.core.demo import check_demo_keys_once
 from sextant.core.progress import ProgressBoard
 from sextant.core.service import add_operational_routes, settle_heap
+from sextant.sink.retention import RetentionService
 from sextant.sink.service import SinkService
 from sextant.sink.settings import SinkSettings
 
 
-def create_app(settings: SinkSettings, service: SinkService | None = None) -> FastAPI:
+def create_app(
+    settings: SinkSettings,
+    service: SinkService | None = None,
+    retention: RetentionService | None = None,
+) -> FastAPI:
     """The app; ``service`` defaults to a :class:`SinkService` built from ``settings``."""
     sink = service or SinkService(settings)
+    expiry = retention or RetentionService(settings)
     board = ProgressBoard(settings.stall_seconds)
     sink.attach(board)
 
@@ -35,10 +41,12 @@ def create_app(settings: SinkSettings, service: SinkService | None = None) -> Fa
             wait_s=settings.config_wait_seconds,
         )
         sink.start()
+        expiry.start()
         settle_heap()
         try:
             yield
         finally:
+            await asyncio.to_thread(expiry.stop)
             await asyncio.to_thread(sink.stop)
 
     app = FastAPI(title="Sextant sink", lifespan=lifespan)
@@ -49,6 +57,6 @@ def create_app(settings: SinkSettings, service: SinkService | None = None) -> Fa
 
     @app.get("/status", tags=["operations"], summary="What the sink is doing")
     async def status() -> dict[str, Any]:
-        return sink.status()
+        return sink.status() | {"retention_removed": expiry.report()}
 
     return app

@@ -38,6 +38,10 @@ class SinkSettings(KafkaSection, ClickHouseSection, ServiceSection):
     sink_retry_max_seconds: float = Field(default=10.0, gt=0)
     sink_health_interval_seconds: float = Field(default=5.0, gt=0)
     """How often the consumer lag is measured and an idle warehouse is pinged."""
+    sink_retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    """How often raw events past their project's ``raw_event_retention_days`` are deleted."""
+    sink_deletion_interval_seconds: float = Field(default=10.0, gt=0)
+    """How often requested deletions of persons are looked for and carried out."""
     sink_migrate: bool = True
     """Apply pending warehouse migrations at start."""
 
