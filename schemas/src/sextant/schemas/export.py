@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from sextant.schemas.config import CONFIG_DOCUMENT
 from sextant.schemas.events import Envelope, IncomingEvent, InvalidEvent
+from sextant.schemas.identity import IdentityDecision, IdentityEdge, PersonOverride
 from sextant.schemas.records import AlertTransition, Exposure, MetricPoint, SinkDeadLetter
 
 JSON_DIR = Path(__file__).resolve().parents[3] / "json"
@@ -26,6 +27,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "exposure": Exposure,
     "alert_transition": AlertTransition,
     "sink_dead_letter": SinkDeadLetter,
+    "identity_edge": IdentityEdge,
+    "person_override": PersonOverride,
+    "identity_decision": IdentityDecision,
 }
 
 

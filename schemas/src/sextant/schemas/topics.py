@@ -26,6 +26,9 @@ class Topic(StrEnum):
     ALERTS = "alerts"
     CONFIG = "config"
     SINK_DEAD_LETTER = "sink.dead_letter"
+    IDENTITIES = "identities"
+    PERSON_OVERRIDES = "person_overrides"
+    IDENTITY_DECISIONS = "identity_decisions"
     PARTIALS = "partials"
     """The processor's stage one → stage two (internal)."""
     WINDOWS_CHANGELOG = "windows-changelog"
@@ -110,6 +113,28 @@ TOPICS: dict[Topic, TopicSpec] = {
             producers=("sink",),
             consumers=(),
             partitions=1,
+        ),
+        TopicSpec(
+            Topic.IDENTITIES,
+            key="project_id",
+            value="IdentityEdge (two ids are one person, or a split; sextant.schemas.identity)",
+            producers=("collector", "gateway"),
+            consumers=("processor",),
+        ),
+        TopicSpec(
+            Topic.PERSON_OVERRIDES,
+            key="project_id:distinct_id",
+            value="PersonOverride (an id's person from a version on)",
+            producers=("processor",),
+            consumers=("sink",),
+        ),
+        TopicSpec(
+            Topic.IDENTITY_DECISIONS,
+            key="project_id",
+            value="IdentityDecision (a merge, a refusal or a split, and why)",
+            producers=("processor",),
+            consumers=("sink",),
+            partitions=3,
         ),
         TopicSpec(
             Topic.PARTIALS,

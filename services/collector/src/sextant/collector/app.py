@@ -126,6 +126,7 @@ def create_app(
         metrics=metrics,
         raw_topic=topic_name(Topic.EVENTS_RAW, settings.topic_prefix),
         invalid_topic=topic_name(Topic.EVENTS_INVALID, settings.topic_prefix),
+        identities_topic=topic_name(Topic.IDENTITIES, settings.topic_prefix),
         max_event_bytes=settings.max_event_bytes,
         produce_timeout_s=settings.produce_timeout_seconds,
         retry_after_s=settings.retry_after_seconds,

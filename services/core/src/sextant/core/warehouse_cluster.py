@@ -57,6 +57,7 @@ LAYOUTS: dict[str, ClusterLayout] = {
     "alert_events": ClusterLayout("cityHash64(project_id, rule_id)"),
     # Person overrides (the persons' tables): read beside events on every shard.
     "person_overrides": ClusterLayout(None),
+    "identity_decisions": ClusterLayout("cityHash64(project_id, edge_partition, edge_offset)"),
 }
 
 

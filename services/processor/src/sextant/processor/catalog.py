@@ -27,6 +27,7 @@ class ConfigCatalog:
         self._metrics: dict[str, dict[str, CompiledMetric]] = {}
         self._lateness: dict[str, int] = {}
         self._units: dict[tuple[str, str], str] = {}
+        self._junk: dict[str, frozenset[str]] = {}
         self.rebuild()
         state.subscribe(self._on_change)
 
@@ -44,7 +45,13 @@ class ConfigCatalog:
             conversion = definition.conversion_event
             if conversion is not None and conversion != definition.event:
                 by_event[(definition.project_id, conversion)].append(compiled)
-        lateness = {p.id: p.allowed_lateness_seconds for p in self._state.of_kind(Project)}
+        projects = self._state.of_kind(Project)
+        lateness = {p.id: p.allowed_lateness_seconds for p in projects}
+        junk = {
+            p.id: frozenset(i.strip().casefold() for i in p.identity_junk_ids)
+            for p in projects
+            if p.identity_junk_ids
+        }
         units: dict[tuple[str, str], str] = {
             (e.project_id, e.id): e.unit for e in self._state.of_kind(Experiment)
         }
@@ -53,6 +60,7 @@ class ConfigCatalog:
             self._metrics = dict(metrics)
             self._lateness = lateness
             self._units = units
+            self._junk = junk
 
     def metrics_for(self, project_id: str, event: str) -> list[CompiledMetric]:
         return self._by_event.get((project_id, event), [])
@@ -65,6 +73,10 @@ class ConfigCatalog:
 
     def lateness_by_project(self) -> dict[str, int]:
         return dict(self._lateness)
+
+    def junk_ids(self, project_id: str) -> frozenset[str]:
+        """The project's own ids that are never merged (case-folded)."""
+        return self._junk.get(project_id, frozenset())
 
     def exposure_unit(self, project_id: str, experiment: str) -> str | None:
         return self._units.get((project_id, experiment))

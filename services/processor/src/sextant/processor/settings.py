@@ -44,6 +44,8 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     processor_faust_streams: bool = False
     """Read records through faust's own streams (agents) instead of straight from its fetched
     batches: slower, public API only; the baseline of ``python -m bench.processor_consumer``."""
+    processor_person_max_ids: int = Field(default=1_000, ge=2)
+    """A merge that would give one person more ids than this is refused (and recorded)."""
     processor_data_dir: Path = LOCAL_DIR / "processor"
     processor_group: str = ""
     """Consumer group (faust app id); default ``<topic_prefix>-processor``."""
