@@ -117,7 +117,7 @@ def create_app(
     shared = settings.collector_shared_dir if settings.collector_workers > 1 else None
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry)
-    for written in (Topic.EVENTS_RAW, Topic.EVENTS_INVALID):
+    for written in (Topic.EVENTS_RAW, Topic.EVENTS_INVALID, Topic.IDENTITIES):
         note_use(topic_name(written, settings.topic_prefix), "writes")
     ingestor = Ingestor(
         sink=sink or producer,  # type: ignore[arg-type]

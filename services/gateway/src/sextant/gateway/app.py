@@ -31,6 +31,7 @@ from sextant.gateway import (
     admin_api,
     admin_features,
     dashboard,
+    persons_api,
     read_api,
     routes_alerts,
     workspace_api,
@@ -199,6 +200,7 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     install_problem_handlers(app)
     app.include_router(read_api.router)
     app.include_router(admin_api.router)
+    app.include_router(persons_api.router)
     app.include_router(admin_features.router)
     app.include_router(routes_alerts.router)
     app.include_router(workspace_api.router)
