@@ -7,7 +7,10 @@ and sent as posthog-js sends it; the guards; and a kill -9 of the resolver under
 from __future__ import annotations
 
 import os
+import random
 import sys
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +23,7 @@ from scipy import stats
 
 from bench.soak import Part
 from sextant.core.config_plane import ConfigPublisher
+from sextant.core.kafka import ensure_topics
 from sextant.core.settings import KafkaSection
 from sextant.schemas.assignment import assign
 from sextant.schemas.config import (
@@ -75,12 +79,19 @@ def _publish(kafka: KafkaSection) -> None:
     publisher.close()
 
 
-@pytest.fixture
-def parts(kafka_settings: KafkaSection, tmp_path: Path) -> Iterator[dict[str, Part]]:
-    _publish(kafka_settings)
+@pytest.fixture(scope="module")
+def parts(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Part]]:
+    """The collector, the processor and the gateway (with its sink), for this module's tests
+    (the last one kills the processor)."""
+    kafka = KafkaSection(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}")
+    ensure_topics(kafka, partitions=3)
+    _publish(kafka)
+    tmp_path = tmp_path_factory.mktemp("persons")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEXTANT_")} | {
-        "SEXTANT_KAFKA_BOOTSTRAP": kafka_settings.kafka_bootstrap,
-        "SEXTANT_TOPIC_PREFIX": kafka_settings.topic_prefix,
+        "SEXTANT_KAFKA_BOOTSTRAP": kafka.kafka_bootstrap,
+        "SEXTANT_TOPIC_PREFIX": kafka.topic_prefix,
         "SEXTANT_CLICKHOUSE_URL": f"chdb://{tmp_path / 'warehouse'}",
         "SEXTANT_PROCESSOR_DATA_DIR": str(tmp_path / "processor"),
     }
@@ -418,3 +429,59 @@ def test_the_guards(parts: dict[str, Part]) -> None:
     )
     assert split["distinct_ids"] == ["emil"]
     assert person_of("d1")["distinct_ids"] == ["d1"]
+
+
+def test_kill_9_of_the_resolver_under_load_loses_and_repeats_no_edge(
+    parts: dict[str, Part],
+) -> None:
+    """Visitors sign up while the processor is killed with SIGKILL twice and started again:
+    afterwards every visitor is one person, merged once."""
+    collector, gateway = _url(parts["collector"]), _url(parts["gateway"])
+    processor = parts["processor"]
+    visitors = 3_000
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    sent = threading.Event()
+    failures: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            for first in range(0, visitors, 100):
+                events: list[Event] = []
+                for i in range(first, first + 100):
+                    at = start + timedelta(milliseconds=i)
+                    anon, user = f"k-anon-{i}", f"k-user-{i}"
+                    page = {"run": "kill"}
+                    events += [
+                        _track("Page Viewed", at, anonymousId=anon, properties=page),
+                        {"type": "identify", "userId": user, "anonymousId": anon},
+                        _track("Page Viewed", at, userId=user, properties=page),
+                    ]
+                _send(collector, events)
+        except BaseException as error:  # noqa: BLE001 - reported by the test's thread
+            failures.append(error)
+        finally:
+            sent.set()
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    kills = 0
+    for _ in range(2):
+        if sent.wait(1.0):
+            break
+        processor.kill9()
+        kills += 1
+        processor.start()
+        wait_for(processor.ready, 120, 0.25, "processor ready again")
+    sender.join()
+    assert not failures, failures
+    assert kills == 2, "the load ended before the kills"
+    wait_for(
+        lambda: _unique_users(gateway, "kill", start) == visitors,
+        180,
+        1.0,
+        f"{visitors} persons after the kills",
+    )
+    for i in random.Random(7).sample(range(visitors), 20):
+        person = _get(gateway, f"/v1/persons/k-anon-{i}")
+        assert person["person_id"] == f"k-user-{i}"
+        assert [m["decision"] for m in person["merges"]] == ["merged"]
