@@ -35,6 +35,8 @@ class Topic(StrEnum):
     """The processor's stage-one state (a faust table's changelog, internal)."""
     MERGE_CHANGELOG = "merge-changelog"
     """The processor's stage-two state (a faust table's changelog, internal)."""
+    PERSONS_CHANGELOG = "persons-changelog"
+    """The processor's resolver state: persons per identities partition (internal)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,15 @@ TOPICS: dict[Topic, TopicSpec] = {
             Topic.MERGE_CHANGELOG,
             key="<partition>|...",
             value="stage two's state entries (faust table changelog)",
+            producers=("processor",),
+            consumers=("processor",),
+            compacted=True,
+            internal=True,
+        ),
+        TopicSpec(
+            Topic.PERSONS_CHANGELOG,
+            key="<partition>|...",
+            value="the resolver's persons (faust table changelog)",
             producers=("processor",),
             consumers=("processor",),
             compacted=True,
