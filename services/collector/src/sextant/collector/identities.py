@@ -29,9 +29,10 @@ class EdgeRecords:
         self._sent: dict[EdgeKey, None] = {}
 
     def record(
-        self, event: IncomingEvent, project_id: str, received_at: datetime
+        self, event: IncomingEvent, project_id: str, received_at: datetime, pending: set[EdgeKey]
     ) -> tuple[EdgeKey, OutgoingRecord] | None:
-        """The edge record of ``event``, or None (no edge, or the same edge sent recently)."""
+        """The edge record of ``event``, or None (no edge, or the same edge sent recently or
+        ``pending`` in this request)."""
         found = edge_of(
             call=event.type.value,
             event=event.event,
@@ -44,7 +45,7 @@ class EdgeRecords:
             return None
         kind, source, target = found
         key = (project_id, kind.value, source, target)
-        if key in self._sent:
+        if key in self._sent or key in pending:
             return None
         edge = IdentityEdge(
             project_id=project_id,
@@ -56,7 +57,7 @@ class EdgeRecords:
         )
         return key, OutgoingRecord(self.topic, project_id.encode(), edge.model_dump_json().encode())
 
-    def remember(self, keys: list[EdgeKey]) -> None:
+    def remember(self, keys: set[EdgeKey]) -> None:
         """These edges are in Kafka."""
         if len(self._sent) + len(keys) > self.capacity:
             self._sent.clear()

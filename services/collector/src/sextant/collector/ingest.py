@@ -115,7 +115,7 @@ class Ingestor:
         # No event can be larger than the whole body: measure events only when it might be.
         measure = body_bytes > self._max_event_bytes
         records: list[OutgoingRecord] = []
-        edges: list[EdgeKey] = []
+        edges: set[EdgeKey] = set()
         rejected: list[Rejection] = []
         reasons: dict[str, int] = {}
         flagged = 0
@@ -163,9 +163,9 @@ class Ingestor:
                 )
                 records.append(OutgoingRecord(self._raw_topic, key, value))
                 if self._edges is not None:
-                    edge = self._edges.record(checked.event, project.id, received_at)
+                    edge = self._edges.record(checked.event, project.id, received_at, edges)
                     if edge is not None:
-                        edges.append(edge[0])
+                        edges.add(edge[0])
                         records.append(edge[1])
         except orjson.JSONEncodeError as error:
             # orjson reads 1024 levels of nesting but writes only 254: an event in between
