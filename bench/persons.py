@@ -135,7 +135,7 @@ def load(warehouse: Warehouse, events: int, users: int) -> None:
 def by_id(params: Any, project_id: str, id_sql: str = "") -> str:
     """The events as they were read before persons: each id its own person."""
     del params, project_id, id_sql
-    return "(SELECT *, distinct_id AS person_id FROM events_unique)"
+    return "(SELECT *, cityHash64(distinct_id) AS person_key FROM events_unique)"
 
 
 def alternate(

@@ -92,17 +92,17 @@ def _rows(
             SELECT bucket, count() AS users,
                    countIf(arrayExists(x -> x >= first_a AND x <= first_a + {window}, bs))
             FROM (
-                SELECT person_id, {bucket} AS bucket, min(timestamp) AS first_a
+                SELECT person_key, {bucket} AS bucket, min(timestamp) AS first_a
                 FROM {person_events(params, project_id)} WHERE {where_a}
-                GROUP BY person_id, bucket
+                GROUP BY person_key, bucket
             ) AS a
             LEFT JOIN (
-                SELECT person_id, groupArray(timestamp) AS bs
+                SELECT person_key, groupArray(timestamp) AS bs
                 FROM {person_events(params, project_id)}
                 WHERE project_id = {project} AND event = {b_event}
                   AND timestamp >= {b_start} AND timestamp < {b_end} + INTERVAL {window} SECOND
-                GROUP BY person_id
-            ) AS b USING (person_id)
+                GROUP BY person_key
+            ) AS b USING (person_key)
             GROUP BY bucket
         """
         return run_query(gateway, "metric_values", sql, params, FINAL_PER_PARTITION)
@@ -110,7 +110,7 @@ def _rows(
     if kind is MetricKind.COUNT:
         measure = "count()"
     elif kind is MetricKind.UNIQUE_USERS:
-        measure = "uniqExact(person_id)"
+        measure = "uniqExact(person_key)"
         sql = (
             f"SELECT {bucket} AS bucket, {measure} FROM {person_events(params, project_id)}"
             f" WHERE {where} GROUP BY bucket"

@@ -269,7 +269,7 @@ def _units_sql(params: Params, project_id: str, experiment: Experiment) -> str:
     """
     variants = params.add([v.id for v in experiment.variants], "Array(String)")
     return f"""
-        SELECT cityHash64(person_id) AS unit,
+        SELECT person_key AS unit,
                indexOf({variants}, argMin(variation_id, timestamp)) AS variant,
                {_MULTI} AS multi
         FROM {_person_exposures(params, project_id)}
@@ -287,7 +287,7 @@ def _analysed_units_sql(
     start of its look-back window (``since``: the exposure itself without one)."""
     variants = params.add([v.id for v in experiment.variants], "Array(String)")
     return f"""
-        SELECT cityHash64(person_id) AS unit,
+        SELECT person_key AS unit,
                indexOf({variants}, argMin(variation_id, timestamp)) AS variant,
                min(timestamp) AS exposed_at,
                exposed_at - toIntervalDay({int(lookback)}) AS since
@@ -385,7 +385,7 @@ def _events_sql(
             f"{sql if of == event else '0'} AS {name}" for name, (of, sql) in columns
         )
         scans.append(
-            f"SELECT cityHash64(person_id) AS unit, timestamp, {values}"
+            f"SELECT person_key AS unit, timestamp, {values}"
             f" FROM {_unit_events(params, project_id, unit_column)}"
             f" WHERE {bounds} AND event = {params.add(event, 'String')}"
         )
@@ -512,7 +512,7 @@ def _quantile_sql(
     cond = filters_sql(params, metric.filters, "filters")
     number = _number(params, metric)
     events = f"""
-        SELECT cityHash64(person_id) AS unit, timestamp, {number} AS v
+        SELECT person_key AS unit, timestamp, {number} AS v
         FROM {_unit_events(params, project_id, unit_column)}
         WHERE {bounds} AND event = {params.add(metric.event, "String")} AND {cond}
           AND v IS NOT NULL
@@ -565,7 +565,7 @@ def _clusters_sql(
                    toFloat64(countIf(e.v <= {quantiles}[u.variant])) AS c,
                    toFloat64(count()) AS m
             FROM (
-                SELECT cityHash64(person_id) AS unit, timestamp,
+                SELECT person_key AS unit, timestamp,
                        {number} AS v
                 FROM {_unit_events(params, project_id, unit_column)}
                 WHERE {bounds} AND event = {params.add(metric.event, "String")} AND {cond}

@@ -212,7 +212,7 @@ def trends(gateway: Gateway, project_id: str, query: TrendsQuery) -> TrendsResul
     if query.breakdown is not None:
         value_sql = property_text(params, query.breakdown, "breakdown")
     unique = query.measure == "unique_users"
-    state = ", uniqState(person_id) AS users" if unique else ""
+    state = ", uniqState(person_key) AS users" if unique else ""
     source = person_events(params, project_id) if unique else "events_unique"
     measure = "uniqMerge(users)" if unique else "sum(n)"
     # One scan: counts (and mergeable unique-user states) per bucket and value; the values
@@ -339,7 +339,7 @@ def funnel(gateway: Gateway, project_id: str, query: FunnelQuery) -> FunnelResul
                        windowFunnel({window})(toDateTime(timestamp), {flag_names}) AS level,
                        arraySort(groupArray(tuple(toUInt32(timestamp), toUInt8({mask})))) AS evs
                 FROM (
-                    SELECT cityHash64(person_id) AS user, timestamp, {value_sql} AS value,
+                    SELECT person_key AS user, timestamp, {value_sql} AS value,
                            {flags}
                     FROM {person_events(params, project_id)}
                     WHERE {where}
@@ -421,11 +421,11 @@ def retention(gateway: Gateway, project_id: str, query: RetentionQuery) -> Reten
                 SELECT c.user AS user, c.cohort AS cohort,
                        dateDiff('{unit}', c.cohort, {starts}(r.timestamp)) AS period
                 FROM (
-                    SELECT cityHash64(person_id) AS user, timestamp
+                    SELECT person_key AS user, timestamp
                     FROM {person_events(params, project_id)} WHERE {return_where}
                 ) AS r
                 RIGHT JOIN (
-                    SELECT cityHash64(person_id) AS user, {starts}(min(timestamp)) AS cohort
+                    SELECT person_key AS user, {starts}(min(timestamp)) AS cohort
                     FROM {person_events(params, project_id)} WHERE {cohort_where}
                     GROUP BY user
                 ) AS c ON r.user = c.user
