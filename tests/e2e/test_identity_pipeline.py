@@ -438,43 +438,59 @@ def test_kill_9_of_the_resolver_under_load_loses_and_repeats_no_edge(
     afterwards every visitor is one person, merged once."""
     collector, gateway = _url(parts["collector"]), _url(parts["gateway"])
     processor = parts["processor"]
-    visitors = 3_000
     start = datetime.now(UTC) - timedelta(minutes=1)
-    sent = threading.Event()
+    allowed = threading.Condition()
+    allowance = [5]
+    """Batches the sender may send so far: a few around each kill keeps the test short."""
+    batches: list[int] = []
     failures: list[BaseException] = []
+
+    def send_batch(first: int) -> None:
+        events: list[Event] = []
+        for i in range(first, first + 100):
+            at = start + timedelta(milliseconds=i)
+            anon, user = f"k-anon-{i}", f"k-user-{i}"
+            page = {"run": "kill"}
+            events += [
+                _track("Page Viewed", at, anonymousId=anon, properties=page),
+                {"type": "identify", "userId": user, "anonymousId": anon},
+                _track("Page Viewed", at, userId=user, properties=page),
+            ]
+        _send(collector, events)
+        batches.append(first)
 
     def load() -> None:
         try:
-            for first in range(0, visitors, 100):
-                events: list[Event] = []
-                for i in range(first, first + 100):
-                    at = start + timedelta(milliseconds=i)
-                    anon, user = f"k-anon-{i}", f"k-user-{i}"
-                    page = {"run": "kill"}
-                    events += [
-                        _track("Page Viewed", at, anonymousId=anon, properties=page),
-                        {"type": "identify", "userId": user, "anonymousId": anon},
-                        _track("Page Viewed", at, userId=user, properties=page),
-                    ]
-                _send(collector, events)
+            while True:
+                with allowed:
+                    allowed.wait_for(lambda: len(batches) < allowance[0] or allowance[0] == 0)
+                    if allowance[0] == 0:
+                        return
+                send_batch(len(batches) * 100)
         except BaseException as error:  # noqa: BLE001 - reported by the test's thread
             failures.append(error)
-        finally:
-            sent.set()
+
+    def allow(more: int) -> None:
+        with allowed:
+            allowance[0] = allowance[0] + more if more else 0
+            allowed.notify_all()
 
     sender = threading.Thread(target=load)
     sender.start()
-    kills = 0
-    for _ in range(2):
-        if sent.wait(1.0):
-            break
-        processor.kill9()
-        kills += 1
-        processor.start()
-        wait_for(processor.ready, 120, 0.25, "processor ready again")
-    sender.join()
+    try:
+        for _ in range(2):
+            sent = len(batches)
+            wait_for(lambda sent=sent: len(batches) >= sent + 3, 60, 0.05, "edges flowing")
+            processor.kill9()
+            processor.start()
+            wait_for(processor.ready, 120, 0.25, "processor ready again")
+            allow(5)
+        wait_for(lambda: len(batches) == allowance[0], 60, 0.05, "edges after the restarts")
+    finally:
+        allow(0)
+        sender.join()
     assert not failures, failures
-    assert kills == 2, "the load ended before the kills"
+    visitors = len(batches) * 100
     wait_for(
         lambda: _unique_users(gateway, "kill", start) == visitors,
         180,
