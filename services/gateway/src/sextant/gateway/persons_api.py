@@ -4,17 +4,22 @@ split of a wrong merge and an explicit merge (admin key)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sextant.core.kafka import make_producer
 from sextant.gateway import persons
 from sextant.gateway.auth import AdminScope, ReadScope
 from sextant.gateway.context import Gateway, GatewayDep
 from sextant.gateway.pages import Limit
-from sextant.gateway.problems import ProblemError, not_found, problem_responses
+from sextant.gateway.problems import (
+    ProblemError,
+    example_response,
+    not_found,
+    problem_responses,
+)
 from sextant.schemas.config import IDENTIFIER
 from sextant.schemas.identity import EdgeKind, IdentityEdge
 from sextant.schemas.topics import Topic, topic_name
@@ -23,9 +28,57 @@ router = APIRouter(prefix="/v1", tags=["persons"])
 DistinctId = Annotated[str, Path(min_length=1, max_length=200, examples=["user-42"])]
 ProjectId = Annotated[str, Path(pattern=IDENTIFIER, examples=["shop"])]
 _ERRORS = problem_responses(401, 403, 404, 422, 503)
+_AT = "2025-03-01T10:00:00Z"
+_MERGE: dict[str, Any] = {
+    "kind": "identify",
+    "source": "anon-7f3a",
+    "target": "user-42",
+    "decision": "merged",
+    "reason": "anonymous id joins a known user",
+    "person_id": "user-42",
+    "moved": ["anon-7f3a"],
+    "message_id": "0c5e4c1e-6f1e-4f55-9d53-2e1b8f1b8a11",
+    "timestamp": _AT,
+    "decided_at": _AT,
+}
+_PERSON = {
+    "person_id": "user-42",
+    "distinct_ids": ["anon-7f3a", "user-42"],
+    "first_seen": "2025-03-01T09:58:12Z",
+    "last_seen": "2025-03-02T17:03:40Z",
+    "properties": {"plan": "pro"},
+    "merges": [_MERGE],
+}
+_EVENTS = {
+    "items": [
+        {
+            "timestamp": _AT,
+            "event": "Order Completed",
+            "type": "track",
+            "distinct_id": "user-42",
+            "message_id": "9d2b7e0c-4a52-4c8e-9a55-1f0c2e3d4b5a",
+            "properties": {"revenue": 42.5},
+        }
+    ],
+    "next_cursor": "MjAyNS0wMy0wMVQxMDowMDowMCswMDowMHw5ZDJi",
+}
+_EDGE = {
+    "accepted": {
+        "project_id": "shop",
+        "kind": "split",
+        "source": "",
+        "target": "user-42",
+        "message_id": "",
+        "timestamp": _AT,
+    }
+}
 
 
-@router.get("/persons/{distinct_id}", summary="The person of an id", responses=_ERRORS)
+@router.get(
+    "/persons/{distinct_id}",
+    summary="The person of an id",
+    responses=example_response(_PERSON) | _ERRORS,
+)
 def get_person(scope: ReadScope, gateway: GatewayDep, distinct_id: DistinctId) -> persons.Person:
     found = persons.person(gateway, scope.project_id, distinct_id)
     if found is None:
@@ -36,19 +89,30 @@ def get_person(scope: ReadScope, gateway: GatewayDep, distinct_id: DistinctId) -
 @router.get(
     "/persons/{distinct_id}/events",
     summary="The events of every id of the person, newest first",
-    responses=_ERRORS,
+    responses=example_response(_EVENTS) | _ERRORS,
 )
 def get_person_events(
     scope: ReadScope,
     gateway: GatewayDep,
     distinct_id: DistinctId,
     limit: Limit = 100,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=400,
+            description="`next_cursor` of the previous page",
+            examples=["MjAyNS0wMy0wMVQxMDowMDowMCswMDowMHw5ZDJi"],
+        ),
+    ] = None,
 ) -> persons.PersonEventPage:
     return persons.person_events_page(gateway, scope.project_id, distinct_id, limit, cursor)
 
 
 class MergeRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"source": "user-7", "target": "user-42"}}
+    )
+
     source: str = Field(min_length=1, max_length=200, description="Its person joins the target's")
     target: str = Field(min_length=1, max_length=200)
 
@@ -86,7 +150,7 @@ def _project(gateway: Gateway, project_id: str) -> None:
     status_code=202,
     tags=["admin"],
     summary="Split a wrong merge: every id of the person becomes a person of its own",
-    responses=_ERRORS,
+    responses=example_response(_EDGE, 202) | _ERRORS,
 )
 def split_person(
     _: AdminScope, gateway: GatewayDep, project_id: ProjectId, distinct_id: DistinctId
@@ -103,7 +167,7 @@ def split_person(
     status_code=202,
     tags=["admin"],
     summary="Merge two persons, identified or not",
-    responses=_ERRORS,
+    responses=example_response(_EDGE, 202) | _ERRORS,
 )
 def merge_persons(
     _: AdminScope, gateway: GatewayDep, project_id: ProjectId, body: MergeRequest
