@@ -174,10 +174,12 @@ def _merges(gateway: Gateway, project_id: str, ids: list[str]) -> list[MergeReco
         ORDER BY edge_partition, edge_offset
     """
     names = list(MergeRecord.model_fields)
-    return [
-        MergeRecord.model_validate(dict(zip(names, row, strict=True)))
-        for row in run_query(gateway, "person_merges", sql, params)
-    ]
+    records = []
+    for row in run_query(gateway, "person_merges", sql, params):
+        fields = dict(zip(names, row, strict=True))
+        fields["timestamp"], fields["decided_at"] = utc(row[-2]), utc(row[-1])
+        records.append(MergeRecord.model_validate(fields))
+    return records
 
 
 def _properties(gateway: Gateway, project_id: str, ids: list[str]) -> dict[str, Any]:
