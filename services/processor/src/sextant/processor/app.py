@@ -183,10 +183,12 @@ class Processor:
 
 def create_app(settings: ProcessorSettings) -> Processor:
     """Build the processor; topics it reads and writes are created if missing."""
-    ensure_topics(settings, TOPICS)
+    ensure_topics(settings, [t for t in TOPICS if t is not Topic.IDENTITIES])
     settings.processor_data_dir.mkdir(parents=True, exist_ok=True)
     partitions = len(end_offsets(settings, topic_name(Topic.EVENTS_RAW, settings.topic_prefix)))
     ensure_topic(settings, settings.partials_topic, partitions)
+    # Created beside an events.raw of any size (an upgrade) with as many partitions.
+    ensure_topic(settings, topic_name(Topic.IDENTITIES, settings.topic_prefix), partitions)
     board = ProgressBoard(settings.stall_seconds)
     follower = ConfigFollower(settings, progress=board.consumer("config"))
     catalog = ConfigCatalog(follower.state)
