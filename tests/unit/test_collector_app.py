@@ -21,6 +21,7 @@ from sextant.core.aio_kafka import OutgoingRecord, ProducerUnavailable
 from sextant.core.config_plane import ConfigState
 from sextant.schemas.config import ApiKey, KeyKind, Project, TrackingPlan, hash_key
 from sextant.schemas.events import Envelope, InvalidEvent
+from sextant.schemas.identity import EdgeKind, IdentityEdge
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 WRITE_KEY = "wk_demo_secret"
@@ -486,3 +487,41 @@ async def test_one_process_reports_its_own_metrics_even_with_a_shared_dir(
         await http.post("/v1/track", json=track(), headers=basic(WRITE_KEY))
         text = (await http.get("/metrics")).text
     assert 'sextant_collector_events_total{outcome="accepted",reason=""} 1.0' in text
+
+
+async def test_an_event_linking_two_ids_adds_an_identity_edge_once(
+    client: httpx.AsyncClient, sink: MemorySink
+) -> None:
+    linked = track(anonymousId="a1")
+    calls = [
+        linked,
+        linked,  # the same edge again: not sent twice
+        {"type": "alias", "previousId": "a1", "userId": "u9"},
+        track(),  # one id: no edge
+    ]
+    response = await client.post("/v1/batch", json={"batch": calls}, headers=basic(WRITE_KEY))
+    assert response.status_code == 200
+    assert len(sink.raw()) == 4
+    edges = [
+        IdentityEdge.model_validate_json(r.value)
+        for r in sink.records
+        if r.topic.endswith(".identities")
+    ]
+    assert [(e.kind, e.source, e.target) for e in edges] == [
+        (EdgeKind.IDENTIFY, "a1", "u1"),
+        (EdgeKind.ALIAS, "a1", "u9"),
+    ]
+    assert {r.key for r in sink.records if r.topic.endswith(".identities")} == {b"demo"}
+
+
+async def test_an_edge_kafka_did_not_take_is_sent_with_the_retry(
+    client: httpx.AsyncClient, sink: MemorySink
+) -> None:
+    sink.down = True
+    body = {"batch": [track(anonymousId="a1")]}
+    response = await client.post("/v1/batch", json=body, headers=basic(WRITE_KEY))
+    assert response.status_code == 503
+    sink.down = False
+    response = await client.post("/v1/batch", json=body, headers=basic(WRITE_KEY))
+    assert response.status_code == 200
+    assert [r.topic for r in sink.records] == ["t.events.raw", "t.identities"]

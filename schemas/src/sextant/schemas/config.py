@@ -89,6 +89,9 @@ class Project(_Document):
     (``https://app.example.com``), subdomains (``https://*.example.com``), any port
     (``http://localhost:*``) or ``*``. Requests without an ``Origin`` (servers, apps) are not
     concerned; a browser request from an origin not listed is refused."""
+    identity_junk_ids: list[str] = Field(default_factory=list, max_length=1_000)
+    """Ids this project's clients send when they have none, never merged into a person (beside
+    the built-in ``sextant.schemas.identity.JUNK_IDS``); compared trimmed and case-folded."""
     flags_environment: Identifier = "production"
     """The environment whose features PostHog's ``/flags`` answers (write keys name no
     environment; client keys do)."""

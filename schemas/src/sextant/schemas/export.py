@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from sextant.schemas.config import CONFIG_DOCUMENT
 from sextant.schemas.events import Envelope, IncomingEvent, InvalidEvent
+from sextant.schemas.identity import IdentityDecision, IdentityEdge, PersonOverride
 from sextant.schemas.records import AlertTransition, Exposure, MetricPoint, SinkDeadLetter
 from sextant.schemas.statistics import ExperimentMetricStatistics
 
@@ -28,6 +29,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "experiment_metric_statistics": ExperimentMetricStatistics,
     "alert_transition": AlertTransition,
     "sink_dead_letter": SinkDeadLetter,
+    "identity_edge": IdentityEdge,
+    "person_override": PersonOverride,
+    "identity_decision": IdentityDecision,
 }
 
 

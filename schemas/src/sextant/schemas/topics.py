@@ -28,12 +28,17 @@ class Topic(StrEnum):
     CONFIG = "config"
     SINK_DEAD_LETTER = "sink.dead_letter"
     AUDIT = "audit"
+    IDENTITIES = "identities"
+    PERSON_OVERRIDES = "person_overrides"
+    IDENTITY_DECISIONS = "identity_decisions"
     PARTIALS = "partials"
     """The processor's stage one → stage two (internal)."""
     WINDOWS_CHANGELOG = "windows-changelog"
     """The processor's stage-one state (a faust table's changelog, internal)."""
     MERGE_CHANGELOG = "merge-changelog"
     """The processor's stage-two state (a faust table's changelog, internal)."""
+    PERSONS_CHANGELOG = "persons-changelog"
+    """The processor's resolver state: persons per identities partition (internal)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,28 @@ TOPICS: dict[Topic, TopicSpec] = {
             partitions=1,
         ),
         TopicSpec(
+            Topic.IDENTITIES,
+            key="project_id",
+            value="IdentityEdge (two ids are one person, or a split; sextant.schemas.identity)",
+            producers=("collector", "gateway"),
+            consumers=("processor",),
+        ),
+        TopicSpec(
+            Topic.PERSON_OVERRIDES,
+            key="project_id:distinct_id",
+            value="PersonOverride (an id's person from a version on)",
+            producers=("processor",),
+            consumers=("sink",),
+        ),
+        TopicSpec(
+            Topic.IDENTITY_DECISIONS,
+            key="project_id",
+            value="IdentityDecision (a merge, a refusal or a split, and why)",
+            producers=("processor",),
+            consumers=("sink",),
+            partitions=3,
+        ),
+        TopicSpec(
             Topic.PARTIALS,
             key="project_id|metric|window_start",
             value="Partial (one events.raw partition's part of a window)",
@@ -156,6 +183,15 @@ TOPICS: dict[Topic, TopicSpec] = {
             Topic.MERGE_CHANGELOG,
             key="<partition>|...",
             value="stage two's state entries (faust table changelog)",
+            producers=("processor",),
+            consumers=("processor",),
+            compacted=True,
+            internal=True,
+        ),
+        TopicSpec(
+            Topic.PERSONS_CHANGELOG,
+            key="<partition>|...",
+            value="the resolver's persons (faust table changelog)",
             producers=("processor",),
             consumers=("processor",),
             compacted=True,

@@ -118,7 +118,7 @@ def create_app(
     shared = settings.collector_shared_dir if settings.collector_workers > 1 else None
     registry = CollectorRegistry()
     metrics = CollectorMetrics(registry)
-    for written in (Topic.EVENTS_RAW, Topic.EVENTS_INVALID):
+    for written in (Topic.EVENTS_RAW, Topic.EVENTS_INVALID, Topic.IDENTITIES):
         note_use(topic_name(written, settings.topic_prefix), "writes")
     ingestor = Ingestor(
         sink=sink or producer,  # type: ignore[arg-type]
@@ -127,6 +127,7 @@ def create_app(
         metrics=metrics,
         raw_topic=topic_name(Topic.EVENTS_RAW, settings.topic_prefix),
         invalid_topic=topic_name(Topic.EVENTS_INVALID, settings.topic_prefix),
+        identities_topic=topic_name(Topic.IDENTITIES, settings.topic_prefix),
         max_event_bytes=settings.max_event_bytes,
         privacy=Privacy(SecretBox.from_setting(settings.secret_key), config),
         produce_timeout_s=settings.produce_timeout_seconds,

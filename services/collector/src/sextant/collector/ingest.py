@@ -12,6 +12,7 @@ import orjson
 from sextant.collector.auth import Writer
 from sextant.collector.dialects import Submission
 from sextant.collector.errors import ApiError, bad_request
+from sextant.collector.identities import EdgeKey, EdgeRecords
 from sextant.collector.metrics import CollectorMetrics
 from sextant.collector.models import BatchResult, Rejection
 from sextant.collector.privacy import Privacy
@@ -60,6 +61,7 @@ class Ingestor:
         privacy: Privacy | None = None,
         produce_timeout_s: float,
         retry_after_s: int,
+        identities_topic: str = "",
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._sink = sink
@@ -73,6 +75,7 @@ class Ingestor:
         self._produce_timeout_s = produce_timeout_s
         self._retry_after_s = retry_after_s
         self._clock = clock
+        self._edges = EdgeRecords(identities_topic) if identities_topic else None
 
     def rate_limit(self, writer: Writer, events: int, client_ip: str | None = None) -> None:
         """Raise 429 when ``events`` more would exceed the project's rate for this key, or
@@ -115,6 +118,7 @@ class Ingestor:
         # No event can be larger than the whole body: measure events only when it might be.
         measure = body_bytes > self._max_event_bytes
         records: list[OutgoingRecord] = []
+        edges: set[EdgeKey] = set()
         rejected: list[Rejection] = []
         reasons: dict[str, int] = {}
         flagged = 0
@@ -168,6 +172,11 @@ class Ingestor:
                     extra=extras[index] if extras else None,
                 )
                 records.append(OutgoingRecord(self._raw_topic, key, value))
+                if self._edges is not None:
+                    edge = self._edges.record(checked.event, project.id, received_at, edges)
+                    if edge is not None:
+                        edges.add(edge[0])
+                        records.append(edge[1])
         except orjson.JSONEncodeError as error:
             # orjson reads 1024 levels of nesting but writes only 254: an event in between
             # can be neither produced nor dead-lettered as it came, so the request is refused
@@ -180,6 +189,8 @@ class Ingestor:
         await self._produce(records)
         if suppressed:
             self._metrics.suppressed.labels(project.id).inc(suppressed)
+        if edges and self._edges is not None:
+            self._edges.remember(edges)
         accepted = count - len(rejected)
         self._count(accepted, reasons, flagged)
         return BatchResult(accepted=accepted, rejected=rejected)

@@ -9,6 +9,8 @@ from __future__ import annotations
 PERSON_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": ("distinct_id", "user_id", "anonymous_id", "previous_id"),
     "exposures": ("unit_id",),
+    "person_overrides": ("distinct_id", "person_id"),
+    "identity_decisions": ("source", "target", "person_id"),
 }
 """Every table holding rows about one person, and the columns naming them."""
 

@@ -59,6 +59,7 @@ LAYOUTS: dict[str, ClusterLayout] = {
     "experiment_statistics": ClusterLayout("cityHash64(project_id, experiment)"),
     # Person overrides (the persons' tables): read beside events on every shard.
     "person_overrides": ClusterLayout(None),
+    "identity_decisions": ClusterLayout("cityHash64(project_id, edge_partition, edge_offset)"),
 }
 
 

@@ -32,7 +32,8 @@ from sextant.gateway import (
     admin_features,
     audit_api,
     dashboard,
-    persons,
+    person_deletion,
+    persons_api,
     read_api,
     routes_alerts,
     workspace_api,
@@ -207,7 +208,8 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     app.include_router(read_api.router)
     app.include_router(admin_api.router)
     app.include_router(audit_api.router)
-    app.include_router(persons.router)
+    app.include_router(person_deletion.router)
+    app.include_router(persons_api.router)
     app.include_router(admin_features.router)
     app.include_router(routes_alerts.router)
     app.include_router(workspace_api.router)

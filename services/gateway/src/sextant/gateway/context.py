@@ -51,6 +51,8 @@ class Gateway:
         self._publisher: ConfigPublisher | None = None
         # The admin API writes the config topic (its publisher is opened on first use).
         note_use(topic_name(Topic.CONFIG, settings.topic_prefix), "writes")
+        # The admin API's splits and merges of persons write identity edges.
+        note_use(topic_name(Topic.IDENTITIES, settings.topic_prefix), "writes")
         self._lock = threading.Lock()
         self._changed = threading.Condition()
         self.quantile_cache = TimedCache(settings.experiment_quantile_refresh_seconds)

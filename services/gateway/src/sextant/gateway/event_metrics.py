@@ -17,6 +17,7 @@ from typing import Any
 
 from sextant.gateway.context import Gateway
 from sextant.gateway.feedback import csat_score, nps_score
+from sextant.gateway.persons import person_events
 from sextant.gateway.series import Interval, Point, Series, SeriesResult, bucket_starts
 from sextant.gateway.sql import (
     DATETIME,
@@ -91,17 +92,17 @@ def _rows(
             SELECT bucket, count() AS users,
                    countIf(arrayExists(x -> x >= first_a AND x <= first_a + {window}, bs))
             FROM (
-                SELECT distinct_id, {bucket} AS bucket, min(timestamp) AS first_a
-                FROM events_unique WHERE {where_a}
-                GROUP BY distinct_id, bucket
+                SELECT person_key, {bucket} AS bucket, min(timestamp) AS first_a
+                FROM {person_events(params, project_id)} WHERE {where_a}
+                GROUP BY person_key, bucket
             ) AS a
             LEFT JOIN (
-                SELECT distinct_id, groupArray(timestamp) AS bs
-                FROM events_unique
+                SELECT person_key, groupArray(timestamp) AS bs
+                FROM {person_events(params, project_id)}
                 WHERE project_id = {project} AND event = {b_event}
                   AND timestamp >= {b_start} AND timestamp < {b_end} + INTERVAL {window} SECOND
-                GROUP BY distinct_id
-            ) AS b USING (distinct_id)
+                GROUP BY person_key
+            ) AS b USING (person_key)
             GROUP BY bucket
         """
         return run_query(gateway, "metric_values", sql, params, FINAL_PER_PARTITION)
@@ -109,7 +110,12 @@ def _rows(
     if kind is MetricKind.COUNT:
         measure = "count()"
     elif kind is MetricKind.UNIQUE_USERS:
-        measure = "uniqExact(distinct_id)"
+        measure = "uniqExact(person_key)"
+        sql = (
+            f"SELECT {bucket} AS bucket, {measure} FROM {person_events(params, project_id)}"
+            f" WHERE {where} GROUP BY bucket"
+        )
+        return run_query(gateway, "metric_values", sql, params, FINAL_PER_PARTITION)
     elif kind in (MetricKind.NPS, MetricKind.CSAT):
         score = _number(params, metric.property)
         satisfied = params.add(float(metric.satisfied_from), "Float64")

@@ -39,6 +39,7 @@ from scipy import special
 
 from sextant.gateway import estimators, stats
 from sextant.gateway.context import Gateway
+from sextant.gateway.persons import person_events, with_person
 from sextant.gateway.sql import (
     DATETIME,
     EARLIEST,
@@ -265,6 +266,18 @@ _MULTI = "max(multi_variant) OR min(cityHash64(variation_id)) != max(cityHash64(
 _POST = "e.timestamp >= u.exposed_at"
 
 
+def _person_exposures(params: Params, project_id: str) -> str:
+    """Exposures with the person of their unit: a person exposed under two ids to two
+    variants is one unit in two variants."""
+    return with_person(params, project_id, "exposures", "_src.unit_id")
+
+
+def _unit_events(params: Params, project_id: str, unit_column: str) -> str:
+    """Events with the person of their unit: the experiment's unit id when the event has
+    one, else its ``distinct_id`` (an anonymous unit's events sent once it is known)."""
+    return person_events(params, project_id, f"coalesce(_src.{unit_column}, _src.distinct_id)")
+
+
 def _units_sql(params: Params, project_id: str, experiment: Experiment) -> str:
     """One row per unit: its first exposure's variant (1-based position in the experiment,
     0: a variant it does not define) and whether it saw several variants (flagged by the
@@ -277,10 +290,10 @@ def _units_sql(params: Params, project_id: str, experiment: Experiment) -> str:
     """
     variants = params.add([v.id for v in experiment.variants], "Array(String)")
     return f"""
-        SELECT cityHash64(unit_id) AS unit,
+        SELECT person_key AS unit,
                indexOf({variants}, argMin(variation_id, timestamp)) AS variant,
                {_MULTI} AS multi
-        FROM exposures
+        FROM {_person_exposures(params, project_id)}
         WHERE project_id = {params.add(project_id, "String")}
           AND experiment = {params.add(experiment.id, "String")}
         GROUP BY unit
@@ -295,11 +308,11 @@ def _analysed_units_sql(
     start of its look-back window (``since``: the exposure itself without one)."""
     variants = params.add([v.id for v in experiment.variants], "Array(String)")
     return f"""
-        SELECT cityHash64(unit_id) AS unit,
+        SELECT person_key AS unit,
                indexOf({variants}, argMin(variation_id, timestamp)) AS variant,
                min(timestamp) AS exposed_at,
                exposed_at - toIntervalDay({int(lookback)}) AS since
-        FROM exposures
+        FROM {_person_exposures(params, project_id)}
         WHERE project_id = {params.add(project_id, "String")}
           AND experiment = {params.add(experiment.id, "String")}
         GROUP BY unit
@@ -378,7 +391,11 @@ def _plan(
 
 
 def _events_sql(
-    params: Params, bounds: str, unit_column: str, columns: list[tuple[str, tuple[str, str]]]
+    params: Params,
+    project_id: str,
+    bounds: str,
+    unit_column: str,
+    columns: list[tuple[str, tuple[str, str]]],
 ) -> str:
     """The events the metrics read, one scan per event name (the table is sorted by event,
     so each scan reads its event's rows only, and properties only where a metric needs
@@ -389,8 +406,8 @@ def _events_sql(
             f"{sql if of == event else '0'} AS {name}" for name, (of, sql) in columns
         )
         scans.append(
-            f"SELECT cityHash64(assumeNotNull({unit_column})) AS unit, timestamp, {values}"
-            f" FROM events_unique"
+            f"SELECT person_key AS unit, timestamp, {values}"
+            f" FROM {_unit_events(params, project_id, unit_column)}"
             f" WHERE {bounds} AND event = {params.add(event, 'String')}"
         )
     return " UNION ALL ".join(scans)
@@ -406,10 +423,9 @@ def _clamped(value: datetime) -> datetime:
 
 
 def _bounds(params: Params, project_id: str, experiment: Experiment, lookback_days: int) -> str:
-    """The events a metric may read: the project's, with a unit, from the experiment's start
-    (less the look-back window) to its stop."""
-    unit_column = _UNIT_COLUMNS[experiment.unit]
-    bounds = f"project_id = {params.add(project_id, 'String')} AND {unit_column} IS NOT NULL"
+    """The events a metric may read: the project's, from the experiment's start (less the
+    look-back window) to its stop."""
+    bounds = f"project_id = {params.add(project_id, 'String')}"
     if experiment.start is not None:
         start = _clamped(_clamped(experiment.start) - timedelta(days=lookback_days))
         bounds += f" AND timestamp >= {params.add(start, DATETIME)}"
@@ -472,7 +488,7 @@ def _metrics_sql(
     unit_column = _UNIT_COLUMNS[experiment.unit]
     bounds = _bounds(params, project_id, experiment, lookback)
     columns = [(name, spec) for p in plans for name, spec in p.columns.items()]
-    events = _events_sql(params, bounds, unit_column, columns)
+    events = _events_sql(params, project_id, bounds, unit_column, columns)
     units = _analysed_units_sql(params, project_id, experiment, lookback)
     sums = ", ".join(_sums_sql(i, p) for i, p in enumerate(plans))
     per_unit = ", ".join(
@@ -517,8 +533,8 @@ def _quantile_sql(
     cond = filters_sql(params, metric.filters, "filters")
     number = _number(params, metric)
     events = f"""
-        SELECT cityHash64(assumeNotNull({unit_column})) AS unit, timestamp, {number} AS v
-        FROM events_unique
+        SELECT person_key AS unit, timestamp, {number} AS v
+        FROM {_unit_events(params, project_id, unit_column)}
         WHERE {bounds} AND event = {params.add(metric.event, "String")} AND {cond}
           AND v IS NOT NULL
     """
@@ -570,9 +586,9 @@ def _clusters_sql(
                    toFloat64(countIf(e.v <= {quantiles}[u.variant])) AS c,
                    toFloat64(count()) AS m
             FROM (
-                SELECT cityHash64(assumeNotNull({unit_column})) AS unit, timestamp,
+                SELECT person_key AS unit, timestamp,
                        {number} AS v
-                FROM events_unique
+                FROM {_unit_events(params, project_id, unit_column)}
                 WHERE {bounds} AND event = {params.add(metric.event, "String")} AND {cond}
                   AND v IS NOT NULL
             ) AS e

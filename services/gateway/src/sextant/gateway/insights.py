@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sextant.gateway import examples
 from sextant.gateway.context import Gateway
+from sextant.gateway.persons import person_events
 from sextant.gateway.series import Interval, bucket_starts
 from sextant.gateway.sql import (
     DATETIME,
@@ -211,7 +212,8 @@ def trends(gateway: Gateway, project_id: str, query: TrendsQuery) -> TrendsResul
     if query.breakdown is not None:
         value_sql = property_text(params, query.breakdown, "breakdown")
     unique = query.measure == "unique_users"
-    state = ", uniqState(distinct_id) AS users" if unique else ""
+    state = ", uniqState(person_key) AS users" if unique else ""
+    source = person_events(params, project_id) if unique else "events_unique"
     measure = "uniqMerge(users)" if unique else "sum(n)"
     # One scan: counts (and mergeable unique-user states) per bucket and value; the values
     # ranked by their events over the whole range; beyond the limit, relabelled and merged.
@@ -228,7 +230,7 @@ def trends(gateway: Gateway, project_id: str, query: TrendsQuery) -> TrendsResul
                         SELECT toStartOfInterval(timestamp, INTERVAL 1 {query.interval.sql_unit})
                                    AS bucket,
                                {value_sql} AS value, count() AS n{state}
-                        FROM events_unique
+                        FROM {source}
                         WHERE {where}
                         GROUP BY bucket, value
                     )
@@ -337,9 +339,9 @@ def funnel(gateway: Gateway, project_id: str, query: FunnelQuery) -> FunnelResul
                        windowFunnel({window})(toDateTime(timestamp), {flag_names}) AS level,
                        arraySort(groupArray(tuple(toUInt32(timestamp), toUInt8({mask})))) AS evs
                 FROM (
-                    SELECT cityHash64(distinct_id) AS user, timestamp, {value_sql} AS value,
+                    SELECT person_key AS user, timestamp, {value_sql} AS value,
                            {flags}
-                    FROM events_unique
+                    FROM {person_events(params, project_id)}
                     WHERE {where}
                 )
                 GROUP BY user
@@ -419,12 +421,12 @@ def retention(gateway: Gateway, project_id: str, query: RetentionQuery) -> Reten
                 SELECT c.user AS user, c.cohort AS cohort,
                        dateDiff('{unit}', c.cohort, {starts}(r.timestamp)) AS period
                 FROM (
-                    SELECT cityHash64(distinct_id) AS user, timestamp
-                    FROM events_unique WHERE {return_where}
+                    SELECT person_key AS user, timestamp
+                    FROM {person_events(params, project_id)} WHERE {return_where}
                 ) AS r
                 RIGHT JOIN (
-                    SELECT cityHash64(distinct_id) AS user, {starts}(min(timestamp)) AS cohort
-                    FROM events_unique WHERE {cohort_where}
+                    SELECT person_key AS user, {starts}(min(timestamp)) AS cohort
+                    FROM {person_events(params, project_id)} WHERE {cohort_where}
                     GROUP BY user
                 ) AS c ON r.user = c.user
             )

@@ -1,208 +1,269 @@
-"""A person's data: deletion (with a status to poll) and export.
+"""Persons at query time: every id read through the resolver's overrides.
 
-Deletion writes a :class:`PersonDeletion` document to the config plane: the sink (the
-warehouse's only writer) deletes the person's rows from every table that names persons, and
-the collectors drop events under their ids until ``suppress_until``. The status is read from
-the warehouse: done once no row under any of their ids is left.
+An id's person is its newest override (``person_overrides FINAL``: the highest version per
+id, exact whatever the merges have done), or the id itself when no edge joined
+it. :func:`person_events` is ``events_unique`` with a ``person_key`` column (the person's
+hash); unique users, trends, funnels, retention and experiment units count that column, so
+an event sent before the edge that links its id is counted for its person as soon as the
+override is written.
 """
 
 from __future__ import annotations
 
-import secrets
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
 
-from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+import orjson
+from pydantic import BaseModel, Field
 
-from sextant.core.kafka_cluster import retention_ms
-from sextant.core.logging import get_logger
-from sextant.core.persons import PERSON_COLUMNS, person_predicate
-from sextant.gateway.admin_api import ProjectId, commit_documents, project_or_404
-from sextant.gateway.audit import ACTOR
-from sextant.gateway.auth import OwnerScope
-from sextant.gateway.context import Gateway, GatewayDep
-from sextant.gateway.problems import example_response, not_found, problem_responses
-from sextant.gateway.sql import run_query
-from sextant.schemas.audit import AuditAction
-from sextant.schemas.config import IDENTIFIER, PersonDeletion, person_hash
-from sextant.schemas.topics import Topic, topic_name
-
-log = get_logger(__name__)
-
-router = APIRouter(prefix="/v1/admin/projects/{project_id}/persons", tags=["admin"])
-_ERRORS = problem_responses(401, 403, 404, 422, 503)
-DistinctId = Annotated[str, Path(min_length=1, max_length=500, examples=["user-42"])]
-RequestId = Annotated[str, Path(pattern=IDENTIFIER, examples=["del-3f9a1c2b"])]
-
-
-def person_ids(gateway: Gateway, project_id: str, distinct_id: str) -> set[str]:
-    """Every id of the person known by ``distinct_id``: the one place deletion and export
-    learn who a person is. Today: the id and the ids identify and alias calls tied to it in
-    the events table, followed transitively."""
-    known = {distinct_id}
-    while True:
-        rows = run_query(
-            gateway,
-            "person_ids",
-            """
-            SELECT DISTINCT arrayJoin([ifNull(user_id, ''), ifNull(anonymous_id, ''),
-                                       ifNull(previous_id, ''), distinct_id]) AS id
-            FROM events
-            WHERE project_id = {p:String} AND type IN ('identify', 'alias')
-              AND (distinct_id IN {ids:Array(String)} OR user_id IN {ids:Array(String)}
-                   OR anonymous_id IN {ids:Array(String)} OR previous_id IN {ids:Array(String)})
-            """,
-            {"p": project_id, "ids": sorted(known)},
-        )
-        found = {str(id_) for (id_,) in rows if id_} | known
-        if found == known:
-            return known
-        known = found
-
-
-class DeletionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"suppress_days": 30}})
-
-    suppress_days: int = Field(default=30, ge=0, le=3650)
-    """How long events under the person's ids are dropped at ingest."""
-
-
-class DeletionStatus(BaseModel):
-    id: str
-    project_id: str
-    status: Literal["pending", "done"]
-    ids: int
-    """How many ids the person had (the ids themselves are not kept)."""
-    rows_left: dict[str, int]
-    """Rows still under the person's ids, per table."""
-    requested_at: datetime
-    suppress_until: datetime
-    kafka_copies_gone_by: datetime | None
-    """When the raw topics' retention has deleted the last copy of an event sent before the
-    request (``None``: topics kept forever, or the broker did not say)."""
-
-
-def _kafka_copies_gone_by(gateway: Gateway, requested_at: datetime) -> datetime | None:
-    longest = 0
-    for topic in (Topic.EVENTS_RAW, Topic.EVENTS_INVALID):
-        try:
-            kept = retention_ms(gateway.settings, topic_name(topic, gateway.settings.topic_prefix))
-        except Exception as error:  # noqa: BLE001 - the status is still worth answering
-            log.warning("topic retention unknown", topic=topic.value, error=str(error))
-            return None
-        if kept is None or kept < 0:
-            return None
-        longest = max(longest, kept)
-    return requested_at + timedelta(milliseconds=longest)
-
-
-_STATUS_EXAMPLE: dict[str, Any] = {
-    "id": "del-3f9a1c2b",
-    "project_id": "shop",
-    "status": "pending",
-    "ids": 3,
-    "rows_left": {"events": 12, "exposures": 1},
-    "requested_at": "2025-03-01T09:30:00Z",
-    "suppress_until": "2025-03-31T09:30:00Z",
-    "kafka_copies_gone_by": "2025-03-08T09:30:00Z",
-}
-
-
-def _status(gateway: Gateway, request: PersonDeletion) -> DeletionStatus:
-    parameters = {"p": request.project_id, "hashes": list(request.id_hashes)}
-    left = {
-        table: int(
-            run_query(
-                gateway,
-                "person_rows",
-                f"SELECT count() FROM {table} WHERE {person_predicate(table)}",
-                parameters,
-            )[0][0]
-        )
-        for table in PERSON_COLUMNS
-    }
-    return DeletionStatus(
-        id=request.id,
-        project_id=request.project_id,
-        status="done" if not any(left.values()) else "pending",
-        ids=len(request.id_hashes),
-        rows_left=left,
-        requested_at=request.requested_at,
-        suppress_until=request.suppress_until,
-        kafka_copies_gone_by=_kafka_copies_gone_by(gateway, request.requested_at),
-    )
-
-
-@router.post(
-    "/{distinct_id}/delete",
-    status_code=202,
-    summary="Delete everything stored about a person (poll the status it returns)",
-    responses=example_response(_STATUS_EXAMPLE, 202) | _ERRORS,
+from sextant.gateway.context import Gateway
+from sextant.gateway.problems import invalid
+from sextant.gateway.sql import (
+    DATETIME,
+    FINAL_PER_PARTITION,
+    Params,
+    in_range_utc,
+    run_query,
+    utc,
 )
-def delete_person(
-    _: OwnerScope,
-    gateway: GatewayDep,
-    project_id: ProjectId,
-    distinct_id: DistinctId,
-    body: DeletionRequest,
-) -> DeletionStatus:
-    project_or_404(gateway, project_id)
-    ids = person_ids(gateway, project_id, distinct_id)
-    now = datetime.now(UTC)
-    caller = ACTOR.get()
-    request = PersonDeletion(
-        id=f"del-{secrets.token_hex(6)}",
-        project_id=project_id,
-        id_hashes=sorted(person_hash(project_id, i) for i in ids),
-        requested_at=now,
-        suppress_until=now + timedelta(days=body.suppress_days),
-        requested_by=caller.actor.id if caller else "",
+
+
+def _map(params: Params, project_id: str) -> str:
+    project = params.add(project_id, "String")
+    return (
+        "(SELECT cityHash64(distinct_id) AS _mapped, cityHash64(person_id) AS _person"
+        f" FROM person_overrides FINAL WHERE project_id = {project})"
     )
-    commit_documents(gateway, [request])
-    gateway.audit.record(
-        AuditAction.PERSON_DELETION,
-        project_id,
-        request.config_key(),
-        detail=f"{len(ids)} ids; suppressed for {body.suppress_days} days",
+
+
+def with_person(params: Params, project_id: str, source: str, id_sql: str) -> str:
+    """``source`` (a table or a subquery, aliased ``_src``) with a ``person_key`` column: a
+    64-bit hash of the person of ``id_sql`` (an expression over ``_src``'s columns). Filters
+    on ``source``'s columns are pushed below the join.
+
+    Ids and persons are joined and counted by their hash, as units and users are elsewhere:
+    a join on integers costs a fraction of one on strings, and among a billion ids the chance
+    that any two share a hash is below 3 in 100,000."""
+    return (
+        f"(SELECT _src.*, if(_pm._person = 0, cityHash64({id_sql}), _pm._person) AS person_key"
+        f" FROM {source} AS _src LEFT ANY JOIN {_map(params, project_id)} AS _pm"
+        f" ON cityHash64({id_sql}) = _pm._mapped)"
     )
-    return _status(gateway, request)
 
 
-@router.get(
-    "/deletions/{request_id}",
-    summary="The status of a person's deletion",
-    responses=example_response(_STATUS_EXAMPLE | {"status": "done"}) | _ERRORS,
-)
-def deletion_status(
-    _: OwnerScope, gateway: GatewayDep, project_id: ProjectId, request_id: RequestId
-) -> DeletionStatus:
-    request = gateway.state.get(f"person_deletion:{project_id}:{request_id}")
-    if not isinstance(request, PersonDeletion):
-        raise not_found(f"deletion '{request_id}'", "request_id")
-    return _status(gateway, request)
+def person_events(params: Params, project_id: str, id_sql: str = "_src.distinct_id") -> str:
+    """``events_unique`` with ``person_key``: use it in place of the view."""
+    return with_person(params, project_id, "events_unique", id_sql)
 
 
-@router.get(
-    "/{distinct_id}/export",
-    summary="Everything stored about a person, as JSON",
-    responses=example_response(
-        {"ids": ["user-42"], "tables": {"events": [{"event": "Paid"}], "exposures": []}}
+# --- one person --------------------------------------------------------------------------------
+
+
+class MergeRecord(BaseModel):
+    """A merge, refusal or split the resolver decided for one of the person's ids."""
+
+    kind: str
+    source: str
+    target: str
+    decision: str
+    reason: str
+    person_id: str
+    moved: list[str]
+    message_id: str
+    timestamp: datetime
+    decided_at: datetime
+
+
+class Person(BaseModel):
+    person_id: str
+    distinct_ids: list[str]
+    first_seen: datetime | None
+    last_seen: datetime | None
+    properties: dict[str, Any] = Field(
+        description="From identify traits and PostHog's $set (last wins) and $set_once "
+        "(first wins), in event time"
     )
-    | _ERRORS,
-)
-def export_person(
-    _: OwnerScope, gateway: GatewayDep, project_id: ProjectId, distinct_id: DistinctId
-) -> dict[str, Any]:
-    project_or_404(gateway, project_id)
-    ids = person_ids(gateway, project_id, distinct_id)
-    parameters = {"p": project_id, "hashes": sorted(person_hash(project_id, i) for i in ids)}
-    tables = {
-        table: gateway.warehouse().query_dicts(
-            f"SELECT * FROM {table} WHERE {person_predicate(table)} ORDER BY timestamp",
-            parameters,
+    merges: list[MergeRecord]
+
+
+class PersonEvent(BaseModel):
+    timestamp: datetime
+    event: str
+    type: str
+    distinct_id: str
+    message_id: str
+    properties: dict[str, Any]
+
+
+class PersonEventPage(BaseModel):
+    items: list[PersonEvent]
+    next_cursor: str | None
+
+
+MAX_PROPERTY_EVENTS = 1_000
+"""The newest identify calls a person's properties are built from."""
+
+
+def person_id_of(gateway: Gateway, project_id: str, distinct_id: str) -> str:
+    """The person ``distinct_id`` belongs to (itself when no edge joined it)."""
+    params = Params()
+    sql = (
+        f"SELECT person_id FROM person_map WHERE project_id = {params.add(project_id, 'String')}"
+        f" AND distinct_id = {params.add(distinct_id, 'String')}"
+    )
+    rows = run_query(gateway, "person", sql, params)
+    return str(rows[0][0]) if rows else distinct_id
+
+
+def person_ids(gateway: Gateway, project_id: str, distinct_id: str) -> tuple[str, list[str]]:
+    """``(person_id, every id of the person)`` for ``distinct_id``: what deleting a person
+    must delete, what its page shows."""
+    person_id = person_id_of(gateway, project_id, distinct_id)
+    params = Params()
+    sql = f"""
+        SELECT distinct_id FROM person_map
+        WHERE project_id = {params.add(project_id, "String")}
+          AND person_id = {params.add(person_id, "String")}
+    """
+    ids = {str(r[0]) for r in run_query(gateway, "person_ids", sql, params)}
+    if person_id_of(gateway, project_id, person_id) == person_id:
+        ids.add(person_id)
+    return person_id, sorted(ids)
+
+
+def person(gateway: Gateway, project_id: str, distinct_id: str) -> Person | None:
+    """The person of ``distinct_id``, or None when no event or edge names the id."""
+    person_id, ids = person_ids(gateway, project_id, distinct_id)
+    params = Params()
+    scope = (
+        f"project_id = {params.add(project_id, 'String')}"
+        f" AND distinct_id IN {params.add(ids, 'Array(String)')}"
+    )
+    seen = run_query(
+        gateway,
+        "person_seen",
+        f"SELECT min(timestamp), max(timestamp), count() FROM events_unique WHERE {scope}",
+        params,
+        FINAL_PER_PARTITION,
+    )
+    merges = _merges(gateway, project_id, ids)
+    first, last, count = seen[0] if seen else (None, None, 0)
+    if not count and not merges:
+        return None
+    return Person(
+        person_id=person_id,
+        distinct_ids=ids,
+        first_seen=utc(first) if count else None,
+        last_seen=utc(last) if count else None,
+        properties=_properties(gateway, project_id, ids),
+        merges=merges,
+    )
+
+
+def _merges(gateway: Gateway, project_id: str, ids: list[str]) -> list[MergeRecord]:
+    params = Params()
+    wanted = params.add(ids, "Array(String)")
+    sql = f"""
+        SELECT kind, source, target, decision, reason, person_id, moved, message_id,
+               timestamp, decided_at
+        FROM identity_decisions FINAL
+        WHERE project_id = {params.add(project_id, "String")}
+          AND (has({wanted}, source) OR has({wanted}, target) OR hasAny(moved, {wanted}))
+        ORDER BY edge_partition, edge_offset
+    """
+    names = list(MergeRecord.model_fields)
+    records = []
+    for row in run_query(gateway, "person_merges", sql, params):
+        fields = dict(zip(names, row, strict=True))
+        fields["timestamp"], fields["decided_at"] = utc(row[-2]), utc(row[-1])
+        records.append(MergeRecord.model_validate(fields))
+    return records
+
+
+def _properties(gateway: Gateway, project_id: str, ids: list[str]) -> dict[str, Any]:
+    params = Params()
+    sql = f"""
+        SELECT toJSONString(traits), toJSONString(properties)
+        FROM events_unique
+        WHERE project_id = {params.add(project_id, "String")}
+          AND distinct_id IN {params.add(ids, "Array(String)")} AND type = 'identify'
+        ORDER BY timestamp DESC
+        LIMIT {MAX_PROPERTY_EVENTS}
+    """
+    rows = run_query(gateway, "person_properties", sql, params, FINAL_PER_PARTITION)
+    found: dict[str, Any] = {}
+    for traits, properties in reversed(rows):
+        given = _object(properties)
+        once = given.get("$set_once")
+        for key, value in (once if isinstance(once, dict) else {}).items():
+            found.setdefault(key, value)
+        always = given.get("$set")
+        if isinstance(always, dict):
+            found.update(always)
+        elif not isinstance(once, dict):  # a Segment identify: its traits are set
+            found.update(_object(traits))
+    return found
+
+
+def _object(text: Any) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _cursor(at: datetime, message_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{message_id}".encode()).decode()
+
+
+def _uncursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, message_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return in_range_utc(datetime.fromisoformat(at)), message_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise invalid("not a cursor this API returned", "cursor") from error
+
+
+def person_events_page(
+    gateway: Gateway, project_id: str, distinct_id: str, limit: int, cursor: str | None
+) -> PersonEventPage:
+    """The events of every id of ``distinct_id``'s person, newest first."""
+    _, ids = person_ids(gateway, project_id, distinct_id)
+    params = Params()
+    where = [
+        f"project_id = {params.add(project_id, 'String')}",
+        f"distinct_id IN {params.add(ids, 'Array(String)')}",
+    ]
+    if cursor is not None:
+        at, message_id = _uncursor(cursor)
+        where.append(
+            f"(timestamp, message_id) < ({params.add(at, DATETIME)},"
+            f" {params.add(message_id, 'String')})"
         )
-        for table in PERSON_COLUMNS
-    }
-    gateway.audit.record(AuditAction.PERSON_EXPORT, project_id, detail=f"{len(ids)} ids")
-    return {"ids": sorted(ids), "tables": tables}
+    sql = f"""
+        SELECT timestamp, event, type, distinct_id, message_id, toJSONString(properties)
+        FROM events_unique
+        WHERE {" AND ".join(where)}
+        ORDER BY timestamp DESC, message_id DESC
+        LIMIT {int(limit) + 1}
+    """
+    rows = run_query(gateway, "person_events", sql, params, FINAL_PER_PARTITION)
+    items = [
+        PersonEvent(
+            timestamp=utc(r[0]),
+            event=r[1],
+            type=r[2],
+            distinct_id=r[3],
+            message_id=r[4],
+            properties=_object(r[5]),
+        )
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit
+    last = items[-1] if more else None
+    return PersonEventPage(
+        items=items, next_cursor=_cursor(last.timestamp, last.message_id) if last else None
+    )

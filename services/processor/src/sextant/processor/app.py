@@ -25,6 +25,7 @@ from sextant.processor.catalog import ConfigCatalog
 from sextant.processor.faust_log import FaustProcessor
 from sextant.processor.metrics import ProcessorMetrics
 from sextant.processor.partition import DedupPolicy
+from sextant.processor.resolver import ResolverStage
 from sextant.processor.runner import StageRunner
 from sextant.processor.settings import ProcessorSettings
 from sextant.processor.stages import StageOne, StageTwo
@@ -39,6 +40,9 @@ TOPICS = (
     Topic.EXPERIMENT_STATISTICS,
     Topic.CONFIG,
     Topic.ALERTS,
+    Topic.IDENTITIES,
+    Topic.PERSON_OVERRIDES,
+    Topic.IDENTITY_DECISIONS,
 )
 Clock = Callable[[], float]
 
@@ -180,15 +184,25 @@ class Processor:
 
 def create_app(settings: ProcessorSettings) -> Processor:
     """Build the processor; topics it reads and writes are created if missing."""
-    ensure_topics(settings, TOPICS)
+    ensure_topics(settings, [t for t in TOPICS if t is not Topic.IDENTITIES])
     settings.processor_data_dir.mkdir(parents=True, exist_ok=True)
     partitions = len(end_offsets(settings, topic_name(Topic.EVENTS_RAW, settings.topic_prefix)))
     ensure_topic(settings, settings.partials_topic, partitions)
+    # Created beside an events.raw of any size (an upgrade) with as many partitions.
+    ensure_topic(settings, topic_name(Topic.IDENTITIES, settings.topic_prefix), partitions)
     board = ProgressBoard(settings.stall_seconds)
     follower = ConfigFollower(settings, progress=board.consumer("config"))
     catalog = ConfigCatalog(follower.state)
     metrics = ProcessorMetrics()
-    faust_app = FaustProcessor(settings, partitions)
+    identities = len(end_offsets(settings, topic_name(Topic.IDENTITIES, settings.topic_prefix)))
+    if identities != partitions:
+        # faust gives a worker the same partition numbers of every table: the resolver's
+        # state partitions follow events.raw's.
+        raise SystemExit(
+            f"the identities topic has {identities} partitions and events.raw {partitions}: "
+            "they must have as many"
+        )
+    faust_app = FaustProcessor(settings, partitions, identities)
     stage_one = StageOne(
         topic=faust_app.events_topic_name,
         partials_topic=faust_app.partials_topic_name,
@@ -218,16 +232,27 @@ def create_app(settings: ProcessorSettings) -> Processor:
         outputs=faust_app.outputs,
         metrics=metrics,
     )
+    resolver = ResolverStage(
+        topic=faust_app.identities_topic_name,
+        overrides_topic=topic_name(Topic.PERSON_OVERRIDES, settings.topic_prefix),
+        decisions_topic=topic_name(Topic.IDENTITY_DECISIONS, settings.topic_prefix),
+        partitions=identities,
+        interval=settings.processor_flush_interval_seconds,
+        max_ids=settings.processor_person_max_ids,
+        junk=catalog.junk_ids,
+        table=faust_app.persons,
+        outputs=faust_app.outputs,
+        metrics=metrics,
+    )
+    stages = (stage_one, stage_two, resolver)
     runner = StageRunner(
         faust_app.log,
-        (stage_one, stage_two),
+        stages,
         metrics,
         batch_max=settings.processor_batch_max,
-        progress={
-            stage.name: board.consumer(f"stage-{stage.name}") for stage in (stage_one, stage_two)
-        },
+        progress={stage.name: board.consumer(f"stage-{stage.name}") for stage in stages},
     )
-    faust_app.drive(runner, stage_one, stage_two)
+    faust_app.drive(runner, stage_one, stage_two, resolver)
     alerts = MetricAlertService(
         settings,
         follower.state,

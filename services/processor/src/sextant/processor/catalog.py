@@ -32,6 +32,7 @@ class ConfigCatalog:
         self._plans: dict[tuple[str, str], ExperimentPlan] = {}
         self.generation = 0
         """Grows with every rebuild (the streamed statistics follow the plans by it)."""
+        self._junk: dict[str, frozenset[str]] = {}
         self.rebuild()
         state.subscribe(self._on_change)
 
@@ -49,7 +50,13 @@ class ConfigCatalog:
             conversion = definition.conversion_event
             if conversion is not None and conversion != definition.event:
                 by_event[(definition.project_id, conversion)].append(compiled)
-        lateness = {p.id: p.allowed_lateness_seconds for p in self._state.of_kind(Project)}
+        projects = self._state.of_kind(Project)
+        lateness = {p.id: p.allowed_lateness_seconds for p in projects}
+        junk = {
+            p.id: frozenset(i.strip().casefold() for i in p.identity_junk_ids)
+            for p in projects
+            if p.identity_junk_ids
+        }
         units: dict[tuple[str, str], str] = {
             (e.project_id, e.id): e.unit for e in self._state.of_kind(Experiment)
         }
@@ -60,6 +67,7 @@ class ConfigCatalog:
             self._lateness = lateness
             self._units = units
             self._plans = plans
+            self._junk = junk
             self.generation += 1
 
     def experiment_plans(self) -> dict[tuple[str, str], ExperimentPlan]:
@@ -77,6 +85,10 @@ class ConfigCatalog:
 
     def lateness_by_project(self) -> dict[str, int]:
         return dict(self._lateness)
+
+    def junk_ids(self, project_id: str) -> frozenset[str]:
+        """The project's own ids that are never merged (case-folded)."""
+        return self._junk.get(project_id, frozenset())
 
     def exposure_unit(self, project_id: str, experiment: str) -> str | None:
         return self._units.get((project_id, experiment))

@@ -725,7 +725,9 @@ def faust_log(
 class FaustProcessor:
     """The processor's faust app: the group, the two tables, the producer, the runner's loops."""
 
-    def __init__(self, settings: ProcessorSettings, partitions: int) -> None:
+    def __init__(
+        self, settings: ProcessorSettings, partitions: int, identity_partitions: int
+    ) -> None:
         s = settings
         self.settings = settings
         self.partitions = partitions
@@ -746,12 +748,15 @@ class FaustProcessor:
         prefix = s.topic_prefix
         self.events_topic = self.log.subscribe(topic_name(Topic.EVENTS_RAW, prefix))
         self.partials_topic = self.log.subscribe(s.partials_topic, partitions=partitions)
+        self.identities_topic = self.log.subscribe(topic_name(Topic.IDENTITIES, prefix))
         self.outputs = FaustOutputs(app)
         for topic in (
             self.partials_topic,
             app.topic(topic_name(Topic.METRIC_POINTS, prefix)),
             app.topic(topic_name(Topic.EXPOSURES, prefix)),
             app.topic(topic_name(Topic.EXPERIMENT_STATISTICS, prefix)),
+            app.topic(topic_name(Topic.PERSON_OVERRIDES, prefix)),
+            app.topic(topic_name(Topic.IDENTITY_DECISIONS, prefix)),
         ):
             self.outputs.add(topic)
         self.windows = KeyPartitionedTable(
@@ -760,7 +765,14 @@ class FaustProcessor:
         self.merges = KeyPartitionedTable(
             app, name="merge", partitions=partitions, key_type=bytes, value_type=bytes
         )
-        for table in (self.windows, self.merges):
+        self.persons = KeyPartitionedTable(
+            app,
+            name="persons",
+            partitions=identity_partitions,
+            key_type=bytes,
+            value_type=bytes,
+        )
+        for table in (self.windows, self.merges, self.persons):
             app.tables.add(table)
             changelog = table.changelog_topic.get_topic_name()
             note_use(changelog, "writes")  # its state
@@ -774,19 +786,24 @@ class FaustProcessor:
     def partials_topic_name(self) -> str:
         return str(self.partials_topic.get_topic_name())
 
-    def drive(self, runner: Driven, stage_one: Any, stage_two: Any) -> None:
+    @property
+    def identities_topic_name(self) -> str:
+        return str(self.identities_topic.get_topic_name())
+
+    def drive(self, runner: Driven, stage_one: Any, stage_two: Any, resolver: Any) -> None:
         """Run ``runner``'s loops as faust tasks and its tick as a faust timer; each table's
         recovery tells the runner which partitions it restored."""
 
-        async def recovered_one(active: set[int]) -> None:
-            await runner.recovered(stage_one, active)
+        def recovered(stage: Any) -> RecoveredHook:
+            async def hook(active: set[int]) -> None:
+                await runner.recovered(stage, active)
 
-        async def recovered_two(active: set[int]) -> None:
-            await runner.recovered(stage_two, active)
+            return hook
 
-        self.windows.on_recovered = recovered_one
-        self.merges.on_recovered = recovered_two
-        for stage in (stage_one, stage_two):
+        self.windows.on_recovered = recovered(stage_one)
+        self.merges.on_recovered = recovered(stage_two)
+        self.persons.on_recovered = recovered(resolver)
+        for stage in (stage_one, stage_two, resolver):
             self.app.task(_forever(runner, stage))
         interval = max(1.0, self.settings.processor_flush_interval_seconds)
         self.app.timer(interval, name="tick")(runner.tick)

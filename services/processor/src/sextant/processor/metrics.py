@@ -44,6 +44,12 @@ class ProcessorMetrics:
             ["multi_variant"],
             registry=r,
         )
+        self.identity_decisions = Counter(
+            "sextant_processor_identity_decisions",
+            "Identity edges that merged, were refused or split persons",
+            ["decision"],
+            registry=r,
+        )
         self.refetched = Counter(
             "sextant_processor_refetched_events",
             "Events not applied on delivery (out of order, or during a rebalance), fetched again",

@@ -47,6 +47,8 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     processor_experiment_statistics: bool = True
     """Stream each configured experiment's sufficient statistics (topic
     ``experiment_statistics``), so the gateway answers its results without the events table."""
+    processor_person_max_ids: int = Field(default=1_000, ge=2)
+    """A merge that would give one person more ids than this is refused (and recorded)."""
     processor_data_dir: Path = LOCAL_DIR / "processor"
     processor_group: str = ""
     """Consumer group (faust app id); default ``<topic_prefix>-processor``."""

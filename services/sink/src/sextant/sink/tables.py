@@ -17,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from sextant.core.batch_consumer import ConsumedRecord
 from sextant.schemas.events import Envelope, InvalidEvent
+from sextant.schemas.identity import IdentityDecision, PersonOverride
 from sextant.schemas.records import AlertTransition, Exposure, MetricPoint
 from sextant.schemas.statistics import STATISTICS_COLUMNS, ExperimentMetricStatistics
 from sextant.schemas.topics import Topic
@@ -76,6 +77,8 @@ _parse_exposure, _dump_exposure = _decoder(Exposure)
 _parse_point, _dump_point = _decoder(MetricPoint)
 _parse_alert, _dump_alert = _decoder(AlertTransition)
 _parse_statistics = TypeAdapter(ExperimentMetricStatistics).validate_json
+_parse_override, _dump_override = _decoder(PersonOverride)
+_parse_decision, _dump_decision = _decoder(IdentityDecision)
 
 
 def _event_row(record: ConsumedRecord) -> Row:
@@ -132,6 +135,18 @@ def _statistics_row(record: ConsumedRecord) -> Row:
     return Row(key, found.version, orjson.dumps(found.to_row()))
 
 
+def _override_row(record: ConsumedRecord) -> Row:
+    override = _decode(_parse_override, record)
+    key = (override.project_id, override.distinct_id)
+    return Row(key, override.version, _dump_override(override))
+
+
+def _decision_row(record: ConsumedRecord) -> Row:
+    decision = _decode(_parse_decision, record)
+    key = (decision.project_id, decision.edge_partition, decision.edge_offset)
+    return Row(key, 0, _dump_decision(decision))
+
+
 TABLES: dict[Topic, TableSpec] = {
     spec.topic: spec
     for spec in (
@@ -163,6 +178,19 @@ TABLES: dict[Topic, TableSpec] = {
             tuple(AlertTransition.model_fields),
             _alert_row,
             live=True,
+        ),
+        TableSpec(
+            Topic.PERSON_OVERRIDES,
+            "person_overrides",
+            tuple(PersonOverride.model_fields),
+            _override_row,
+            live=True,
+        ),
+        TableSpec(
+            Topic.IDENTITY_DECISIONS,
+            "identity_decisions",
+            tuple(IdentityDecision.model_fields),
+            _decision_row,
         ),
     )
 }

@@ -1,0 +1,222 @@
+"""What do persons cost: the resolver's edges per second, and person-aware queries beside the
+same queries by id.
+
+1. *Resolver.* ``--edges`` identity edges (a visitor's anonymous id joins its user; every
+   tenth an alias, every hundredth a refused second user of a device) taken by the resolver
+   stage as it takes a batch from ``identities`` (decode, apply, overrides and decisions to
+   send), in batches of 5,000. Baseline in the same process: decoding the same records alone.
+2. *Queries.* One embedded engine loaded with ``--events`` events of ``--users`` users over
+   30 days (``bench.gateway_queries``' events); a third of each user's events carry an
+   anonymous id of its own, and half of the users are linked (one override per anonymous id),
+   so a person-aware count differs from a count of ids. A 30-day daily unique-users trend and
+   a five-step funnel run through the gateway's own code, person-aware (the overrides joined
+   at query time), beside the same queries reading ``distinct_id`` as the person (what they
+   were before persons): p50 latency over ``--rounds`` rounds after a warm-up, alternating.
+   Target: person-aware within 1.5x of id-based.
+
+Run: ``python -m bench.persons [--edges N] [--events N] [--users N] [--rounds R]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+from bench.common import Figure, report
+from bench.gateway_queries import DAYS, PROJECT, START, STEPS, gateway_over
+from sextant.core.migrations import migrate
+from sextant.core.warehouse import Warehouse, connect
+from sextant.gateway import insights
+from sextant.processor.metrics import ProcessorMetrics
+from sextant.processor.resolver import ResolverStage
+from sextant.schemas.identity import EdgeKind, IdentityEdge
+
+COMMAND = "python -m bench.persons"
+BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+class _Table:
+    def items_with_prefix(self, prefix: str) -> Any:
+        return iter(())
+
+    def write(self, writes: Any) -> None:
+        del writes
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        del partitions
+
+
+def edge_records(count: int) -> list[Record]:
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    records = []
+    for i in range(count):
+        kind, source, target = EdgeKind.IDENTIFY, f"anon-{i}", f"user-{i}"
+        if i % 10 == 9:
+            kind, source, target = EdgeKind.ALIAS, f"user-{i - 1}", f"email-{i - 1}"
+        elif i % 100 == 50:
+            source = f"anon-{i - 1}"  # a second user on a device: refused
+        edge = IdentityEdge(
+            project_id=PROJECT, kind=kind, source=source, target=target, timestamp=at
+        )
+        records.append(Record("identities", 0, i, edge.model_dump_json().encode()))
+    return records
+
+
+def resolver_rate(records: list[Record]) -> tuple[float, float, int]:
+    """(edges/s through the stage's take, records/s decoded alone, overrides emitted)."""
+    stage = ResolverStage(
+        topic="identities",
+        overrides_topic="o",
+        decisions_topic="d",
+        partitions=1,
+        interval=0.1,
+        max_ids=1_000,
+        junk=lambda _project: frozenset(),
+        table=_Table(),
+        outputs=mock.Mock(),
+        metrics=ProcessorMetrics(),
+    )
+    overrides = 0
+    started = time.perf_counter()
+    for first in range(0, len(records), BATCH):
+        (applied, _), refused = stage.take(records[first : first + BATCH], {0})
+        assert not refused
+        overrides += len(applied.overrides)
+    taken = time.perf_counter() - started
+    started = time.perf_counter()
+    for record in records:
+        IdentityEdge.model_validate_json(record.value or b"")
+    decoded = time.perf_counter() - started
+    return len(records) / taken, len(records) / decoded, overrides
+
+
+def load(warehouse: Warehouse, events: int, users: int) -> None:
+    """``bench.gateway_queries``' events, a third of them under an anonymous id per user,
+    and an override for the anonymous id of every other user."""
+    from bench.gateway_queries import load_events
+
+    load_events(warehouse, events, users)
+    # distinct_id is in the sorting key: the events are copied with it changed.
+    warehouse.command("CREATE TABLE loaded AS events")
+    warehouse.command(
+        "INSERT INTO loaded SELECT * REPLACE (if(cityHash64(message_id) % 3 = 0,"
+        " concat('anon-', substring(distinct_id, 6)), distinct_id) AS distinct_id) FROM events"
+    )
+    warehouse.command("DROP TABLE events")
+    warehouse.command("RENAME TABLE loaded TO events")
+    warehouse.command(
+        f"""
+        INSERT INTO person_overrides
+        SELECT '{PROJECT}', concat('anon-', toString(number)), concat('user-', toString(number)),
+               number, now64(3)
+        FROM numbers({users}) WHERE number % 2 = 0
+        """
+    )
+    for table in ("events", "person_overrides"):
+        warehouse.command(f"OPTIMIZE TABLE {table} FINAL")
+
+
+def by_id(params: Any, project_id: str, id_sql: str = "") -> str:
+    """The events as they were read before persons: each id its own person."""
+    del params, project_id, id_sql
+    return "(SELECT *, cityHash64(distinct_id) AS person_key FROM events_unique)"
+
+
+def alternate(
+    person: Callable[[], Any], ids: Callable[[], Any], rounds: int
+) -> tuple[float, float, Any, Any]:
+    """p50 seconds of each, alternating rounds after a warm-up of each; and their answers."""
+    answers = person(), ids()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for run, samples in ((person, times[0]), (ids, times[1])):
+            started = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1]), *answers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edges", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args()
+    edges, decoded, overrides = resolver_rate(edge_records(args.edges))
+    print(
+        f"resolver: {edges:,.0f} edges/s ({overrides:,} overrides); decode alone {decoded:,.0f}/s"
+    )
+    figures = [
+        Figure(
+            "persons",
+            f"resolver stage, edges/s ({args.edges:,} edges, batches of {BATCH:,})",
+            round(edges),
+            "edges/s",
+            "decoding the edges alone",
+            round(decoded),
+            command=COMMAND,
+        )
+    ]
+    with tempfile.TemporaryDirectory(prefix="sextant-bench-") as folder:
+        url = f"chdb://{folder}?database=b{uuid.uuid4().hex[:8]}"
+        warehouse = connect(url)
+        migrate(warehouse)
+        started = time.perf_counter()
+        load(warehouse, args.events, args.users)
+        loaded = warehouse.query_rows("SELECT count() FROM events")[0][0]
+        print(f"loaded {loaded:,} events in {time.perf_counter() - started:.0f} s")
+        gateway = gateway_over(url)
+        month = {"from": START.isoformat(), "to": (START + timedelta(days=DAYS)).isoformat()}
+        trend = insights.TrendsQuery.model_validate(
+            {"event": "Page Viewed", "measure": "unique_users", "interval": "day"} | month
+        )
+        funnel = insights.FunnelQuery.model_validate(
+            {"steps": [{"event": s} for s in STEPS], "window_seconds": 7 * 86400} | month
+        )
+        cases: dict[str, Callable[[], Any]] = {
+            "30-day daily unique-users trend": lambda: insights.trends(gateway, PROJECT, trend),
+            "30-day five-step funnel": lambda: insights.funnel(gateway, PROJECT, funnel),
+        }
+        for name, run in cases.items():
+
+            def ids(run: Callable[[], Any] = run) -> Any:
+                with mock.patch.object(insights, "person_events", by_id):
+                    return run()
+
+            person_s, id_s, person_answer, id_answer = alternate(run, ids, args.rounds)
+            print(f"{name}: person-aware {person_s * 1000:.0f} ms, by id {id_s * 1000:.0f} ms")
+            print(f"  answers differ as persons should: {person_answer != id_answer}")
+            figures.append(
+                Figure(
+                    "persons",
+                    f"{name}, person-aware p50 ({loaded / 1e6:.0f}M events)",
+                    round(person_s * 1000, 1),
+                    "ms",
+                    "the same query by id, p50",
+                    round(id_s * 1000, 1),
+                    "within 1.5x",
+                    COMMAND,
+                )
+            )
+    report("persons", figures)
+
+
+if __name__ == "__main__":
+    main()
