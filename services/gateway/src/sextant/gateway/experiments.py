@@ -966,6 +966,8 @@ def _streamed_sums(
     streamed = streamed_metrics(experiment, metrics)
     if isinstance(streamed, str):
         return streamed
+    if _has_merged_persons(gateway, project_id):
+        return "the project has persons of several ids, and the stream counts ids"
     params = Params()
     columns = ", ".join(STATISTICS_COLUMNS)
     rows = run_query(
@@ -984,6 +986,21 @@ def _streamed_sums(
     if problem is not None:
         return problem
     return _Streamed(_add_partitions(experiment, plans, records), max(r.as_of for r in records))
+
+
+def _has_merged_persons(gateway: Gateway, project_id: str) -> bool:
+    """Whether the identity resolver has joined ids of the project into persons. The stream's
+    units are ids; the events table counts persons, so it answers for such a project."""
+    params = Params()
+    rows = run_query(
+        gateway,
+        "merged_persons",
+        "SELECT 1 FROM person_overrides"
+        f" WHERE project_id = {params.add(project_id, 'String')}"
+        " AND person_id != distinct_id LIMIT 1",
+        params,
+    )
+    return bool(rows)
 
 
 def _coverage_problem(
