@@ -145,6 +145,16 @@ def _record(message: ConsoleMessage, errors: list[str]) -> None:
         errors.append(message.text)
 
 
+def _wait_rendered(tab: Page, selector: str, timeout_ms: float) -> None:
+    """Until ``selector`` is in the page, asked every 250 ms until the deadline (a report
+    page renders once, with no animation that would drive frame-based polling)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not tab.evaluate("s => document.querySelector(s) !== null", selector):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{selector} not rendered within {timeout_ms / 1000:g} s")
+        tab.wait_for_timeout(250)
+
+
 def _number(tab: Page, selector: str) -> float:
     text = tab.get_attribute(selector, "data-value")
     assert text not in (None, ""), selector
@@ -193,7 +203,7 @@ def test_every_page_opens_at_both_sizes(page: Page, shop: Stack) -> None:
             assert overflow <= 1, f"{name} scrolls sideways at {width}px"
             page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
         page.goto(f"{shop.gateway}/#/experiments/new-checkout")
-        page.wait_for_selector("[data-verdict]", timeout=60_000)
+        _wait_rendered(page, "[data-verdict]", 60_000)
         page.screenshot(path=str(SHOTS / f"experiment-{size}.png"), full_page=True)
 
 
@@ -244,7 +254,7 @@ def test_numbers_shown_are_the_apis(page: Page, shop: Stack) -> None:
         assert page.inner_text(f"[data-step='{step['step']}']") == f"{step['users']:,}"
     # Experiment: units per variant.
     page.goto(f"{shop.gateway}/#/experiments/new-checkout")
-    page.wait_for_selector("[data-units]")
+    _wait_rendered(page, "[data-units]", 30_000)
     results = _api(shop, "GET", "/v1/experiments/new-checkout/results")
     for variant in results["variants"]:
         assert page.inner_text(f"[data-units='{variant['id']}']") == f"{variant['units']:,}"
