@@ -134,7 +134,7 @@ def page(browser: Browser, shop: Stack) -> Iterator[Page]:
     tab.fill("#read-key", READ)
     tab.fill("#admin-key", ADMIN)
     tab.click("button[type=submit]")
-    tab.wait_for_selector("nav.nav a[data-page=outcomes]", timeout=30_000)
+    _wait_rendered(tab, "nav.nav a[data-page=outcomes]")
     yield tab
     assert errors == [], errors
     context.close()
@@ -145,13 +145,25 @@ def _record(message: ConsoleMessage, errors: list[str]) -> None:
         errors.append(message.text)
 
 
-def _wait_rendered(tab: Page, selector: str, timeout_ms: float) -> None:
-    """Until ``selector`` is in the page, asked every 250 ms until the deadline (a report
-    page renders once, with no animation that would drive frame-based polling)."""
+def _wait_rendered(tab: Page, selector: str, timeout_ms: float = 30_000) -> None:
+    """Until ``selector`` is in the page."""
+    _wait_page(tab, "s => document.querySelector(s) !== null", selector, timeout_ms)
+
+
+def _wait_text(tab: Page, text: str, timeout_ms: float = 30_000) -> None:
+    """Until the page shows ``text``."""
+    _wait_page(tab, "t => document.body.innerText.includes(t)", text, timeout_ms)
+
+
+def _wait_page(tab: Page, predicate: str, arg: str, timeout_ms: float) -> None:
+    """Until ``predicate(arg)`` holds in the page, asked every 250 ms until the deadline.
+    Playwright's own waits poll on animation frames, which Chromium holds back for a tab
+    that is not in front (the session's browser keeps other tests' tabs), and a report page
+    renders once, with nothing that would bring a frame."""
     deadline = time.monotonic() + timeout_ms / 1000
-    while not tab.evaluate("s => document.querySelector(s) !== null", selector):
+    while not tab.evaluate(predicate, arg):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{selector} not rendered within {timeout_ms / 1000:g} s")
+            raise TimeoutError(f"{arg!r} not shown within {timeout_ms / 1000:g} s")
         tab.wait_for_timeout(250)
 
 
@@ -165,7 +177,7 @@ def test_the_sign_in_page_says_which_key_does_what(browser: Browser, shop: Stack
     context = browser.new_context(viewport={"width": 390, "height": 844})
     tab = context.new_page()
     tab.goto(f"{shop.gateway}/")
-    tab.wait_for_selector("#read-key")
+    _wait_rendered(tab, "#read-key")
     text = tab.inner_text("body")
     for words in ("Read key", "Admin key", "Write keys", "public", "private"):
         assert words in text
@@ -175,7 +187,7 @@ def test_the_sign_in_page_says_which_key_does_what(browser: Browser, shop: Stack
     tab.screenshot(path=str(SHOTS / "signin-desktop.png"), full_page=True)
     tab.fill("#read-key", "sx_read_wrong_000000000000000000")
     tab.click("button[type=submit]")
-    tab.wait_for_selector("text=was not accepted", timeout=30_000)
+    _wait_text(tab, "was not accepted")
     context.close()
 
 
@@ -197,7 +209,7 @@ def test_every_page_opens_at_both_sizes(page: Page, shop: Stack) -> None:
         for name in PAGES:
             route = "metrics/revenue" if name == "metrics" else name
             page.goto(f"{shop.gateway}/#/{route}")
-            page.wait_for_selector(ready[name], timeout=60_000)
+            _wait_rendered(page, ready[name], 60_000)
             page.wait_for_load_state("networkidle")
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 1, f"{name} scrolls sideways at {width}px"
@@ -211,7 +223,7 @@ def test_numbers_shown_are_the_apis(page: Page, shop: Stack) -> None:
     now = datetime.now(UTC)
     # Web: visitors over the last 24 hours.
     page.goto(f"{shop.gateway}/#/web")
-    page.wait_for_selector("[data-field=visitors]")
+    _wait_rendered(page, "[data-field=visitors]")
     web = _api(
         shop,
         "GET",
@@ -224,7 +236,7 @@ def test_numbers_shown_are_the_apis(page: Page, shop: Stack) -> None:
     assert page.inner_text("[data-field=visitors]") == f"{web['totals']['visitors']:,}"
     # Feedback: NPS over 30 days.
     page.goto(f"{shop.gateway}/#/feedback")
-    page.wait_for_selector("#score[data-value]")
+    _wait_rendered(page, "#score[data-value]")
     nps = _api(
         shop,
         "GET",
@@ -237,7 +249,7 @@ def test_numbers_shown_are_the_apis(page: Page, shop: Stack) -> None:
     assert _number(page, "#score") == pytest.approx(nps["overall"]["value"])
     # Funnel: users at each step, the page's default steps over 7 days.
     page.goto(f"{shop.gateway}/#/funnels")
-    page.wait_for_selector("[data-step='1']")
+    _wait_rendered(page, "[data-step='1']")
     steps = [page.input_value(f"#funnel-steps li:nth-child({i + 1}) input") for i in range(5)]
     funnel = _api(
         shop,
@@ -277,7 +289,7 @@ def _revenue_api(stack: Stack, start: datetime, end: datetime) -> float:
 
 def test_a_breakdown_metric_follows_new_events_live(page: Page, shop: Stack) -> None:
     page.goto(f"{shop.gateway}/#/metrics/revenue")
-    page.wait_for_selector("#headline[data-value]")
+    _wait_rendered(page, "#headline[data-value]")
     wait_for(lambda: page.inner_text("#live-status") == "live", 60, 0.2, "the live stream")
     opened = datetime.now(UTC)
 
