@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
+from playwright.sync_api import Error as PlaywrightError
 
 from sextant.core.config_file import documents_from_file, load_config_file
 from sextant.schemas.config import ApiKey, ConfigDocument, KeyKind, hash_key
@@ -161,10 +162,17 @@ def _wait_page(tab: Page, predicate: str, arg: str, timeout_ms: float) -> None:
     that is not in front (the session's browser keeps other tests' tabs), and a report page
     renders once, with nothing that would bring a frame."""
     deadline = time.monotonic() + timeout_ms / 1000
-    while not tab.evaluate(predicate, arg):
+    while not _holds(tab, predicate, arg):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{arg!r} not shown within {timeout_ms / 1000:g} s")
         tab.wait_for_timeout(250)
+
+
+def _holds(tab: Page, predicate: str, arg: str) -> bool:
+    try:
+        return bool(tab.evaluate(predicate, arg))
+    except PlaywrightError:  # the page is between documents (signing in reloads it)
+        return False
 
 
 def _number(tab: Page, selector: str) -> float:
@@ -215,7 +223,7 @@ def test_every_page_opens_at_both_sizes(page: Page, shop: Stack) -> None:
             assert overflow <= 1, f"{name} scrolls sideways at {width}px"
             page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
         page.goto(f"{shop.gateway}/#/experiments/new-checkout")
-        _wait_rendered(page, "[data-verdict]", 60_000)
+        _wait_rendered(page, "[data-verdict]", 120_000)
         page.screenshot(path=str(SHOTS / f"experiment-{size}.png"), full_page=True)
 
 
@@ -266,7 +274,7 @@ def test_numbers_shown_are_the_apis(page: Page, shop: Stack) -> None:
         assert page.inner_text(f"[data-step='{step['step']}']") == f"{step['users']:,}"
     # Experiment: units per variant.
     page.goto(f"{shop.gateway}/#/experiments/new-checkout")
-    _wait_rendered(page, "[data-units]", 30_000)
+    _wait_rendered(page, "[data-units]", 120_000)
     results = _api(shop, "GET", "/v1/experiments/new-checkout/results")
     for variant in results["variants"]:
         assert page.inner_text(f"[data-units='{variant['id']}']") == f"{variant['units']:,}"

@@ -17,7 +17,9 @@ export function signInPage(problem?: string): HTMLElement {
           return;
         }
         keys.set(read.value.trim(), admin.value.trim());
-        location.hash = read.value ? "#/outcomes" : "#/admin";
+        // replaceState, not location.hash: a hashchange would start a route (and its key
+        // check) racing the reload, and a refused key cleared by it would lose the message.
+        history.replaceState(null, "", read.value ? "#/outcomes" : "#/admin");
         location.reload();
       },
     },
