@@ -10,9 +10,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from bench.soak import soak
 
 
+# Three faults, each followed by its liveness checks (an alert rule firing and resolving with
+# its windows, lag drained): with the processor's resolver and statistics stages restoring
+# their state after the kill, the run outlasts the suite's default five minutes.
+@pytest.mark.timeout(600)
 def test_every_acknowledged_event_is_counted_exactly_once(tmp_path: Path) -> None:
     result, tally, checks = asyncio.run(soak(rate=150, duration_s=45, short=True, root=tmp_path))
     assert len(tally.faults) == 3
