@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sextant.core.secrets import generate_secret_key
 from sextant.schemas.config import Experiment, MetricDefinition, MetricKind, Variant
 from tests.integration.test_gateway_harness import Harness, make_harness
 
@@ -18,7 +20,14 @@ DAY = datetime(2025, 3, 1, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def harness(kafka_bootstrap: str, warehouse_root: Path) -> Iterator[Harness]:
-    with make_harness(kafka_bootstrap, warehouse_root, config_visibility_seconds=2) as running:
+    # A master key, as every deployment has: without one, alert rules with signed webhook
+    # targets are refused with a 503 that names the missing setting (tested elsewhere).
+    with make_harness(
+        kafka_bootstrap,
+        warehouse_root,
+        config_visibility_seconds=2,
+        secret_key=generate_secret_key(),
+    ) as running:
         running.put_config(
             MetricDefinition(
                 id="revenue",
@@ -109,14 +118,24 @@ def schemathesis_run(
     return output
 
 
+def _tested(output: str) -> int:
+    """How many operations schemathesis selected, having checked it tested every one."""
+    selected = re.search(r"Selected: (\d+)/\d+", output)
+    tested = re.search(r"Tested: (\d+)", output)
+    assert selected, output[-3000:]
+    assert tested, output[-3000:]
+    assert tested[1] == selected[1], output[-3000:]
+    return int(tested[1])
+
+
 def test_no_read_request_gets_a_server_error(harness: Harness) -> None:
     # The live stream never ends by itself; it has tests of its own.
     output = schemathesis_run(
         harness, harness.read, r"^/(v1|healthz|readyz|metrics)", r"(^/v1/admin)|(/live$)"
     )
-    assert "/v1/insights/funnels" in output
+    assert _tested(output) >= 25
 
 
 def test_no_admin_request_gets_a_server_error(harness: Harness) -> None:
     output = schemathesis_run(harness, harness.admin, r"^/v1/admin", r"^$")
-    assert "/v1/admin/apply" in output
+    assert _tested(output) >= 50

@@ -275,6 +275,14 @@ def _event_names(h: Harness) -> None:
     del h  # events of the last 30 days: the fixture's are older; see the injection tests
 
 
+def _person_events(h: Harness) -> None:
+    mine = h.client.get("/v1/persons/u1/events", headers=h.read).json()
+    theirs = h.client.get("/v1/persons/u1/events", headers=h.foreign).json()
+    assert mine["items"]
+    assert {e["distinct_id"] for e in mine["items"]} == {"u1"}
+    assert theirs["items"] == []
+
+
 READ_PROBES: dict[tuple[str, str], Probe] = {
     ("get", "/v1/metrics"): _metrics_list,
     ("get", "/v1/metrics/{key}"): _shared_metric,
@@ -297,6 +305,8 @@ READ_PROBES: dict[tuple[str, str], Probe] = {
     ("get", "/v1/web"): _web,
     ("get", "/v1/events"): _event_names,
     ("get", "/v1/experiments/{key}/decision"): _foreign_get("/v1/experiments/acme-exp/decision"),
+    ("get", "/v1/persons/{distinct_id}"): _foreign_get("/v1/persons/u1"),
+    ("get", "/v1/persons/{distinct_id}/events"): _person_events,
 }
 OPERATIONS = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
 

@@ -53,6 +53,13 @@ def _seed(harness: Harness) -> None:
             {"experiment": "e1", "unit_id": "bob", "variation_id": "b", "timestamp": at[8]},
         ]
     )
+    # What the identity resolver wrote for the identify and the alias above: Ada's ids are
+    # one person, named by her first id.
+    harness.warehouse.insert(
+        "person_overrides",
+        [["acme", "ada", "ada-anon", 1, at[1]], ["acme", "ada-old", "ada-anon", 2, at[2]]],
+        ["project_id", "distinct_id", "person_id", "version", "updated_at"],
+    )
 
 
 def _count(harness: Harness, table: str, column: str, ids: list[str]) -> int:
@@ -75,6 +82,7 @@ def test_a_deleted_person_is_gone_from_every_table_and_kept_out(harness: Harness
     assert exported.json()["ids"] == sorted(ADA)
     assert len(exported.json()["tables"]["events"]) == 5
     assert [e["unit_id"] for e in exported.json()["tables"]["exposures"]] == ["ada"]
+    assert len(exported.json()["tables"]["person_overrides"]) == 2
 
     sink = RetentionService(
         SinkSettings(
@@ -109,6 +117,8 @@ def test_a_deleted_person_is_gone_from_every_table_and_kept_out(harness: Harness
     assert c.get(status_url, headers=harness.admin).json()["rows_left"] == {
         "events": 0,
         "exposures": 0,
+        "person_overrides": 0,
+        "identity_decisions": 0,
     }
     for column in ("distinct_id", "user_id", "anonymous_id", "previous_id"):
         assert _count(harness, "events", column, ADA) == 0

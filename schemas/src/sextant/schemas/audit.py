@@ -30,6 +30,8 @@ class AuditAction(StrEnum):
     """Unknown or revoked keys from one address reached the threshold within a minute."""
     PERSON_DELETION = "person.deletion"
     PERSON_EXPORT = "person.export"
+    PERSON_MERGE = "person.merge"
+    PERSON_SPLIT = "person.split"
 
 
 class Actor(BaseModel):

@@ -33,6 +33,8 @@ log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1/admin/projects/{project_id}/persons", tags=["admin"])
 _ERRORS = problem_responses(401, 403, 404, 422, 503)
+_EXPORT_ORDER = {"person_overrides": "updated_at"}
+"""A person's export lists each table's rows oldest first; by its time column."""
 DistinctId = Annotated[str, Path(min_length=1, max_length=500, examples=["user-42"])]
 RequestId = Annotated[str, Path(pattern=IDENTIFIER, examples=["del-3f9a1c2b"])]
 
@@ -182,7 +184,8 @@ def export_person(
     parameters = {"p": project_id, "hashes": sorted(person_hash(project_id, i) for i in ids)}
     tables = {
         table: gateway.warehouse().query_dicts(
-            f"SELECT * FROM {table} WHERE {person_predicate(table)} ORDER BY timestamp",
+            f"SELECT * FROM {table} WHERE {person_predicate(table)} "
+            f"ORDER BY {_EXPORT_ORDER.get(table, 'timestamp')}",
             parameters,
         )
         for table in PERSON_COLUMNS

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sextant.core.kafka import make_producer
 from sextant.gateway import persons
-from sextant.gateway.auth import AdminScope, ReadScope
+from sextant.gateway.auth import OwnerScope, ReadScope
 from sextant.gateway.context import Gateway, GatewayDep
 from sextant.gateway.pages import Limit
 from sextant.gateway.problems import (
@@ -20,7 +20,8 @@ from sextant.gateway.problems import (
     not_found,
     problem_responses,
 )
-from sextant.schemas.config import IDENTIFIER
+from sextant.schemas.audit import AuditAction
+from sextant.schemas.config import IDENTIFIER, person_hash
 from sextant.schemas.identity import EdgeKind, IdentityEdge
 from sextant.schemas.topics import Topic, topic_name
 
@@ -137,6 +138,13 @@ def _send(gateway: Gateway, edge: IdentityEdge) -> EdgeAccepted:
         raise ProblemError(
             503, "kafka-unavailable", "the identities topic did not take the edge; retry"
         ) from error
+    ids = [i for i in (edge.source, edge.target) if i]
+    gateway.audit.record(
+        AuditAction.PERSON_MERGE if edge.kind is EdgeKind.MERGE else AuditAction.PERSON_SPLIT,
+        edge.project_id,
+        # The log names persons by digests only, as deletions do.
+        detail=" ".join(person_hash(edge.project_id, i) for i in ids),
+    )
     return EdgeAccepted(accepted=edge)
 
 
@@ -153,7 +161,7 @@ def _project(gateway: Gateway, project_id: str) -> None:
     responses=example_response(_EDGE, 202) | _ERRORS,
 )
 def split_person(
-    _: AdminScope, gateway: GatewayDep, project_id: ProjectId, distinct_id: DistinctId
+    _: OwnerScope, gateway: GatewayDep, project_id: ProjectId, distinct_id: DistinctId
 ) -> EdgeAccepted:
     _project(gateway, project_id)
     edge = IdentityEdge(
@@ -170,7 +178,7 @@ def split_person(
     responses=example_response(_EDGE, 202) | _ERRORS,
 )
 def merge_persons(
-    _: AdminScope, gateway: GatewayDep, project_id: ProjectId, body: MergeRequest
+    _: OwnerScope, gateway: GatewayDep, project_id: ProjectId, body: MergeRequest
 ) -> EdgeAccepted:
     _project(gateway, project_id)
     edge = IdentityEdge(
