@@ -6,7 +6,8 @@ a fault, with deadlines:
 1. every part answers ready again (none reports a stalled consumer);
 2. every consumer group commits up to where its topics ended when the check began (its lag
    drains, while the load goes on);
-3. every steadily fed metric's newest window reaches the current minute;
+3. every metric's newest window reaches the current minute, or the minute of its last event
+   if its feed has ended (the soak's load is shorter than its faults' checks);
 4. an alert rule of this fault's own fires for a minute with a burst of its signal events,
    and resolves for the next, quiet minute, each transition seen within ``ALERT_GRACE_S``
    (plus the lateness) of its window's end.
@@ -256,7 +257,7 @@ def check_after_fault(
     kafka: KafkaSection,
     ready: Callable[[], bool],
     groups: Mapping[str, Sequence[str]],
-    metrics: Sequence[tuple[str, str]],
+    metrics: Sequence[tuple[str, str, Callable[[], datetime | None]]],
     signals: Signals,
     watch: Watch,
 ) -> Check:
@@ -301,11 +302,16 @@ def check_after_fault(
         else:
             check.resolved_after_s = after
     current = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
-    for project, metric in metrics:
+    for project, metric, fed_until in metrics:
+        last_event = fed_until()
+        if last_event is None:
+            continue
+        # A metric fed only for a while (the load) is current once it reaches its last event.
+        due = min(current, last_event.replace(second=0, microsecond=0))
 
-        def advanced(p: str = project, m: str = metric) -> bool:
+        def advanced(p: str = project, m: str = metric, d: datetime = due) -> bool:
             newest = watch.window(p, m)
-            return newest is not None and newest >= current
+            return newest is not None and newest >= d
 
         if _until(advanced, 90) is None:
             check.problems.append(

@@ -124,6 +124,8 @@ class Tally:
     retries: int = 0
     unacknowledged_at_end: int = 0
     faults: list[str] = field(default_factory=list)
+    last_acknowledged_at: datetime | None = None
+    """The newest timestamp of an acknowledged event of the load."""
 
 
 class Running(Protocol):
@@ -257,6 +259,9 @@ async def _send(
     if response.status_code != 200:
         return False
     rejected = {int(r["index"]) for r in response.json()["rejected"]}
+    if len(rejected) < len(events):
+        sent_at = datetime.fromisoformat(str(events[0]["timestamp"]))
+        tally.last_acknowledged_at = max(tally.last_acknowledged_at or sent_at, sent_at)
     for index, event in enumerate(events):
         target = tally.rejected if index in rejected else tally.acknowledged
         target.add(str(event["messageId"]))
@@ -380,7 +385,10 @@ async def run_faults(
                 kafka=pipeline.kafka,
                 ready=lambda: all(_supervised_ready(p, tally) for p in pipeline.parts),
                 groups=_groups(pipeline.kafka),
-                metrics=[(PROJECT, METRIC), (liveness.PROJECT, liveness.HEARTBEAT_METRIC)],
+                metrics=[
+                    (PROJECT, METRIC, lambda: tally.last_acknowledged_at),
+                    (liveness.PROJECT, liveness.HEARTBEAT_METRIC, lambda: datetime.now(UTC)),
+                ],
                 signals=live.signals,
                 watch=live.watch,
             )
