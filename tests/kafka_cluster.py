@@ -33,7 +33,7 @@ class LocalCluster:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         ports = _free_ports(self.size)
         voters = ",".join(f"{n}@127.0.0.1:{port + 1}" for n, port in enumerate(ports, start=1))
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         self.nodes: dict[int, LocalBroker] = {
             n: LocalBroker(
                 self.data_dir / f"node-{n}",
@@ -91,3 +91,12 @@ def _free_ports(count: int) -> list[int]:
         if not any(abs(port - taken) <= 1 for taken in ports):
             ports.append(port)
     return ports
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id: a UUID in URL-safe base64. Like Kafka's own ``Uuid.randomUuid``,
+    never one that starts with ``-``, which the storage tool's parser takes for an option."""
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not found.startswith("-"):
+            return found

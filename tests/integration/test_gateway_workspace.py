@@ -32,6 +32,15 @@ TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 START = TODAY - timedelta(days=6)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _days_from_now() -> None:
+    """Days counted from when the module runs, not when the suite collected it: a long run
+    can cross midnight in between, and the gateway's boards count from its own today."""
+    global TODAY, START
+    TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    START = TODAY - timedelta(days=6)
+
+
 @pytest.fixture(scope="module")
 def answers() -> list[dict[str, Any]]:
     rng = random.Random(4)

@@ -68,9 +68,28 @@ def test_a_seek_during_a_batch_leaves_the_rest_of_its_partition_to_the_fetch_aga
     taken = router.buffers["events"].take(100)
     assert [m.offset for m in taken if m.partition == 0] == []
     assert [m.offset for m in taken if m.partition == 1] == [110, 111, 112, 113]
+    stale = router.fetched()  # handed over before the consumer's thread moved the position
+    stale.route(_Message("events", 0, 14), 0.0)
+    router.seeks_applied([sought])
+    router.fetch_handed_over()
     later = router.fetched()  # fetched after the seek: from the sought offset
     later.route(_Message("events", 0, 5), 0.0)
     assert [m.offset for m in router.buffers["events"].take(100)] == [5]
+
+
+def test_a_fetch_that_spans_a_seek_keeps_the_records_from_the_sought_offset() -> None:
+    """The drain loop asks for a fetch, which waits for records; meanwhile the partition is
+    sought back and the thread fetches from the sought offset. Those records are the ones
+    the seek asked for: dropping them would leave a gap nothing fills."""
+    router, _, _ = _router("events")
+    sought = TP("events", 0)
+    waiting = router.fetched()  # asked for before the seek
+    router.sought(sought)
+    router.seeks_applied([sought])
+    router.fetch_handed_over()  # the thread returns the records of the new position
+    for offset in (5, 6, 7):
+        waiting.route(_Message("events", 0, offset), 0.0)
+    assert [m.offset for m in router.buffers["events"].take(100)] == [5, 6, 7]
 
 
 def test_a_full_buffer_takes_its_partition_out_of_the_fetch_until_it_drains() -> None:

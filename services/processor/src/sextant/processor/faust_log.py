@@ -8,7 +8,7 @@ log both stages read), :class:`FaustOutputs` and two :class:`KeyPartitionedTable
 state). :class:`FaustProcessor` builds the app and drives the
 :class:`~sextant.processor.runner.StageRunner` from faust's tasks and timer.
 
-faust's *public* API is enough for everything but four things, each kept here and checked by
+faust's *public* API is enough for everything but five things, each kept here and checked by
 :func:`check_internals` (a unit test calls it, and so does every start: a faust, mode or
 aiokafka release that changes them fails loudly, not silently):
 
@@ -25,6 +25,10 @@ aiokafka release that changes them fails loudly, not silently):
 4. ``AIOKafkaConsumerThread._create_worker_consumer`` builds aiokafka's consumer with
    ``fetch_min_bytes=1``; its ``_fetch_min_bytes`` and ``_fetch_max_wait_ms`` are set before
    the consumer starts (faust has no setting for them).
+5. ``AIOKafkaConsumerThread._seek_wait`` and ``_fetch_records`` are wrapped, in the
+   consumer's thread, to know which seeks each fetch's records follow: a fetch waiting for
+   records can span a seek and return the records from its offset, which must be kept, while
+   records fetched before a seek must not be.
 
 docs/decisions/processor-faust-seam.md says why each one, and what was measured.
 """
@@ -36,7 +40,15 @@ import contextlib
 import inspect
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -91,6 +103,17 @@ def check_internals() -> None:
     method(FaustBaseConsumer, "_drain_messages", ["self", "fetcher"])
     method(FaustBaseConsumer, "_new_offset", ["self", "tp"])
     method(AIOKafkaConsumerThread, "_create_worker_consumer", ["self", "transport"])
+    method(AIOKafkaConsumerThread, "_seek_wait", ["self", "consumer", "partitions"])
+    method(
+        AIOKafkaConsumerThread,
+        "_fetch_records",
+        ["self", "consumer", "active_partitions", "timeout", "max_records"],
+    )
+    seek_wait = inspect.getsource(AIOKafkaConsumerThread._seek_wait)
+    if seek_wait.find("consumer.seek(") > seek_wait.find("await ") or "consumer.seek(" not in (
+        seek_wait
+    ):
+        problems.append("AIOKafkaConsumerThread._seek_wait no longer seeks before it awaits")
     source = inspect.getsource(FaustBaseConsumer.__init__)
     for attribute in ("_acked", "_acked_index", "_committed_offset"):
         if f"self.{attribute} = " not in source:
@@ -193,6 +216,12 @@ class Router:
     def __init__(self) -> None:
         self.buffers: dict[str, _Buffer] = {}
         self.seeks: Counter[TP] = Counter()
+        """Per partition, the seeks asked for."""
+        self.applied: Counter[TP] = Counter()
+        """Per partition, the seeks the consumer's thread has carried out."""
+        self.fetched_seeks: dict[TP, int] = {}
+        """``applied`` when the thread handed over its latest fetch: the positions its records
+        were fetched from."""
         self.delivered: dict[TP, tuple[int, float]] = {}
         """Per partition, the last offset delivered and when (monotonic)."""
         self.lowest: dict[TP, int] = {}
@@ -224,8 +253,18 @@ class Router:
         if buffer is not None:
             buffer.drop({tp.partition})
 
+    def seeks_applied(self, tps: Iterable[TP]) -> None:
+        """In the consumer's thread, as it moves the fetch positions of ``tps``."""
+        for tp in tps:
+            self.applied[tp] = self.seeks[tp]
+
+    def fetch_handed_over(self) -> None:
+        """In the consumer's thread, as it returns a fetch: the fetcher returns only records
+        of the positions as they are now (it drops what it fetched before a seek)."""
+        self.fetched_seeks = dict(self.applied)
+
     def fetched(self) -> Delivery:
-        """The delivery of one fetched batch (of records fetched from now on)."""
+        """The delivery of the next fetched batch."""
         return Delivery(self)
 
 
@@ -234,7 +273,7 @@ class Delivery:
 
     def __init__(self, router: Router) -> None:
         self._router = router
-        self._seeks = dict(router.seeks)
+        self._seeks: dict[TP, int] | None = None
         self._sought: set[TP] = set()
 
     def route(self, message: Any, now: float) -> bool:
@@ -246,9 +285,13 @@ class Delivery:
             return False
         if tp in self._sought:
             return True
+        if self._seeks is None:
+            # Read at the first record, not when the fetch was asked for: a fetch that waits
+            # for records may span a seek and bring the records from its offset.
+            self._seeks = router.fetched_seeks
         if router.seeks.get(tp, 0) != self._seeks.get(tp, 0):
-            # Sought back since this batch was fetched: the rest of its records of the
-            # partition come again from the seek, in order.
+            # Fetched from where the partition was before a seek: the rest of its records of
+            # the partition come again from the seek, in order.
             self._sought.add(tp)
             return True
         buffer.put(tp, message, now)
@@ -415,6 +458,25 @@ def tuned_transport(
             consumer._fetch_min_bytes = fetch_min_bytes
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
             return consumer
+
+        # workaround 5: which seeks a fetch's records follow
+        async def _seek_wait(self, consumer: Any, partitions: Mapping[TP, int]) -> None:
+            # Before faust's seeks, which move the positions before their first await.
+            router.seeks_applied(partitions)
+            await super()._seek_wait(consumer, partitions)
+
+        async def _fetch_records(
+            self,
+            consumer: Any,
+            active_partitions: Any,
+            timeout: float | None = None,  # noqa: ASYNC109 - faust's signature
+            max_records: int | None = None,
+        ) -> Any:
+            records = await super()._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=max_records
+            )
+            router.fetch_handed_over()
+            return records
 
     class TunedConsumer(StatusConsumer if streams else RoutingConsumer):  # type: ignore[misc]
         def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
