@@ -1,6 +1,7 @@
 """The workspace's reads against the real engine: outcomes, NPS and CSAT (checked against
 scipy and statsmodels over the same answers), comments, web analytics, metric values from the
-events table, the admin API and YAML for outcomes and surveys."""
+events table (the live windows of NPS metrics: test_survey_metrics_live.py), the admin API and
+YAML for outcomes and surveys."""
 
 from __future__ import annotations
 
@@ -235,17 +236,19 @@ def test_comments_are_searchable(harness: Harness) -> None:
     assert stamps == sorted(stamps, reverse=True)
 
 
-def test_nps_metric_series_comes_from_the_events_table(
+def test_nps_metric_values_from_the_events_table(
     harness: Harness, answers: list[dict[str, Any]]
 ) -> None:
-    response = harness.client.get(
-        "/v1/metrics/nps-score/series", params=_range() | {"interval": "day"}, headers=harness.read
-    )
-    assert response.status_code == 200, response.text
-    points = response.json()["series"][0]["points"]
+    from sextant.gateway.event_metrics import metric_values
+    from sextant.gateway.series import Interval
+
+    gateway = harness.app.state.gateway
+    metric = gateway.state.get("metric:acme:nps-score")
+    days = metric_values(gateway, "acme", metric, START, TODAY, Interval.DAY)
     nps = [r for r in answers if r["properties"]["survey"] == "nps"]
-    first = [r for r in nps if r["timestamp"].date() == START.date()]
-    assert points[0]["value"] == pytest.approx(_nps_of(first)[0])
+    for day, value in days:
+        answered = [r for r in nps if r["timestamp"].date() == day.date()]
+        assert value == pytest.approx(_nps_of(answered)[0])
 
 
 def test_conversion_values_from_events(harness: Harness) -> None:

@@ -316,6 +316,9 @@ class MetricDefinition(_Document):
 
 RATIO_PARTS = (MetricKind.COUNT, MetricKind.SUM, MetricKind.UNIQUE_USERS)
 """The kinds that may be a ratio metric's numerator or denominator (one value per unit)."""
+SURVEY_KINDS = (MetricKind.NPS, MetricKind.CSAT)
+"""The kinds whose windows hold each response's value (``sextant.schemas.metric_values``)
+rather than the property itself."""
 
 
 class Experiment(ExperimentDefinition, _Document):

@@ -19,7 +19,19 @@ kind               value                                           volume
 ``conversion``     ``count / denominator``; None for no A users    ``denominator``
 ``percentiles``    the quantile asked for (the median by default)  ``count``
                    of the centroids; None for no values
+``nps``, ``csat``  ``sum / count``, a mean over the responses'     ``count``
+                   values (:func:`response_value`); None for no
+                   responses
 =================  ==============================================  ==================
+
+An NPS or CSAT window is the window of a mean over each response's value: NPS maps a score
+of 9 or more (a promoter) to 100, 6 or less (a detractor) to -100 and anything between to 0,
+so the mean is % promoters - % detractors; CSAT maps a score of at least the definition's
+``satisfied_from`` to 1, else 0, so the mean is the satisfied share (0 to 1). Scores that are
+not JSON numbers are skipped, as a mean skips them (``sextant.schemas.filters.number_of``);
+scores outside the scale are not: they count on the side of the threshold they fall, as the
+gateway's survey reads count them. ``sum_sq`` is then that of the values, so a window carries
+what the normal interval of the score needs.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sextant.schemas.config import MetricKind
+from sextant.schemas.config import SURVEY_KINDS, MetricKind
 from sextant.schemas.sketches import (
     HLL_REGISTERS,
     Centroid,
@@ -38,7 +50,25 @@ from sextant.schemas.sketches import (
     hll_histogram,
 )
 
-__all__ = ["Components", "metric_value", "metric_volume", "unique_users", "unique_users_of"]
+__all__ = [
+    "DETRACTOR_UP_TO",
+    "PROMOTER_FROM",
+    "Components",
+    "metric_value",
+    "metric_volume",
+    "response_value",
+    "response_value_sql",
+    "unique_users",
+    "unique_users_of",
+]
+
+PROMOTER_FROM = 9
+"""The lowest NPS score of a promoter."""
+DETRACTOR_UP_TO = 6
+"""The highest NPS score of a detractor."""
+
+
+_MEANS = (MetricKind.MEAN, *SURVEY_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +104,7 @@ def metric_value(kind: MetricKind, components: Components, quantile: float = 0.5
         return float(c.count)
     if kind is MetricKind.SUM:
         return c.sum
-    if kind is MetricKind.MEAN:
+    if kind in _MEANS:
         return c.sum / c.count if c.count else None
     if kind is MetricKind.UNIQUE_USERS:
         return None if c.users is None else float(round(c.users))
@@ -92,3 +122,21 @@ def metric_volume(kind: MetricKind, components: Components) -> float:
     if kind is MetricKind.UNIQUE_USERS:
         return metric_value(kind, components) or 0.0
     return float(components.count)
+
+
+def response_value(kind: MetricKind, score: float, satisfied_from: float) -> float:
+    """What one survey response adds to an ``nps`` or ``csat`` window (see the module)."""
+    if kind is MetricKind.NPS:
+        return 100.0 * ((score >= PROMOTER_FROM) - (score <= DETRACTOR_UP_TO))
+    return float(score >= satisfied_from)
+
+
+def response_value_sql(kind: MetricKind, score: str, satisfied_from: str) -> str:
+    """SQL of :func:`response_value`: ``score`` a Nullable(Float64) expression (NULL stays
+    NULL), ``satisfied_from`` a placeholder or literal."""
+    if kind is MetricKind.NPS:
+        return (
+            f"(100 * (toFloat64({score} >= {PROMOTER_FROM})"
+            f" - toFloat64({score} <= {DETRACTOR_UP_TO})))"
+        )
+    return f"toFloat64({score} >= {satisfied_from})"

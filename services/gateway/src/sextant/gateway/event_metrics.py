@@ -1,13 +1,13 @@
 """A metric's value per day (or hour) computed from the ``events`` table.
 
 The live windows (``series.py``) hold what the processor computed since a metric existed;
-an outcome looks back further, to its start date, and NPS and CSAT metrics have no live
-windows yet. So these read the events themselves, with the meaning each metric kind has
-everywhere else: counts and unique users of the event, sum, mean and median of its numeric
-property, a conversion as the share of the users whose first event of the bucket was
-followed by the conversion event within the conversion window, and NPS and CSAT from survey
-scores (:mod:`sextant.gateway.feedback`). Filters are the definition's, as
-:func:`sextant.gateway.sql.filters_sql` reads them.
+an outcome looks back further, to its start date. So these read the events themselves, with
+the meaning each metric kind has everywhere else: counts and unique users of the event, sum,
+mean and median of its numeric property (a JSON number, ``sextant.schemas.filters``), a
+conversion as the share of the users whose first event of the bucket was followed by the
+conversion event within the conversion window, and NPS and CSAT as the mean of each
+response's value (``sextant.schemas.metric_values``, as the processor's windows hold them).
+Filters are the definition's, as :func:`sextant.gateway.sql.filters_sql` reads them.
 """
 
 from __future__ import annotations
@@ -16,19 +16,28 @@ from datetime import datetime
 from typing import Any
 
 from sextant.gateway.context import Gateway
-from sextant.gateway.feedback import csat_score, nps_score
 from sextant.gateway.persons import person_events
-from sextant.gateway.series import Interval, Point, Series, SeriesResult, bucket_starts
+from sextant.gateway.series import Interval, bucket_starts
 from sextant.gateway.sql import (
     DATETIME,
     FINAL_PER_PARTITION,
     Params,
     filters_sql,
-    property_text,
+    property_number,
     run_query,
     utc,
 )
-from sextant.schemas.config import MetricDefinition, MetricKind
+from sextant.schemas.config import SURVEY_KINDS, MetricDefinition, MetricKind
+from sextant.schemas.metric_values import response_value_sql
+
+_AGGREGATES = {
+    MetricKind.SUM: "sum",
+    MetricKind.MEAN: "avg",
+    MetricKind.PERCENTILES: "quantileExact(0.5)",
+    MetricKind.NPS: "avg",
+    MetricKind.CSAT: "avg",
+}
+"""How a bucket aggregates the values of a kind read from a numeric property."""
 
 
 def _where(
@@ -49,7 +58,7 @@ def _where(
 
 
 def _number(params: Params, name: str | None) -> str:
-    return f"toFloat64OrNull({property_text(params, name or '', 'property')})"
+    return property_number(params, name or "", "property")
 
 
 def metric_values(
@@ -116,26 +125,12 @@ def _rows(
             f" WHERE {where} GROUP BY bucket"
         )
         return run_query(gateway, "metric_values", sql, params, FINAL_PER_PARTITION)
-    elif kind in (MetricKind.NPS, MetricKind.CSAT):
-        score = _number(params, metric.property)
-        satisfied = params.add(float(metric.satisfied_from), "Float64")
-        measure = (
-            f"countIf(isNotNull(v)), countIf(v >= 9), countIf(v <= 6), countIf(v >= {satisfied})"
-        )
-        sql = f"""
-            SELECT bucket, {measure} FROM (
-                SELECT {bucket} AS bucket, {score} AS v FROM events_unique WHERE {where}
-            ) GROUP BY bucket
-        """
-        return run_query(gateway, "metric_values", sql, params, FINAL_PER_PARTITION)
     else:
         value = _number(params, metric.property)
-        aggregate = {
-            MetricKind.SUM: "sum",
-            MetricKind.MEAN: "avg",
-            MetricKind.PERCENTILES: "quantileExact(0.5)",
-        }[kind]
-        measure = f"{aggregate}(v), count(v)"
+        if kind in SURVEY_KINDS:
+            satisfied = params.add(float(metric.satisfied_from), "Float64")
+            value = f"{value} AS n, {response_value_sql(kind, 'n', satisfied)}"
+        measure = f"{_AGGREGATES[kind]}(v), count(v)"
         sql = f"""
             SELECT bucket, {measure} FROM (
                 SELECT {bucket} AS bucket, {value} AS v FROM events_unique WHERE {where}
@@ -154,34 +149,7 @@ def _value(metric: MetricDefinition, row: tuple[Any, ...] | None) -> float | Non
         return float(row[1])
     if kind is MetricKind.CONVERSION:
         return int(row[2]) / int(row[1]) if int(row[1]) else None
-    if kind is MetricKind.NPS:
-        n, promoters, detractors = int(row[1]), int(row[2]), int(row[3])
-        return nps_score(promoters, n - promoters - detractors, detractors).value if n else None
-    if kind is MetricKind.CSAT:
-        n, satisfied = int(row[1]), int(row[4])
-        return csat_score(satisfied, n).value if n else None
     if int(row[2]) == 0:
         return 0.0 if kind is MetricKind.SUM else None
     value = float(row[1])
     return value if value == value else None
-
-
-def survey_series(
-    gateway: Gateway,
-    project_id: str,
-    metric: MetricDefinition,
-    start: datetime,
-    end: datetime,
-    interval: Interval,
-) -> SeriesResult:
-    """An NPS or CSAT metric per bucket, from the events table (no live windows yet)."""
-    values = metric_values(gateway, project_id, metric, start, end, interval)
-    first = values[0][0] if values else start
-    return SeriesResult(
-        metric=metric.id,
-        metric_kind=metric.metric_kind,
-        interval=interval,
-        from_=first,
-        to=end,
-        series=[Series(breakdown=None, points=[Point(t=t, value=v) for t, v in values])],
-    )

@@ -19,7 +19,6 @@ from fastapi.responses import StreamingResponse
 from sextant.gateway import alerts, examples, experiments, insights
 from sextant.gateway.auth import ReadScope
 from sextant.gateway.context import Gateway, GatewayDep
-from sextant.gateway.event_metrics import survey_series
 from sextant.gateway.live import LiveStream, MetricPointFeed, parse_position
 from sextant.gateway.pages import IdCursor, Limit, Page, page_by_id
 from sextant.gateway.problems import (
@@ -32,7 +31,7 @@ from sextant.gateway.problems import (
 )
 from sextant.gateway.series import Interval, SeriesResult, metric_series
 from sextant.gateway.sql import request_time
-from sextant.schemas.config import IDENTIFIER, AlertRule, Experiment, MetricDefinition, MetricKind
+from sextant.schemas.config import IDENTIFIER, AlertRule, Experiment, MetricDefinition
 from sextant.schemas.records import AlertState
 
 router = APIRouter(prefix="/v1")
@@ -123,11 +122,7 @@ def metric_series_route(
 ) -> Response:
     metric = _metric(gateway, scope.project_id, key)
     start, end = _range(from_, to, timedelta(days=1))
-    if metric.metric_kind in (MetricKind.NPS, MetricKind.CSAT):
-        # No live windows for survey scores yet: computed from the events table.
-        result = survey_series(gateway, scope.project_id, metric, start, end, interval)
-    else:
-        result = metric_series(gateway, scope.project_id, metric, start, end, interval, breakdown)
+    result = metric_series(gateway, scope.project_id, metric, start, end, interval, breakdown)
     # Serialised directly: a day of minutes is 1,440 points, not worth validating again.
     return Response(result.model_dump_json(by_alias=True), media_type="application/json")
 

@@ -38,7 +38,9 @@ const RANGES: Record<string, { ms: number; interval: string; label: string }> = 
   "30d": { ms: 30 * 86400e3, interval: "day", label: "Last 30 days" },
 };
 const STEP: Record<string, number> = { minute: 60e3, hour: 3600e3, day: 86400e3 };
-const ADDITIVE = new Set(["count", "sum", "mean", "conversion"]);
+const ADDITIVE = new Set(["count", "sum", "mean", "conversion", "nps", "csat"]);
+/** Kinds whose value is Σsum/Σcount: NPS and CSAT windows hold each response's value. */
+const MEANS = new Set(["mean", "nps", "csat"]);
 
 /** Components of one bucket and breakdown value. */
 interface Cell {
@@ -57,7 +59,7 @@ function combine(kind: string, cells: Cell[]): Cell {
   let value: number | null = null;
   if (kind === "count") value = count;
   else if (kind === "sum") value = sum;
-  else if (kind === "mean") value = count ? sum / count : null;
+  else if (MEANS.has(kind)) value = count ? sum / count : null;
   else if (kind === "conversion") value = denominator ? count / denominator : null;
   else value = cells.length === 1 ? cells[0].value : null;
   return { value, count, sum, denominator, quantiles: cells.length === 1 ? cells[0].quantiles : null, version: 0 };
@@ -67,7 +69,7 @@ function combine(kind: string, cells: Cell[]): Cell {
 export function headline(kind: string, cells: Cell[]): { value: number | null; label: string } {
   if (ADDITIVE.has(kind)) {
     const total = combine(kind, cells);
-    const label = { count: "total in range", sum: "total in range", mean: "mean over range", conversion: "conversion over range" }[kind] || "";
+    const label = { count: "total in range", sum: "total in range", mean: "mean over range", conversion: "conversion over range", nps: "NPS over range", csat: "CSAT over range" }[kind] || "";
     return { value: total.value, label };
   }
   return { value: null, label: "" };
@@ -276,10 +278,6 @@ export function metricsPage(root: HTMLElement, args: string[]): () => void {
 
     load()
       .then(() => {
-        if (kind === "nps" || kind === "csat") {
-          status.textContent = "computed from the events table (no live windows for survey scores yet)";
-          return;
-        }
         void stream(
           `/v1/metrics/${encodeURIComponent(metric.id)}/live`,
           (e) => {

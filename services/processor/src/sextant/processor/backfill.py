@@ -2,10 +2,11 @@
 
 The warehouse does the heavy part in SQL (filters, by the rule of ``sextant.schemas.filters``
 that the live processor and the gateway use too, minute buckets, breakdown values, counts,
-sums, the per-user conversion test, distinct users' hashes, values for the digest); the
-result is shaped into the same :class:`~sextant.schemas.records.MetricPoint` values the live
-processor emits (same breakdown top-N, same HyperLogLog registers for the same users) and sent
-to ``metric_points`` for the sink to write.
+sums (of each NPS or CSAT response's value, by ``sextant.schemas.metric_values``), the
+per-user conversion test, distinct users' hashes, values for the digest); the result is
+shaped into the same :class:`~sextant.schemas.records.MetricPoint` values the live processor
+emits (same breakdown top-N, same HyperLogLog registers for the same users) and sent to
+``metric_points`` for the sink to write.
 
 Versions: backfilled points carry ``BACKFILL_VERSION_BASE`` + the run's start in milliseconds,
 above any live version (a sum of offsets), and a later run above an earlier one. So by default
@@ -30,8 +31,9 @@ from sextant.core.warehouse import Warehouse
 from sextant.processor.aggregates import WINDOW_SECONDS, Group
 from sextant.processor.definitions import NO_BREAKDOWN, NONE_VALUE
 from sextant.processor.merge import WindowId, to_point, top_groups
-from sextant.schemas.config import MetricDefinition, MetricKind
+from sextant.schemas.config import SURVEY_KINDS, MetricDefinition, MetricKind
 from sextant.schemas.filters import filters_sql, number_sql
+from sextant.schemas.metric_values import response_value_sql
 from sextant.schemas.records import MetricPoint
 from sextant.schemas.sketches import hll_hash_sql, hll_position
 from sextant.schemas.topics import Topic, topic_name
@@ -105,6 +107,9 @@ def _simple_query(definition: MetricDefinition, start: datetime, end: datetime) 
     else:
         assert definition.property is not None
         value = sql.number(sql.prop(definition.property))
+        if kind in SURVEY_KINDS:
+            satisfied = sql.bind(definition.satisfied_from, "Float64")
+            value = f"{value} AS n, {response_value_sql(kind, 'n', satisfied)}"
         extra = ", groupArray(v)" if kind is MetricKind.PERCENTILES else ""
         body = (
             f"SELECT {_MINUTE} AS w, {breakdown} AS b, count() AS c, sum(v), sum(v * v){extra}"

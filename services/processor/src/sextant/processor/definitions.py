@@ -1,5 +1,8 @@
 """How one metric definition reads one event: filters, the breakdown value, the numeric value.
 
+An NPS or CSAT metric's value is the response's value (``100``/``0``/``-100``, or ``1``/``0``)
+of its numeric score, by :func:`sextant.schemas.metric_values.response_value`.
+
 Filters and numeric values follow the one rule of :mod:`sextant.schemas.filters` (the backfill
 and the gateway's queries use the same module). Breakdown values are rendered as text: strings
 as they are, booleans ``true``/``false``, integral numbers without a fraction (``2.0`` →
@@ -9,13 +12,15 @@ as they are, booleans ``true``/``false``, integral numbers without a fraction (`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import orjson
 
-from sextant.schemas.config import MetricDefinition, MetricKind
+from sextant.schemas.config import SURVEY_KINDS, MetricDefinition, MetricKind
 from sextant.schemas.filters import Predicate, compile_filters, number_of
+from sextant.schemas.metric_values import response_value
 
 NONE_VALUE = "(none)"
 OTHER_VALUE = "other"
@@ -56,6 +61,7 @@ class CompiledMetric:
         "kind",
         "matches",
         "property",
+        "scorer",
     )
 
     def __init__(self, definition: MetricDefinition) -> None:
@@ -69,14 +75,24 @@ class CompiledMetric:
         self.fingerprint = fingerprint(definition)
         self.matches: Predicate = compile_filters(definition.filters)
         """Whether an event's properties pass every filter of the definition."""
+        self.scorer: Callable[[float], float] | None = None
+        """The value of a numeric score (NPS and CSAT); None: the number is the value."""
+        if self.kind in SURVEY_KINDS:
+            self.scorer = partial(
+                response_value, self.kind, satisfied_from=definition.satisfied_from
+            )
 
     def breakdown_of(self, properties: Mapping[str, Any]) -> str:
         name = self.breakdown
         return NO_BREAKDOWN if name is None else render(properties.get(name))
 
     def value_of(self, properties: Mapping[str, Any]) -> float | None:
+        """What an event adds to the window's ``sum``; None: the event has no value."""
         name = self.property
-        return None if name is None else number_of(properties.get(name))
+        number = None if name is None else number_of(properties.get(name))
+        if number is None or self.scorer is None:
+            return number
+        return self.scorer(number)
 
 
 def compile_metric(definition: MetricDefinition) -> CompiledMetric:

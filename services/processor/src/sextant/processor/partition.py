@@ -234,6 +234,9 @@ class WindowState:
             if kind_of is not float and kind_of is not int:
                 return  # the same rule as sextant.schemas.filters.number_of
             value = float(found)
+            scorer = metric.scorer
+            if scorer is not None:
+                value = scorer(value)
         name = metric.breakdown
         if name is None:
             label = NO_BREAKDOWN
