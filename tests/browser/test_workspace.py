@@ -1,7 +1,8 @@
 """The workspace in Chromium against real parts (collector, processor, gateway with its sink,
 Kafka, the embedded warehouse): sign in with the keys, open every page at a desktop's and a
 phone's size with no console error, check that the numbers shown are the API's for the same
-query, that a breakdown metric's headline follows new events live without a reload, and save
+query, that a breakdown metric's headline follows new events live without a reload, that a
+document's history (its audit entries) is shown to an owner and explained to a viewer, and save
 each page's screenshot into docs/screenshots/ for the README.
 
 The shop's data is the demo's (``deploy/local/demo_traffic.py``, seeded): two weeks of history
@@ -15,6 +16,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -25,12 +27,13 @@ from playwright.sync_api import Browser, ConsoleMessage, Page
 from playwright.sync_api import Error as PlaywrightError
 
 from sextant.core.config_file import documents_from_file, load_config_file
-from sextant.schemas.config import ApiKey, ConfigDocument, KeyKind, hash_key
+from sextant.schemas.config import ApiKey, ConfigDocument, KeyKind, Role, hash_key
 from sextant.sdk import Client
 from tests.browser.stack import REPO, Stack, running_stack
 from tests.infra import wait_for
 
 READ = "sx_read_workspace_000000000000000"
+OWNER = "sx_read_workspace_owner_000000000"
 ADMIN = "sx_admin_workspace_00000000000000"
 WRITE = "sx_write_workspace_00000000000000"
 SHOTS = REPO / "docs" / "screenshots"
@@ -74,15 +77,23 @@ def _documents() -> list[ConfigDocument]:
         *documents,
         ApiKey(id="w", project_id="demo", key_kind=KeyKind.WRITE, key_hash=hash_key(WRITE)),
         ApiKey(id="r", project_id="demo", key_kind=KeyKind.READ, key_hash=hash_key(READ)),
+        ApiKey(
+            id="o",
+            project_id="demo",
+            key_kind=KeyKind.READ,
+            key_hash=hash_key(OWNER),
+            role=Role.OWNER,
+            name="Demo owner",
+        ),
         ApiKey(id="a", project_id="*", key_kind=KeyKind.ADMIN, key_hash=hash_key(ADMIN)),
     ]
 
 
-def _api(stack: Stack, method: str, path: str, **kwargs: Any) -> Any:
+def _api(stack: Stack, method: str, path: str, key: str = READ, **kwargs: Any) -> Any:
     response = httpx.request(
         method,
         f"{stack.gateway}{path}",
-        headers={"Authorization": f"Bearer {READ}"},
+        headers={"Authorization": f"Bearer {key}"},
         timeout=60,
         **kwargs,
     )
@@ -124,21 +135,30 @@ def shop(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield stack
 
 
+@contextmanager
+def _signed_in(browser: Browser, stack: Stack, read: str, admin: str = "") -> Iterator[Page]:
+    """A desktop-sized tab signed in with the keys; it must log no error."""
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("console", lambda m: _record(m, errors))
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.goto(f"{stack.gateway}/")
+        tab.fill("#read-key", read)
+        tab.fill("#admin-key", admin)
+        tab.click("button[type=submit]")
+        _wait_rendered(tab, f"nav.nav a[data-page={'outcomes' if read else 'admin'}]")
+        yield tab
+        assert errors == [], errors
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def page(browser: Browser, shop: Stack) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1366, "height": 768})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("console", lambda m: _record(m, errors))
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    tab.goto(f"{shop.gateway}/")
-    tab.fill("#read-key", READ)
-    tab.fill("#admin-key", ADMIN)
-    tab.click("button[type=submit]")
-    _wait_rendered(tab, "nav.nav a[data-page=outcomes]")
-    yield tab
-    assert errors == [], errors
-    context.close()
+    with _signed_in(browser, shop, READ, ADMIN) as tab:
+        yield tab
 
 
 def _record(message: ConsoleMessage, errors: list[str]) -> None:
@@ -343,3 +363,68 @@ def test_a_breakdown_metric_follows_new_events_live(page: Page, shop: Stack) -> 
     assert "pro" in rows
     assert "free" in rows
     assert seconds < 30
+
+
+def _history_rows(tab: Page, count: int) -> list[dict[str, Any]]:
+    """The history's rows once it shows ``count``: each one's action, changed fields and text."""
+    rows = "#history-entries tbody tr"
+    _wait_page(
+        tab, f"n => document.querySelectorAll('{rows}').length === Number(n)", str(count), 30_000
+    )
+    shown: list[dict[str, Any]] = tab.eval_on_selector_all(
+        rows,
+        """rows => rows.map(r => ({
+            action: r.dataset.action,
+            fields: [...r.querySelectorAll('[data-field]')].map(f => f.dataset.field),
+            text: r.innerText,
+        }))""",
+    )
+    return shown
+
+
+def test_a_documents_history_is_shown_to_an_owner_and_explained_to_a_viewer(
+    browser: Browser, shop: Stack
+) -> None:
+    target = "metric:demo:refunds"
+    link = f"a[data-history='{target}']"
+    metric = {"name": "Refunds", "metric_kind": "count", "event": "Order Refunded"}
+    versions = [metric | {"breakdown_limit": n} for n in range(10, 30)]  # more than a page
+    versions.append(versions[-1] | {"name": "Refunds (all plans)"})
+    versions.append(versions[-1] | {"metric_kind": "sum", "property": "amount", "unit": "EUR"})
+    for version in versions:
+        _api(shop, "PUT", "/v1/admin/projects/demo/metrics/refunds", OWNER, json=version)
+
+    with _signed_in(browser, shop, OWNER) as tab:
+        tab.goto(f"{shop.gateway}/#/metrics/refunds")
+        _wait_rendered(tab, link)
+        tab.click(link)
+        rows = _history_rows(tab, 20)
+        newest, renamed = rows[0], rows[1]
+        assert newest["action"] == renamed["action"] == "config.changed"
+        assert newest["fields"] == ["metric_kind", "property", "unit"]
+        assert '"count" → "sum"' in newest["text"]
+        assert "Demo owner" in newest["text"]
+        assert "api_key:demo:o" in newest["text"]
+        assert renamed["fields"] == ["name"]
+        assert '"Refunds" → "Refunds (all plans)"' in renamed["text"]
+        tab.screenshot(path=str(SHOTS / "history-desktop.png"))  # the newest entries
+        tab.set_viewport_size({"width": 390, "height": 844})
+        assert tab.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
+        tab.screenshot(path=str(SHOTS / "history-phone.png"))
+        tab.click("#history-older")
+        rows = _history_rows(tab, len(versions))
+        assert rows[-1]["action"] == "config.created"
+        assert tab.is_hidden("#history-older")
+
+    with _signed_in(browser, shop, READ) as tab:  # a viewer: no request the role cannot make
+        tab.goto(f"{shop.gateway}/#/metrics/refunds")
+        _wait_rendered(tab, link)
+        tab.click(link)
+        _wait_text(tab, "The history needs an owner key")
+        assert tab.query_selector("#history-entries") is None
+
+    with _signed_in(browser, shop, "", ADMIN) as tab:  # the admin view lists every document
+        tab.goto(f"{shop.gateway}/#/admin")
+        _wait_rendered(tab, f"[data-documents=demo] {link}")
+        tab.click(f"[data-documents=demo] {link}")
+        assert _history_rows(tab, 20)[0]["fields"] == ["metric_kind", "property", "unit"]

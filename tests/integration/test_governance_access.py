@@ -123,6 +123,19 @@ def test_every_operation_answers_each_role_as_the_matrix_says(harness: Harness) 
     )
 
 
+def test_whoami_names_the_keys_role(harness: Harness) -> None:
+    """The workspace offers a document's history (the audit log) by the role it names."""
+    secrets = {
+        VIEWER: SECRETS[("acme", KeyKind.READ)],
+        EDITOR: ROLE_SECRETS[("acme", Role.EDITOR)],
+        OWNER: ROLE_SECRETS[("acme", Role.OWNER)],
+    }
+    for role, secret in secrets.items():
+        me = harness.client.get("/v1/whoami", headers=auth(secret))
+        assert me.status_code == 200, f"{role}: {me.text}"
+        assert (me.json()["project_id"], me.json()["role"]) == ("acme", role)
+
+
 def _audit(harness: Harness, **filters: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor: str | None = None

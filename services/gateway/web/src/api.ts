@@ -50,6 +50,8 @@ export const post = <T>(path: string, body: unknown): Promise<T> => request<T>("
 export const adminGet = <T>(path: string): Promise<T> => request<T>("GET", path, keys.admin());
 export const adminSend = <T>(method: string, path: string, body?: unknown): Promise<T> =>
   request<T>(method, path, keys.admin(), body);
+/** The admin key when signed in with one, else the read key (whose role may be enough). */
+export const ownerGet = <T>(path: string): Promise<T> => request<T>("GET", path, keys.admin() || keys.read());
 
 export function query(params: Record<string, string | number | boolean | null | undefined>): string {
   const search = new URLSearchParams();

@@ -2,6 +2,7 @@
 
 export interface MetricDef {
   id: string;
+  project_id: string;
   name: string;
   metric_kind: string;
   event: string;
@@ -69,8 +70,8 @@ export function signedPercent(value: number | null | undefined, digits = 1): str
   return `${value >= 0 ? "+" : "−"}${Math.abs(value * 100).toFixed(digits)} %`;
 }
 
-export function when(iso: string): string {
-  return new Date(iso).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" });
+export function when(iso: string, seconds = false): string {
+  return new Date(iso).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: seconds ? "medium" : "short" });
 }
 
 export function kindLabel(kind: string): string {

@@ -7,6 +7,7 @@ import { alertsPage } from "./pages/alerts";
 import { experimentsPage } from "./pages/experiments";
 import { feedbackPage } from "./pages/feedback";
 import { funnelsPage } from "./pages/funnels";
+import { historyPage } from "./pages/history";
 import { metricsPage } from "./pages/metrics";
 import { outcomesPage } from "./pages/outcomes";
 import { retentionPage } from "./pages/retention";
@@ -16,7 +17,9 @@ import { webPage } from "./pages/web";
 export type Cleanup = () => void;
 export type Page = (root: HTMLElement, args: string[]) => Cleanup | void;
 
-const PAGES: { path: string; title: string; page: Page; admin?: boolean }[] = [
+// admin: shown with the admin key, and open without a read key; linked: opened from other
+// pages' links (not the navigation), with either key.
+const PAGES: { path: string; title: string; page: Page; admin?: boolean; linked?: boolean }[] = [
   { path: "outcomes", title: "Outcomes", page: outcomesPage },
   { path: "metrics", title: "Metrics", page: metricsPage },
   { path: "funnels", title: "Funnels", page: funnelsPage },
@@ -25,6 +28,7 @@ const PAGES: { path: string; title: string; page: Page; admin?: boolean }[] = [
   { path: "alerts", title: "Alerts", page: alertsPage },
   { path: "web", title: "Web", page: webPage },
   { path: "feedback", title: "Feedback", page: feedbackPage },
+  { path: "history", title: "History", page: historyPage, linked: true },
   { path: "admin", title: "Admin", page: adminPage, admin: true },
 ];
 
@@ -41,7 +45,7 @@ function shell(current: string): HTMLElement {
   const nav = h(
     "nav",
     { class: "nav", "aria-label": "Workspace" },
-    PAGES.filter((p) => !p.admin || keys.admin()).map((p) =>
+    PAGES.filter((p) => !p.linked && (!p.admin || keys.admin())).map((p) =>
       h("a", { href: `#/${p.path}`, class: p.path === current ? "active" : null, "data-page": p.path }, p.title),
     ),
   );
@@ -90,7 +94,7 @@ async function route(): Promise<void> {
     }
   }
   const entry = PAGES.find((p) => p.path === path) || (keys.read() ? PAGES[0] : PAGES[PAGES.length - 1]);
-  if (!keys.read() && !entry.admin) {
+  if (!keys.read() && !entry.admin && !entry.linked) {
     location.hash = "#/admin";
     return;
   }

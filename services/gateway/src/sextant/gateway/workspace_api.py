@@ -23,6 +23,7 @@ from sextant.schemas.config import (
     PROPERTY_NAME,
     Experiment,
     Outcome,
+    Role,
     Survey,
 )
 
@@ -41,15 +42,20 @@ class WhoAmI(BaseModel):
     project_id: str
     project_name: str
     key_id: str
+    role: Role
+    """The key's role in its project (an owner reads the audit log too)."""
 
 
-@router.get("/whoami", tags=["metrics"], summary="The read key's project", responses=_ERRORS)
+@router.get(
+    "/whoami", tags=["metrics"], summary="The read key's project and role", responses=_ERRORS
+)
 def whoami(scope: ReadScope, gateway: GatewayDep) -> WhoAmI:
     project = gateway.state.project(scope.project_id)
     return WhoAmI(
         project_id=scope.project_id,
         project_name=project.name if project else scope.project_id,
         key_id=scope.key_id,
+        role=scope.role or Role.VIEWER,
     )
 
 

@@ -1,6 +1,7 @@
-/** The admin view (admin key): projects, their keys and documents. */
+/** The admin view (admin key): projects, their keys and documents, each with its history. */
 import { adminGet, keys } from "../api";
 import { card, h, table } from "../dom";
+import { historyLink } from "./history";
 
 interface Project {
   id: string;
@@ -14,7 +15,21 @@ interface KeyView {
   revoked: boolean;
 }
 
-const KINDS = ["metrics", "experiments", "alert-rules", "outcomes", "surveys", "features", "tracking-plans"];
+interface Doc {
+  id: string;
+  name?: string;
+}
+
+// The admin API's path of each kind, and the kind its config keys start with.
+const KINDS: [string, string][] = [
+  ["metrics", "metric"],
+  ["experiments", "experiment"],
+  ["alert-rules", "alert_rule"],
+  ["outcomes", "outcome"],
+  ["surveys", "survey"],
+  ["features", "feature"],
+  ["tracking-plans", "tracking_plan"],
+];
 
 export function adminPage(root: HTMLElement): void {
   const out = h("div", { id: "admin" }, h("p", { class: "note" }, "Loading…"));
@@ -29,18 +44,19 @@ export function adminPage(root: HTMLElement): void {
       for (const p of page.items) {
         const [keyPage, ...docs] = await Promise.all([
           adminGet<{ items: KeyView[] }>(`/v1/admin/projects/${encodeURIComponent(p.id)}/keys?limit=1000`),
-          ...KINDS.map((k) => adminGet<{ items: { id: string; name?: string }[] }>(`/v1/admin/projects/${encodeURIComponent(p.id)}/${k}?limit=1000`).catch(() => ({ items: [] }))),
+          ...KINDS.map(([path]) => adminGet<{ items: Doc[] }>(`/v1/admin/projects/${encodeURIComponent(p.id)}/${path}?limit=1000`).catch(() => ({ items: [] }))),
         ]);
+        const documents = KINDS.flatMap(([, kind], i) => docs[i].items.map((d) => [d.name ? `${d.name} (${d.id})` : d.id, kind.replace(/_/g, " "), historyLink(kind, p.id, d.id)]));
         out.append(
           card(
             `${p.name} (${p.id})`,
             h(
               "div",
-              { class: "grid" },
-              h("div", null, h("h3", null, "Keys"), table(["key", "kind", "state"], keyPage.items.map((k) => [k.name || k.id, k.key_kind, k.revoked ? "revoked" : "active"]))),
-              h("div", null, h("h3", null, "Documents"), table(["kind", "count", "ids"], KINDS.map((k, i) => [k, String(docs[i].items.length), docs[i].items.map((d) => d.id).slice(0, 6).join(", ")]))),
+              { class: "grid admin-grid" },
+              h("div", null, h("h3", null, "Keys"), table(["key", "kind", "state", ""], keyPage.items.map((k) => [k.name || k.id, k.key_kind, k.revoked ? "revoked" : "active", historyLink("api_key", p.id, k.id)]))),
+              h("div", null, h("h3", null, `Documents (${documents.length})`), table(["document", "kind", ""], documents, { "data-documents": p.id })),
             ),
-            `Origins: ${(p.allowed_origins || []).join(", ") || "none"} · change documents with the admin API or sextant config apply`,
+            [`Origins: ${(p.allowed_origins || []).join(", ") || "none"} · change documents with the admin API or sextant config apply · `, historyLink("project", p.id, p.id, "settings history")],
           ),
         );
       }

@@ -2,6 +2,7 @@
 import { adminSend, get, keys } from "../api";
 import { card, h, svg, table } from "../dom";
 import { when } from "../format";
+import { historyLink } from "./history";
 
 interface Status {
   rule_id: string;
@@ -71,6 +72,7 @@ export function alertsPage(root: HTMLElement): () => void {
               s.muted_until
                 ? h("button", { type: "button", disabled: !admin, title, onclick: act(s.rule_id, "unmute") }, "Unmute")
                 : h("button", { type: "button", disabled: !admin, title, onclick: act(s.rule_id, "mute") }, "Mute 1 h"),
+              historyLink("alert_rule", project, s.rule_id),
             ),
           ]),
         ),

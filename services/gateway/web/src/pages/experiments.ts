@@ -3,9 +3,11 @@ import { get } from "../api";
 import { intervalChart } from "../charts";
 import { card, h, table } from "../dom";
 import { formatValue, kindLabel, percent, signedPercent, unitOf, when } from "../format";
+import { historyLink } from "./history";
 
 interface Experiment {
   id: string;
+  project_id: string;
   name: string;
   primary_metric: string | null;
   guardrail_metrics: string[];
@@ -114,7 +116,10 @@ export function experimentPage(root: HTMLElement, id: string): void {
   ])
     .then(([experiment, results, decision, metrics]) => {
       out.textContent = "";
-      out.append(h("h1", null, experiment?.name || id), h("p", { class: "note" }, `Computed ${when(results.computed_at)} from the warehouse.`));
+      out.append(
+        h("h1", null, experiment?.name || id),
+        h("p", { class: "note" }, `Computed ${when(results.computed_at)} from the warehouse.`, experiment ? [" · ", historyLink("experiment", experiment.project_id, experiment.id)] : null),
+      );
       if (results.srm.flagged) {
         out.append(h("div", { class: "banner danger", id: "srm-banner" }, `Sample ratio mismatch (p = ${results.srm.p_value?.toExponential(2)}): the units per variant do not match the weights. Find the cause before reading any result.`));
       } else {

@@ -3,9 +3,11 @@ import { get, query } from "../api";
 import { bars, intervalChart, timeChart } from "../charts";
 import { card, clear, h } from "../dom";
 import { percent, when } from "../format";
+import { historyLink } from "./history";
 
 interface Survey {
   id: string;
+  project_id: string;
   name: string;
   survey_kind: "nps" | "csat";
   question: string;
@@ -109,7 +111,7 @@ export function feedbackPage(root: HTMLElement): () => void {
               ? h("div", { class: "tile" }, h("span", { class: "tile-label" }, "Promoters · passives · detractors"), h("span", { class: "tile-value" }, `${percent(o.responses ? o.promoters / o.responses : null, 0)} · ${percent(o.responses ? o.passives / o.responses : null, 0)} · ${percent(o.responses ? o.detractors / o.responses : null, 0)}`))
               : h("div", { class: "tile" }, h("span", { class: "tile-label" }, "Satisfied"), h("span", { class: "tile-value" }, o.satisfied.toLocaleString("en"))),
           ),
-          h("p", { class: "question" }, current.question),
+          h("p", { class: "question" }, current.question, " · ", historyLink("survey", current.project_id, current.id)),
           h(
             "div",
             { class: "grid" },

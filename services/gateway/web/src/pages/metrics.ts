@@ -3,6 +3,7 @@ import { get, query, stream } from "../api";
 import { timeChart, type Line } from "../charts";
 import { card, clear, h, table } from "../dom";
 import { formatValue, kindLabel, signedPercent, unitOf, type MetricDef } from "../format";
+import { historyLink } from "./history";
 
 interface Point {
   t: string;
@@ -127,7 +128,7 @@ export function metricsPage(root: HTMLElement, args: string[]): () => void {
     const status = h("p", { class: "status", id: "live-status" }, "loading…");
     const chart = timeChart(unit, currency, 260);
     const breakdownTable = h("div", { id: "breakdown-table" });
-    body.append(card(metric.name || metric.id, h("div", null, h("div", { class: "headline" }, value, delta), valueLabel, chart.el, status, breakdownTable), describe, { id: "metric-card" }));
+    body.append(card(metric.name || metric.id, h("div", null, h("div", { class: "headline" }, value, delta), valueLabel, chart.el, status, breakdownTable), [describe, " · ", historyLink("metric", metric.project_id, metric.id)], { id: "metric-card" }));
     stop = explore(metric, chart, value, valueLabel, delta, status, breakdownTable, unit, currency);
   }
 

@@ -3,6 +3,7 @@ import { get } from "../api";
 import { timeChart } from "../charts";
 import { h } from "../dom";
 import { formatValue, percent, unitOf } from "../format";
+import { historyLink } from "./history";
 
 interface Aiming {
   id: string;
@@ -11,7 +12,7 @@ interface Aiming {
   experiment: string | null;
 }
 interface OutcomeView {
-  outcome: { id: string; name: string; metric: string; direction: string; target: number; start_date: string; target_date: string; owner: string; why: string };
+  outcome: { id: string; project_id: string; name: string; metric: string; direction: string; target: number; start_date: string; target_date: string; owner: string; why: string };
   metric_name: string;
   metric_kind: string | null;
   current: number | null;
@@ -61,7 +62,7 @@ export function outcomesPage(root: HTMLElement): () => void {
           "section",
           { class: `card outcome status-${view.status}`, "data-outcome": o.id },
           h("div", { class: "outcome-head" }, h("h2", null, o.name), h("span", { class: `badge ${view.status}` }, STATUS[view.status] || view.status)),
-          h("p", { class: "note" }, `${view.metric_name}: ${o.direction === "increase" ? "raise" : "lower"} to ${fmt(o.target)} by ${o.target_date}`, o.owner ? ` · owner ${o.owner}` : ""),
+          h("p", { class: "note" }, `${view.metric_name}: ${o.direction === "increase" ? "raise" : "lower"} to ${fmt(o.target)} by ${o.target_date}`, o.owner ? ` · owner ${o.owner}` : "", " · ", historyLink("outcome", o.project_id, o.id)),
           o.why ? h("p", { class: "why" }, o.why) : null,
           h(
             "div",
