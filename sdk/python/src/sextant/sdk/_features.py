@@ -105,8 +105,10 @@ class FeatureCache(RefreshedDocument[dict[str, Any]]):
     def flags(self) -> FeatureSet:
         """The current features, compiled: a new payload's features are each compiled on
         their first evaluation."""
-        features = self.latest()
         flags = self._flags
+        if flags.features is self.current and self._thread is not None and self._loaded.is_set():
+            return flags
+        features = self.latest()
         if flags.features is not features:
             flags = self._flags = FeatureSet(features)
         return flags
