@@ -8,6 +8,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,7 +100,7 @@ def outcome(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, A
     return "value", value
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(condition=conditions(), attrs=attributes, groups=saved_groups | st.none())
 def test_conditions_agree(condition: Any, attrs: dict[str, Any], groups: Any) -> None:
     want = outcome(lambda: oracle_conditions.eval_condition(attrs, condition, groups))
@@ -280,7 +281,7 @@ def fields_of(evaluate: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[
     return feature_fields(evaluate(*args, **kwargs))
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rng=st.randoms(use_true_random=False), data=st.data(), groups=saved_groups | st.none())
 def test_features_agree(rng: random.Random, data: st.DataObject, groups: Any) -> None:
     payloads = Payloads(rng, data)
@@ -295,7 +296,7 @@ def test_features_agree(rng: random.Random, data: st.DataObject, groups: Any) ->
             assert outcome(fields_of, flags.evaluate, key, attrs, **options) == want
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rng=st.randoms(use_true_random=False), data=st.data())
 def test_experiments_agree(rng: random.Random, data: st.DataObject) -> None:
     payloads = Payloads(rng, data)
@@ -314,3 +315,34 @@ def test_experiments_agree(rng: random.Random, data: st.DataObject) -> None:
         return experiment_fields_of(result)
 
     assert outcome(run, flags_module) == outcome(run, oracle_flags)
+
+
+MALFORMED_RULES: list[Any] = [
+    [{"force": 1}, 5],
+    [5, {"force": 1}],
+    [{"force": 1, "range": [0]}],
+    [{"force": 1, "range": 0.5, "coverage": 0.2}],
+    [{"parentConditions": [{"condition": {}}], "force": 1}],
+    [{"parentConditions": [{"id": "f2", "gate": True}, {"nope": 1}], "force": 1}],
+    [{"parentConditions": 5, "force": 1}],
+    [{"variations": ["a", "b"], "namespace": ["ns"]}],
+    [{"variations": ["a", "b"], "namespace": [3, 0, 1]}],
+    [{"variations": 5}],
+    [{"variations": ["a", "b"], "meta": [None, {"key": "b"}]}],
+    [{"variations": ["a", "b"], "ranges": [[0, 0.5], [0.5]]}],
+    [{"variations": ["a", "b"], "weights": 3}],
+    [{"variations": ["a", "b"], "coverage": "all"}],
+    [{"variations": ["a", "b"], "filters": [{"seed": "s"}]}],
+    [{"filters": 5}],
+    [{"force": 1, "condition": {"$and": 5}}, {"force": 2, "condition": {"a": {"$vgt": 10**400}}}],
+]
+
+
+@pytest.mark.parametrize(
+    "rules", MALFORMED_RULES, ids=[str(i) for i in range(len(MALFORMED_RULES))]
+)
+def test_malformed_payloads_fail_as_they_did(rules: list[Any]) -> None:
+    payload = {"f1": {"defaultValue": 0, "rules": rules}, "f2": {"defaultValue": True}}
+    for attrs in ({"id": "u1", "a": "1.0.0"}, {"id": "user-2"}, {}, {"id": 0}):
+        want = outcome(fields_of, oracle_flags.evaluate, payload, "f1", attrs)
+        assert outcome(fields_of, evaluate, payload, "f1", attrs) == want

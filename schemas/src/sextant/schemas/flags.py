@@ -32,7 +32,7 @@ import base64
 import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sextant.schemas.assignment import (
     BucketRange,
@@ -404,7 +404,17 @@ def _joined(exposures: list[ExperimentResult], out: Outcome) -> Outcome:
     return (out[0], out[1], out[2], out[3], (*exposures, *out[4]))
 
 
-Parents = list[tuple[str, Callable[[Any, SavedGroups | None], bool], bool]]
+class _Parent(NamedTuple):
+    """A prerequisite: the feature, the condition its value must meet, whether it gates."""
+
+    key: str
+    holds: Callable[[Any, SavedGroups | None], bool]
+    gate: bool
+
+
+Parents = list[Any]
+"""Prerequisites in order: each a :class:`_Parent`, or as written where it cannot be read
+(evaluating it then fails, as it did)."""
 
 
 def _with_prerequisites(
@@ -450,8 +460,9 @@ def _parents_pass(
 ) -> str:
     """``pass``, ``fail``, ``gate`` (a blocking prerequisite failed) or ``cyclic``."""
     before = set(trail.stack)
-    for key, holds, gate in parents:
+    for parent in parents:
         trail.stack = set(before)
+        key, holds, gate = parent if type(parent) is _Parent else _parent(parent)
         out = trail.flags._prerequisite(key, attrs, groups, forced, trail)
         exposures += out[4]
         if out[1] == "cyclicPrerequisite":
@@ -461,11 +472,24 @@ def _parents_pass(
     return "pass"
 
 
-def _compile_parents(conditions: Sequence[Mapping[str, Any]]) -> Parents:
-    return [
-        (parent["id"], compile_condition(parent.get("condition") or {}), bool(parent.get("gate")))
-        for parent in conditions
-    ]
+def _parent(parent: Mapping[str, Any]) -> _Parent:
+    key = parent["id"]
+    return _Parent(key, compile_condition(parent.get("condition") or {}), bool(parent.get("gate")))
+
+
+def _compile_parents(conditions: Any) -> Parents:
+    try:
+        parents = list(conditions)
+    except TypeError:
+        return [conditions]
+    return [_readable(parent) for parent in parents]
+
+
+def _readable(parent: Any) -> Any:
+    try:
+        return _parent(parent)
+    except Exception:  # noqa: BLE001 - read again, and failing, where it is evaluated
+        return parent
 
 
 # --- rules ---------------------------------------------------------------------------------
@@ -487,18 +511,9 @@ def _rule(rule: Mapping[str, Any], key: str) -> Step | None:
 def _rule_with_parents(rule: Mapping[str, Any], key: str) -> tuple[Parents | None, Step | None]:
     try:
         conditions = rule.get("parentConditions")
-        parents = _compile_parents(conditions) if conditions else None
-    except Exception:  # noqa: BLE001 - raised again where the rule is evaluated
-        return [("", _failing(rule), False)], None
-    return parents, _rule(rule, key)
-
-
-def _failing(rule: Mapping[str, Any]) -> Callable[[Any, Any], bool]:
-    def fail(_value: Any, _groups: Any) -> bool:
-        _compile_parents(rule["parentConditions"])
-        return False
-
-    return fail
+    except Exception:  # noqa: BLE001 - the rule's step raises it again where it is reached
+        return None, _rule(rule, key)
+    return (_compile_parents(conditions) if conditions else None), _rule(rule, key)
 
 
 def _compile_rule(rule: Mapping[str, Any], key: str) -> Step | None:
@@ -635,10 +650,37 @@ def _compile_experiment(
     with the namespace's and variations' bounds and each variation's result computed once.
     A rule's own filters were checked before (``filters_checked``)."""
     name = experiment.get("hashAttribute")
+    variations = experiment["variations"]
+    assign = _not_in if len(variations) < 2 else _assign(experiment, key, filters_checked)
+    try:
+        ExperimentResult(experiment, key, -1, False, name or "id", "", None)
+    except Exception:  # noqa: BLE001 - describing a unit out of it fails, as it did
+        return _describing_the_excluded(assign, experiment, key)
+    return assign
+
+
+def _describing_the_excluded(assign: Assign, experiment: Mapping[str, Any], key: str) -> Assign:
+    def described(
+        attrs: Attributes,
+        groups: SavedGroups,
+        forced: Forced,
+        trail: Any,
+        exposures: list[ExperimentResult] | None,
+    ) -> ExperimentResult | None:
+        result = assign(attrs, groups, forced, trail, exposures)
+        if result is None:
+            name = experiment.get("hashAttribute")
+            raw = _raw_attribute(attrs, name)
+            return ExperimentResult(experiment, key, -1, False, name or "id", raw, None)
+        return result
+
+    return described
+
+
+def _assign(experiment: Mapping[str, Any], key: str, filters_checked: bool) -> Assign:
+    name = experiment.get("hashAttribute")
     attribute = name or "id"
     variations = experiment["variations"]
-    if len(variations) < 2:
-        return _not_in
     inactive = experiment.get("status") == "draft" or experiment.get("active") is False
     filters = experiment.get("filters")
     in_namespace = None if filters else _namespace(experiment.get("namespace"))
@@ -711,8 +753,9 @@ def _prerequisites_pass(
     exposures: list[ExperimentResult] | None,
 ) -> bool:
     gathered = [] if exposures is None else exposures
-    compiled = _compile_parents(parents)
-    return _parents_pass(compiled, attrs, groups, forced, trail, gathered) == "pass"
+    return (
+        _parents_pass(_compile_parents(parents), attrs, groups, forced, trail, gathered) == "pass"
+    )
 
 
 def _not_in(*_: Any) -> None:
