@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from growthbook import Experiment, GrowthBook
 from growthbook.core import fnv1a32 as gb_fnv1a32
+from growthbook.core import gbhash
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -172,9 +173,18 @@ def test_same_variant_as_growthbook_sdk(
         gb.destroy()
 
 
-@given(st.text(max_size=40))
+@given(st.text(max_size=40) | st.text(min_size=40, max_size=120))
 def test_fnv_matches_growthbook_sdk(text: str) -> None:
     assert fnv1a32(text) == gb_fnv1a32(text)
+
+
+@given(
+    seed=st.text(max_size=30),
+    value=st.text(max_size=60) | st.text(st.characters(max_codepoint=127), max_size=60),
+    version=st.sampled_from([1, 2]),
+)
+def test_hash_matches_growthbook_sdk(seed: str, value: str, version: int) -> None:
+    assert hash_value(seed, value, version) == gbhash(seed, value, version)
 
 
 # --- assign() contract --------------------------------------------------------------------

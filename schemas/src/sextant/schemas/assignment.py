@@ -49,8 +49,6 @@ Namespace = tuple[str, float, float]
 namespace hash falls in ``[start, end)``."""
 
 _FNV_OFFSET = 0x811C9DC5
-_FNV_PRIME = 0x01000193
-_MASK32 = 0xFFFFFFFF
 # GrowthBook replaces weight vectors whose sum falls outside this band.
 _WEIGHT_SUM_MIN = 0.99
 _WEIGHT_SUM_MAX = 1.01
@@ -69,17 +67,26 @@ def fnv1a32(text: str) -> int:
 
     Returns an unsigned 32-bit integer equal to GrowthBook JS's ``fnv1a32``.
     """
-    h = _FNV_OFFSET
-    for unit in _utf16_code_units(text):
-        h = ((h ^ unit) * _FNV_PRIME) & _MASK32
-    return h
+    return _fnv_continue(_FNV_OFFSET, text)
+
+
+_SHORT = 48
+"""Up to this many code units, an FNV pass reduces its state mod 2**32 once, at the end."""
 
 
 def _fnv_continue(h: int, text: str) -> int:
     """FNV-1a 32-bit of ``text`` continued from the state ``h``."""
-    for unit in text.encode("ascii") if text.isascii() else _utf16_code_units(text):
-        h = ((h ^ unit) * 0x01000193) & 0xFFFFFFFF
-    return h
+    units = text.encode("ascii") if text.isascii() else _utf16_code_units(text)
+    if len(units) > _SHORT:
+        for unit in units:
+            h = ((h ^ unit) * 0x01000193) & 0xFFFFFFFF
+        return h
+    # The same hash: XOR with a code unit changes only the low 16 bits, and the low 32 bits
+    # of a product depend only on the low 32 bits of its factors. Over a short text the
+    # unreduced state stays small enough for that to save a step per unit.
+    for unit in units:
+        h = (h ^ unit) * 0x01000193
+    return h & 0xFFFFFFFF
 
 
 @lru_cache(maxsize=4096)
@@ -102,8 +109,10 @@ def hash_value(seed: str, value: str, version: int) -> float | None:
     next request) costs a lookup instead of two passes of FNV in Python.
     """
     if version == 2:
-        first = _fnv_continue(_seed_state(seed), value)
-        return (_fnv_continue(_FNV_OFFSET, str(first)) % 10000) / 10000
+        h = _FNV_OFFSET
+        for digit in b"%d" % _fnv_continue(_seed_state(seed), value):
+            h = (h ^ digit) * 0x01000193
+        return ((h & 0xFFFFFFFF) % 10000) / 10000
     if version == 1:
         return (fnv1a32(value + seed) % 1000) / 1000
     return None

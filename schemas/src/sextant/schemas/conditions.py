@@ -12,6 +12,11 @@ The semantics are JavaScript's, as GrowthBook's SDKs define them (its conformanc
 compare equal or ordered, ``true`` is not ``1``, strings order by UTF-16 code units. A
 malformed condition, or an operator this module does not know, never matches.
 
+A condition is compiled into a function of the attributes (:func:`compile_condition`): the
+document is read once, regular expressions, version operands and ``$in`` sets are prepared
+then, and a call only looks up the attributes it tests. :func:`eval_condition` compiles and
+calls; feature flags keep the compiled form for as long as their payload.
+
 This module is part of the SDK's wheel (``sdk/python/hatch_build.py``): standard library only.
 The browser SDK's ``sdk/js/src/conditions.ts`` is its port, checked against the same cases.
 """
@@ -19,62 +24,169 @@ The browser SDK's ``sdk/js/src/conditions.ts`` is its port, checked against the 
 from __future__ import annotations
 
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["eval_condition", "get_path", "js_number", "js_string", "padded_version"]
+__all__ = [
+    "CONDITION_ERRORS",
+    "Test",
+    "compile_condition",
+    "condition_test",
+    "eval_condition",
+    "get_path",
+    "js_number",
+    "js_string",
+    "padded_version",
+]
 
 Attributes = Mapping[str, Any]
 SavedGroups = Mapping[str, Any]
 
-_ERRORS = (TypeError, ValueError, AttributeError, IndexError, RecursionError, re.error)
+Test = Callable[[Any, SavedGroups], bool]
+"""A compiled condition (of attributes) or value test (of one value), given the saved groups.
+It may raise one of :data:`CONDITION_ERRORS` where the condition is malformed or a value
+cannot be compared: the whole condition then does not match."""
+
+CONDITION_ERRORS = (TypeError, ValueError, AttributeError, IndexError, RecursionError, re.error)
+_ERRORS = CONDITION_ERRORS
+_NO_GROUPS: SavedGroups = {}
 
 
 def eval_condition(
     attributes: Any, condition: Mapping[str, Any], saved_groups: SavedGroups | None = None
 ) -> bool:
     """Whether ``attributes`` satisfy ``condition`` (an empty condition holds)."""
-    try:
-        return _condition(attributes, condition, saved_groups or {}, frozenset())
-    except _ERRORS:
-        return False
+    return compile_condition(condition)(attributes, saved_groups)
 
 
-def _condition(
-    attributes: Any, condition: Mapping[str, Any], groups: SavedGroups, seen: frozenset[str]
-) -> bool:
-    for key, value in condition.items():
-        if key == "$or":
-            if not _or(attributes, value, groups, seen):
-                return False
-        elif key == "$nor":
-            if _or(attributes, value, groups, seen):
-                return False
-        elif key == "$and":
-            if not all(_condition(attributes, c, groups, seen) for c in value):
-                return False
-        elif key == "$not":
-            if _condition(attributes, value, groups, seen):
-                return False
-        elif key == "$savedGroup":
-            if not _saved_group(attributes, value, groups, seen):
-                return False
-        elif not _value(value, get_path(attributes, key), groups, seen):
+def compile_condition(condition: Mapping[str, Any]) -> Callable[[Any, SavedGroups | None], bool]:
+    """``condition`` as a function of (attributes, saved groups), for evaluating it often."""
+    test = condition_test(condition)
+
+    def holds(attributes: Any, saved_groups: SavedGroups | None = None) -> bool:
+        try:
+            return test(attributes, saved_groups or _NO_GROUPS)
+        except _ERRORS:
             return False
+
+    return holds
+
+
+def condition_test(condition: Any) -> Test:
+    """``condition`` compiled, unguarded: the caller treats :data:`CONDITION_ERRORS` as a
+    condition that does not match (an error anywhere fails the whole condition, even under
+    ``$not`` or ``$or``, as in GrowthBook's SDKs)."""
+    return _condition(condition, frozenset())
+
+
+# --- the compiler: a malformed part fails when reached, as evaluating it would --------------
+
+
+def _raise(_a: Any = None, _g: Any = None) -> NoReturn:
+    raise TypeError("malformed condition")
+
+
+def _always(_a: Any, _g: SavedGroups) -> bool:
     return True
 
 
-def _or(attributes: Any, conditions: Any, groups: SavedGroups, seen: frozenset[str]) -> bool:
-    return not conditions or any(_condition(attributes, c, groups, seen) for c in conditions)
+def _never(_a: Any, _g: SavedGroups) -> bool:
+    return False
 
 
-def _saved_group(
-    attributes: Any, reference: Any, groups: SavedGroups, seen: frozenset[str]
-) -> bool:
-    if not isinstance(reference, dict):
+def _negated(test: Test) -> Test:
+    return lambda a, g: not test(a, g)
+
+
+def _all(tests: list[Test]) -> Test:
+    if not tests:
+        return _always
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda a, g: first(a, g) and second(a, g)
+
+    def every(a: Any, g: SavedGroups) -> bool:
+        for test in tests:  # noqa: SIM110 - a loop: no generator on the hot path
+            if not test(a, g):
+                return False
+        return True
+
+    return every
+
+
+def _any(tests: list[Test]) -> Test:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda a, g: first(a, g) or second(a, g)
+
+    def some(a: Any, g: SavedGroups) -> bool:
+        for test in tests:  # noqa: SIM110 - a loop: no generator on the hot path
+            if test(a, g):
+                return True
         return False
+
+    return some
+
+
+def _condition(condition: Any, seen: frozenset[str]) -> Test:
+    try:
+        entries = list(condition.items())
+    except _ERRORS:
+        return _raise
+    return _all([_entry(key, value, seen) for key, value in entries])
+
+
+def _entry(key: Any, value: Any, seen: frozenset[str]) -> Test:
+    if key == "$or":
+        return _any_of(value, seen)
+    if key == "$nor":
+        return _negated(_any_of(value, seen))
+    if key == "$and":
+        return _all_of(value, seen)
+    if key == "$not":
+        return _negated(_condition(value, seen))
+    if key == "$savedGroup":
+        return _saved_group(value, seen)
+    if not isinstance(key, str):
+        return _raise
+    return _field(key, _value(value, seen))
+
+
+def _any_of(conditions: Any, seen: frozenset[str]) -> Test:
+    try:
+        if not conditions:
+            return _always
+        tests = [_condition(c, seen) for c in conditions]
+    except _ERRORS:
+        return _raise
+    return _any(tests)
+
+
+def _all_of(conditions: Any, seen: frozenset[str]) -> Test:
+    try:
+        tests = [_condition(c, seen) for c in conditions]
+    except _ERRORS:
+        return _raise
+    return _all(tests)
+
+
+def _field(path: str, test: Test) -> Test:
+    if "." in path:
+        return lambda a, g: test(get_path(a, path), g)
+    # A top-level attribute of a plain dict is its ``get``: get_path's own first step.
+    return lambda a, g: test(a.get(path) if type(a) is dict else get_path(a, path), g)
+
+
+def _saved_group(reference: Any, seen: frozenset[str]) -> Test:
+    if not isinstance(reference, dict):
+        return _never
     group_id = reference.get("id")
     key = reference.get("attributeKey")
     if (
@@ -82,20 +194,231 @@ def _saved_group(
         or group_id in seen
         or ("attributeKey" in reference and (not isinstance(key, str)))
     ):
-        return False
-    entry = groups.get(group_id)
-    if not isinstance(entry, dict):
-        return False
-    if entry.get("type") == "list":
-        key = key if key is not None else entry.get("attributeKey")
-        values = entry.get("values")
-        if not isinstance(key, str) or not isinstance(values, list):
+        return _never
+    inner_seen = seen | {group_id}
+
+    def in_group(attributes: Any, groups: SavedGroups) -> bool:
+        entry = groups.get(group_id)
+        if not isinstance(entry, dict):
             return False
-        return _is_in(get_path(attributes, key), values)
-    if entry.get("type") == "condition":
-        inner = entry.get("condition")
-        return isinstance(inner, dict) and _condition(attributes, inner, groups, seen | {group_id})
-    return False
+        if entry.get("type") == "list":
+            name = key if key is not None else entry.get("attributeKey")
+            values = entry.get("values")
+            if not isinstance(name, str) or not isinstance(values, list):
+                return False
+            return _is_in(get_path(attributes, name), values)
+        if entry.get("type") == "condition":
+            inner = entry.get("condition")
+            return isinstance(inner, dict) and _condition(inner, inner_seen)(attributes, groups)
+        return False
+
+    return in_group
+
+
+def _value(expected: Any, seen: frozenset[str], fold: bool = False) -> Test:
+    """The test of one value against ``expected``: operators, or a literal to equal."""
+    if type(expected) is dict:
+        try:
+            operators = _is_operators(expected)
+        except _ERRORS:
+            return _raise
+        if operators:
+            return _all([_operator(op, arg, seen) for op, arg in expected.items()])
+    if isinstance(expected, str):
+        if fold:
+            lowered = expected.lower()
+            return lambda a, g: js_string(a).lower() == lowered
+        return lambda a, g: a == expected if type(a) is str else js_string(a) == expected
+    if isinstance(expected, bool):
+        return lambda a, g: a is not None and _truthy(a) == expected
+    if isinstance(expected, int | float):
+        return lambda a, g: _to_number(a) == expected
+    if expected is None:
+        return lambda a, g: a is None
+    return lambda a, g: _json_equal(a, expected)
+
+
+def _operator(op: str, arg: Any, seen: frozenset[str]) -> Test:
+    compile_operator = _OPERATORS.get(op)
+    return _never if compile_operator is None else compile_operator(op, arg, seen)
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "$lt": operator.lt,
+    "$lte": operator.le,
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$veq": operator.eq,
+    "$vne": operator.ne,
+    "$vlt": operator.lt,
+    "$vlte": operator.le,
+    "$vgt": operator.gt,
+    "$vgte": operator.ge,
+}
+
+
+def _version_op(op: str, arg: Any, _seen: frozenset[str]) -> Test:
+    compare = _COMPARE[op]
+    try:
+        target = padded_version(arg)
+    except Exception:  # noqa: BLE001 - it fails again, when reached, as it always did
+        return lambda a, g: bool(compare(padded_version(a), padded_version(arg)))
+
+    def version(a: Any, g: SavedGroups) -> bool:
+        return compare(_padded(a) if type(a) is str and a else padded_version(a), target)
+
+    return version
+
+
+def _order_op(op: str, arg: Any, _seen: frozenset[str]) -> Test:
+    compare = _COMPARE[op]
+    kind = type(arg)
+    if (kind is int or kind is float) and arg == arg:  # a number, not NaN
+
+        def numbers(a: Any, g: SavedGroups) -> bool:
+            if type(a) is kind and a == a:
+                return compare(a, arg)
+            order = _loose_compare(a, arg)
+            return order is not None and compare(order, 0)
+
+        return numbers
+
+    def loose(a: Any, g: SavedGroups) -> bool:
+        order = _loose_compare(a, arg)
+        return order is not None and compare(order, 0)
+
+    return loose
+
+
+def _exists_op(_op: str, arg: Any, _seen: frozenset[str]) -> Test:
+    if _truthy(arg):
+        return lambda a, g: a is not None
+    return lambda a, g: a is None
+
+
+def _in_op(op: str, arg: Any, _seen: frozenset[str]) -> Test:
+    if type(arg) is not list:
+        return _never
+    negated = op in ("$nin", "$nini")
+    if op in ("$ini", "$nini"):
+        # A string is in the list when it equals one of its strings, case folded.
+        folded = frozenset(v.lower() for v in arg if isinstance(v, str))
+
+        def in_folded(a: Any, g: SavedGroups) -> bool:
+            found = a.lower() in folded if type(a) is str else _is_in(a, arg, fold=True)
+            return found is not negated
+
+        return in_folded
+    strings = frozenset(v for v in arg if type(v) is str)
+
+    def in_list(a: Any, g: SavedGroups) -> bool:
+        found = a in strings if type(a) is str else _is_in(a, arg)
+        return found is not negated
+
+    return in_list
+
+
+def _in_group_op(op: str, arg: Any, _seen: frozenset[str]) -> Test:
+    wanted = op == "$inGroup"
+
+    def in_group(a: Any, groups: SavedGroups) -> bool:
+        values = _saved_values(groups.get(arg) if isinstance(arg, str) else None)
+        if values is None:
+            return False
+        return _is_in(a, values) == wanted
+
+    return in_group
+
+
+def _not_op(_op: str, arg: Any, seen: frozenset[str]) -> Test:
+    return _negated(_value(arg, seen))
+
+
+def _size_op(_op: str, arg: Any, seen: frozenset[str]) -> Test:
+    test = _value(arg, seen)
+    return lambda a, g: isinstance(a, list) and test(len(a), g)
+
+
+def _elem_match_op(_op: str, arg: Any, seen: frozenset[str]) -> Test:
+    try:
+        on_value = _is_operators(arg)
+    except _ERRORS:
+        return lambda a, g: isinstance(a, list) and _raise()
+    test = _value(arg, seen) if on_value else _condition(arg, seen)
+
+    def elem_match(a: Any, g: SavedGroups) -> bool:
+        if not isinstance(a, list):
+            return False
+        for item in a:  # noqa: SIM110 - a loop: no generator on the hot path
+            if item is not None and test(item, g):
+                return True
+        return False
+
+    return elem_match
+
+
+def _all_op(op: str, arg: Any, seen: frozenset[str]) -> Test:
+    if not isinstance(arg, list):
+        return _never
+    tests = [_value(e, seen, fold=op == "$alli") for e in arg]
+
+    def contains_all(a: Any, g: SavedGroups) -> bool:
+        if not isinstance(a, list):
+            return False
+        return all(any(test(item, g) for item in a) for test in tests)
+
+    return contains_all
+
+
+def _regex_op(op: str, arg: Any, _seen: frozenset[str]) -> Test:
+    try:
+        search = _regex(arg, op == "$regexi").search
+    except _ERRORS:
+        return _never
+
+    def matches(a: Any, g: SavedGroups) -> bool:
+        if type(a) is str:
+            return search(a) is not None
+        try:
+            return search(js_string(a)) is not None
+        except _ERRORS:
+            return False
+
+    return matches
+
+
+def _type_op(_op: str, arg: Any, _seen: frozenset[str]) -> Test:
+    return lambda a, g: bool(_type(a) == arg)
+
+
+def _eq_op(op: str, arg: Any, _seen: frozenset[str]) -> Test:
+    if op == "$eq":
+        return lambda a, g: _strict_equal(a, arg)
+    return lambda a, g: not _strict_equal(a, arg)
+
+
+_OPERATORS: dict[str, Callable[[str, Any, frozenset[str]], Test]] = {
+    "$eq": _eq_op,
+    "$ne": _eq_op,
+    "$exists": _exists_op,
+    "$type": _type_op,
+    "$not": _not_op,
+    "$size": _size_op,
+    "$elemMatch": _elem_match_op,
+    "$all": _all_op,
+    "$alli": _all_op,
+    "$regex": _regex_op,
+    "$regexi": _regex_op,
+    "$inGroup": _in_group_op,
+    "$notInGroup": _in_group_op,
+}
+_OPERATORS |= dict.fromkeys(("$lt", "$lte", "$gt", "$gte"), _order_op)
+_OPERATORS |= dict.fromkeys(("$veq", "$vne", "$vlt", "$vlte", "$vgt", "$vgte"), _version_op)
+_OPERATORS |= dict.fromkeys(("$in", "$nin", "$ini", "$nini"), _in_op)
+"""Each operator's compiler; an operator not here never matches."""
+
+
+# --- paths, types and JavaScript's coercions, as GrowthBook's reference SDK relies on them ---
 
 
 def get_path(attributes: Any, path: str) -> Any:
@@ -147,9 +470,6 @@ def _is_operators(value: Any) -> bool:
         if key[:1] != "$":
             return False
     return True
-
-
-# --- JavaScript's coercions, as GrowthBook's reference SDK relies on them ----------------
 
 
 def js_string(value: Any) -> str:
@@ -249,31 +569,7 @@ def _key_order(obj: dict[Any, Any]) -> list[Any]:
     return sorted(indices, key=int) + [k for k in keys if k not in indices]
 
 
-# --- values and operators ------------------------------------------------------------------
-
-
-def _value(
-    expected: Any, actual: Any, groups: SavedGroups, seen: frozenset[str], fold: bool = False
-) -> bool:
-    if type(expected) is dict and _is_operators(expected):
-        for op, arg in expected.items():
-            test = _OPERATORS.get(op)
-            if test is None or not test(actual, arg, groups, seen, op):
-                return False
-        return True
-    if isinstance(expected, str):
-        if fold:
-            return js_string(actual).lower() == expected.lower()
-        return js_string(actual) == expected
-    if isinstance(expected, bool):
-        return actual is not None and _truthy(actual) == expected
-    if isinstance(expected, int | float):
-        return _to_number(actual) == expected
-    if expected is None:
-        return actual is None
-    if not _is_operators(expected):
-        return _json_equal(actual, expected)
-    return all(_operator(op, actual, arg, groups, seen) for op, arg in expected.items())
+# --- values ------------------------------------------------------------------------------
 
 
 def _truthy(value: Any) -> bool:
@@ -303,27 +599,6 @@ def _is_in(actual: Any, values: list[Any], fold: bool = False) -> bool:
     return any(same(actual, v) for v in values)
 
 
-def _in_all(
-    expected: list[Any], actual: Any, groups: SavedGroups, seen: frozenset[str], fold: bool
-) -> bool:
-    if not isinstance(actual, list):
-        return False
-    return all(any(_value(e, a, groups, seen, fold) for a in actual) for e in expected)
-
-
-def _elem_match(condition: Any, actual: Any, groups: SavedGroups, seen: frozenset[str]) -> bool:
-    if not isinstance(actual, list):
-        return False
-    on_value = _is_operators(condition)
-    return any(
-        _value(condition, item, groups, seen)
-        if on_value
-        else _condition(item, condition, groups, seen)
-        for item in actual
-        if item is not None
-    )
-
-
 def _regex(pattern: str, fold: bool) -> re.Pattern[str]:
     # JavaScript's RegExp source, with unescaped slashes escaped as GrowthBook does.
     return _compiled(re.sub(r"([^\\])/", r"\1\\/", pattern), fold)
@@ -343,119 +618,6 @@ def _saved_values(entry: Any) -> list[Any] | None:
         values = entry.get("values")
         return values if isinstance(values, list) else None
     return None
-
-
-_ORDER = {
-    "$lt": lambda c: c < 0,
-    "$lte": lambda c: c <= 0,
-    "$gt": lambda c: c > 0,
-    "$gte": lambda c: c >= 0,
-}
-_VERSION = {
-    "$veq": lambda a, b: a == b,
-    "$vne": lambda a, b: a != b,
-    "$vlt": lambda a, b: a < b,
-    "$vlte": lambda a, b: a <= b,
-    "$vgt": lambda a, b: a > b,
-    "$vgte": lambda a, b: a >= b,
-}
-
-
-def _operator(op: str, actual: Any, arg: Any, groups: SavedGroups, seen: frozenset[str]) -> bool:
-    if op in _VERSION:
-        return bool(_VERSION[op](padded_version(actual), padded_version(arg)))
-    if op == "$eq":
-        return _strict_equal(actual, arg)
-    if op == "$ne":
-        return not _strict_equal(actual, arg)
-    if op in _ORDER:
-        order = _loose_compare(actual, arg)
-        return order is not None and bool(_ORDER[op](order))
-    if op == "$exists":
-        return (actual is not None) if _truthy(arg) else (actual is None)
-    if op in ("$in", "$nin", "$ini", "$nini"):
-        if not isinstance(arg, list):
-            return False
-        found = _is_in(actual, arg, fold=op in ("$ini", "$nini"))
-        return found if op in ("$in", "$ini") else not found
-    if op in ("$inGroup", "$notInGroup"):
-        values = _saved_values(groups.get(arg) if isinstance(arg, str) else None)
-        if values is None:
-            return False
-        return _is_in(actual, values) == (op == "$inGroup")
-    if op == "$not":
-        return not _value(arg, actual, groups, seen)
-    if op == "$size":
-        return isinstance(actual, list) and _value(arg, len(actual), groups, seen)
-    if op == "$elemMatch":
-        return _elem_match(arg, actual, groups, seen)
-    if op in ("$all", "$alli"):
-        return isinstance(arg, list) and _in_all(arg, actual, groups, seen, op == "$alli")
-    if op in ("$regex", "$regexi"):
-        try:
-            return _regex(arg, op == "$regexi").search(js_string(actual)) is not None
-        except _ERRORS:
-            return False
-    if op == "$type":
-        return bool(_type(actual) == arg)
-    return False
-
-
-def _version_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], op: str) -> bool:
-    return bool(_VERSION[op](padded_version(actual), padded_version(arg)))
-
-
-def _order_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], op: str) -> bool:
-    kind = type(actual)
-    numbers = kind is type(arg) and (kind is int or kind is float)
-    if numbers and actual == actual and arg == arg:  # neither is NaN
-        return bool(_ORDER[op](int(actual > arg) - int(actual < arg)))
-    order = _loose_compare(actual, arg)
-    return order is not None and bool(_ORDER[op](order))
-
-
-def _in_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], op: str) -> bool:
-    if type(arg) is not list:
-        return False
-    found = _is_in(actual, arg, fold=op in ("$ini", "$nini"))
-    return found if op in ("$in", "$ini") else not found
-
-
-def _regex_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], op: str) -> bool:
-    try:
-        return _regex(arg, op == "$regexi").search(js_string(actual)) is not None
-    except _ERRORS:
-        return False
-
-
-def _exists_op(actual: Any, arg: Any, _g: SavedGroups, _s: frozenset[str], _op: str) -> bool:
-    return (actual is not None) if _truthy(arg) else (actual is None)
-
-
-def _generic_op(actual: Any, arg: Any, groups: SavedGroups, seen: frozenset[str], op: str) -> bool:
-    return _operator(op, actual, arg, groups, seen)
-
-
-_OPERATORS: dict[str, Any] = dict.fromkeys(
-    (
-        "$eq",
-        "$ne",
-        "$inGroup",
-        "$notInGroup",
-        "$not",
-        "$size",
-        "$elemMatch",
-        "$all",
-        "$alli",
-        "$type",
-    ),
-    _generic_op,
-)
-_OPERATORS |= {"$regex": _regex_op, "$regexi": _regex_op, "$exists": _exists_op}
-_OPERATORS |= dict.fromkeys(_VERSION, _version_op)
-_OPERATORS |= dict.fromkeys(_ORDER, _order_op)
-_OPERATORS |= dict.fromkeys(("$in", "$nin", "$ini", "$nini"), _in_op)
-"""Each operator's test; an operator not here never matches."""
 
 
 def js_number(value: float) -> str:

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from sextant.schemas.events import EXPERIMENT_VIEWED, FieldError, IncomingEvent, new_message_id
 from sextant.schemas.experiments import ExperimentDefinition, variant_of
-from sextant.schemas.flags import ExperimentResult, FeatureResult, evaluate
+from sextant.schemas.flags import ExperimentResult, FeatureResult, truthy
+from sextant.schemas.flags import Outcome as FlagOutcome
 from sextant.sdk._clock import Clock, SystemClock
 from sextant.sdk._errors import DeliveryError, EventValidationError
 from sextant.sdk._experiments import (
@@ -423,17 +424,23 @@ class Client:
         When an experiment rule assigns the value, the first assignment of the unit in this
         process tracks ``Experiment Viewed`` (``experiment_id``, ``variation_id``).
         """
-        if self._features is None:
+        return FeatureResult(*self._evaluate(key, user_id, attributes))
+
+    def _evaluate(
+        self, key: str, user_id: UserId | None, attributes: Properties | None
+    ) -> FlagOutcome:
+        features = self._features
+        if features is None:
             raise RuntimeError("features need a client_key: Client(..., client_key='sdk-...')")
         attrs: dict[str, Any] = dict(attributes) if attributes else {}
         if user_id is not None:
-            attrs["id"] = _unit_id(user_id)
-        result = evaluate(self._features.get(), key, attrs)
-        if self._track_exposures:
-            for exposure in result.exposures:
+            attrs["id"] = user_id if type(user_id) is str and user_id else _unit_id(user_id)
+        out = features.flags().outcome(key, attrs)
+        if self._track_exposures and out[4]:
+            for exposure in out[4]:
                 if self._seen.first((exposure.experiment_key, exposure.hash_value)):
                     self._track_feature_exposure(key, exposure, attributes)
-        return result
+        return out
 
     def _track_feature_exposure(
         self, key: str, exposure: ExperimentResult, attributes: Properties | None
@@ -466,13 +473,13 @@ class Client:
     ) -> Any:
         """The value of feature ``key`` for a unit, or ``default`` when the feature is unknown
         (or its value is null); see :meth:`evaluate_feature`."""
-        value = self.evaluate_feature(key, user_id, attributes).value
+        value = self._evaluate(key, user_id, attributes)[0]
         return default if value is None else value
 
     def is_on(self, key: str, user_id: UserId | None, attributes: Properties | None = None) -> bool:
         """Whether feature ``key`` is on for a unit (its value is truthy: not ``False``,
         ``0``, ``""`` or null); see :meth:`evaluate_feature`."""
-        return self.evaluate_feature(key, user_id, attributes).on
+        return truthy(self._evaluate(key, user_id, attributes)[0])
 
     def refresh_features(self) -> bool:
         """Fetch the features now (True on success); normally the stream keeps them current."""

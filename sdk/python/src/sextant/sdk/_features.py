@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from sextant.schemas.flags import decrypt
+from sextant.schemas.flags import FeatureSet, decrypt
 from sextant.sdk._refresh import RefreshedDocument
 
 log = logging.getLogger("sextant.sdk")
@@ -84,6 +84,7 @@ class FeatureCache(RefreshedDocument[dict[str, Any]]):
         self._decryption_key = decryption_key
         self._streaming = streaming
         self.streamed = 0
+        self._flags = FeatureSet({})
         super().__init__(
             make_http,
             f"{base}{FEATURES_PATH}{client_key}",
@@ -100,6 +101,17 @@ class FeatureCache(RefreshedDocument[dict[str, Any]]):
     def get(self) -> dict[str, Any]:
         """The current features; the first call waits (briefly) for the first fetch."""
         return self.latest()
+
+    def flags(self) -> FeatureSet:
+        """The current features, compiled: a new payload's features are each compiled on
+        their first evaluation."""
+        flags = self._flags
+        if flags.features is self.current and self._thread is not None and self._loaded.is_set():
+            return flags
+        features = self.latest()
+        if flags.features is not features:
+            flags = self._flags = FeatureSet(features)
+        return flags
 
     def _run(self) -> None:
         self.refresh()

@@ -24,7 +24,7 @@ from sextant.core.config_plane import ConfigState
 from sextant.core.secrets import SecretBox, encrypt_payload, open_secret
 from sextant.schemas.config import ApiKey, ConfigDocument, Experiment, Project
 from sextant.schemas.features import features_payload
-from sextant.schemas.flags import evaluate
+from sextant.schemas.flags import FeatureSet
 
 __all__ = ["FeatureHub", "FeaturePayloads", "Payload", "posthog_feature_flags"]
 
@@ -35,6 +35,8 @@ class Payload:
     etag: str
     features: dict[str, Any]
     """The clear features (what the project's own evaluations read)."""
+    flags: FeatureSet
+    """The same, compiled for evaluation (each feature once per payload)."""
 
 
 @dataclass
@@ -88,7 +90,8 @@ class FeaturePayloads:
             )
             document["features"] = {}
         body = orjson.dumps(document)
-        payload = Payload(body, f'"{hashlib.sha256(body).hexdigest()[:32]}"', features)
+        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        payload = Payload(body, etag, features, FeatureSet(features))
         with self._lock:
             self._cache[cache_key] = _Entry(version, _next_boundary(experiments, now), payload)
         return payload
@@ -169,7 +172,7 @@ def posthog_feature_flags(
     attributes = person_properties | {"id": distinct_id, "distinct_id": distinct_id}
     flags: dict[str, tuple[bool | str, Any]] = {}
     for key in payload.features:
-        result = evaluate(payload.features, key, attributes)
+        result = payload.flags.evaluate(key, attributes)
         value = result.value
         if isinstance(value, bool) or (isinstance(value, str) and value):
             flags[key] = (value, None)
