@@ -184,8 +184,18 @@ def _wait_page(tab: Page, predicate: str, arg: str, timeout_ms: float) -> None:
     deadline = time.monotonic() + timeout_ms / 1000
     while not _holds(tab, predicate, arg):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{arg!r} not shown within {timeout_ms / 1000:g} s")
+            raise TimeoutError(
+                f"{arg!r} not shown within {timeout_ms / 1000:g} s at {tab.url}; the page shows: "
+                f"{_page_text(tab)!r}"
+            )
         tab.wait_for_timeout(250)
+
+
+def _page_text(tab: Page) -> str:
+    try:
+        return str(tab.evaluate("() => document.body.innerText.slice(0, 600)"))
+    except PlaywrightError as error:
+        return f"(unreadable: {error})"
 
 
 def _holds(tab: Page, predicate: str, arg: str) -> bool:
