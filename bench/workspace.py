@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from bench.common import Figure, report
 
@@ -54,6 +54,17 @@ def lcp(browser: Browser, gateway: str, read_key: str, route: str, ready: str) -
     value = float(page.evaluate(LCP_SCRIPT))
     context.close()
     return value
+
+
+def _until(page: Page, predicate: str, timeout_s: float) -> None:
+    """Until the function ``predicate`` holds in the page, asked every 10 ms. Not Playwright's
+    ``wait_for_function``: it evaluates its predicate in the page, which the workspace's
+    Content-Security-Policy (no ``unsafe-eval``) refuses."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(predicate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{predicate} did not hold within {timeout_s:g} s")
+        page.wait_for_timeout(10)
 
 
 def ensure_probe(gateway: str, admin_key: str, project: str) -> None:
@@ -101,7 +112,7 @@ def event_to_screen(
     page = context.new_page()
     page.goto(f"{gateway}/#/metrics/{PROBE}")
     page.wait_for_selector("#headline[data-value]", timeout=60_000)
-    page.wait_for_function("document.querySelector('#live-status').textContent === 'live'")
+    _until(page, "() => document.querySelector('#live-status').textContent === 'live'", 60)
     watch = StreamWatch(gateway, read_key)
     on_page: list[float] = []
     on_stream: list[float] = []
@@ -114,10 +125,10 @@ def event_to_screen(
             )
             response.raise_for_status()
             acked = time.monotonic()
-            page.wait_for_function(
-                f"Number(document.querySelector('#headline').dataset.value) >= {before + 1}",
-                polling="raf",
-                timeout=30_000,
+            _until(
+                page,
+                f"() => Number(document.querySelector('#headline').dataset.value) >= {before + 1}",
+                30,
             )
             on_page.append((time.monotonic() - acked) * 1000)
             deadline = time.monotonic() + 10
