@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from tests.oracle.assignment import (
+from sextant.schemas.assignment import (
     BucketRange,
     choose_variation,
     get_bucket_ranges,
