@@ -31,7 +31,7 @@ interface Comparison {
   always_valid: { low: number | null; high: number | null };
   always_valid_relative: { low: number | null; high: number | null };
   always_valid_p_value: number | null;
-  bayesian: { relative: { chance_to_win: number | null } } | null;
+  bayesian: { relative: { chance_to_win: number | null } | null } | null;
   verdict: string;
 }
 interface MetricResult {
@@ -182,7 +182,7 @@ export function experimentPage(root: HTMLElement, id: string): void {
                         `${signedPercent(c.relative.ci.low)} to ${signedPercent(c.relative.ci.high)}`,
                         `${signedPercent(c.always_valid_relative.low)} to ${signedPercent(c.always_valid_relative.high)}`,
                         c.always_valid_p_value === null ? "–" : c.always_valid_p_value.toFixed(3),
-                        percent(c.bayesian?.relative.chance_to_win ?? null, 0),
+                        percent(c.bayesian?.relative?.chance_to_win ?? null, 0),
                       ]),
                     ),
                   )
