@@ -2,7 +2,7 @@
 
 Entries are appended to the ``audit`` topic (never compacted, never expired) and nothing
 rewrites them. ``before`` and ``after`` are config documents as stored: secrets sealed, key
-secrets never present (keys hold hashes only).
+secrets never present (keys hold hashes only), accounts without their password hash.
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ class AuditAction(StrEnum):
     PERSON_EXPORT = "person.export"
     PERSON_MERGE = "person.merge"
     PERSON_SPLIT = "person.split"
+    LOGIN_SUCCEEDED = "login.succeeded"
+    """A person signed in (by password or single sign-on)."""
+    LOGIN_FAILED = "login.failed"
+    """A sign-in was refused: wrong password, unknown email, disabled account, refused SSO."""
+    LOGIN_LOCKED = "login.locked"
+    """Failed sign-ins for one account from one address reached the limit: locked out."""
+    LOGOUT = "logout"
 
 
 class Actor(BaseModel):

@@ -1,5 +1,5 @@
-"""Config-plane documents: projects, keys, metrics, experiments, alert rules, tracking plans,
-outcomes and surveys.
+"""Config-plane documents: projects, keys, accounts, metrics, experiments, alert rules,
+tracking plans, outcomes and surveys.
 
 Each document is one record on the compacted ``config`` topic, keyed ``kind:project_id:id``;
 a tombstone (null value) deletes it. Every part follows the topic into memory.
@@ -18,6 +18,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -58,6 +59,7 @@ class ConfigKind(StrEnum):
     OUTCOME = "outcome"
     SURVEY = "survey"
     PERSON_DELETION = "person_deletion"
+    ACCOUNT = "account"
 
 
 class _Document(BaseModel):
@@ -753,6 +755,47 @@ class PersonDeletion(_Document):
     requested_by: str = Field(default="", max_length=300)
 
 
+EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,255}$"
+
+
+def _lower_email(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+Email = Annotated[str, BeforeValidator(_lower_email), Field(pattern=EMAIL, max_length=320)]
+"""An email address, compared case-insensitively (stored lower-case)."""
+
+
+class Account(_Document):
+    """A person who signs in to the workspace: by password, or by single sign-on.
+
+    Accounts belong to the organisation (``project_id`` ``*``). A person has a role in each
+    project listed in ``roles`` and none elsewhere; an organisation admin also does what the
+    admin key does (every project's config, the projects, accounts). Sessions carry
+    ``session_generation``: raising it (sign-out everywhere) or disabling the account ends
+    every session on every gateway, as each follows this document.
+    """
+
+    kind: Literal["account"] = "account"
+    project_id: Literal["*"] = "*"
+    email: Email
+    display_name: str = Field(default="", max_length=200)
+    password_hash: str = Field(default="", max_length=500)
+    """An argon2 hash (PHC string); empty: no password, single sign-on only. Never shown."""
+    roles: dict[Identifier, Role] = Field(default_factory=dict, max_length=1000)
+    org_admin: bool = False
+    disabled: bool = False
+    session_generation: int = Field(default=0, ge=0)
+    created_at: AwareDatetime | None = None
+    updated_at: AwareDatetime | None = None
+
+    def redacted(self) -> dict[str, Any]:
+        """The account as logs and the audit log may show it: no password hash, only
+        whether one is set."""
+        shown = self.model_dump(mode="json", exclude={"password_hash"})
+        return shown | {"password_set": bool(self.password_hash)}
+
+
 ConfigDocument = Annotated[
     Project
     | ApiKey
@@ -766,7 +809,8 @@ ConfigDocument = Annotated[
     | FeatureRevision
     | Outcome
     | Survey
-    | PersonDeletion,
+    | PersonDeletion
+    | Account,
     Field(discriminator="kind"),
 ]
 CONFIG_DOCUMENT: TypeAdapter[ConfigDocument] = TypeAdapter(ConfigDocument)

@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,10 +20,10 @@ from sextant.core.kafka import TopicReader, make_producer, note_use
 from sextant.core.logging import get_logger
 from sextant.core.settings import KafkaSection
 from sextant.schemas.audit import Actor, AuditAction, AuditEntry
-from sextant.schemas.config import ApiKey, ConfigDocument, parse_config_key
+from sextant.schemas.config import Account, ApiKey, ConfigDocument, parse_config_key
 from sextant.schemas.topics import Topic, topic_name
 
-__all__ = ["AuditFollower", "AuditPublisher", "change_action", "config_entries"]
+__all__ = ["AuditFollower", "AuditPublisher", "audit_view", "change_action", "config_entries"]
 
 log = get_logger(__name__)
 
@@ -37,6 +38,15 @@ def change_action(before: ConfigDocument | None, after: ConfigDocument | None) -
     if before is None:
         return AuditAction.CONFIG_CREATED
     return AuditAction.CONFIG_DELETED if after is None else AuditAction.CONFIG_CHANGED
+
+
+def audit_view(document: ConfigDocument | None) -> dict[str, Any] | None:
+    """A document as the audit log keeps it: an account without its password hash."""
+    if document is None:
+        return None
+    if isinstance(document, Account):
+        return document.redacted()
+    return document.model_dump(mode="json")
 
 
 def config_entries(
@@ -55,8 +65,8 @@ def config_entries(
             actor=actor,
             target=key,
             source=source,
-            before=None if before is None else before.model_dump(mode="json"),
-            after=None if after is None else after.model_dump(mode="json"),
+            before=audit_view(before),
+            after=audit_view(after),
         )
         for key, before, after in writes
         if before != after

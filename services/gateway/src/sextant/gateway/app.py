@@ -28,9 +28,11 @@ from sextant.core.service import (
     settle_heap,
 )
 from sextant.gateway import (
+    accounts_api,
     admin_api,
     admin_features,
     audit_api,
+    auth_api,
     dashboard,
     person_deletion,
     persons_api,
@@ -51,8 +53,10 @@ log = get_logger(__name__)
 DESCRIPTION = """\
 Sextant's gateway. **Read API** (a project's read key, `Authorization: Bearer <key>`):
 metric series and live streams, trends, funnels, retention, experiment results and alert
-history of the key's project. **Admin API** (the admin key): projects, keys, metric
-definitions, experiments, alert rules and tracking plans, written to the config topic.
+history of the key's project, or of a person signed in to the workspace (the session
+cookie of `POST /v1/auth/login`; `X-Sextant-Project` picks one of their projects).
+**Admin API** (the admin key, a role, or an organisation admin): projects, keys, accounts,
+metric definitions, experiments, alert rules and tracking plans, written to the config topic.
 
 Every error is `application/problem+json`: `type`, `title`, `status`, `detail` and the
 `parameter` at fault.
@@ -198,6 +202,8 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
             {"name": "outcomes", "description": "Outcomes: targets, progress and forecasts"},
             {"name": "feedback", "description": "Surveys: NPS, CSAT and comments"},
             {"name": "admin", "description": "The config plane (admin key)"},
+            {"name": "auth", "description": "People signing in: password, single sign-on"},
+            {"name": "accounts", "description": "Accounts of people and their roles"},
             {"name": "features", "description": "Feature flags: versions, history, revert"},
             {"name": "operations", "description": "Health, readiness, metrics"},
         ],
@@ -207,6 +213,8 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
     install_problem_handlers(app)
     app.include_router(read_api.router)
     app.include_router(admin_api.router)
+    app.include_router(auth_api.router)
+    app.include_router(accounts_api.router)
     app.include_router(audit_api.router)
     app.include_router(person_deletion.router)
     app.include_router(persons_api.router)

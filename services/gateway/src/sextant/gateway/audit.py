@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sextant.core.audit_log import AuditFollower, AuditPublisher, change_action
+from sextant.core.audit_log import AuditFollower, AuditPublisher, audit_view, change_action
 from sextant.core.kafka import note_use
 from sextant.core.logging import get_logger
 from sextant.gateway.settings import GatewaySettings
@@ -37,10 +37,6 @@ class Caller:
 
 
 ACTOR: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("audit_actor", default=None)
-
-
-def _dump(document: ConfigDocument | None) -> dict[str, Any] | None:
-    return None if document is None else document.model_dump(mode="json")
 
 
 def _project_of(config_key: str) -> str:
@@ -105,7 +101,11 @@ class AuditLog:
             if before == after:
                 continue
             self.record(
-                change_action(before, after), _project_of(key), key, _dump(before), _dump(after)
+                change_action(before, after),
+                _project_of(key),
+                key,
+                audit_view(before),
+                audit_view(after),
             )
 
     def key_used(self, key: ApiKey, caller: Caller) -> None:

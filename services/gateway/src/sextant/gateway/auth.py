@@ -8,6 +8,11 @@
 - The admin key (``project_id`` ``*``) is the organisation's: every project's config, the
   projects themselves and the admin keys. It reads no data.
 - Write and client keys are public (they sit in pages) and open nothing here.
+- A person signed in to the workspace (the session cookie, :mod:`sextant.gateway.sessions`)
+  has the role their account gives them in each project: the project is the path's, or for
+  the read API the one ``X-Sextant-Project`` names (their only project by default); an
+  organisation admin does what the admin key does. Their writes must come from the
+  workspace's own origin.
 
 A key beyond its role or project is answered 403 and recorded in the audit log; unknown keys
 are counted per address, and recorded once they reach a threshold.
@@ -23,13 +28,15 @@ from typing import Annotated
 
 import anyio.to_thread
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from sextant.gateway.audit import ACTOR, Caller
 from sextant.gateway.context import Gateway, GatewayDep
+from sextant.gateway.people import PROJECT_HEADER, selected_project, signed_in
 from sextant.gateway.problems import ProblemError
+from sextant.gateway.sessions import SAFE_METHODS, SESSION_COOKIE, same_origin
 from sextant.schemas.audit import Actor, AuditAction
-from sextant.schemas.config import ROLE_RANK, ApiKey, KeyKind, Role, hash_key
+from sextant.schemas.config import ROLE_RANK, Account, ApiKey, KeyKind, Role, hash_key
 
 _read_scheme = HTTPBearer(
     scheme_name="ReadKey",
@@ -39,6 +46,13 @@ _read_scheme = HTTPBearer(
 _admin_scheme = HTTPBearer(
     scheme_name="AdminKey",
     description="The admin key, or a project's read key whose role allows the operation",
+    auto_error=False,
+)
+_session_scheme = APIKeyCookie(
+    name=SESSION_COOKIE,
+    scheme_name="Session",
+    description="A person signed in to the workspace (`POST /v1/auth/login`); writes must "
+    "come from the workspace's origin",
     auto_error=False,
 )
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -63,12 +77,15 @@ _NEEDED_ROLE = {Access.READ: Role.VIEWER, Access.CONFIG: Role.EDITOR, Access.PRO
 
 @dataclass(frozen=True)
 class Scope:
-    """Who is asking: the key's id, its project (``*`` for the admin key) and its role."""
+    """Who is asking and where: the key's id (a person's email), the project (``*`` for the
+    organisation's operations) and the role there."""
 
     key_id: str
     project_id: str
     role: Role | None = None
     key_name: str = ""
+    account_id: str | None = None
+    """The signed-in person's account; None for a key."""
 
     @property
     def organisation(self) -> bool:
@@ -84,7 +101,7 @@ async def _key(
 ) -> ApiKey:
     if credentials is None or not credentials.credentials:
         raise ProblemError(
-            401, "unauthorized", "send 'Authorization: Bearer <key>'", None, _CHALLENGE
+            401, "unauthorized", "send 'Authorization: Bearer <key>', or sign in", None, _CHALLENGE
         )
     key = gateway.state.key_for_hash(hash_key(credentials.credentials))
     if key is None or not key.usable_at(gateway.now()):
@@ -98,9 +115,9 @@ async def _key(
     return key
 
 
-async def _deny(request: Request, gateway: Gateway, key: ApiKey, why: str) -> ProblemError:
+async def _deny(request: Request, gateway: Gateway, home_project: str, why: str) -> ProblemError:
     target = f"{request.method} {request.url.path}"
-    project = request.path_params.get("project_id") or key.project_id
+    project = request.path_params.get("project_id") or home_project
     await anyio.to_thread.run_sync(
         lambda: gateway.audit.record(AuditAction.ACCESS_DENIED, project, target, detail=why)
     )
@@ -124,6 +141,68 @@ def _refusal(key: ApiKey, access: Access, project_id: str | None) -> str | None:
     return None
 
 
+async def _person(request: Request, gateway: Gateway, session: str) -> Account:
+    """The signed-in person; 401 for an ended session, 403 for a write from another site."""
+    account = signed_in(gateway, session)
+    if account is None:
+        raise ProblemError(
+            401, "unauthorized", "the session has ended: sign in again", None, _CHALLENGE
+        )
+    caller = Caller(
+        Actor(kind="person", id=account.config_key(), name=account.display_name or account.email),
+        _source(request),
+    )
+    ACTOR.set(caller)
+    if request.method not in SAFE_METHODS and not same_origin(request, gateway.settings.public_url):
+        raise await _deny(
+            request,
+            gateway,
+            ORGANISATION,
+            "a signed-in write must come from the workspace's own origin (Origin header)",
+        )
+    return account
+
+
+def _person_refusal(account: Account, access: Access, project_id: str | None) -> str | None:
+    """Why ``account`` may not do what needs ``access`` on ``project_id``; None if it may."""
+    organisation = access is Access.ORGANISATION or project_id is None
+    if organisation and access is not Access.READ:
+        return None if account.org_admin else "this operation needs an organisation admin"
+    if project_id is None:
+        return (
+            f"choose a project with the {PROJECT_HEADER} header"
+            if account.roles
+            else "this account has no role in any project"
+        )
+    if account.org_admin and access is not Access.READ:
+        return None
+    role = account.roles.get(project_id)
+    if role is None:
+        return f"this account has no role in project '{project_id}'"
+    needed = _NEEDED_ROLE[access]
+    if ROLE_RANK[role] < ROLE_RANK[needed]:
+        return f"the {role.value} role may not do this: it needs {needed.value}"
+    return None
+
+
+async def _person_scope(request: Request, gateway: Gateway, session: str, access: Access) -> Scope:
+    account = await _person(request, gateway, session)
+    project_id = None if access is Access.ORGANISATION else selected_project(request, account)
+    why = _person_refusal(account, access, project_id)
+    if why is not None:
+        raise await _deny(request, gateway, project_id or ORGANISATION, why)
+    if access is Access.READ and gateway.state.project(str(project_id)) is None:
+        raise ProblemError(404, "not-found", f"project '{project_id}' does not exist")
+    role = account.roles.get(project_id) if project_id else None
+    return Scope(
+        account.email,
+        project_id or ORGANISATION,
+        role,
+        account.display_name,
+        account_id=account.id,
+    )
+
+
 def _requires(
     access: Access, scheme: HTTPBearer, *, by_path: bool = False
 ) -> Callable[..., Awaitable[Scope]]:
@@ -132,14 +211,19 @@ def _requires(
     ``by_path``: the organisation's operations when the path names no project."""
 
     async def check(
-        request: Request, gateway: Gateway, credentials: HTTPAuthorizationCredentials | None
+        request: Request,
+        gateway: Gateway,
+        credentials: HTTPAuthorizationCredentials | None,
+        session: str | None,
     ) -> Scope:
-        key = await _key(request, gateway, credentials)
         project_id = request.path_params.get("project_id")
         needed = Access.ORGANISATION if by_path and project_id is None else access
+        if session and (credentials is None or not credentials.credentials):
+            return await _person_scope(request, gateway, session, needed)
+        key = await _key(request, gateway, credentials)
         why = _refusal(key, needed, project_id)
         if why is not None:
-            raise await _deny(request, gateway, key, why)
+            raise await _deny(request, gateway, key.project_id, why)
         if key.key_kind is KeyKind.READ and gateway.state.project(key.project_id) is None:
             raise ProblemError(401, "unauthorized", "the key's project no longer exists")
         return Scope(key.id, key.project_id, key.project_role, key.name)
@@ -152,6 +236,9 @@ def _requires(
             inspect.Parameter("request", keyword, annotation=Request),
             inspect.Parameter("gateway", keyword, annotation=GatewayDep),
             inspect.Parameter("credentials", keyword, annotation=credentials),
+            inspect.Parameter(
+                "session", keyword, annotation=Annotated[str | None, Depends(_session_scheme)]
+            ),
         ],
         return_annotation=Scope,
     )

@@ -20,8 +20,11 @@ from sextant.core.secrets import MissingSecretKey, SecretBox, UnreadableSecret, 
 from sextant.core.warehouse import Warehouse, connect
 from sextant.gateway.audit import AuditLog
 from sextant.gateway.cache import TimedCache
+from sextant.gateway.login_throttle import LoginThrottle
 from sextant.gateway.problems import ProblemError
+from sextant.gateway.sessions import Signer
 from sextant.gateway.settings import GatewaySettings
+from sextant.gateway.sso import OpenIdClient
 from sextant.schemas.config import ConfigDocument
 from sextant.schemas.topics import Topic, topic_name
 
@@ -46,6 +49,17 @@ class Gateway:
         self.state: ConfigState = follower.state
         self.secrets = SecretBox.from_setting(settings.secret_key)
         self.audit = AuditLog(settings)
+        self.sessions = Signer(self.secrets, "session") if self.secrets else None
+        """Signs people's session cookies; None without a master key (no sign-in then)."""
+        self.sso = (
+            OpenIdClient(settings, self.sessions)
+            if settings.oidc_issuer and self.sessions is not None
+            else None
+        )
+        """Single sign-on, when an OpenID provider is configured (and sessions can be signed)."""
+        self.login_throttle = LoginThrottle(
+            settings.login_max_failures, settings.login_lockout_seconds
+        )
         self._warehouse_factory = warehouse_factory
         self._warehouse: Warehouse | None = None
         self._publisher: ConfigPublisher | None = None

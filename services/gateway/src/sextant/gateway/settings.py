@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from sextant.core.settings import ClickHouseSection, KafkaSection, SecretsSection, ServiceSection
+from sextant.schemas.config import Identifier, Role
 
 
 class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection, SecretsSection):
@@ -39,3 +40,27 @@ class GatewaySettings(KafkaSection, ClickHouseSection, ServiceSection, SecretsSe
     """A key's use is recorded (audit log, last-used time) at most once per this period."""
     audit_wait_seconds: float = Field(default=10.0, ge=0)
     """How long start-up waits to read the audit topic (first uses, last-used times)."""
+
+    # --- People signing in (accounts, sessions, single sign-on) ---
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
+    """The workspace's address as browsers reach it (``https://sextant.example.com``, no
+    path): the origin cookie-authenticated writes must come from, the single sign-on
+    callback's base, and, when it is ``https``, sessions' cookies are ``Secure``. Unset: the
+    request's own scheme and host."""
+    session_max_age_seconds: int = Field(default=12 * 3600, ge=60, le=30 * 86_400)
+    """How long a sign-in lasts."""
+    login_max_failures: int = Field(default=5, ge=1)
+    """Failed sign-ins for one account from one address (within the lockout period) that
+    lock that account out from that address."""
+    login_lockout_seconds: float = Field(default=900.0, gt=0)
+    """How long a lockout lasts, and the period failures are counted over."""
+    oidc_issuer: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """Single sign-on: the OpenID provider's issuer URL (its discovery document is at
+    ``<issuer>/.well-known/openid-configuration``). Unset: no single sign-on."""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    oidc_allowed_domains: list[str] = Field(default_factory=list)
+    """Email domains whose people get an account at their first single sign-on (with
+    ``oidc_default_roles``); others sign in only to an account that exists."""
+    oidc_default_roles: dict[Identifier, Role] = Field(default_factory=dict)
+    """Roles of an account created at its first single sign-on: ``{"shop": "viewer"}``."""
