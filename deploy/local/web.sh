@@ -7,7 +7,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-packages=(sdk/js services/gateway/web tests/browser)
+packages=(sdk/js services/gateway/web tests/browser tests/oidc)
 
 chromium() {
   if command -v chromium >/dev/null 2>&1; then return 0; fi

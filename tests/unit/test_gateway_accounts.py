@@ -39,7 +39,8 @@ def test_a_password_is_stored_as_an_argon2id_hash_that_only_it_opens() -> None:
 def test_a_hash_with_weaker_parameters_opens_and_asks_to_be_rehashed() -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash("old password!")
     check = check_password(weak, "old password!")
-    assert check.matches and check.needs_rehash
+    assert check.matches
+    assert check.needs_rehash
     assert not check_password(hash_password("old password!"), "old password!").needs_rehash
 
 

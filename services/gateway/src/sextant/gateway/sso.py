@@ -1,11 +1,13 @@
 """Single sign-on by OpenID Connect: the authorisation code flow with PKCE.
 
-``authlib`` builds the authorisation request (``state``, ``nonce``, an S256 code challenge)
-and exchanges the code (with its verifier); ``joserfc`` (authlib's own JOSE library) checks
-the ID token's signature against the provider's published keys (JWKS, fetched again when a
-token names a key not seen yet) and its claims: issuer, audience, expiry, and the nonce of
-this very sign-in. State, nonce and verifier travel in a short-lived signed cookie, so the
-callback may reach any gateway replica.
+``authlib``'s protocol functions build the authorisation request (``state``, ``nonce``, an
+S256 code challenge) and the code's exchange (with its verifier, the client authenticated
+by HTTP Basic: ``client_secret_basic``), sent with httpx; ``joserfc`` (authlib's JOSE
+library) checks the ID token's signature against the provider's published keys (JWKS,
+fetched again when a token names a key not seen yet) and its claims: issuer, audience,
+expiry, and the nonce of this very sign-in. Claims the ID token leaves out (email, name)
+are read from the userinfo endpoint, for the same subject. State, nonce and verifier travel
+in a short-lived signed cookie, so the callback may reach any gateway replica.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
-from authlib.integrations.base_client import OAuthError  # type: ignore[import-untyped]
-from authlib.integrations.httpx_client import AsyncOAuth2Client  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6749.parameters import (  # type: ignore[import-untyped]
+    prepare_grant_uri,
+    prepare_token_request,
+)
+from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -60,16 +66,6 @@ class OpenIdClient:
         self._metadata: dict[str, Any] | None = None
         self._keys: KeySet | None = None
 
-    def _oauth(self, redirect_uri: str) -> AsyncOAuth2Client:
-        return AsyncOAuth2Client(
-            self.client_id,
-            self._client_secret,
-            scope=_SCOPE,
-            redirect_uri=redirect_uri,
-            code_challenge_method="S256",
-            timeout=10,
-        )
-
     async def metadata(self) -> dict[str, Any]:
         """The provider's discovery document (fetched once)."""
         if self._metadata is None:
@@ -85,13 +81,17 @@ class OpenIdClient:
         metadata = await self.metadata()
         state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         verifier = secrets.token_urlsafe(64)
-        async with self._oauth(redirect_uri) as oauth:
-            url, _ = oauth.create_authorization_url(
-                metadata["authorization_endpoint"],
-                state=state,
-                nonce=nonce,
-                code_verifier=verifier,
-            )
+        url = prepare_grant_uri(
+            metadata["authorization_endpoint"],
+            self.client_id,
+            "code",
+            redirect_uri=redirect_uri,
+            scope=_SCOPE,
+            state=state,
+            nonce=nonce,
+            code_challenge=create_s256_code_challenge(verifier),
+            code_challenge_method="S256",
+        )
         pending = {
             "state": state,
             "nonce": nonce,
@@ -107,26 +107,61 @@ class OpenIdClient:
             raise SsoError("this sign-in expired or began in another browser: start again")
         if not hmac.compare_digest(str(pending.get("state")), state):
             raise SsoError("the provider answered for another sign-in (state mismatch)")
-        metadata = await self.metadata()
-        try:
-            async with self._oauth(redirect_uri) as oauth:
-                token = await oauth.fetch_token(
-                    metadata["token_endpoint"],
-                    code=code,
-                    code_verifier=pending["verifier"],
-                )
-        except (OAuthError, httpx.HTTPError) as error:
-            raise SsoError(f"the provider refused the code: {error}") from error
+        token = await self._exchange(code, str(pending["verifier"]), redirect_uri)
         id_token = token.get("id_token")
         if not isinstance(id_token, str):
             raise SsoError("the provider sent no ID token")
         claims = await self._verified_claims(id_token, str(pending["nonce"]))
+        if "email" not in claims:
+            claims |= await self._user_info(token, str(claims["sub"]))
         return Identity(
             subject=str(claims["sub"]),
             email=str(claims.get("email", "")).strip().lower(),
             email_verified=claims.get("email_verified") is True,
             name=str(claims.get("name", "")),
         )
+
+    async def _exchange(self, code: str, verifier: str, redirect_uri: str) -> dict[str, Any]:
+        """The provider's token response to the authorisation code."""
+        metadata = await self.metadata()
+        body = prepare_token_request(
+            "authorization_code", code=code, redirect_uri=redirect_uri, code_verifier=verifier
+        )
+        # RFC 6749 §2.3.1: the id and secret are form-encoded before they are joined.
+        auth = httpx.BasicAuth(
+            quote(self.client_id, safe=""), quote(self._client_secret or "", safe="")
+        )
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                answer = await client.post(
+                    metadata["token_endpoint"], content=body, headers=headers, auth=auth
+                )
+            token = answer.json()
+        except (httpx.HTTPError, ValueError) as error:
+            raise SsoError(f"the provider cannot be reached: {error}") from error
+        if answer.status_code != 200 or not isinstance(token, dict):
+            reason = (
+                token.get("error_description") or token.get("error")
+                if isinstance(token, dict)
+                else ""
+            )
+            raise SsoError(f"the provider refused the code: {reason or answer.status_code}")
+        return token
+
+    async def _user_info(self, token: dict[str, Any], subject: str) -> dict[str, Any]:
+        """The person's claims from the userinfo endpoint (providers that keep the ID token
+        small send email there), checked to be about the ID token's subject."""
+        metadata = await self.metadata()
+        access_token = token.get("access_token")
+        if not isinstance(access_token, str) or "userinfo_endpoint" not in metadata:
+            return {}
+        info = await _get_json(
+            metadata["userinfo_endpoint"], {"Authorization": f"Bearer {access_token}"}
+        )
+        if info.get("sub") != subject:
+            raise SsoError("the provider's userinfo is about another person than its ID token")
+        return {k: v for k, v in info.items() if k in ("email", "email_verified", "name")}
 
     async def _verified_claims(self, id_token: str, nonce: str) -> dict[str, Any]:
         try:
@@ -159,10 +194,10 @@ class OpenIdClient:
         return self._keys
 
 
-async def _get_json(url: str) -> dict[str, Any]:
+async def _get_json(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            answer = await client.get(url)
+            answer = await client.get(url, headers=headers)
             answer.raise_for_status()
             document = answer.json()
     except (httpx.HTTPError, ValueError) as error:
