@@ -28,9 +28,11 @@ def person(
 
 
 def sign_in(client: httpx.Client, email: str, password: str = PASSWORD) -> str:
-    """Sign in; the session cookie's value."""
+    """Sign in; the session cookie's value (left out of ``client``'s cookies, so that only
+    requests that send it on purpose are signed in)."""
     answer = client.post("/v1/auth/login", json={"email": email, "password": password})
     assert answer.status_code == 200, answer.text
+    client.cookies.clear()
     return answer.cookies[SESSION_COOKIE]
 
 

@@ -2,7 +2,8 @@
 
 The authorisation matrix takes every operation from the OpenAPI document, so an endpoint
 added later is judged too: what it needs is derived here from its path, independently of the
-gateway's own dependencies, and an operation no rule classifies fails the test.
+gateway's own dependencies, and an operation no rule classifies fails the test. Each role is
+tried as a key and as a signed-in person with that role.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from typer.testing import CliRunner
 from sextant.cli.main import app as cli
 from sextant.schemas.config import ApiKey, KeyKind, Role, hash_key
 from tests.infra import wait_for
+from tests.integration.accounts_support import SECRET_KEY, as_person, person, sign_in
 from tests.integration.test_gateway_admin import assert_problem
 from tests.integration.test_gateway_harness import SECRETS, Harness, auth, make_harness
 
 PUBLIC, VIEWER, EDITOR, OWNER, ORGANISATION = "public", "viewer", "editor", "owner", "org"
+SESSION = "session"
+"""Only a signed-in person (a key is answered 401: it is not a session)."""
 RANK = {VIEWER: 1, EDITOR: 2, OWNER: 3}
 ROLE_SECRETS = {
     ("acme", Role.OWNER): "sx_read_acme_owner_0000000000000",
@@ -32,8 +36,11 @@ ROLE_SECRETS = {
 
 @pytest.fixture(scope="module")
 def harness(kafka_bootstrap: str, warehouse_root: Path) -> Iterator[Harness]:
-    with make_harness(kafka_bootstrap, warehouse_root, audit_failed_auth_threshold=3) as running:
+    with make_harness(
+        kafka_bootstrap, warehouse_root, audit_failed_auth_threshold=3, secret_key=SECRET_KEY
+    ) as running:
         running.put_config(
+            *PEOPLE.values(),
             *(
                 ApiKey(
                     id=f"{project}-{role.value}",
@@ -44,7 +51,7 @@ def harness(kafka_bootstrap: str, warehouse_root: Path) -> Iterator[Harness]:
                     name=f"{project} {role.value}",
                 )
                 for (project, role), secret in ROLE_SECRETS.items()
-            )
+            ),
         )
         yield running
 
@@ -53,6 +60,10 @@ def needed(method: str, path: str) -> str:
     """What an operation needs, by the rules the README states."""
     if path in ("/healthz", "/readyz", "/metrics"):
         return PUBLIC
+    if path == "/v1/auth/me":
+        return SESSION
+    if path.startswith("/v1/auth/"):
+        return PUBLIC  # signing in and out, single sign-on
     if not path.startswith("/v1/admin/"):
         return VIEWER
     if not path.startswith("/v1/admin/projects/{project_id}"):
@@ -72,12 +83,36 @@ CALLERS: dict[str, tuple[str, str | None, str]] = {
     "foreign owner": (ROLE_SECRETS[("globex", Role.OWNER)], None, "acme"),
     "write": (SECRETS[("acme", KeyKind.WRITE)], None, "acme"),
 }
+PEOPLE = {
+    # The person who stands for each key caller (an organisation admin for the admin key).
+    "admin": person("org-admin", {}, org_admin=True),
+    "owner": person("acme-owner", {"acme": Role.OWNER}),
+    "editor": person("acme-editor", {"acme": Role.EDITOR}),
+    "viewer": person("acme-viewer", {"acme": Role.VIEWER}),
+    "foreign owner": person("globex-owner", {"globex": Role.OWNER}),
+}
+
+
+def callers(harness: Harness) -> dict[str, tuple[dict[str, str], str]]:
+    """Every caller of the matrix: name → (request headers, the key caller it stands for).
+
+    People send what the workspace sends: their cookie, its origin, and the project they
+    look at (the person without a role in acme picks none: their one project is theirs)."""
+    result = {name: (auth(secret), name) for name, (secret, _, _) in CALLERS.items()}
+    for like, account in PEOPLE.items():
+        session = sign_in(harness.client, account.email)
+        project = "acme" if "acme" in account.roles else None
+        headers = as_person(harness.base_url, session, project)
+        result[f"person {like}"] = (headers, like)
+    return result
 
 
 def allowed(caller: str, need: str) -> bool:
     role = CALLERS[caller][1]
     if need == PUBLIC:
         return True
+    if need == SESSION:
+        return False
     if caller == "admin":
         return need != VIEWER  # the organisation's key reads no data
     if caller == "foreign owner":
@@ -99,13 +134,19 @@ def test_every_operation_answers_each_role_as_the_matrix_says(harness: Harness) 
     denied_before = len(_audit(harness, action="access.denied"))
     refusals = 0
     wrong: list[str] = []
+    everyone = callers(harness)
     for method, path in ops:
         need = needed(method, path)
-        for caller, (secret, _, project) in CALLERS.items():
+        for caller, (headers, like) in everyone.items():
+            project = CALLERS[like][2]
             url = re.sub(r"\{[a-z_]+\}", "nope", path.replace("{project_id}", project))
-            body = {} if method in ("POST", "PUT") else None
-            answer = c.request(method, url, json=body, headers=auth(secret))
-            if allowed(caller, need):
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            answer = c.request(method, url, json=body, headers=headers)
+            is_person = caller.startswith("person ")
+            if need == SESSION and not is_person:
+                if answer.status_code != 401:
+                    wrong.append(f"{caller} {method} {path}: {answer.status_code}, not 401")
+            elif need == SESSION or allowed(like, need):
                 if answer.status_code in (401, 403):
                     wrong.append(f"{caller} {method} {path}: {answer.status_code} {answer.text}")
             elif answer.status_code != 403:
@@ -120,6 +161,9 @@ def test_every_operation_answers_each_role_as_the_matrix_says(harness: Harness) 
     assert len(denied) - denied_before == refusals
     assert any(
         e["actor"]["id"] == "api_key:acme:acme-editor" and "keys" in e["target"] for e in denied
+    )
+    assert any(
+        e["actor"]["id"] == "account:*:acme-editor" and "keys" in e["target"] for e in denied
     )
 
 
