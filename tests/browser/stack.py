@@ -105,7 +105,10 @@ def running_stack(
     folder: Path,
     documents: list[ConfigDocument],
     names: tuple[str, ...] = ("collector", "gateway"),
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
+    """The parts ``names`` as processes on topics of their own seeded with ``documents``;
+    ``settings``: more ``SEXTANT_`` variables for every part."""
     kafka = KafkaSection(kafka_bootstrap=bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}")
     ensure_topics(kafka, partitions=3)
     publisher = ConfigPublisher(kafka)
@@ -117,6 +120,7 @@ def running_stack(
         "SEXTANT_CLICKHOUSE_URL": f"chdb://{folder / 'warehouse'}",
     }
     env["SEXTANT_PROCESSOR_DATA_DIR"] = str(folder / "processor")
+    env |= settings or {}
     parts = {
         name: Part(
             name,

@@ -155,7 +155,7 @@ def _signed_in(browser: Browser, stack: Stack, read: str, admin: str = "") -> It
         tab.goto(f"{stack.gateway}/")
         tab.fill("#read-key", read)
         tab.fill("#admin-key", admin)
-        tab.click("button[type=submit]")
+        tab.click("#key-signin button[type=submit]")
         _wait_rendered(tab, f"nav.nav a[data-page={'outcomes' if read else 'admin'}]")
         yield tab
         assert errors == [], errors
@@ -232,7 +232,7 @@ def test_the_sign_in_page_says_which_key_does_what(browser: Browser, shop: Stack
     tab.set_viewport_size({"width": 1366, "height": 768})
     tab.screenshot(path=str(SHOTS / "signin-desktop.png"), full_page=True)
     tab.fill("#read-key", "sx_read_wrong_000000000000000000")
-    tab.click("button[type=submit]")
+    tab.click("#key-signin button[type=submit]")
     _wait_text(tab, "was not accepted")
     context.close()
 

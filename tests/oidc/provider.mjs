@@ -53,7 +53,7 @@ const provider = new Provider(issuer, {
 
 function page(res, uid, message = "") {
   res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
-  res.end(`<!doctype html><title>Test provider</title><h1>Test provider</h1><p>${message}</p>
+  res.end(`<!doctype html><title>Test provider</title><link rel="icon" href="data:,"><h1>Test provider</h1><p>${message}</p>
 <form method="post" action="/interaction/${uid}"><label>Email <input name="email" id="email"></label>
 <button type="submit">Continue</button></form>`);
 }

@@ -1,7 +1,56 @@
-/** The gateway's API with the key the user signed in with. */
+/** The gateway's API, as the signed-in person (their session cookie) or with the keys the
+ * user signed in with. */
 
 const READ = "sextant.readKey";
 const ADMIN = "sextant.adminKey";
+const PROJECT = "sextant.project";
+
+export interface ProjectRole {
+  id: string;
+  name: string;
+  role: "viewer" | "editor" | "owner";
+}
+
+export interface Person {
+  id: string;
+  email: string;
+  display_name: string;
+  org_admin: boolean;
+  projects: ProjectRole[];
+}
+
+let person: Person | null = null;
+
+/** The person signed in with an account (null: keys, or nobody). The session itself is an
+ * HttpOnly cookie this code never sees; the browser sends it with every request here. */
+export const account = {
+  person: (): Person | null => person,
+  set(me: Person | null): void {
+    person = me;
+  },
+  /** The project the person looks at: the one they chose, else their first. */
+  project(): ProjectRole | null {
+    if (!person) return null;
+    const chosen = localStorage.getItem(PROJECT);
+    return person.projects.find((p) => p.id === chosen) || person.projects[0] || null;
+  },
+  choose(projectId: string): void {
+    localStorage.setItem(PROJECT, projectId);
+  },
+};
+
+/** Signed in at all: with a key, or as a person. */
+export const signedIn = (): boolean => Boolean(keys.read() || keys.admin() || person);
+/** Reads a project's data: with a read key, or as a person with a project. */
+export const readsData = (): boolean => Boolean(keys.read() || account.project());
+/** The organisation's admin view: the admin key, or an organisation admin. */
+export const isAdmin = (): boolean => Boolean(keys.admin() || person?.org_admin);
+/** May change the current project's config (acknowledge and mute alerts). */
+export const mayEdit = (): boolean => {
+  if (keys.admin() || person?.org_admin) return true;
+  const role = keys.read() ? "" : account.project()?.role;
+  return role === "editor" || role === "owner";
+};
 
 export const keys = {
   read: (): string => localStorage.getItem(READ) || "",
@@ -27,8 +76,16 @@ export class ApiError extends Error {
   }
 }
 
+/** Who a request is from: the key when there is one, else the session cookie (sent by the
+ * browser) and the person's current project. */
+function credentials(key: string): Record<string, string> {
+  if (key) return { Authorization: `Bearer ${key}` };
+  const project = account.project();
+  return project ? { "X-Sextant-Project": project.id } : {};
+}
+
 async function request<T>(method: string, path: string, key: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { Authorization: `Bearer ${key}` };
+  const headers = credentials(key);
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (!response.ok) {
@@ -50,8 +107,34 @@ export const post = <T>(path: string, body: unknown): Promise<T> => request<T>("
 export const adminGet = <T>(path: string): Promise<T> => request<T>("GET", path, keys.admin());
 export const adminSend = <T>(method: string, path: string, body?: unknown): Promise<T> =>
   request<T>(method, path, keys.admin(), body);
-/** The admin key when signed in with one, else the read key (whose role may be enough). */
+/** The admin key when signed in with one, else the read key or the person (whose role may
+ * be enough). */
 export const ownerGet = <T>(path: string): Promise<T> => request<T>("GET", path, keys.admin() || keys.read());
+
+export interface AuthStatus {
+  password: boolean;
+  sso: boolean;
+  person: Person | null;
+}
+
+/** How people sign in here, and the signed-in person (null when no session is open). */
+export async function loadStatus(): Promise<AuthStatus> {
+  const status = await request<AuthStatus>("GET", "/v1/auth/status", "");
+  person = status.person;
+  return status;
+}
+
+export async function signInWithPassword(email: string, password: string): Promise<Person> {
+  person = await request<Person>("POST", "/v1/auth/login", "", { email, password });
+  return person;
+}
+
+/** Ends the session (the cookie goes) and forgets the keys. */
+export async function signOut(): Promise<void> {
+  keys.clear();
+  if (person) await request<void>("POST", "/v1/auth/logout", "", {});
+  person = null;
+}
 
 export function query(params: Record<string, string | number | boolean | null | undefined>): string {
   const search = new URLSearchParams();
@@ -72,7 +155,7 @@ export async function stream(path: string, onEvent: (e: SseEvent) => void, signa
   let lastId: string | null = null;
   for (let attempt = 0; !signal.aborted; attempt++) {
     try {
-      const headers: Record<string, string> = { Authorization: `Bearer ${keys.read()}` };
+      const headers = credentials(keys.read());
       if (lastId) headers["Last-Event-ID"] = lastId;
       const response = await fetch(path, { headers, signal });
       if (!response.ok || !response.body) throw new Error(response.statusText);

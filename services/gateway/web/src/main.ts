@@ -1,6 +1,6 @@
 /** The workspace: sign-in, navigation and the pages, routed by the URL's hash. */
 import "./style.css";
-import { ApiError, get, keys } from "./api";
+import { account, ApiError, type AuthStatus, get, isAdmin, keys, loadStatus, readsData, signedIn, signOut } from "./api";
 import { clear, h } from "./dom";
 import { adminPage } from "./pages/admin";
 import { alertsPage } from "./pages/alerts";
@@ -17,8 +17,8 @@ import { webPage } from "./pages/web";
 export type Cleanup = () => void;
 export type Page = (root: HTMLElement, args: string[]) => Cleanup | void;
 
-// admin: shown with the admin key, and open without a read key; linked: opened from other
-// pages' links (not the navigation), with either key.
+// admin: shown with the admin key (or to an organisation admin), and open without a read
+// key; linked: opened from other pages' links (not the navigation), with either key.
 const PAGES: { path: string; title: string; page: Page; admin?: boolean; linked?: boolean }[] = [
   { path: "outcomes", title: "Outcomes", page: outcomesPage },
   { path: "metrics", title: "Metrics", page: metricsPage },
@@ -34,6 +34,7 @@ const PAGES: { path: string; title: string; page: Page; admin?: boolean; linked?
 
 let cleanup: Cleanup | void;
 let project = "";
+let status: Promise<AuthStatus | null> | null = null;
 
 async function whoami(): Promise<string> {
   const me = await get<{ project_name: string }>("/v1/whoami");
@@ -45,7 +46,7 @@ function shell(current: string): HTMLElement {
   const nav = h(
     "nav",
     { class: "nav", "aria-label": "Workspace" },
-    PAGES.filter((p) => !p.linked && (!p.admin || keys.admin())).map((p) =>
+    PAGES.filter((p) => !p.linked && (!p.admin || isAdmin())).map((p) =>
       h("a", { href: `#/${p.path}`, class: p.path === current ? "active" : null, "data-page": p.path }, p.title),
     ),
   );
@@ -53,15 +54,17 @@ function shell(current: string): HTMLElement {
     "header",
     { class: "top" },
     h("a", { class: "brand", href: "#/outcomes" }, "Sextant"),
-    h("span", { class: "project" }, project),
+    projectPicker(),
     h(
       "button",
       {
         class: "link signout",
         type: "button",
         onclick: () => {
-          keys.clear();
-          location.hash = "#/signin";
+          void signOut().finally(() => {
+            project = "";
+            location.hash = "#/signin";
+          });
         },
       },
       "Sign out",
@@ -70,31 +73,55 @@ function shell(current: string): HTMLElement {
   return h("div", { class: "shell" }, header, nav, main);
 }
 
+/** The project's name; a person with several projects picks one here. */
+function projectPicker(): HTMLElement {
+  const person = account.person();
+  if (!person || person.projects.length < 2 || keys.read()) return h("span", { class: "project" }, project);
+  const current = account.project();
+  return h(
+    "select",
+    {
+      class: "project",
+      id: "project-picker",
+      "aria-label": "Project",
+      onchange: (e: Event) => {
+        account.choose((e.target as HTMLSelectElement).value);
+        project = "";
+        void route();
+      },
+    },
+    person.projects.map((p) => h("option", { value: p.id, selected: p.id === current?.id }, p.name)),
+  );
+}
+
 async function route(): Promise<void> {
   const app = document.getElementById("app")!;
   const [path = "outcomes", ...args] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   if (typeof cleanup === "function") cleanup();
   cleanup = undefined;
-  if (path === "signin" || (!keys.read() && !keys.admin())) {
+  if (!status) status = loadStatus().catch(() => null);
+  if (!keys.read() && !keys.admin()) await status;
+  if (path === "signin" || !signedIn()) {
     clear(app);
-    app.appendChild(signInPage());
+    app.appendChild(signInPage(status));
     return;
   }
-  if (!project && keys.read()) {
+  if (!project && readsData()) {
     try {
       project = await whoami();
     } catch (error) {
       if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
-        keys.clear();
+        const why = keys.read() ? "That read key was not accepted. Check it and sign in again." : "Your session has ended. Sign in again.";
+        await signOut().catch(() => undefined);
         clear(app);
-        app.appendChild(signInPage("That read key was not accepted. Check it and sign in again."));
+        app.appendChild(signInPage(status, why));
         return;
       }
       project = "";
     }
   }
-  const entry = PAGES.find((p) => p.path === path) || (keys.read() ? PAGES[0] : PAGES[PAGES.length - 1]);
-  if (!keys.read() && !entry.admin && !entry.linked) {
+  const entry = PAGES.find((p) => p.path === path) || (readsData() ? PAGES[0] : PAGES[PAGES.length - 1]);
+  if (!readsData() && !entry.admin && !entry.linked) {
     location.hash = "#/admin";
     return;
   }

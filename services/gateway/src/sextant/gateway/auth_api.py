@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Cookie, Query, Request, Response
+from fastapi import APIRouter, Body, Cookie, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,22 @@ from sextant.schemas.audit import Actor, AuditAction
 from sextant.schemas.config import Account, Role
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
+SessionCookie = Annotated[
+    str | None,
+    Cookie(
+        alias=SESSION_COOKIE,
+        description="The session cookie `POST /v1/auth/login` set (the browser sends it)",
+        examples=["v1.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJl"],
+    ),
+]
+PendingSignOn = Annotated[
+    str | None,
+    Cookie(
+        alias=SSO_COOKIE,
+        description="The pending single sign-on `GET /v1/auth/sso/login` set",
+        examples=["v1.eyJzdGF0ZSI6Ii4uLiJ9.c2lnbmF0dXJl"],
+    ),
+]
 CALLBACK_PATH = "/v1/auth/sso/callback"
 _WRONG = "wrong email or password"
 _ME_EXAMPLE: dict[str, Any] = {
@@ -102,13 +118,17 @@ class Me(BaseModel):
         )
 
 
-class Methods(BaseModel):
-    """How people may sign in here."""
+class Status(BaseModel):
+    """How people may sign in here, and who is signed in (null: nobody) — for a page that
+    must not treat "not signed in" as an error."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {"password": True, "sso": True}})
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"password": True, "sso": True, "person": _ME_EXAMPLE}}
+    )
 
     password: bool
     sso: bool
+    person: Me | None
 
 
 def _address(request: Request) -> str:
@@ -173,9 +193,14 @@ def _check_login(gateway: Gateway, request: Request, email: str, password: str) 
     raise ProblemError(401, "unauthorized", _WRONG, "password")
 
 
-@router.get("/methods", summary="How people may sign in here", response_model=Methods)
-def methods(gateway: GatewayDep) -> Methods:
-    return Methods(password=gateway.sessions is not None, sso=gateway.sso is not None)
+@router.get("/status", summary="How people may sign in here, and who is signed in")
+def status(gateway: GatewayDep, session: SessionCookie = None) -> Status:
+    account = signed_in(gateway, session) if session else None
+    return Status(
+        password=gateway.sessions is not None,
+        sso=gateway.sso is not None,
+        person=Me.of(gateway, account) if account else None,
+    )
 
 
 @router.post(
@@ -205,8 +230,8 @@ async def login(
 async def logout(
     request: Request,
     gateway: GatewayDep,
-    body: LogoutRequest | None = None,
-    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+    body: Annotated[LogoutRequest | None, Body(examples=[{"everywhere": True}])] = None,
+    session: SessionCookie = None,
 ) -> Response:
     response = Response(status_code=204)
     account = signed_in(gateway, session) if session else None
@@ -229,9 +254,7 @@ async def logout(
     summary="The signed-in person and their projects",
     responses=example_response(_ME_EXAMPLE) | problem_responses(401),
 )
-def me(
-    gateway: GatewayDep, session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None
-) -> Me:
+def me(gateway: GatewayDep, session: SessionCookie = None) -> Me:
     account = signed_in(gateway, session) if session else None
     if account is None:
         raise ProblemError(401, "unauthorized", "not signed in (or the session has ended)")
@@ -300,10 +323,10 @@ def _sso_account(gateway: Gateway, identity: Identity) -> Account:
 async def sso_callback(
     request: Request,
     gateway: GatewayDep,
-    code: Annotated[str, Query(max_length=2000)] = "",
-    state: Annotated[str, Query(max_length=200)] = "",
-    error: Annotated[str, Query(max_length=200)] = "",
-    pending: Annotated[str | None, Cookie(alias=SSO_COOKIE)] = None,
+    code: Annotated[str, Query(max_length=2000, examples=["4Kx9Qh2t"])] = "",
+    state: Annotated[str, Query(max_length=200, examples=["Zr3Jt8YwQ0"])] = "",
+    error: Annotated[str, Query(max_length=200, examples=["access_denied"])] = "",
+    pending: PendingSignOn = None,
 ) -> Response:
     client = _sso(gateway)
     anonymous = Actor(kind="anonymous", id="")

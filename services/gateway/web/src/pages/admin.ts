@@ -1,5 +1,5 @@
 /** The admin view (admin key): projects, their keys and documents, each with its history. */
-import { adminGet, keys } from "../api";
+import { adminGet, isAdmin } from "../api";
 import { card, h, table } from "../dom";
 import { historyLink } from "./history";
 
@@ -34,8 +34,8 @@ const KINDS: [string, string][] = [
 export function adminPage(root: HTMLElement): void {
   const out = h("div", { id: "admin" }, h("p", { class: "note" }, "Loading…"));
   root.append(h("h1", null, "Admin"), out);
-  if (!keys.admin()) {
-    out.textContent = "Sign in with the admin key to see this view.";
+  if (!isAdmin()) {
+    out.textContent = "Sign in with the admin key, or as an organisation admin, to see this view.";
     return;
   }
   adminGet<{ items: Project[] }>("/v1/admin/projects?limit=1000")

@@ -1,5 +1,5 @@
 /** Alerts: rules and their states, a timeline of transitions, acknowledge and mute. */
-import { adminSend, get, keys } from "../api";
+import { adminSend, get, mayEdit } from "../api";
 import { card, h, svg, table } from "../dom";
 import { when } from "../format";
 import { historyLink } from "./history";
@@ -41,7 +41,7 @@ export function alertsPage(root: HTMLElement): () => void {
     ]);
     project = me.project_id;
     out.textContent = "";
-    const admin = Boolean(keys.admin());
+    const admin = mayEdit();
     const act = (rule: string, what: "ack" | "mute" | "unmute") => async () => {
       const base = `/v1/admin/projects/${encodeURIComponent(project)}/alert-rules/${encodeURIComponent(rule)}`;
       try {
@@ -53,7 +53,7 @@ export function alertsPage(root: HTMLElement): () => void {
         alert(String((e as Error).message || e));
       }
     };
-    const title = admin ? null : "Sign in with the admin key too to acknowledge or mute";
+    const title = admin ? null : "Acknowledging and muting needs the admin key, or the editor role";
     out.append(
       card(
         "Rules",

@@ -1,5 +1,5 @@
 /** A config document's history: its audit entries, newest first, and what each changed. */
-import { ApiError, get, keys, ownerGet, query } from "../api";
+import { ApiError, get, isAdmin, ownerGet, query } from "../api";
 import { h } from "../dom";
 import { when } from "../format";
 
@@ -25,7 +25,7 @@ export interface Change {
 }
 
 const PAGE_SIZE = 20;
-const DENIED = "The history needs an owner key: sign in with this project's owner key, or the admin key, to see who changed this document and how.";
+const DENIED = "The history needs an owner key: sign in with this project's owner key or as one of its owners, or with the admin key, to see who changed this document and how.";
 const KINDS: Record<string, string> = {
   project: "project",
   api_key: "key",
@@ -88,9 +88,10 @@ export function historyPage(root: HTMLElement, args: string[]): void {
     .catch(fail);
 }
 
-/** The admin key reads every project's audit log; a read key only as the project's owner. */
+/** The admin key (or an organisation admin) reads every project's audit log; a read key or
+ * a person only as the project's owner. */
 async function mayReadAudit(project: string): Promise<boolean> {
-  if (keys.admin()) return true;
+  if (isAdmin()) return true;
   const me = await get<{ project_id: string; role: string }>("/v1/whoami");
   return me.role === "owner" && me.project_id === project;
 }
