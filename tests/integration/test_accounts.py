@@ -259,6 +259,7 @@ def test_the_accounts_admin_api_never_shows_a_password_and_is_audited(harness: H
     assert_problem(c.get("/v1/metrics", headers=grace), 401)
     sign_in(c, "grace@example.com", "a new long password")
     assert_problem(c.patch("/v1/admin/accounts/root", json={"disabled": True}, headers=root), 409)
+    assert_problem(c.patch("/v1/admin/accounts/grace", json={"email": None}, headers=root), 422)
 
     history = _audit(harness, target="account:*:grace")
     creation = next(e for e in history if e["action"] == "config.created")

@@ -1,12 +1,16 @@
 """People signing in, without infrastructure: password hashes, session cookies, the origin
-check that stops cross-site writes, and the lockout after failed sign-ins."""
+check that stops cross-site writes, the lockout after failed sign-ins, and the checks of a
+single sign-on's ID token."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
+from joserfc import jwt
+from joserfc.jwk import KeySet, OctKey, RSAKey
 from pydantic import ValidationError
 from starlette.requests import Request
 
@@ -21,6 +25,7 @@ from sextant.gateway.sessions import (
     same_origin,
     uses_https,
 )
+from sextant.gateway.sso import SsoError, verified_claims
 from sextant.schemas.config import CONFIG_DOCUMENT, Account, Role
 
 # --- passwords ------------------------------------------------------------------------------
@@ -187,3 +192,67 @@ def test_the_audit_log_never_shows_a_password_hash() -> None:
     assert "password_hash" not in shown
     assert shown["password_set"] is True
     assert "argon2" not in str(shown)
+
+
+# --- single sign-on: the ID token -----------------------------------------------------------
+
+ISSUER = "https://idp.example"
+CLIENT = "sextant-workspace"
+
+
+def _provider_key() -> RSAKey:
+    return RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"})
+
+
+def _id_token(key: Any, alg: str = "RS256", **overrides: Any) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": CLIENT,
+        "sub": "ada",
+        "iat": now,
+        "exp": now + 300,
+        "nonce": "n-1",
+        "email": "ada@corp.example",
+    } | overrides
+    header = {"alg": alg, "kid": "k1"}
+    return jwt.encode(header, {k: v for k, v in claims.items() if v is not None}, key)
+
+
+def _public(key: RSAKey) -> KeySet:
+    return KeySet.import_key_set({"keys": [key.as_dict(private=False)]})  # type: ignore[typeddict-item]
+
+
+def test_an_id_token_signed_by_the_provider_for_this_sign_in_is_accepted() -> None:
+    key = _provider_key()
+    claims = verified_claims(_id_token(key), _public(key), ISSUER, CLIENT, "n-1")
+    assert (claims["sub"], claims["email"]) == ("ada", "ada@corp.example")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        ({"nonce": "n-2"}, "nonce"),  # a token of another sign-in (replayed)
+        ({"nonce": None}, "nonce"),
+        ({"aud": "another-client"}, "aud"),
+        ({"iss": "https://evil.example"}, "iss"),
+        ({"exp": int(time.time()) - 3600}, "exp"),
+        ({"aud": [CLIENT, "other"], "azp": "other"}, "azp"),
+    ],
+)
+def test_an_id_token_for_another_sign_in_client_or_issuer_or_expired_is_refused(
+    overrides: dict[str, Any], why: str
+) -> None:
+    key = _provider_key()
+    with pytest.raises(SsoError, match=why):
+        verified_claims(_id_token(key, **overrides), _public(key), ISSUER, CLIENT, "n-1")
+
+
+def test_an_id_token_not_signed_by_the_providers_keys_is_refused() -> None:
+    key = _provider_key()
+    with pytest.raises(SsoError):
+        verified_claims(_id_token(_provider_key()), _public(key), ISSUER, CLIENT, "n-1")
+    # A token "signed" with a shared secret (e.g. the client secret) is not the provider's.
+    secret = OctKey.import_key("a shared secret of at least 32 bytes!!", {"kid": "k1"})
+    with pytest.raises(SsoError):
+        verified_claims(_id_token(secret, alg="HS256"), _public(key), ISSUER, CLIENT, "n-1")

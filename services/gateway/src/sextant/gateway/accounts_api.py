@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sextant.gateway.admin_api import commit_documents
+from sextant.gateway.admin_api import commit_documents, validation_problem
 from sextant.gateway.auth import OrganisationScope, Scope
 from sextant.gateway.context import Gateway, GatewayDep
 from sextant.gateway.pages import IdCursor, Limit, Page, page_by_id
@@ -261,7 +261,10 @@ def update_account(
         changes["password_hash"] = _hashed(body.password)
     if body.password is not None or (body.disabled and not account.disabled):
         changes["session_generation"] = account.session_generation + 1
-    changed = Account.model_validate(account.model_dump() | changes)
+    try:
+        changed = Account.model_validate(account.model_dump() | changes)
+    except ValidationError as error:
+        raise validation_problem(error) from error
     return AccountView.of(store_account(gateway, changed))
 
 

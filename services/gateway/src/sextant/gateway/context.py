@@ -52,8 +52,8 @@ class Gateway:
         self.sessions = Signer(self.secrets, "session") if self.secrets else None
         """Signs people's session cookies; None without a master key (no sign-in then)."""
         self.sso = (
-            OpenIdClient(settings, self.sessions)
-            if settings.oidc_issuer and self.sessions is not None
+            OpenIdClient(settings, Signer(self.secrets, "sso"))
+            if settings.oidc_issuer and self.secrets is not None
             else None
         )
         """Single sign-on, when an OpenID provider is configured (and sessions can be signed)."""

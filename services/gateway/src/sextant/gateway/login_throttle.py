@@ -13,6 +13,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+_MAX_PAIRS = 100_000
+"""Pairs counted before the stale ones are dropped (bounds memory under a spray of emails)."""
+
 
 class LoginThrottle:
     """``max_failures`` failures of one pair within ``period_s`` lock it out for ``period_s``."""
@@ -44,6 +47,8 @@ class LoginThrottle:
         pair = (email, address)
         now = self._clock()
         with self._lock:
+            if len(self._failures) >= _MAX_PAIRS:
+                self._drop_stale(now)
             window = self._failures.setdefault(pair, deque())
             while window and now - window[0] > self.period_s:
                 window.popleft()
@@ -53,6 +58,11 @@ class LoginThrottle:
             del self._failures[pair]
             self._locked_until[pair] = now + self.period_s
             return True
+
+    def _drop_stale(self, now: float) -> None:
+        stale = [p for p, w in self._failures.items() if not w or now - w[-1] > self.period_s]
+        for pair in stale:
+            del self._failures[pair]
 
     def succeeded(self, email: str, address: str) -> None:
         with self._lock:

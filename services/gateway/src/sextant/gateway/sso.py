@@ -37,6 +37,8 @@ SSO_COOKIE_SECONDS = 600
 """How long a person has to sign in at the provider."""
 _SCOPE = "openid email profile"
 _LEEWAY_S = 60
+_SIGNATURES = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
+"""The ID token signatures accepted: a provider's public keys, never a shared secret or none."""
 
 
 class SsoError(Exception):
@@ -165,33 +167,44 @@ class OpenIdClient:
 
     async def _verified_claims(self, id_token: str, nonce: str) -> dict[str, Any]:
         try:
-            try:
-                decoded = jwt.decode(id_token, await self._key_set())
-            except JoseError:
-                # A key the provider rotated in since the keys were fetched: fetch them again.
-                decoded = jwt.decode(id_token, await self._key_set(refresh=True))
-            claims: dict[str, Any] = dict(decoded.claims)
-            jwt.JWTClaimsRegistry(
-                leeway=_LEEWAY_S,
-                iss={"essential": True, "value": self.issuer},
-                aud={"essential": True, "value": self.client_id},
-                sub={"essential": True},
-                exp={"essential": True},
-                iat={"essential": True},
-                nonce={"essential": True, "value": nonce},
-            ).validate(claims)
-        except (JoseError, ValueError) as error:
-            raise SsoError(f"the ID token is not valid: {error}") from error
-        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if len(audiences) > 1 and claims.get("azp") != self.client_id:
-            raise SsoError("the ID token was issued to another party (azp)")
-        return claims
+            return verified_claims(
+                id_token, await self._key_set(), self.issuer, self.client_id, nonce
+            )
+        except SsoError:
+            # A key the provider rotated in since the keys were fetched: fetch them again.
+            keys = await self._key_set(refresh=True)
+            return verified_claims(id_token, keys, self.issuer, self.client_id, nonce)
 
     async def _key_set(self, refresh: bool = False) -> KeySet:
         if self._keys is None or refresh:
             metadata = await self.metadata()
             self._keys = KeySet.import_key_set(await _get_json(metadata["jwks_uri"]))  # type: ignore[arg-type]
         return self._keys
+
+
+def verified_claims(
+    id_token: str, keys: KeySet, issuer: str, client_id: str, nonce: str
+) -> dict[str, Any]:
+    """The claims of ``id_token`` once its signature (by one of ``keys``, with a public-key
+    algorithm) and its claims hold: issued by ``issuer`` to ``client_id`` for the sign-in
+    that sent ``nonce``, not expired. :class:`SsoError` says what does not hold."""
+    try:
+        claims: dict[str, Any] = dict(jwt.decode(id_token, keys, _SIGNATURES).claims)
+        jwt.JWTClaimsRegistry(
+            leeway=_LEEWAY_S,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": client_id},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+            nonce={"essential": True, "value": nonce},
+        ).validate(claims)
+    except (JoseError, ValueError) as error:
+        raise SsoError(f"the ID token is not valid: {error}") from error
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if len(audiences) > 1 and claims.get("azp") != client_id:
+        raise SsoError("the ID token was issued to another party (azp)")
+    return claims
 
 
 async def _get_json(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
