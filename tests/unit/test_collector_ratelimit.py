@@ -7,18 +7,11 @@ import time
 from pathlib import Path
 
 from sextant.collector.ratelimit import RateLimiter, SharedBuckets, retry_after_header
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.manual_clock import ManualClock
 
 
 def test_a_full_bucket_takes_one_second_of_events_then_refuses() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     limiter = RateLimiter(clock)
     assert limiter.acquire("k", 60, per_second=100) == 0
     assert limiter.acquire("k", 40, per_second=100) == 0
@@ -27,7 +20,7 @@ def test_a_full_bucket_takes_one_second_of_events_then_refuses() -> None:
 
 
 def test_tokens_refill_with_time() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     limiter = RateLimiter(clock)
     limiter.acquire("k", 100, per_second=100)
     clock.now += 0.5
@@ -36,13 +29,13 @@ def test_tokens_refill_with_time() -> None:
 
 
 def test_keys_have_separate_buckets() -> None:
-    limiter = RateLimiter(Clock())
+    limiter = RateLimiter(ManualClock(1000.0))
     limiter.acquire("a", 100, per_second=100)
     assert limiter.acquire("b", 100, per_second=100) == 0
 
 
 def test_a_batch_larger_than_a_second_passes_a_full_bucket_then_owes() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     limiter = RateLimiter(clock)
     assert limiter.acquire("k", 500, per_second=100) == 0
     clock.now += 2
@@ -52,7 +45,7 @@ def test_a_batch_larger_than_a_second_passes_a_full_bucket_then_owes() -> None:
 
 
 def test_limiters_on_one_file_share_each_keys_bucket(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     first = RateLimiter(clock, SharedBuckets(tmp_path / "buckets"))
     second = RateLimiter(clock, SharedBuckets(tmp_path / "buckets"))
     assert first.acquire("k", 60, per_second=100) == 0
@@ -65,7 +58,7 @@ def test_limiters_on_one_file_share_each_keys_bucket(tmp_path: Path) -> None:
 
 
 def test_keys_beyond_the_shared_slots_get_buckets_of_their_own(tmp_path: Path) -> None:
-    limiter = RateLimiter(Clock(), SharedBuckets(tmp_path / "buckets", slots=2))
+    limiter = RateLimiter(ManualClock(1000.0), SharedBuckets(tmp_path / "buckets", slots=2))
     for key in ("a", "b", "c", "d"):
         assert limiter.acquire(key, 100, per_second=100) == 0
         assert limiter.acquire(key, 1, per_second=100) > 0

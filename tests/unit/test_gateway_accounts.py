@@ -27,6 +27,7 @@ from sextant.gateway.sessions import (
 )
 from sextant.gateway.sso import SsoError, verified_claims
 from sextant.schemas.config import CONFIG_DOCUMENT, Account, Role
+from tests.manual_clock import ManualClock
 
 # --- passwords ------------------------------------------------------------------------------
 
@@ -78,6 +79,7 @@ def test_a_session_reads_back_only_unaltered_under_the_same_key_and_purpose() ->
     assert read_session(_signer(key, "sso"), token) is None, "another purpose"
     assert read_session(_signer(key), "garbage") is None
     assert read_session(_signer(key), "v1.!!!.x") is None
+    assert read_session(_signer(key), f"v1.{payload}.é") is None
 
 
 def test_an_expired_session_is_refused() -> None:
@@ -135,16 +137,8 @@ def test_cookies_are_secure_when_the_workspace_is_served_over_https() -> None:
 # --- lockout --------------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_repeated_failures_lock_one_account_from_one_address_for_the_period() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     throttle = LoginThrottle(max_failures=3, period_s=60, clock=clock)
     assert [throttle.failed("ada@x.io", "1.2.3.4") for _ in range(3)] == [False, False, True]
     assert throttle.locked_for("ada@x.io", "1.2.3.4") == pytest.approx(60)
@@ -157,7 +151,7 @@ def test_repeated_failures_lock_one_account_from_one_address_for_the_period() ->
 
 
 def test_failures_spread_beyond_the_period_or_cleared_by_a_success_do_not_lock() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     throttle = LoginThrottle(max_failures=3, period_s=60, clock=clock)
     for _ in range(4):
         assert not throttle.failed("ada@x.io", "1.2.3.4")

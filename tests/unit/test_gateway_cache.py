@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from sextant.gateway.cache import TimedCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.manual_clock import ManualClock
 
 
 def test_a_value_is_kept_until_it_is_too_old() -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache = TimedCache(max_age=300, clock=clock)
     computed: list[int] = []
 
@@ -32,7 +25,7 @@ def test_a_value_is_kept_until_it_is_too_old() -> None:
 
 
 def test_the_oldest_entries_go_first_beyond_the_limit() -> None:
-    cache = TimedCache(max_age=60, max_entries=2, clock=Clock())
+    cache = TimedCache(max_age=60, max_entries=2, clock=ManualClock())
     for key in ("a", "b", "c"):
         cache.get(key, lambda key=key: key)
     assert cache.get("a", lambda: "again") == "again"

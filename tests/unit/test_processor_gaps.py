@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sextant.processor.gaps import GapTracker, StallPolicy
+from tests.manual_clock import ManualClock
 
 KEY = ("sextant.events.raw", 2)
 
@@ -17,17 +18,9 @@ class State:
         self.expected_offset = max(self.expected_offset, offset)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_partition_crawling_behind_counts_as_stalled() -> None:
     """One record a second, 900 behind: never caught up, so fetched again after 30 s."""
-    clock = Clock()
+    clock = ManualClock()
     tracker = GapTracker(clock=clock)
     crawl = []
     for s in range(31):
@@ -38,7 +31,7 @@ def test_a_partition_crawling_behind_counts_as_stalled() -> None:
 
 
 def test_a_partition_catching_up_is_not_stalled() -> None:
-    clock = Clock()
+    clock = ManualClock()
     tracker = GapTracker(clock=clock)
     catching_up = []
     for s in range(31):
@@ -48,7 +41,7 @@ def test_a_partition_catching_up_is_not_stalled() -> None:
 
 
 def test_a_partition_standing_still_counts_as_stalled_after_15_s() -> None:
-    clock = Clock()
+    clock = ManualClock()
     tracker = GapTracker(clock=clock)
     still = []
     for s in range(16):
@@ -59,7 +52,7 @@ def test_a_partition_standing_still_counts_as_stalled_after_15_s() -> None:
 
 
 def test_a_gap_is_sought_every_second_until_its_marker_moves() -> None:
-    clock = Clock()
+    clock = ManualClock()
     tracker = GapTracker(StallPolicy(refetch_every=1.0), clock=clock)
     state = State(10)
     tracker.mark(KEY, state, (10, 8))
@@ -75,7 +68,7 @@ def test_a_gap_is_sought_every_second_until_its_marker_moves() -> None:
 
 
 def test_after_a_recovery_the_topics_gaps_are_forgotten() -> None:
-    tracker = GapTracker(clock=Clock())
+    tracker = GapTracker(clock=ManualClock())
     tracker.mark(KEY, State(3), (3, None))
     tracker.mark(("other", 0), State(3), (3, None))
     tracker.forget(KEY[0])

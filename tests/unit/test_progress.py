@@ -12,18 +12,11 @@ from sextant.core.background import BackgroundLoop
 from sextant.core.progress import ProgressBoard, StallGuard
 from sextant.core.service import add_operational_routes
 from tests.infra import wait_for
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.manual_clock import ManualClock
 
 
 def test_a_consumer_with_records_waiting_that_does_not_move_is_stalled() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     board = ProgressBoard(60.0, clock=clock, wall=clock)
     sink = board.consumer("sink")
     sink.moved("events.raw:3", 120)
@@ -42,7 +35,7 @@ def test_a_consumer_with_records_waiting_that_does_not_move_is_stalled() -> None
 
 
 def test_moving_or_catching_up_is_not_a_stall() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     board = ProgressBoard(60.0, clock=clock, wall=clock)
     follower = board.consumer("config")
     follower.waiting(0, 5)
@@ -56,7 +49,7 @@ def test_moving_or_catching_up_is_not_a_stall() -> None:
 
 
 def test_waiting_counts_from_when_records_began_to_wait() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     board = ProgressBoard(60.0, clock=clock, wall=clock)
     feed = board.consumer("live-feed")
     feed.moved(1, 10)
@@ -69,7 +62,7 @@ def test_waiting_counts_from_when_records_began_to_wait() -> None:
 
 
 async def test_readyz_names_the_stalled_consumer_and_metrics_show_progress() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     board = ProgressBoard(10.0, clock=clock, wall=lambda: 1_700_000_000.0)
     app = FastAPI()
     add_operational_routes(app, {"kafka": lambda: True}, progress=board)
@@ -98,7 +91,7 @@ async def test_readyz_names_the_stalled_consumer_and_metrics_show_progress() -> 
 
 
 def test_a_stall_that_lasts_restarts_the_part_once() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     board = ProgressBoard(60.0, clock=clock, wall=clock)
     stops: list[int] = []
     guard = StallGuard(board, 300.0, request_stop=lambda: stops.append(1))
@@ -114,7 +107,7 @@ def test_a_stall_that_lasts_restarts_the_part_once() -> None:
 
 
 def test_no_restart_when_disabled() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     board = ProgressBoard(60.0, clock=clock, wall=clock)
     guard = StallGuard(board, 0.0, request_stop=lambda: None)
     board.consumer("x").waiting(0, 1)

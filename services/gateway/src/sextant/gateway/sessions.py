@@ -65,7 +65,10 @@ class Signer:
         ``exp``, Unix time)."""
         version, _, rest = token.partition(".")
         payload, _, mac = rest.partition(".")
-        if version != _VERSION or not hmac.compare_digest(mac, self._mac(payload)):
+        # Bytes: compare_digest refuses strings with characters beyond ASCII.
+        if version != _VERSION or not hmac.compare_digest(
+            mac.encode(), self._mac(payload).encode()
+        ):
             return None
         try:
             body = orjson.loads(_unb64(payload))

@@ -107,7 +107,7 @@ class OpenIdClient:
         pending = self._signer.read(cookie) if cookie else None
         if pending is None:
             raise SsoError("this sign-in expired or began in another browser: start again")
-        if not hmac.compare_digest(str(pending.get("state")), state):
+        if not hmac.compare_digest(str(pending.get("state")).encode(), state.encode()):
             raise SsoError("the provider answered for another sign-in (state mismatch)")
         token = await self._exchange(code, str(pending["verifier"]), redirect_uri)
         id_token = token.get("id_token")
