@@ -4395,6 +4395,47 @@ export interface components {
             key_id: string;
             role: components["schemas"]["Role"];
         };
+        /**
+         * LivePoint
+         * @description The data of a live stream's ``event: point``: one window of the metric, as the
+         *     processor emitted it (a higher ``version`` replaces an earlier one of the same window and
+         *     breakdown). ``value`` and ``quantiles`` mean what they mean in a series' points.
+         */
+        LivePoint: {
+            /** Metric */
+            metric: string;
+            /**
+             * Window Start
+             * Format: date-time
+             */
+            window_start: string;
+            /** Window Seconds */
+            window_seconds: number;
+            /**
+             * Breakdown
+             * @description The breakdown value; null for the total
+             */
+            breakdown: string | null;
+            /** Version */
+            version: number;
+            /** Value */
+            value: number | null;
+            /** Count */
+            count: number;
+            /** Sum */
+            sum: number;
+            /** Denominator */
+            denominator: number;
+            /** Quantiles */
+            quantiles: {
+                [key: string]: number | null;
+            } | null;
+            /**
+             * Emitted At
+             * Format: date-time
+             */
+            emitted_at: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -4826,7 +4867,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description Server-Sent Events; the data of each `point` event is a LivePoint */
             200: {
                 headers: {
                     [name: string]: unknown;
