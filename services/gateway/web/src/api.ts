@@ -1,4 +1,7 @@
 /** The gateway's API with the key the user signed in with. */
+import type { components } from "./api-schema";
+
+type Problem = components["schemas"]["Problem"];
 
 const READ = "sextant.readKey";
 const ADMIN = "sextant.adminKey";
@@ -34,7 +37,7 @@ async function request<T>(method: string, path: string, key: string, body?: unkn
   if (!response.ok) {
     let detail = response.statusText;
     try {
-      const problem = await response.json();
+      const problem = (await response.json()) as Partial<Problem>;
       detail = problem.detail || problem.title || detail;
     } catch {
       /* not JSON */

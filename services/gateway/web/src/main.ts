@@ -1,6 +1,7 @@
 /** The workspace: sign-in, navigation and the pages, routed by the URL's hash. */
 import "./style.css";
 import { ApiError, get, keys } from "./api";
+import type { components } from "./api-schema";
 import { clear, h } from "./dom";
 import { adminPage } from "./pages/admin";
 import { alertsPage } from "./pages/alerts";
@@ -36,7 +37,7 @@ let cleanup: Cleanup | void;
 let project = "";
 
 async function whoami(): Promise<string> {
-  const me = await get<{ project_name: string }>("/v1/whoami");
+  const me = await get<components["schemas"]["WhoAmI"]>("/v1/whoami");
   return me.project_name;
 }
 
