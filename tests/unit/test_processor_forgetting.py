@@ -4,10 +4,12 @@ none of it."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, cast
 
+from sextant.processor.experiment_stats import ExperimentStatistics
 from sextant.processor.forgetting import Forget, Forgetting
 from sextant.processor.log import StateTable
 from sextant.processor.metrics import ProcessorMetrics
@@ -16,6 +18,8 @@ from sextant.processor.persons import Applied, PersonsState
 from sextant.processor.resolver import ResolverStage
 from sextant.schemas.config import MetricDefinition, PersonDeletion, person_hash
 from sextant.schemas.identity import EdgeKind, IdentityEdge
+from tests.unit import test_processor_experiment_stats as stats
+from tests.unit.test_processor_experiment_stats import Plans, scenario
 from tests.unit.test_processor_partition import T0, Catalog, Pipeline, event
 
 REQUESTED = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -195,3 +199,30 @@ def test_a_tombstone_on_the_identities_topic_is_passed_over_not_counted_invalid(
     assert applied.overrides == applied.decisions == []
     assert resolver.metrics.invalid._value.get() == 0
     assert resolver.persons[0].expected_offset == 1  # the offset is covered all the same
+
+
+def test_forgotten_experiment_units_leave_their_variants_sums_and_their_buffers() -> None:
+    events = scenario(random.Random(7), users=40)
+    forgotten = {"u3", "u11", "u17"}
+    plans, store = Plans(stats.experiment()), stats.Store()
+    state = PartitionState(
+        0, statistics=ExperimentStatistics(0, 1, plans, margin_seconds=60 * stats.DAY)
+    )
+    records = []
+    for offset, view in enumerate(events):
+        state.process(offset, view, stats.Catalog())
+    first = state.flush(stats.Catalog())
+    store.update(first.writes)  # no tombstones before the deletion
+
+    assert state.forget("p", lambda unit: unit in forgotten) > 0
+    after = state.flush(stats.Catalog())
+    records.extend(after.statistics)
+    for key, value in after.writes:
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+
+    kept = [e for e in events if e.distinct_id not in forgotten]
+    stats.assert_close(stats.streamed(records), stats.reference(kept, stats.experiment()))
+    assert not [k for k in store if k.split("|")[-1] in forgotten]
