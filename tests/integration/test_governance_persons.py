@@ -62,6 +62,20 @@ def _seed(harness: Harness) -> None:
     )
 
 
+def deletion_sink(harness: Harness) -> RetentionService:
+    """The sink's retention and deletion service over the harness's warehouse, looking for
+    deletions five times a second."""
+    return RetentionService(
+        SinkSettings(
+            kafka_bootstrap=harness.settings.kafka_bootstrap,
+            topic_prefix=harness.settings.topic_prefix,
+            clickhouse_url=harness.settings.clickhouse_url,
+            sink_deletion_interval_seconds=0.2,
+        ),
+        open_warehouse=lambda _: harness.warehouse,
+    )
+
+
 def _count(harness: Harness, table: str, column: str, ids: list[str]) -> int:
     [[n]] = harness.warehouse.query_rows(
         f"SELECT count() FROM {table} "
@@ -84,15 +98,7 @@ def test_a_deleted_person_is_gone_from_every_table_and_kept_out(harness: Harness
     assert [e["unit_id"] for e in exported.json()["tables"]["exposures"]] == ["ada"]
     assert len(exported.json()["tables"]["person_overrides"]) == 2
 
-    sink = RetentionService(
-        SinkSettings(
-            kafka_bootstrap=harness.settings.kafka_bootstrap,
-            topic_prefix=harness.settings.topic_prefix,
-            clickhouse_url=harness.settings.clickhouse_url,
-            sink_deletion_interval_seconds=0.2,
-        ),
-        open_warehouse=lambda _: harness.warehouse,
-    )
+    sink = deletion_sink(harness)
     asked = c.post(
         "/v1/admin/projects/acme/persons/ada/delete",
         json={"suppress_days": 30},

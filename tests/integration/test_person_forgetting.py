@@ -27,11 +27,10 @@ from sextant.schemas.topics import (
     processor_group,
     topic_name,
 )
-from sextant.sink.retention import RetentionService
-from sextant.sink.settings import SinkSettings
 from tests.infra import free_port, wait_for
 from tests.integration.test_collector_kafka import basic, running_collector
 from tests.integration.test_gateway_harness import SECRETS, Harness, make_harness
+from tests.integration.test_governance_persons import deletion_sink
 
 CLEO = ("cleo-anon", "cleo")  # her anonymous id, then her user id
 DAN = ("dan-anon", "dan")
@@ -182,15 +181,7 @@ def test_a_deleted_person_leaves_no_entry_in_the_processors_state(
     identities = topic_name(Topic.IDENTITIES, harness.settings.topic_prefix)
     assert retention_ms(harness.settings, identities) == RAW_RETENTION_MS
 
-    sink = RetentionService(
-        SinkSettings(
-            kafka_bootstrap=harness.settings.kafka_bootstrap,
-            topic_prefix=harness.settings.topic_prefix,
-            clickhouse_url=harness.settings.clickhouse_url,
-            sink_deletion_interval_seconds=0.2,
-        ),
-        open_warehouse=lambda _: harness.warehouse,
-    )
+    sink = deletion_sink(harness)
     status_url = f"/v1/admin/projects/acme/persons/deletions/{asked.json()['id']}"
     sink.start()
     try:

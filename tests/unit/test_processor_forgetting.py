@@ -5,7 +5,7 @@ none of it."""
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, cast
 
@@ -20,7 +20,7 @@ from sextant.schemas.config import MetricDefinition, PersonDeletion, person_hash
 from sextant.schemas.identity import EdgeKind, IdentityEdge
 from tests.unit import test_processor_experiment_stats as stats
 from tests.unit.test_processor_experiment_stats import Plans, scenario
-from tests.unit.test_processor_partition import T0, Catalog, Pipeline, event
+from tests.unit.test_processor_partition import T0, Catalog, Pipeline, Store, event
 
 REQUESTED = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 ADA = ("ada-anon", "ada")
@@ -119,18 +119,6 @@ def test_stage_one_forgets_exposures_and_conversion_users_and_keeps_everyone_els
     assert state.forget("p", _forget().names) == 0  # a second pass removes nothing twice
 
 
-class Table(dict[str, bytes]):
-    def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
-        return ((k, v) for k, v in list(self.items()) if k.startswith(prefix))
-
-    def write(self, writes: list[tuple[str, bytes | None]]) -> None:
-        for key, value in writes:
-            if value is None:
-                self.pop(key, None)
-            else:
-                self[key] = value
-
-
 def _edge(state: PersonsState, source: str, target: str) -> None:
     offset = state.expected_offset
     state.admit(offset)
@@ -142,7 +130,7 @@ def _edge(state: PersonsState, source: str, target: str) -> None:
 
 def test_the_resolver_forgets_the_whole_person_and_a_returning_id_starts_afresh() -> None:
     state = PersonsState(0, max_ids=10)
-    table = Table()
+    table = Store()
     _edge(state, "ada-anon", "ada")
     _edge(state, "ada-phone", "ada")  # an id the request did not name
     _edge(state, "bob-anon", "bob")
@@ -180,7 +168,7 @@ class Outputs:
 
 
 def test_a_tombstone_on_the_identities_topic_is_passed_over_not_counted_invalid() -> None:
-    table = Table()
+    table = Store()
     resolver = ResolverStage(
         topic="identities",
         overrides_topic="overrides",
@@ -204,24 +192,19 @@ def test_a_tombstone_on_the_identities_topic_is_passed_over_not_counted_invalid(
 def test_forgotten_experiment_units_leave_their_variants_sums_and_their_buffers() -> None:
     events = scenario(random.Random(7), users=40)
     forgotten = {"u3", "u11", "u17"}
-    plans, store = Plans(stats.experiment()), stats.Store()
+    plans, store = Plans(stats.experiment()), Store()
     state = PartitionState(
         0, statistics=ExperimentStatistics(0, 1, plans, margin_seconds=60 * stats.DAY)
     )
     records = []
     for offset, view in enumerate(events):
         state.process(offset, view, stats.Catalog())
-    first = state.flush(stats.Catalog())
-    store.update(first.writes)  # no tombstones before the deletion
+    store.write(state.flush(stats.Catalog()).writes)
 
     assert state.forget("p", lambda unit: unit in forgotten) > 0
     after = state.flush(stats.Catalog())
     records.extend(after.statistics)
-    for key, value in after.writes:
-        if value is None:
-            store.pop(key, None)
-        else:
-            store[key] = value
+    store.write(after.writes)
 
     kept = [e for e in events if e.distinct_id not in forgotten]
     stats.assert_close(stats.streamed(records), stats.reference(kept, stats.experiment()))
