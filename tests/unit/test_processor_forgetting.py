@@ -16,11 +16,18 @@ from sextant.processor.metrics import ProcessorMetrics
 from sextant.processor.partition import PartitionState
 from sextant.processor.persons import Applied, PersonsState
 from sextant.processor.resolver import ResolverStage
-from sextant.schemas.config import MetricDefinition, PersonDeletion, person_hash
+from sextant.schemas.config import PersonDeletion, person_hash
 from sextant.schemas.identity import EdgeKind, IdentityEdge
 from tests.unit import test_processor_experiment_stats as stats
 from tests.unit.test_processor_experiment_stats import Plans, scenario
-from tests.unit.test_processor_partition import T0, Catalog, Pipeline, Store, event
+from tests.unit.test_processor_partition import (
+    T0,
+    Catalog,
+    Pipeline,
+    Store,
+    _conversion,
+    event,
+)
 
 REQUESTED = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 ADA = ("ada-anon", "ada")
@@ -79,19 +86,8 @@ def test_a_deletion_is_no_longer_applied_once_its_suppression_ended() -> None:
     assert unsuppressed.due(0) == []
 
 
-def _conversion() -> MetricDefinition:
-    return MetricDefinition(
-        id="conv",
-        project_id="p",
-        metric_kind="conversion",
-        event="A",
-        conversion_event="B",
-        conversion_window_seconds=600,
-    )
-
-
 def test_stage_one_forgets_exposures_and_conversion_users_and_keeps_everyone_else() -> None:
-    pipe = Pipeline(Catalog(_conversion()), partitions=1)
+    pipe = Pipeline(Catalog(_conversion(600)), partitions=1)
     for user in ("ada", "ada-anon", "bob"):
         pipe.send(event("A", T0 + 1, user))
         pipe.send(event("Experiment Viewed", T0 + 2, user, experiment_id="e1", variation_id="a"))
