@@ -5,12 +5,12 @@ none of it."""
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, cast
 
 from sextant.processor.experiment_stats import ExperimentStatistics
-from sextant.processor.forgetting import Forget, Forgetting
+from sextant.processor.forgetting import Forgetting
 from sextant.processor.log import StateTable
 from sextant.processor.metrics import ProcessorMetrics
 from sextant.processor.partition import PartitionState
@@ -43,8 +43,9 @@ def _deletion(suppress: timedelta, ids: tuple[str, ...] = ADA) -> PersonDeletion
     )
 
 
-def _forget(ids: tuple[str, ...] = ADA) -> Forget:
-    return Forget("del-1", "p", frozenset(person_hash("p", i) for i in ids), 0.0)
+def _names(ids: tuple[str, ...] = ADA) -> Callable[[str], bool]:
+    """What a pass over project ``p`` picks for a request naming ``ids``."""
+    return lambda distinct_id: distinct_id in ids
 
 
 class Clock:
@@ -99,7 +100,7 @@ def test_stage_one_forgets_exposures_and_conversion_users_and_keeps_everyone_els
     assert any(b"ada" in k.encode() + v for k, v in pipe.store.items())
 
     state = pipe.states[0]
-    assert state.forget("p", _forget().names) == 4  # two exposures, two conversion users
+    assert state.forget("p", _names()) == 4  # two exposures, two conversion users
     pipe.flush()
 
     persisted = b"".join(k.encode() + v for k, v in pipe.store.items())
@@ -112,7 +113,7 @@ def test_stage_one_forgets_exposures_and_conversion_users_and_keeps_everyone_els
     assert [k[2] for k in reloaded.exposures] == ["bob"]
     [window] = reloaded.windows.values()
     assert set(window.users) == {"bob"}
-    assert state.forget("p", _forget().names) == 0  # a second pass removes nothing twice
+    assert state.forget("p", _names()) == 0  # a second pass removes nothing twice
 
 
 def _edge(state: PersonsState, source: str, target: str) -> None:
@@ -132,7 +133,7 @@ def test_the_resolver_forgets_the_whole_person_and_a_returning_id_starts_afresh(
     _edge(state, "bob-anon", "bob")
     table.write(state.writes())
 
-    assert state.forget("p", _forget(("ada",)).names) == 1
+    assert state.forget("p", _names(("ada",))) == 1
     table.write(state.writes())
 
     assert not any("ada" in key or b"ada" in value for key, value in table.items())

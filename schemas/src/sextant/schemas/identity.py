@@ -157,7 +157,8 @@ class DeletionProgress(BaseModel):
     stage: str
     partition: int
     removed: int
-    """State entries removed (0: the partition held nothing of theirs)."""
+    """State entries removed by the pass (0: the partition held nothing of theirs; with other
+    deletions of the project passing at the same time, theirs are counted too)."""
     done_at: datetime
 
     def kafka_key(self) -> str:

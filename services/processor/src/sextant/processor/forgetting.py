@@ -41,9 +41,10 @@ class Forget:
     hashes: frozenset[str]
     settles_at: float
 
-    def names(self, distinct_id: str) -> bool:
-        """True if ``distinct_id`` is one of the person's ids."""
-        return person_hash(self.project_id, distinct_id) in self.hashes
+
+def _picker(project_id: str, hashes: frozenset[str]) -> Callable[[str], bool]:
+    """Picks the ids of ``project_id`` whose digest is one of ``hashes``."""
+    return lambda distinct_id: person_hash(project_id, distinct_id) in hashes
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,17 @@ class Forgetting:
     def apply(self, partition: int, remove: Remover) -> Passes:
         """Make the passes ``partition`` owes on its state (in memory: the stage's next table
         write persists them); what :meth:`persisted` needs afterwards."""
-        return [
-            (owed, remove(owed.forget.project_id, owed.forget.names))
-            for owed in self.due(partition)
-        ]
+        by_project: dict[str, list[Pass]] = {}
+        for owed in self.due(partition):
+            by_project.setdefault(owed.forget.project_id, []).append(owed)
+        applied: Passes = []
+        for project, passes in by_project.items():
+            # One scan of the project's entries for all its deletions due (after a restart,
+            # every active one): each id is digested once.
+            hashes = frozenset().union(*(owed.forget.hashes for owed in passes))
+            removed = remove(project, _picker(project, hashes))
+            applied.extend((owed, removed) for owed in passes)
+        return applied
 
     async def persisted(
         self, partition: int, applied: Passes, outputs: Outputs, topic: str
