@@ -454,6 +454,24 @@ class ExperimentStatistics:
             for project, experiments in self._by_project.items()
         }
 
+    def forget(self, project: str, names: Callable[[str], bool]) -> int:
+        """Remove the units of ``project`` that ``names`` picks (their totals leave their
+        variant's sums) and their waiting events. Returns the entries removed."""
+        removed = 0
+        for tracked in self._by_project.get(project, []):
+            key = (project, tracked.plan.experiment)
+            for unit in [u for u in tracked.units if names(u)]:
+                tracked.add(tracked.units.pop(unit), -1)
+                self._deleted.append(self._unit_key(project, tracked.plan.experiment, unit))
+                self._dirty_units.discard((*key, unit))
+                self._dirty.add(key)
+                removed += 1
+        for key in [k for k in self.buffers if k[0] == project and names(k[1])]:
+            del self.buffers[key]
+            self._dirty_buffers.add(key)
+            removed += 1
+        return removed
+
     # recovery ------------------------------------------------------------------------------
 
     def load(self, entries: Iterable[tuple[str, bytes]]) -> None:
