@@ -1808,6 +1808,7 @@ export interface components {
              * @enum {string}
              */
             status: "pending" | "done";
+            steps: components["schemas"]["DeletionSteps"];
             /** Ids */
             ids: number;
             /** Rows Left */
@@ -1826,6 +1827,15 @@ export interface components {
             suppress_until: string;
             /** Kafka Copies Gone By */
             kafka_copies_gone_by: string | null;
+        };
+        /** DeletionSteps */
+        DeletionSteps: {
+            /** Warehouse */
+            warehouse: boolean;
+            /** Identities */
+            identities: boolean;
+            /** Processor State */
+            processor_state: boolean;
         };
         /** EdgeAccepted */
         EdgeAccepted: {
@@ -12457,6 +12467,11 @@ export interface operations {
                      *       "id": "del-3f9a1c2b",
                      *       "project_id": "shop",
                      *       "status": "pending",
+                     *       "steps": {
+                     *         "warehouse": false,
+                     *         "identities": true,
+                     *         "processor_state": true
+                     *       },
                      *       "ids": 3,
                      *       "rows_left": {
                      *         "events": 12,
@@ -12586,6 +12601,11 @@ export interface operations {
                      *       "id": "del-3f9a1c2b",
                      *       "project_id": "shop",
                      *       "status": "done",
+                     *       "steps": {
+                     *         "warehouse": false,
+                     *         "identities": true,
+                     *         "processor_state": true
+                     *       },
                      *       "ids": 3,
                      *       "rows_left": {
                      *         "events": 12,
