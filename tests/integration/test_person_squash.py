@@ -11,13 +11,19 @@ from typing import Any
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
+from sextant.cli.main import app as cli
 from sextant.core.config_plane import ConfigFollower
+from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import Warehouse
 from sextant.gateway import insights, persons
 from sextant.gateway.context import Gateway
 from sextant.gateway.settings import GatewaySettings
 from sextant.sink import squash
+from sextant.sink.retention import RetentionService
+from sextant.sink.settings import SinkSettings
+from tests.infra import wait_for
 
 DAY = datetime(2025, 3, 3, tzinfo=UTC)
 RANGE = {"from": DAY.isoformat(), "to": (DAY + timedelta(days=3)).isoformat()}
@@ -213,3 +219,44 @@ def test_an_override_sent_again_after_its_squash_changes_nothing(world: World) -
     assert squash.squash_persons(world.warehouse).overrides == 1
     assert _unsquashed(world.warehouse) == 0
     world.check()
+
+
+def test_the_command_line_squashes_now(world: World, warehouse_url: str) -> None:
+    _seed(world)
+    before = world.answers()
+
+    done = CliRunner().invoke(
+        cli, ["persons", "squash"], env={"SEXTANT_CLICKHOUSE_URL": warehouse_url}
+    )
+
+    assert done.exit_code == 0, done.output
+    assert "squashed 2 overrides" in done.output
+    assert _unsquashed(world.warehouse) == 0
+    assert world.answers() == before
+
+
+def test_the_sink_squashes_on_its_interval(
+    world: World, warehouse_url: str, kafka_settings: KafkaSection
+) -> None:
+    _seed(world)
+    settings = SinkSettings(
+        kafka_bootstrap=kafka_settings.kafka_bootstrap,
+        topic_prefix=kafka_settings.topic_prefix,
+        clickhouse_url=warehouse_url,
+        sink_person_squash_interval_seconds=0.2,
+    )
+    service = RetentionService(settings, open_warehouse=lambda _: world.warehouse)
+    service.start()
+    try:
+        wait_for(lambda: _unsquashed(world.warehouse) == 0, 60, message="first squash")
+        world.check()
+        world.send("solo", "Viewed", 2)
+        world.link("solo", "user-1")
+        wait_for(lambda: _unsquashed(world.warehouse) == 0, 60, message="a later squash")
+        world.check()
+        [[person]] = world.warehouse.query_rows(
+            "SELECT DISTINCT person_id FROM events WHERE distinct_id = 'solo'"
+        )
+        assert person == "user-1"
+    finally:
+        service.stop()
