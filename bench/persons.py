@@ -126,7 +126,7 @@ def load(warehouse: Warehouse, events: int, users: int) -> None:
     warehouse.command("RENAME TABLE loaded TO events")
     warehouse.command(
         f"""
-        INSERT INTO person_overrides
+        INSERT INTO person_overrides (project_id, distinct_id, person_id, version, updated_at)
         SELECT '{PROJECT}', concat('anon-', toString(number)), concat('user-', toString(number)),
                number, now64(3)
         FROM numbers({users}) WHERE number % 2 = 0
@@ -143,7 +143,7 @@ def squash(warehouse: Warehouse, users: int) -> float:
     squashed = squash_persons(warehouse)
     warehouse.command(
         f"""
-        INSERT INTO person_overrides
+        INSERT INTO person_overrides (project_id, distinct_id, person_id, version, updated_at)
         SELECT '{PROJECT}', concat('anon-', toString(number)),
                concat('user-', toString((number + 2) % {users})), {users} + number, now64(3)
         FROM numbers({users}) WHERE number % 20 = 0
