@@ -16,6 +16,7 @@ from sextant.schemas.config import KeyKind
 from sextant.schemas.topics import Topic
 from sextant.sink.retention import RetentionService
 from sextant.sink.settings import SinkSettings
+from sextant.sink.squash import squash_persons
 from tests.infra import wait_for
 from tests.integration.test_collector_kafka import basic, running_collector, topic_records
 from tests.integration.test_gateway_harness import SECRETS, Harness, make_harness
@@ -97,6 +98,8 @@ def test_a_deleted_person_is_gone_from_every_table_and_kept_out(harness: Harness
     assert len(exported.json()["tables"]["events"]) == 5
     assert [e["unit_id"] for e in exported.json()["tables"]["exposures"]] == ["ada"]
     assert len(exported.json()["tables"]["person_overrides"]) == 2
+    # Ada's person written onto her events by a squash before she asks to be forgotten.
+    assert squash_persons(harness.warehouse).overrides == 2
 
     sink = deletion_sink(harness)
     asked = c.post(
