@@ -33,8 +33,10 @@ lint: setup ## ruff
 typecheck: setup ## mypy --strict
 	$(PY) mypy
 
-schemas: setup ## Regenerate the exported JSON Schemas in schemas/json/
+schemas: setup ## Regenerate the exported JSON Schemas in schemas/json/, the gateway's openapi.json and the workspace's TypeScript types
 	$(PY) python -m sextant.schemas.export
+	$(PY) python -m sextant.gateway.openapi_export
+	npm --prefix services/gateway/web run --silent api-schema
 
 unit: setup ## Unit tests (no infrastructure)
 	$(PY) pytest tests/unit -q

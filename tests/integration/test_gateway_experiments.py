@@ -333,3 +333,93 @@ def test_definitions_list_the_projects_experiments_with_an_etag(harness: Harness
     assert again.status_code == 304
     foreign = harness.client.get("/v1/experiments/definitions", headers=harness.foreign)
     assert foreign.json() == []
+
+
+SURVEYS = [
+    MetricDefinition(
+        id="nps",
+        project_id="acme",
+        metric_kind=MetricKind.NPS,
+        event="Survey Answered",
+        property="score",
+    ),
+    MetricDefinition(
+        id="csat",
+        project_id="acme",
+        metric_kind=MetricKind.CSAT,
+        event="Rating Given",
+        property="stars",
+        satisfied_from=4,
+    ),
+]
+
+
+def test_survey_metrics_compare_scores_not_raw_answers(harness: Harness) -> None:
+    """An NPS experiment compares % promoters - % detractors per variant, a CSAT one the
+    satisfied share: per unit the sum of each response's value over its responses."""
+    harness.put_config(
+        *SURVEYS,
+        experiment("survey", primary_metric="nps", guardrail_metrics=["csat"]),
+    )
+    rng = np.random.default_rng(11)
+    answers: dict[str, dict[str, list[int]]] = {}
+    exposures, events = [], []
+    for variant, lift in (("control", 0), ("treat", 2)):
+        answers[variant] = {"nps": [], "csat": []}
+        for i in range(120):
+            unit = f"survey-{variant}-{i}"
+            exposed = T0 + timedelta(minutes=i)
+            exposures.append(
+                {
+                    "experiment": "survey",
+                    "unit_id": unit,
+                    "variation_id": variant,
+                    "timestamp": exposed,
+                }
+            )
+            scores = [int(min(10, s + lift)) for s in rng.integers(0, 11, rng.integers(0, 3))]
+            stars = [int(s) for s in rng.integers(1, 6, rng.integers(0, 2))]
+            for j, score in enumerate(scores):
+                events.append(
+                    {
+                        "event": "Survey Answered",
+                        "distinct_id": unit,
+                        "timestamp": exposed + timedelta(minutes=j + 1),
+                        "properties": {"score": score},
+                    }
+                )
+            for star in stars:
+                events.append(
+                    {
+                        "event": "Rating Given",
+                        "distinct_id": unit,
+                        "timestamp": exposed + timedelta(minutes=5),
+                        "properties": {"stars": star},
+                    }
+                )
+            answers[variant]["nps"].extend(scores)
+            answers[variant]["csat"].extend(stars)
+    harness.insert_exposures(exposures)
+    harness.insert_events(events)
+
+    body = results(harness, "survey")
+    by_metric = {m["metric"]: m for m in body["metrics"]}
+    for variant_index, variant in enumerate(("control", "treat")):
+        scores = np.array(answers[variant]["nps"])
+        nps = 100 * ((scores >= 9).mean() - (scores <= 6).mean())
+        stars = np.array(answers[variant]["csat"])
+        assert by_metric["nps"]["variants"][variant_index]["mean"] == pytest.approx(nps, rel=1e-9)
+        assert by_metric["csat"]["variants"][variant_index]["mean"] == pytest.approx(
+            (stars >= 4).mean(), rel=1e-9
+        )
+    for key in ("nps", "csat"):
+        assert by_metric[key]["analysed_as"] == "ratio"
+        control = np.array(answers["control"][key])
+        treat = np.array(answers["treat"][key])
+        if key == "nps":
+            c_value = 100 * ((control >= 9).mean() - (control <= 6).mean())
+            t_value = 100 * ((treat >= 9).mean() - (treat <= 6).mean())
+        else:
+            c_value, t_value = (control >= 4).mean(), (treat >= 4).mean()
+        comparison = by_metric[key]["comparisons"][0]
+        assert comparison["absolute"]["estimate"] == pytest.approx(t_value - c_value, rel=1e-9)

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from sextant.gateway.app import create_app
-from sextant.gateway.live import format_position, parse_position
+from sextant.gateway.live import (
+    FeedRecord,
+    LivePoint,
+    LiveStream,
+    MetricPointFeed,
+    format_position,
+    parse_position,
+)
 from sextant.gateway.problems import ProblemError
 from sextant.gateway.series import Interval, bucket_starts
 from sextant.gateway.settings import GatewaySettings
 from sextant.gateway.sql import Params, filter_sql, filters_sql
-from sextant.schemas.config import FilterOp, PropertyFilter
+from sextant.schemas.config import FilterOp, MetricDefinition, PropertyFilter
+from sextant.schemas.records import MetricPoint
 
 # --- SQL building -------------------------------------------------------------------------
 
@@ -184,3 +193,50 @@ def test_unique_users_without_registers_are_unknown() -> None:
     assert unique_users(12, [HLL_REGISTERS]) is None  # events, but no register: before 0006
     assert point_value(MetricKind.UNIQUE_USERS, 12, 0.0, 0, None) is None
     assert unique_users(1, [HLL_REGISTERS - 1, 1]) == pytest.approx(1.0, abs=0.01)
+
+
+# --- the live stream's point events ----------------------------------------------------------
+
+
+def test_a_live_point_event_carries_the_window_as_the_openapi_document_describes_it() -> None:
+    metric = MetricDefinition(
+        id="revenue",
+        project_id="shop",
+        metric_kind="sum",
+        event="Paid",
+        property="amount",
+        breakdown="currency",
+    )
+    stream = LiveStream(
+        MetricPointFeed(GatewaySettings(), 10, 10_000), "shop", "revenue", metric, None, 15.0
+    )
+    point = MetricPoint(
+        project_id="shop",
+        metric="revenue",
+        window_start=datetime(2025, 3, 1, 10, 4, tzinfo=UTC),
+        breakdown="EUR",
+        count=9,
+        sum=412.5,
+        version=3,
+        emitted_at=datetime(2025, 3, 1, 10, 4, 41, 120000, tzinfo=UTC),
+    )
+    record = FeedRecord(0, 120, b"shop:revenue", point.model_dump_json().encode())
+    chunk = stream._event(record, {})
+    assert chunk is not None
+    event, event_id, data = chunk.decode().strip().split("\n")
+    assert (event, event_id) == ("event: point", "id: 0:121")
+    payload = json.loads(data.removeprefix("data: "))
+    assert payload == {
+        "metric": "revenue",
+        "window_start": "2025-03-01T10:04:00+00:00",
+        "window_seconds": 60,
+        "breakdown": "EUR",
+        "version": 3,
+        "value": 412.5,
+        "count": 9,
+        "sum": 412.5,
+        "denominator": 0,
+        "quantiles": None,
+        "emitted_at": "2025-03-01T10:04:41.120000+00:00",
+    }
+    assert LivePoint.model_validate(payload).value == 412.5

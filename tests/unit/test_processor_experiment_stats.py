@@ -51,8 +51,20 @@ METRICS = {
             "Order",
             filters=[{"property": "amount", "op": "gt", "value": 50}],
         ),
+        _metric("nps", MetricKind.NPS, "Order", property="amount"),
+        _metric("csat", MetricKind.CSAT, "Order", property="amount", satisfied_from=50),
     )
 }
+
+
+def response(definition: MetricDefinition, score: float) -> float:
+    """A survey answer's value, written out: NPS 100 for 9-10, -100 for 0-6; CSAT 1 if
+    satisfied; any other metric's number is itself."""
+    if definition.metric_kind is MetricKind.NPS:
+        return 100.0 if score >= 9 else -100.0 if score <= 6 else 0.0
+    if definition.metric_kind is MetricKind.CSAT:
+        return 1.0 if score >= definition.satisfied_from else 0.0
+    return score
 
 
 def experiment(lookback: int = 14, start: float | None = None) -> Experiment:
@@ -61,7 +73,7 @@ def experiment(lookback: int = 14, start: float | None = None) -> Experiment:
         id="exp",
         variants=[Variant(id="a", weight=0.5), Variant(id="b", weight=0.5)],
         primary_metric="revenue",
-        guardrail_metrics=["orders", "buyers", "basket", "per_visit", "big"],
+        guardrail_metrics=["orders", "buyers", "basket", "per_visit", "big", "nps", "csat"],
         cuped_lookback_days=lookback,
         start=None if start is None else datetime.fromtimestamp(start, UTC),
     )
@@ -181,8 +193,8 @@ def per_unit(part: Any, events: list[EventView]) -> float:
             hits += 1
         elif part.aggregate == "hits":
             hits += number is not None
-        else:
-            total += number or 0.0
+        elif number is not None:
+            total += response(definition, number)
     if part.aggregate == "max":
         return float(min(hits, 1))
     return total if part.aggregate == "value" else float(hits)

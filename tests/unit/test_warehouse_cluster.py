@@ -97,6 +97,10 @@ def test_views_and_alters_reach_every_node_and_both_tables() -> None:
         "DEFAULT '{}' CODEC(ZSTD(1)) AFTER context",
         "ALTER TABLE events ON CLUSTER sextant ADD COLUMN IF NOT EXISTS extra String "
         "DEFAULT '{}' AFTER context",
+        "ALTER TABLE events_local ON CLUSTER sextant ADD COLUMN IF NOT EXISTS person_id String "
+        "DEFAULT '' CODEC(ZSTD(1)) AFTER distinct_id",
+        "ALTER TABLE events ON CLUSTER sextant ADD COLUMN IF NOT EXISTS person_id String "
+        "DEFAULT '' AFTER distinct_id",
     ]
     assert "DROP VIEW IF EXISTS events_unique ON CLUSTER sextant" in ALL
 

@@ -22,11 +22,18 @@ from typing import Literal
 
 import orjson
 
-from sextant.schemas.config import RATIO_PARTS, Experiment, MetricDefinition, MetricKind
+from sextant.schemas.config import (
+    RATIO_PARTS,
+    SURVEY_KINDS,
+    Experiment,
+    MetricDefinition,
+    MetricKind,
+)
 
 Aggregate = Literal["count", "max", "value", "hits"]
 """Per unit: ``count`` events that match, ``max`` 1 if any did, ``value`` the sum of the
-property, ``hits`` events whose property is a number."""
+property (of each response's value for NPS and CSAT, ``metric_values.response_value``),
+``hits`` events whose property is a number."""
 
 STREAMED_UNITS = ("userId",)
 """Experiment units whose events are all on the unit's partition of ``events.raw`` (keyed by
@@ -122,11 +129,20 @@ def statistics_fingerprint(experiment: Experiment, metrics: Mapping[str, MetricD
         "metrics": {
             m: None
             if metrics.get(m) is None
-            else metrics[m].model_dump(mode="json", include=set(_VALUE_FIELDS))
+            else metrics[m].model_dump(mode="json", include=_value_fields(metrics[m]))
             for m in used
         },
     }
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _value_fields(metric: MetricDefinition) -> set[str]:
+    """The fields a metric's per-unit sums depend on; a survey's threshold only for surveys,
+    so other metrics keep the fingerprints they had."""
+    fields = set(_VALUE_FIELDS)
+    if metric.metric_kind in SURVEY_KINDS:
+        fields.add("satisfied_from")
+    return fields
 
 
 def _denominator(metric: MetricDefinition | None) -> str | None:

@@ -15,7 +15,12 @@ from pydantic import BaseModel
 
 from sextant.schemas.config import CONFIG_DOCUMENT
 from sextant.schemas.events import Envelope, IncomingEvent, InvalidEvent
-from sextant.schemas.identity import IdentityDecision, IdentityEdge, PersonOverride
+from sextant.schemas.identity import (
+    DeletionProgress,
+    IdentityDecision,
+    IdentityEdge,
+    PersonOverride,
+)
 from sextant.schemas.records import AlertTransition, Exposure, MetricPoint, SinkDeadLetter
 from sextant.schemas.statistics import ExperimentMetricStatistics
 
@@ -32,6 +37,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "identity_edge": IdentityEdge,
     "person_override": PersonOverride,
     "identity_decision": IdentityDecision,
+    "deletion_progress": DeletionProgress,
 }
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sextant.schemas.topics import Topic
+
 JUNK_IDS = frozenset(
     ("", "undefined", "null", "none", "nil", "nan", "0", "-1", "anonymous", "guest",
      "[object object]", "distinct_id", "not_authenticated", "true", "false", "email", "id")
@@ -140,3 +142,35 @@ class PersonOverride(BaseModel):
 
     def kafka_key(self) -> str:
         return f"{self.project_id}:{self.distinct_id}"
+
+
+class DeletionProgress(BaseModel):
+    """One processor stage's partition has forgotten a deleted person (``person_deletions``):
+    its state holds none of their ids, and its changelog has a tombstone for every entry that
+    did. A person's deletion is done in the processor once every partition of every stage
+    that keeps ids (:data:`FORGETTING_STAGES`, below) has reported."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    project_id: str
+    stage: str
+    partition: int
+    removed: int
+    """State entries removed by the pass (0: the partition held nothing of theirs; with other
+    deletions of the project passing at the same time, theirs are counted too)."""
+    done_at: datetime
+
+    def kafka_key(self) -> str:
+        return f"{self.project_id}:{self.request_id}:{self.stage}:{self.partition}"
+
+
+FIRST_STAGE = "one"
+RESOLVER_STAGE = "persons"
+FORGETTING_STAGES: dict[str, Topic] = {
+    FIRST_STAGE: Topic.EVENTS_RAW,
+    RESOLVER_STAGE: Topic.IDENTITIES,
+}
+"""The processor stages whose state can hold a person's ids, and the topic whose partitions
+they keep state for: stage one (first exposures, conversion users, experiment units) and the
+identity resolver. Stage two merges aggregates only (sketches hold hashes, never ids)."""

@@ -31,6 +31,8 @@ class Topic(StrEnum):
     IDENTITIES = "identities"
     PERSON_OVERRIDES = "person_overrides"
     IDENTITY_DECISIONS = "identity_decisions"
+    PERSON_DELETIONS = "person_deletions"
+    """What each processor stage removed for a person's deletion, per partition."""
     PARTIALS = "partials"
     """The processor's stage one → stage two (internal)."""
     WINDOWS_CHANGELOG = "windows-changelog"
@@ -59,11 +61,15 @@ class TopicSpec:
     internal: bool = False
     """One part's own topic, named after its consumer group (:func:`internal_topic_name`) and
     created by that part, not by ``sextant topics``."""
+    holds_person_ids: bool = False
+    """Its records can carry a person's ids in clear until its retention removes them: a
+    person's deletion is complete in Kafka once the longest of these retentions has passed
+    (compacted topics are cleared by tombstones instead)."""
 
 
 RAW_RETENTION_MS = 7 * 24 * 3600 * 1000
-"""How long the raw topics keep an event (set on the topics, so a deleted person's last copy
-in Kafka is gone by a date the deletion's status can name)."""
+"""How long every topic that can hold a person's ids keeps a record (set on the topics, so a
+deleted person's last copy in Kafka is gone by a date the deletion's status can name)."""
 
 TOPICS: dict[Topic, TopicSpec] = {
     spec.topic: spec
@@ -75,6 +81,7 @@ TOPICS: dict[Topic, TopicSpec] = {
             producers=("collector",),
             consumers=("processor", "sink"),
             retention_ms=RAW_RETENTION_MS,
+            holds_person_ids=True,
         ),
         TopicSpec(
             Topic.EVENTS_INVALID,
@@ -84,6 +91,7 @@ TOPICS: dict[Topic, TopicSpec] = {
             consumers=("sink",),
             partitions=3,
             retention_ms=RAW_RETENTION_MS,
+            holds_person_ids=True,
         ),
         TopicSpec(
             Topic.EXPOSURES,
@@ -91,6 +99,8 @@ TOPICS: dict[Topic, TopicSpec] = {
             value="Exposure (first exposure of a unit)",
             producers=("processor",),
             consumers=("sink",),
+            retention_ms=RAW_RETENTION_MS,
+            holds_person_ids=True,
         ),
         TopicSpec(
             Topic.METRIC_POINTS,
@@ -139,6 +149,8 @@ TOPICS: dict[Topic, TopicSpec] = {
             producers=("sink",),
             consumers=(),
             partitions=1,
+            retention_ms=RAW_RETENTION_MS,
+            holds_person_ids=True,
         ),
         TopicSpec(
             Topic.IDENTITIES,
@@ -146,6 +158,17 @@ TOPICS: dict[Topic, TopicSpec] = {
             value="IdentityEdge (two ids are one person, or a split; sextant.schemas.identity)",
             producers=("collector", "gateway"),
             consumers=("processor",),
+            retention_ms=RAW_RETENTION_MS,
+            holds_person_ids=True,
+        ),
+        TopicSpec(
+            Topic.PERSON_DELETIONS,
+            key="project_id:request_id:stage:partition",
+            value="DeletionProgress (a stage's partition has forgotten a deleted person)",
+            producers=("processor",),
+            consumers=("gateway",),
+            partitions=1,
+            compacted=True,
         ),
         TopicSpec(
             Topic.PERSON_OVERRIDES,
@@ -153,6 +176,8 @@ TOPICS: dict[Topic, TopicSpec] = {
             value="PersonOverride (an id's person from a version on)",
             producers=("processor",),
             consumers=("sink",),
+            retention_ms=RAW_RETENTION_MS,
+            holds_person_ids=True,
         ),
         TopicSpec(
             Topic.IDENTITY_DECISIONS,
@@ -161,6 +186,8 @@ TOPICS: dict[Topic, TopicSpec] = {
             producers=("processor",),
             consumers=("sink",),
             partitions=3,
+            retention_ms=RAW_RETENTION_MS,
+            holds_person_ids=True,
         ),
         TopicSpec(
             Topic.PARTIALS,
@@ -199,6 +226,8 @@ TOPICS: dict[Topic, TopicSpec] = {
         ),
     )
 }
+PERSON_ID_TOPICS: tuple[Topic, ...] = tuple(t for t in Topic if TOPICS[t].holds_person_ids)
+"""The topics whose retention bounds how long a deleted person's ids stay in Kafka."""
 PUBLIC_TOPICS: tuple[Topic, ...] = tuple(t for t in Topic if not TOPICS[t].internal)
 """The topics ``sextant topics`` creates (the internal ones are created by their part)."""
 

@@ -1,23 +1,16 @@
 /** The gateway's API, as the signed-in person (their session cookie) or with the keys the
  * user signed in with. */
+import type { components } from "./api-schema";
+
+type Problem = components["schemas"]["Problem"];
 
 const READ = "sextant.readKey";
 const ADMIN = "sextant.adminKey";
 const PROJECT = "sextant.project";
 
-export interface ProjectRole {
-  id: string;
-  name: string;
-  role: "viewer" | "editor" | "owner";
-}
-
-export interface Person {
-  id: string;
-  email: string;
-  display_name: string;
-  org_admin: boolean;
-  projects: ProjectRole[];
-}
+export type ProjectRole = components["schemas"]["ProjectRole"];
+export type Person = components["schemas"]["Me"];
+export type AuthStatus = components["schemas"]["Status"];
 
 let person: Person | null = null;
 
@@ -91,7 +84,7 @@ async function request<T>(method: string, path: string, key: string, body?: unkn
   if (!response.ok) {
     let detail = response.statusText;
     try {
-      const problem = await response.json();
+      const problem = (await response.json()) as Partial<Problem>;
       detail = problem.detail || problem.title || detail;
     } catch {
       /* not JSON */
@@ -110,12 +103,6 @@ export const adminSend = <T>(method: string, path: string, body?: unknown): Prom
 /** The admin key when signed in with one, else the read key or the person (whose role may
  * be enough). */
 export const ownerGet = <T>(path: string): Promise<T> => request<T>("GET", path, keys.admin() || keys.read());
-
-export interface AuthStatus {
-  password: boolean;
-  sso: boolean;
-  person: Person | null;
-}
 
 /** How people sign in here, and the signed-in person (null when no session is open). */
 export async function loadStatus(): Promise<AuthStatus> {

@@ -1,20 +1,13 @@
 /** Numbers as people read them: units from the metric's kind and unit. */
+import type { components } from "./api-schema";
 
-export interface MetricDef {
-  id: string;
-  project_id: string;
-  name: string;
-  metric_kind: string;
-  event: string;
-  property?: string | null;
-  breakdown?: string | null;
-  conversion_event?: string | null;
-  unit?: string;
-}
+export type MetricDef = components["schemas"]["MetricDefinition"];
+export type MetricKind = components["schemas"]["MetricKind"];
 
 export type Unit = "count" | "percent" | "currency" | "seconds" | "ms" | "points" | "number";
 
-export function unitOf(metric: Pick<MetricDef, "metric_kind" | "unit">): { unit: Unit; currency?: string } {
+/** `unit` is absent where the metric's definition is not known (only its kind). */
+export function unitOf(metric: { metric_kind: MetricKind; unit?: string }): { unit: Unit; currency?: string } {
   const u = metric.unit || "";
   if (metric.metric_kind === "conversion" || metric.metric_kind === "csat" || u === "percent") return { unit: "percent" };
   if (metric.metric_kind === "nps") return { unit: "points" };

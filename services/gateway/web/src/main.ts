@@ -1,6 +1,7 @@
 /** The workspace: sign-in, navigation and the pages, routed by the URL's hash. */
 import "./style.css";
 import { account, ApiError, type AuthStatus, get, isAdmin, keys, loadStatus, readsData, signedIn, signOut } from "./api";
+import type { components } from "./api-schema";
 import { clear, h } from "./dom";
 import { adminPage } from "./pages/admin";
 import { alertsPage } from "./pages/alerts";
@@ -37,7 +38,7 @@ let project = "";
 let status: Promise<AuthStatus | null> | null = null;
 
 async function whoami(): Promise<string> {
-  const me = await get<{ project_name: string }>("/v1/whoami");
+  const me = await get<components["schemas"]["WhoAmI"]>("/v1/whoami");
   return me.project_name;
 }
 

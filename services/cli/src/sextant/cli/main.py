@@ -27,6 +27,8 @@ metrics_app = typer.Typer(no_args_is_help=True, help="Metric definitions' data."
 app.add_typer(metrics_app, name="metrics")
 warehouse_app = typer.Typer(no_args_is_help=True, help="The warehouse's backups.")
 app.add_typer(warehouse_app, name="warehouse")
+persons_app = typer.Typer(no_args_is_help=True, help="Persons in the warehouse.")
+app.add_typer(persons_app, name="persons")
 secrets_app = typer.Typer(no_args_is_help=True, help="The master key and the secrets it seals.")
 app.add_typer(secrets_app, name="secrets")
 console = Console(stderr=True)
@@ -380,6 +382,20 @@ def metrics_backfill(
         raise typer.Exit(2) from error
     console.print(
         f"backfilled {report.windows} windows ({report.points} points, version {report.version})"
+    )
+
+
+@persons_app.command("squash")
+def persons_squash() -> None:
+    """Write every person override onto the events now (what the sink does every
+    SEXTANT_SINK_PERSON_SQUASH_INTERVAL_SECONDS), so person-aware queries read one column."""
+    from sextant.core.warehouse import connect
+
+    squash = importlib.import_module("sextant.sink.squash")
+    result = squash.squash_persons(connect(CliSettings().clickhouse_url))
+    console.print(
+        f"squashed {result.overrides} overrides; {result.unstamped_events} events had no person"
+        f" yet ({result.seconds:.1f} s)"
     )
 
 

@@ -115,8 +115,11 @@ def ensure_topics(
         admin.close()
 
 
-def ensure_topic(settings: KafkaSection, name: str, partitions: int) -> bool:
-    """Create one topic outside the registry (a part's internal topic) if missing.
+def ensure_topic(
+    settings: KafkaSection, name: str, partitions: int, spec: TopicSpec | None = None
+) -> bool:
+    """Create one topic with ``partitions`` (a part's internal topic, or a registered one
+    whose partitions follow another topic's: ``spec``'s settings then apply) if missing.
 
     Returns True when it was created now. A consumer subscribing to a topic that does not
     exist yet only notices it at its next metadata refresh (minutes), so parts create their
@@ -128,8 +131,12 @@ def ensure_topic(settings: KafkaSection, name: str, partitions: int) -> bool:
     try:
         if name in set(admin.list_topics()):
             return False
-        replicas, in_sync = replication(3, 2, len(admin.describe_cluster()["brokers"]))
+        brokers = len(admin.describe_cluster()["brokers"])
+        replicas, in_sync = replication(3, 2, brokers)
         config = {"min.insync.replicas": str(in_sync)}
+        if spec is not None:
+            replicas = _replicas(spec, brokers)[0]
+            config = _topic_config(spec, brokers)
         with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics([NewTopic(name, partitions, replicas, topic_configs=config)])
         return True

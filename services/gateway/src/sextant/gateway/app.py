@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sextant.core.background import BackgroundLoop
@@ -229,14 +230,15 @@ def create_app(settings: GatewaySettings, background: Sequence[BackgroundService
         stall_restart_s=settings.stall_restart_seconds,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    _document_operations(app)
+    _document_operations(app, read_api.STREAM_DATA_MODELS)
     return app
 
 
-def _document_operations(app: FastAPI) -> None:
+def _document_operations(app: FastAPI, stream_models: Sequence[type[BaseModel]]) -> None:
     """Every operation in ``/openapi.json`` carries examples: the shared operational routes
     get theirs here, and any 2xx JSON response still without one gets one built from its
-    schema (field examples, defaults, enums, else a placeholder of the right type)."""
+    schema (field examples, defaults, enums, else a placeholder of the right type). The
+    models of event-stream data, which FastAPI does not collect, join the components."""
     examples: dict[str, Any] = {
         "/healthz": {"status": "ok"},
         "/readyz": {
@@ -260,7 +262,9 @@ def _document_operations(app: FastAPI) -> None:
             metrics["responses"]["200"]["content"] = {
                 "text/plain": {"example": "# HELP sextant_gateway_query_seconds ...\n"}
             }
-        components = schema.get("components", {}).get("schemas", {})
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in stream_models:
+            components[model.__name__] = model.model_json_schema(mode="serialization")
         for operation in (op for ops in schema["paths"].values() for op in ops.values()):
             for status, response in operation["responses"].items():
                 content = response.get("content", {}).get("application/json")

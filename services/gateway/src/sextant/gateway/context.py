@@ -67,6 +67,8 @@ class Gateway:
         note_use(topic_name(Topic.CONFIG, settings.topic_prefix), "writes")
         # The admin API's splits and merges of persons write identity edges.
         note_use(topic_name(Topic.IDENTITIES, settings.topic_prefix), "writes")
+        # A person's deletion status reads the processor's progress on it.
+        note_use(topic_name(Topic.PERSON_DELETIONS, settings.topic_prefix), "reads")
         self._lock = threading.Lock()
         self._changed = threading.Condition()
         self.quantile_cache = TimedCache(settings.experiment_quantile_refresh_seconds)

@@ -22,6 +22,9 @@ metric                   per unit                                      analysed 
 ``sum``                  x = sum of the property                       mean per unit
 ``mean``                 x = sum of the property, y = events with it   ratio Σx / Σy
 ``conversion``           y = did the event, x = converted in window    ratio Σx / Σy
+``nps``, ``csat``        x = sum of the responses' values (100 for a   ratio Σx / Σy
+                         promoter, -100 for a detractor; 1 if
+                         satisfied), y = responses
 ``denominator_metric``   x = this metric, y = the denominator metric   ratio Σx / Σy
 ``percentiles``          the property's values (events or unit sums)   quantile
 =======================  ============================================  ==================
@@ -52,8 +55,9 @@ from sextant.gateway.sql import (
     utc,
 )
 from sextant.schemas.config import RATIO_PARTS as _RATIO_PARTS
-from sextant.schemas.config import Experiment, MetricDefinition, MetricKind
+from sextant.schemas.config import SURVEY_KINDS, Experiment, MetricDefinition, MetricKind
 from sextant.schemas.experiment_stream import statistics_fingerprint, streamed_metrics
+from sextant.schemas.metric_values import response_value_sql
 from sextant.schemas.statistics import (
     MOMENT_FIELDS,
     STATISTICS_COLUMNS,
@@ -65,7 +69,7 @@ from sextant.schemas.statistics import (
 ALPHA = 0.05
 METHODS_DOCUMENT = "docs/experiment-statistics.md"
 _UNIT_COLUMNS = {"userId": "user_id", "anonymousId": "anonymous_id"}
-_RATIO_KINDS = (MetricKind.MEAN, MetricKind.CONVERSION)
+_RATIO_KINDS = (MetricKind.MEAN, MetricKind.CONVERSION, *SURVEY_KINDS)
 _CORRECTIONS: dict[str, stats.Correction] = {"holm": "holm", "benjamini_hochberg": "bh"}
 AnalysedAs = Literal["mean", "proportion", "ratio", "quantile"]
 Source = Literal["stream", "warehouse"]
@@ -322,9 +326,14 @@ def _analysed_units_sql(
 
 def _number(params: Params, metric: MetricDefinition) -> str:
     """The metric's value of an event: its property when that is a JSON number (the rule of
-    the live metrics, ``sextant.schemas.filters.number_of``)."""
+    the live metrics, ``sextant.schemas.filters.number_of``); for NPS and CSAT, the value of
+    that score as a response (``sextant.schemas.metric_values.response_value``)."""
     assert metric.property is not None
-    return property_number(params, metric.property, "property")
+    number = property_number(params, metric.property, "property")
+    if metric.metric_kind not in SURVEY_KINDS:
+        return number
+    satisfied = params.add(metric.satisfied_from, "Float64")
+    return response_value_sql(metric.metric_kind, number, satisfied)
 
 
 def _per_unit(

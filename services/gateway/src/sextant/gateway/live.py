@@ -23,11 +23,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from sextant.core.background import BackgroundLoop
 from sextant.core.kafka import KafkaError, TopicReader
@@ -282,7 +283,25 @@ class MetricPointFeed(BackgroundLoop):
 # --- the SSE stream -----------------------------------------------------------------------
 
 
-def _point_payload(point: MetricPoint, metric: MetricDefinition | None) -> dict[str, Any]:
+class LivePoint(BaseModel):
+    """The data of a live stream's ``event: point``: one window of the metric, as the
+    processor emitted it (a higher ``version`` replaces an earlier one of the same window and
+    breakdown). ``value`` and ``quantiles`` mean what they mean in a series' points."""
+
+    metric: str
+    window_start: datetime
+    window_seconds: int
+    breakdown: str | None = Field(description="The breakdown value; null for the total")
+    version: int
+    value: float | None
+    count: int
+    sum: float
+    denominator: int
+    quantiles: dict[str, float | None] | None
+    emitted_at: datetime
+
+
+def _live_point(point: MetricPoint, metric: MetricDefinition | None) -> LivePoint:
     kind = metric.metric_kind if metric is not None else MetricKind.COUNT
     uniques = None
     if kind is MetricKind.UNIQUE_USERS:
@@ -290,21 +309,19 @@ def _point_payload(point: MetricPoint, metric: MetricDefinition | None) -> dict[
     quantiles = None
     if kind is MetricKind.PERCENTILES:
         quantiles = quantiles_of(point.digest)
-    return {
-        "metric": point.metric,
-        "window_start": point.window_start.isoformat(),
-        "window_seconds": point.window_seconds,
-        "breakdown": point.breakdown or None,
-        "version": point.version,
-        "value": point_value(
-            kind, point.count, point.sum, point.denominator, uniques, point.digest
-        ),
-        "count": point.count,
-        "sum": point.sum,
-        "denominator": point.denominator,
-        "quantiles": quantiles,
-        "emitted_at": point.emitted_at.isoformat(),
-    }
+    return LivePoint(
+        metric=point.metric,
+        window_start=point.window_start,
+        window_seconds=point.window_seconds,
+        breakdown=point.breakdown or None,
+        version=point.version,
+        value=point_value(kind, point.count, point.sum, point.denominator, uniques, point.digest),
+        count=point.count,
+        sum=point.sum,
+        denominator=point.denominator,
+        quantiles=quantiles,
+        emitted_at=point.emitted_at,
+    )
 
 
 def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
@@ -385,4 +402,6 @@ class LiveStream:
         if point.project_id != self.project_id or point.metric != self.metric_id:
             return None
         LIVE_EVENTS.inc()
-        return sse("point", _point_payload(point, self.metric), format_position(cursor))
+        # model_dump, not mode="json": orjson writes the datetimes as isoformat() does.
+        data = _live_point(point, self.metric).model_dump()
+        return sse("point", data, format_position(cursor))

@@ -1,9 +1,12 @@
 """A person's data: deletion (with a status to poll) and export.
 
 Deletion writes a :class:`PersonDeletion` document to the config plane: the sink (the
-warehouse's only writer) deletes the person's rows from every table that names persons, and
-the collectors drop events under their ids until ``suppress_until``. The status is read from
-the warehouse: done once no row under any of their ids is left.
+warehouse's only writer) deletes the person's rows from every table that names persons, the
+processor removes their entries from its state (each stage's partitions report it on
+``person_deletions``), and the collectors drop events under their ids until
+``suppress_until``. The status is done once every step is: no row under any of their ids is
+left in the warehouse, the identity resolver has forgotten them, and the processor's other
+state holds none of their ids. Kafka's topics age their copies out by ``kafka_copies_gone_by``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from sextant.core.kafka import end_offsets, read_all
 from sextant.core.kafka_cluster import retention_ms
 from sextant.core.logging import get_logger
 from sextant.core.persons import PERSON_COLUMNS, person_predicate
@@ -27,7 +31,13 @@ from sextant.gateway.problems import example_response, not_found, problem_respon
 from sextant.gateway.sql import run_query
 from sextant.schemas.audit import AuditAction
 from sextant.schemas.config import IDENTIFIER, PersonDeletion, person_hash
-from sextant.schemas.topics import Topic, topic_name
+from sextant.schemas.identity import (
+    FIRST_STAGE,
+    FORGETTING_STAGES,
+    RESOLVER_STAGE,
+    DeletionProgress,
+)
+from sextant.schemas.topics import PERSON_ID_TOPICS, Topic, topic_name
 
 log = get_logger(__name__)
 
@@ -53,10 +63,22 @@ class DeletionRequest(BaseModel):
     """How long events under the person's ids are dropped at ingest."""
 
 
+class DeletionSteps(BaseModel):
+    warehouse: bool
+    """No row under any of their ids is left in the warehouse."""
+    identities: bool
+    """The identity resolver has forgotten the person (every ``identities`` partition)."""
+    processor_state: bool
+    """The processor's state (first exposures, conversion users, experiment units) holds none
+    of their ids (every ``events.raw`` partition); the changelogs have the tombstones."""
+
+
 class DeletionStatus(BaseModel):
     id: str
     project_id: str
     status: Literal["pending", "done"]
+    """``done`` once every step is."""
+    steps: DeletionSteps
     ids: int
     """How many ids the person had (the ids themselves are not kept)."""
     rows_left: dict[str, int]
@@ -64,13 +86,14 @@ class DeletionStatus(BaseModel):
     requested_at: datetime
     suppress_until: datetime
     kafka_copies_gone_by: datetime | None
-    """When the raw topics' retention has deleted the last copy of an event sent before the
-    request (``None``: topics kept forever, or the broker did not say)."""
+    """When the retention of the topics that can hold their ids (raw events, dead letters,
+    identity edges, exposures, overrides, decisions) has deleted the last copy written before
+    the request (``None``: a topic keeps records forever, or the broker did not say)."""
 
 
 def _kafka_copies_gone_by(gateway: Gateway, requested_at: datetime) -> datetime | None:
     longest = 0
-    for topic in (Topic.EVENTS_RAW, Topic.EVENTS_INVALID):
+    for topic in PERSON_ID_TOPICS:
         try:
             kept = retention_ms(gateway.settings, topic_name(topic, gateway.settings.topic_prefix))
         except Exception as error:  # noqa: BLE001 - the status is still worth answering
@@ -82,10 +105,33 @@ def _kafka_copies_gone_by(gateway: Gateway, requested_at: datetime) -> datetime 
     return requested_at + timedelta(milliseconds=longest)
 
 
+def _forgotten_by_processor(gateway: Gateway, request: PersonDeletion) -> dict[str, bool]:
+    """Per stage that keeps ids: whether every one of its partitions reported the person
+    forgotten. The progress topic is small (one record per stage's partition and request)."""
+    settings = gateway.settings
+    reported: dict[str, set[int]] = {stage: set() for stage in FORGETTING_STAGES}
+    try:
+        for record in read_all(settings, topic_name(Topic.PERSON_DELETIONS, settings.topic_prefix)):
+            if record.value is None:
+                continue
+            progress = DeletionProgress.model_validate_json(record.value)
+            if progress.request_id == request.id and progress.project_id == request.project_id:
+                reported.setdefault(progress.stage, set()).add(progress.partition)
+        return {
+            stage: reported[stage]
+            >= set(end_offsets(settings, topic_name(source, settings.topic_prefix)))
+            for stage, source in FORGETTING_STAGES.items()
+        }
+    except Exception as error:  # noqa: BLE001 - the status is still worth answering
+        log.warning("deletion progress unknown", request=request.id, error=str(error))
+        return dict.fromkeys(FORGETTING_STAGES, False)
+
+
 _STATUS_EXAMPLE: dict[str, Any] = {
     "id": "del-3f9a1c2b",
     "project_id": "shop",
     "status": "pending",
+    "steps": {"warehouse": False, "identities": True, "processor_state": True},
     "ids": 3,
     "rows_left": {"events": 12, "exposures": 1},
     "requested_at": "2025-03-01T09:30:00Z",
@@ -107,10 +153,17 @@ def _status(gateway: Gateway, request: PersonDeletion) -> DeletionStatus:
         )
         for table in PERSON_COLUMNS
     }
+    processor = _forgotten_by_processor(gateway, request)
+    steps = DeletionSteps(
+        warehouse=not any(left.values()),
+        identities=processor[RESOLVER_STAGE],
+        processor_state=processor[FIRST_STAGE],
+    )
     return DeletionStatus(
         id=request.id,
         project_id=request.project_id,
-        status="done" if not any(left.values()) else "pending",
+        status="done" if all(dict(steps).values()) else "pending",
+        steps=steps,
         ids=len(request.id_hashes),
         rows_left=left,
         requested_at=request.requested_at,

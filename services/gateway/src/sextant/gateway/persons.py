@@ -6,6 +6,12 @@ it. :func:`person_events` is ``events_unique`` with a ``person_key`` column (the
 hash); unique users, trends, funnels, retention and experiment units count that column, so
 an event sent before the edge that links its id is counted for its person as soon as the
 override is written.
+
+The sink's person squash (:mod:`sextant.sink.squash`) writes each event's person onto the
+event (``events.person_id``) and marks the overrides it wrote ``squashed``. An event's person
+is then its id's override when that override is not squashed yet or the row has no
+``person_id`` yet, else its ``person_id``: the same persons, with only the few overrides
+newer than the last squash joined.
 """
 
 from __future__ import annotations
@@ -38,6 +44,19 @@ def _map(params: Params, project_id: str) -> str:
     )
 
 
+def _unsquashed_map(params: Params, project_id: str) -> str:
+    """The overrides an event's ``person_id`` may not reflect yet: those not squashed, and
+    those of ids with a row no squash has seen (FINAL first: a squashed copy hides the
+    override it marks)."""
+    project = params.add(project_id, "String")
+    return (
+        "(SELECT cityHash64(distinct_id) AS _mapped, cityHash64(person_id) AS _person"
+        f" FROM person_overrides FINAL WHERE project_id = {project} AND (squashed = 0"
+        " OR cityHash64(distinct_id) IN (SELECT cityHash64(distinct_id) FROM events"
+        f" WHERE project_id = {project} AND empty(person_id))))"
+    )
+
+
 def with_person(params: Params, project_id: str, source: str, id_sql: str) -> str:
     """``source`` (a table or a subquery, aliased ``_src``) with a ``person_key`` column: a
     64-bit hash of the person of ``id_sql`` (an expression over ``_src``'s columns). Filters
@@ -46,16 +65,27 @@ def with_person(params: Params, project_id: str, source: str, id_sql: str) -> st
     Ids and persons are joined and counted by their hash, as units and users are elsewhere:
     a join on integers costs a fraction of one on strings, and among a billion ids the chance
     that any two share a hash is below 3 in 100,000."""
+    return _joined(source, _map(params, project_id), id_sql, f"cityHash64({id_sql})")
+
+
+def _joined(source: str, person_map: str, id_sql: str, default_key: str) -> str:
     return (
-        f"(SELECT _src.*, if(_pm._person = 0, cityHash64({id_sql}), _pm._person) AS person_key"
-        f" FROM {source} AS _src LEFT ANY JOIN {_map(params, project_id)} AS _pm"
+        f"(SELECT _src.*, if(_pm._person = 0, {default_key}, _pm._person) AS person_key"
+        f" FROM {source} AS _src LEFT ANY JOIN {person_map} AS _pm"
         f" ON cityHash64({id_sql}) = _pm._mapped)"
     )
 
 
-def person_events(params: Params, project_id: str, id_sql: str = "_src.distinct_id") -> str:
-    """``events_unique`` with ``person_key``: use it in place of the view."""
-    return with_person(params, project_id, "events_unique", id_sql)
+def person_events(params: Params, project_id: str, id_sql: str | None = None) -> str:
+    """``events_unique`` with ``person_key``: use it in place of the view. The person is
+    that of ``distinct_id``, read from the squashed ``person_id`` where it holds; with
+    ``id_sql``, of that expression (through every override)."""
+    if id_sql is not None:
+        return with_person(params, project_id, "events_unique", id_sql)
+    squashed = "cityHash64(if(empty(_src.person_id), _src.distinct_id, _src.person_id))"
+    return _joined(
+        "events_unique", _unsquashed_map(params, project_id), "_src.distinct_id", squashed
+    )
 
 
 # --- one person --------------------------------------------------------------------------------

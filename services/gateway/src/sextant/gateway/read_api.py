@@ -15,11 +15,12 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from sextant.gateway import alerts, examples, experiments, insights
 from sextant.gateway.auth import ReadScope
 from sextant.gateway.context import Gateway, GatewayDep
-from sextant.gateway.live import LiveStream, MetricPointFeed, parse_position
+from sextant.gateway.live import LivePoint, LiveStream, MetricPointFeed, parse_position
 from sextant.gateway.pages import IdCursor, Limit, Page, page_by_id
 from sextant.gateway.problems import (
     ProblemError,
@@ -136,8 +137,32 @@ _SSE_EXAMPLE = (
 )
 
 
+STREAM_DATA_MODELS: tuple[type[BaseModel], ...] = (LivePoint,)
+"""Models of event-stream data: FastAPI does not collect them, the app's OpenAPI adds them."""
+
+# Laid out as FastAPI documents its own event streams: each event's `data` is JSON.
 _SSE_RESPONSE: Responses = {
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}}}
+    200: {
+        "description": "Server-Sent Events; the data of each `point` event is a LivePoint",
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "itemSchema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string"},
+                        "id": {"type": "string"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/LivePoint"},
+                        },
+                    },
+                },
+                "example": _SSE_EXAMPLE,
+            }
+        },
+    }
 }
 
 

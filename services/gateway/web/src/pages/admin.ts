@@ -1,24 +1,14 @@
 /** The admin view (admin key): projects, their keys and documents, each with its history. */
 import { adminGet, isAdmin } from "../api";
+import type { components } from "../api-schema";
 import { card, h, table } from "../dom";
 import { historyLink } from "./history";
 
-interface Project {
-  id: string;
-  name: string;
-  allowed_origins?: string[];
-}
-interface KeyView {
-  id: string;
-  key_kind: string;
-  name: string;
-  revoked: boolean;
-}
-
-interface Doc {
-  id: string;
-  name?: string;
-}
+type Schemas = components["schemas"];
+type ProjectPage = Schemas["Page_Project_"];
+type KeyPage = Schemas["Page_KeyView_"];
+/** A config document of any kind listed below (features and tracking plans have no name). */
+type Doc = Schemas["MetricDefinition" | "Experiment" | "AlertRule" | "Outcome" | "Survey" | "Feature" | "TrackingPlan"];
 
 // The admin API's path of each kind, and the kind its config keys start with.
 const KINDS: [string, string][] = [
@@ -31,6 +21,10 @@ const KINDS: [string, string][] = [
   ["tracking-plans", "tracking_plan"],
 ];
 
+function docLabel(doc: Doc): string {
+  return "name" in doc && doc.name ? `${doc.name} (${doc.id})` : doc.id;
+}
+
 export function adminPage(root: HTMLElement): void {
   const out = h("div", { id: "admin" }, h("p", { class: "note" }, "Loading…"));
   root.append(h("h1", null, "Admin"), out);
@@ -38,15 +32,15 @@ export function adminPage(root: HTMLElement): void {
     out.textContent = "Sign in with the admin key, or as an organisation admin, to see this view.";
     return;
   }
-  adminGet<{ items: Project[] }>("/v1/admin/projects?limit=1000")
+  adminGet<ProjectPage>("/v1/admin/projects?limit=1000")
     .then(async (page) => {
       out.textContent = "";
       for (const p of page.items) {
         const [keyPage, ...docs] = await Promise.all([
-          adminGet<{ items: KeyView[] }>(`/v1/admin/projects/${encodeURIComponent(p.id)}/keys?limit=1000`),
+          adminGet<KeyPage>(`/v1/admin/projects/${encodeURIComponent(p.id)}/keys?limit=1000`),
           ...KINDS.map(([path]) => adminGet<{ items: Doc[] }>(`/v1/admin/projects/${encodeURIComponent(p.id)}/${path}?limit=1000`).catch(() => ({ items: [] }))),
         ]);
-        const documents = KINDS.flatMap(([, kind], i) => docs[i].items.map((d) => [d.name ? `${d.name} (${d.id})` : d.id, kind.replace(/_/g, " "), historyLink(kind, p.id, d.id)]));
+        const documents = KINDS.flatMap(([, kind], i) => docs[i].items.map((d) => [docLabel(d), kind.replace(/_/g, " "), historyLink(kind, p.id, d.id)]));
         out.append(
           card(
             `${p.name} (${p.id})`,
@@ -56,7 +50,7 @@ export function adminPage(root: HTMLElement): void {
               h("div", null, h("h3", null, "Keys"), table(["key", "kind", "state", ""], keyPage.items.map((k) => [k.name || k.id, k.key_kind, k.revoked ? "revoked" : "active", historyLink("api_key", p.id, k.id)]))),
               h("div", null, h("h3", null, `Documents (${documents.length})`), table(["document", "kind", ""], documents, { "data-documents": p.id })),
             ),
-            [`Origins: ${(p.allowed_origins || []).join(", ") || "none"} · change documents with the admin API or sextant config apply · `, historyLink("project", p.id, p.id, "settings history")],
+            [`Origins: ${(p.allowed_origins ?? []).join(", ") || "none"} · change documents with the admin API or sextant config apply · `, historyLink("project", p.id, p.id, "settings history")],
           ),
         );
       }

@@ -1,31 +1,13 @@
 /** Alerts: rules and their states, a timeline of transitions, acknowledge and mute. */
 import { adminSend, get, mayEdit } from "../api";
+import type { components } from "../api-schema";
 import { card, h, svg, table } from "../dom";
 import { when } from "../format";
 import { historyLink } from "./history";
 
-interface Status {
-  rule_id: string;
-  name: string;
-  rule_kind: string;
-  severity: string;
-  state: string;
-  since: string | null;
-  episode_id: string | null;
-  value: number | null;
-  acknowledged: boolean;
-  muted_until: string | null;
-}
-interface AlertEvent {
-  rule_id: string;
-  from_state: string;
-  to_state: string;
-  at: string;
-  value: number | null;
-  threshold: number | null;
-  message: string;
-  severity: string;
-}
+type Schemas = components["schemas"];
+type Status = Schemas["AlertStatus"];
+type AlertEvent = Schemas["AlertEvent"];
 
 const COLORS: Record<string, string> = { ok: "#2aa876", pending: "#d4b02a", firing: "#d2453b", resolved: "#3a6df0" };
 
@@ -36,8 +18,8 @@ export function alertsPage(root: HTMLElement): () => void {
   const load = async (): Promise<void> => {
     const [states, history, me] = await Promise.all([
       get<Status[]>("/v1/alerts/states"),
-      get<{ items: AlertEvent[] }>("/v1/alerts?limit=200"),
-      get<{ project_id: string }>("/v1/whoami"),
+      get<Schemas["AlertPage"]>("/v1/alerts?limit=200"),
+      get<Schemas["WhoAmI"]>("/v1/whoami"),
     ]);
     project = me.project_id;
     out.textContent = "";

@@ -1,79 +1,22 @@
 /** Experiments: the list, and a report per experiment. */
 import { get } from "../api";
+import type { components } from "../api-schema";
 import { intervalChart } from "../charts";
 import { card, h, table } from "../dom";
 import { formatValue, kindLabel, percent, signedPercent, unitOf, when } from "../format";
 import { historyLink } from "./history";
 
-interface Experiment {
-  id: string;
-  project_id: string;
-  name: string;
-  primary_metric: string | null;
-  guardrail_metrics: string[];
-  variants: { id: string; weight: number }[];
-  start: string | null;
-  stop: string | null;
-  minimum_detectable_effect: number;
-  power: number;
-}
-interface Estimate {
-  estimate: number | null;
-  se: number | null;
-  ci: { low: number | null; high: number | null };
-  p_value: number | null;
-}
-interface Comparison {
-  variant: string;
-  control: string;
-  absolute: Estimate;
-  relative: Estimate;
-  always_valid: { low: number | null; high: number | null };
-  always_valid_relative: { low: number | null; high: number | null };
-  always_valid_p_value: number | null;
-  bayesian: { relative: { chance_to_win: number | null } | null } | null;
-  verdict: string;
-}
-interface MetricResult {
-  metric: string;
-  role: string;
-  metric_kind: string | null;
-  variants: { variant: string; units: number; mean: number | null }[];
-  comparisons: Comparison[];
-  method: { higher_is_better: boolean; test: string } | null;
-  error: string | null;
-}
-interface Results {
-  computed_at: string;
-  variants: { id: string; units: number; weight: number }[];
-  multi_variant_units: number;
-  srm: { p_value: number | null; checked: boolean; flagged: boolean };
-  metrics: MetricResult[];
-}
-interface Decision {
-  metric: string | null;
-  minimum_detectable_effect: number;
-  power: number;
-  units_per_variant: number;
-  units_per_variant_needed: number | null;
-  units_per_variant_needed_always_valid: number | null;
-  units_per_day: number | null;
-  days_remaining: number | null;
-  days_remaining_always_valid: number | null;
-  method: string;
-}
-interface MetricDef {
-  id: string;
-  name: string;
-  metric_kind: string;
-  unit?: string;
-}
+type Schemas = components["schemas"];
+type ExperimentPage = Schemas["Page_Experiment_"];
+type Results = Schemas["ExperimentResults"];
+type Decision = Schemas["Decision"];
+type MetricPage = Schemas["Page_MetricDefinition_"];
 
 export function experimentsPage(root: HTMLElement, args: string[]): void {
   if (args[0]) return experimentPage(root, args[0]);
   const out = h("div", null, h("p", { class: "note" }, "Loading…"));
   root.append(h("h1", null, "Experiments"), out);
-  get<{ items: Experiment[] }>("/v1/experiments?limit=1000")
+  get<ExperimentPage>("/v1/experiments?limit=1000")
     .then(async (page) => {
       out.textContent = "";
       if (!page.items.length) out.append(h("p", null, "No experiments yet."));
@@ -109,10 +52,10 @@ export function experimentPage(root: HTMLElement, id: string): void {
   const out = h("div", { id: "experiment-report" }, h("p", { class: "note" }, "Computing results…"));
   root.append(h("p", null, h("a", { href: "#/experiments" }, "← all experiments")), out);
   Promise.all([
-    get<Experiment>(`/v1/experiments?limit=1000`).then((p) => (p as unknown as { items: Experiment[] }).items.find((e) => e.id === id)),
+    get<ExperimentPage>("/v1/experiments?limit=1000").then((page) => page.items.find((e) => e.id === id)),
     get<Results>(`/v1/experiments/${encodeURIComponent(id)}/results`),
     get<Decision>(`/v1/experiments/${encodeURIComponent(id)}/decision`).catch(() => null),
-    get<{ items: MetricDef[] }>("/v1/metrics?limit=1000"),
+    get<MetricPage>("/v1/metrics?limit=1000"),
   ])
     .then(([experiment, results, decision, metrics]) => {
       out.textContent = "";
@@ -121,9 +64,9 @@ export function experimentPage(root: HTMLElement, id: string): void {
         h("p", { class: "note" }, `Computed ${when(results.computed_at)} from the warehouse.`, experiment ? [" · ", historyLink("experiment", experiment.project_id, experiment.id)] : null),
       );
       if (results.srm.flagged) {
-        out.append(h("div", { class: "banner danger", id: "srm-banner" }, `Sample ratio mismatch (p = ${results.srm.p_value?.toExponential(2)}): the units per variant do not match the weights. Find the cause before reading any result.`));
+        out.append(h("div", { class: "banner danger", id: "srm-banner" }, `Sample ratio mismatch (p = ${results.srm.p_value === null ? "–" : results.srm.p_value.toExponential(2)}): the units per variant do not match the weights. Find the cause before reading any result.`));
       } else {
-        out.append(h("div", { class: "banner ok", id: "srm-banner" }, results.srm.checked ? `Sample ratio check passed (p = ${results.srm.p_value?.toFixed(3)}).` : "Sample ratio not checked yet: too few units."));
+        out.append(h("div", { class: "banner ok", id: "srm-banner" }, results.srm.checked ? `Sample ratio check passed (p = ${results.srm.p_value === null ? "–" : results.srm.p_value.toFixed(3)}).` : "Sample ratio not checked yet: too few units."));
       }
       out.append(
         card(

@@ -1,50 +1,20 @@
 /** Customer feedback: NPS and CSAT with intervals, broken down, and the comments beside them. */
 import { get, query } from "../api";
+import type { components } from "../api-schema";
 import { bars, intervalChart, timeChart } from "../charts";
 import { card, clear, h } from "../dom";
 import { percent, when } from "../format";
 import { historyLink } from "./history";
 
-interface Survey {
-  id: string;
-  project_id: string;
-  name: string;
-  survey_kind: "nps" | "csat";
-  question: string;
-  scale_min: number;
-  scale_max: number;
-}
-interface Score {
-  breakdown: string | null;
-  responses: number;
-  value: number | null;
-  low: number | null;
-  high: number | null;
-  promoters: number;
-  passives: number;
-  detractors: number;
-  satisfied: number;
-  distribution: Record<string, number>;
-}
-interface SurveyResult {
-  overall: Score;
-  groups: Score[];
-  daily: { t: string; responses: number; value: number | null; low: number | null; high: number | null }[];
-  method: string;
-}
-interface Comment {
-  timestamp: string;
-  distinct_id: string;
-  score: number | null;
-  comment: string;
-  breakdown: string | null;
-}
+type Schemas = components["schemas"];
+type Survey = Schemas["Survey"];
+type SurveyResult = Schemas["SurveyResult"];
 
 export function feedbackPage(root: HTMLElement): () => void {
   const out = h("div", { id: "feedback" });
   const charts: ReturnType<typeof timeChart>[] = [];
   root.append(h("h1", null, "Customer feedback"), out);
-  Promise.all([get<Survey[]>("/v1/surveys"), get<{ items: { id: string; name: string }[] }>("/v1/experiments?limit=1000")])
+  Promise.all([get<Survey[]>("/v1/surveys"), get<Schemas["Page_Experiment_"]>("/v1/experiments?limit=1000")])
     .then(([surveys, experiments]) => {
       if (!surveys.length) {
         out.append(h("p", null, "No surveys yet. Send answers as `Survey Responded` events (survey, score, comment) and add a survey document."));
@@ -75,7 +45,7 @@ export function feedbackPage(root: HTMLElement): () => void {
       const loadComments = async (): Promise<void> => {
         scores.hidden = current.survey_kind !== "nps";
         const breakdown = by.value.startsWith("p:") ? by.value.slice(2) : null;
-        const r = await get<{ comments: Comment[] }>(`/v1/surveys/${encodeURIComponent(current.id)}/comments${query({ from: from(), to: to(), q: search.value, scores: current.survey_kind === "nps" ? scores.value : "all", breakdown, limit: 20 })}`);
+        const r = await get<Schemas["CommentsResult"]>(`/v1/surveys/${encodeURIComponent(current.id)}/comments${query({ from: from(), to: to(), q: search.value, scores: current.survey_kind === "nps" ? scores.value : "all", breakdown, limit: 20 })}`);
         clear(comments);
         if (!r.comments.length) comments.append(h("p", { class: "note" }, "No comments match."));
         for (const c of r.comments) {
@@ -100,7 +70,7 @@ export function feedbackPage(root: HTMLElement): () => void {
         const o = r.overall;
         const chart = timeChart(nps ? "points" : "percent", undefined, 180, false);
         charts.push(chart);
-        const dist = Object.entries(o.distribution).sort((a, b) => Number(a[0]) - Number(b[0]));
+        const dist = Object.entries(o.distribution ?? {}).sort((a, b) => Number(a[0]) - Number(b[0]));
         body.append(
           h(
             "div",

@@ -1,25 +1,18 @@
 /** Funnel builder over /v1/insights/funnels: steps, window, range, breakdown; bars and a table. */
 import { get, post } from "../api";
+import type { components } from "../api-schema";
 import { bars } from "../charts";
 import { card, clear, h, table } from "../dom";
 import { duration, percent } from "../format";
 
-interface StepResult {
-  step: number;
-  event: string;
-  users: number;
-  conversion_from_previous: number | null;
-  conversion_from_start: number | null;
-  median_seconds_from_previous: number | null;
-}
-interface FunnelResult {
-  groups: { breakdown: string | null; steps: StepResult[] }[];
-}
+type Schemas = components["schemas"];
+type FunnelResult = Schemas["FunnelResult"];
+type EventName = Schemas["EventName"];
 
 export async function eventNames(): Promise<HTMLDataListElement> {
   const list = h("datalist", { id: "event-names" });
   try {
-    const events = await get<{ event: string; count: number }[]>("/v1/events");
+    const events = await get<EventName[]>("/v1/events");
     for (const e of events) list.append(h("option", { value: e.event }));
   } catch {
     /* suggestions only */

@@ -1,22 +1,13 @@
 /** A config document's history: its audit entries, newest first, and what each changed. */
 import { ApiError, get, isAdmin, ownerGet, query } from "../api";
+import type { components } from "../api-schema";
 import { h } from "../dom";
 import { when } from "../format";
 
-interface AuditEntry {
-  id: string;
-  at: string;
-  action: string;
-  actor: { kind: string; id: string; name: string };
-  source: string;
-  before: Record<string, unknown> | null;
-  after: Record<string, unknown> | null;
-  detail: string;
-}
-interface AuditPage {
-  items: AuditEntry[];
-  next_cursor: string | null;
-}
+type Schemas = components["schemas"];
+type AuditEntry = Schemas["AuditEntry"];
+type AuditPage = Schemas["Page_AuditEntry_"];
+
 /** One field that differs: its dotted path and JSON values (undefined: absent on that side). */
 export interface Change {
   field: string;
@@ -74,7 +65,7 @@ export function historyPage(root: HTMLElement, args: string[]): void {
     const page = await ownerGet<AuditPage>(`/v1/admin/projects/${encodeURIComponent(project)}/audit${query({ target, limit: PAGE_SIZE, cursor })}`);
     if (cursor === null) out.replaceChildren(h("section", { class: "card" }, entriesTable(rows), older));
     rows.append(...page.items.map(entryRow));
-    cursor = page.next_cursor;
+    cursor = page.next_cursor ?? null;
     older.hidden = cursor === null;
     older.disabled = false;
     if (!rows.childElementCount) out.replaceChildren(h("p", { class: "note" }, "No entries: this document has not changed since the audit log began."));
@@ -92,7 +83,7 @@ export function historyPage(root: HTMLElement, args: string[]): void {
  * a person only as the project's owner. */
 async function mayReadAudit(project: string): Promise<boolean> {
   if (isAdmin()) return true;
-  const me = await get<{ project_id: string; role: string }>("/v1/whoami");
+  const me = await get<Schemas["WhoAmI"]>("/v1/whoami");
   return me.role === "owner" && me.project_id === project;
 }
 

@@ -1,35 +1,14 @@
 /** Metric explorer: range and interval, breakdowns, the previous period, live windows. */
 import { get, query, stream } from "../api";
+import type { components } from "../api-schema";
 import { timeChart, type Line } from "../charts";
 import { card, clear, h, table } from "../dom";
 import { formatValue, kindLabel, signedPercent, unitOf, type MetricDef } from "../format";
 import { historyLink } from "./history";
 
-interface Point {
-  t: string;
-  value: number | null;
-  count: number;
-  sum: number;
-  denominator: number;
-  quantiles?: Record<string, number | null> | null;
-}
-interface Series {
-  breakdown: string | null;
-  points: Point[];
-}
-interface SeriesResult {
-  series: Series[];
-}
-interface LivePoint {
-  window_start: string;
-  breakdown: string | null;
-  version: number;
-  value: number | null;
-  count: number;
-  sum: number;
-  denominator: number;
-  quantiles: Record<string, number | null> | null;
-}
+type SeriesResult = components["schemas"]["SeriesResult"];
+type MetricPage = components["schemas"]["Page_MetricDefinition_"];
+type LivePoint = components["schemas"]["LivePoint"];
 
 const RANGES: Record<string, { ms: number; interval: string; label: string }> = {
   "1h": { ms: 3600e3, interval: "minute", label: "Last hour" },
@@ -84,7 +63,7 @@ export function metricsPage(root: HTMLElement, args: string[]): () => void {
   root.append(h("h1", null, "Metrics"), body);
   let stop: (() => void) | null = null;
 
-  get<{ items: MetricDef[] }>("/v1/metrics?limit=1000")
+  get<MetricPage>("/v1/metrics?limit=1000")
     .then((page) => {
       metrics = page.items;
       if (!state.metric && metrics.length) state.metric = metrics[0].id;

@@ -1,34 +1,13 @@
 /** The outcome board: value, trend, progress to target, forecast, and what aims at each. */
 import { get } from "../api";
+import type { components } from "../api-schema";
 import { timeChart } from "../charts";
 import { h } from "../dom";
 import { formatValue, percent, unitOf } from "../format";
 import { historyLink } from "./history";
 
-interface Aiming {
-  id: string;
-  name: string;
-  role: string;
-  experiment: string | null;
-}
-interface OutcomeView {
-  outcome: { id: string; project_id: string; name: string; metric: string; direction: string; target: number; start_date: string; target_date: string; owner: string; why: string };
-  metric_name: string;
-  metric_kind: string | null;
-  current: number | null;
-  baseline: number | null;
-  progress: number | null;
-  status: string;
-  forecast: { at: string; estimate: number; low: number; high: number; slope_per_day: number; points: number; method: string } | null;
-  days: { t: string; value: number | null }[];
-  experiments: Aiming[];
-  features: Aiming[];
-}
-interface MetricDef {
-  id: string;
-  metric_kind: string;
-  unit?: string;
-}
+type OutcomeView = components["schemas"]["OutcomeView"];
+type MetricPage = components["schemas"]["Page_MetricDefinition_"];
 
 const STATUS: Record<string, string> = {
   achieved: "Target reached",
@@ -46,7 +25,7 @@ export function outcomesPage(root: HTMLElement): () => void {
     list,
   );
   const charts: ReturnType<typeof timeChart>[] = [];
-  Promise.all([get<OutcomeView[]>("/v1/outcomes"), get<{ items: MetricDef[] }>("/v1/metrics?limit=1000")])
+  Promise.all([get<OutcomeView[]>("/v1/outcomes"), get<MetricPage>("/v1/metrics?limit=1000")])
     .then(([outcomes, metrics]) => {
       list.textContent = "";
       if (!outcomes.length) list.append(h("p", null, "No outcomes yet. An admin adds them (admin API or YAML: outcomes)."));

@@ -1,14 +1,12 @@
 /** Retention builder over /v1/insights/retention: cohort and return events; a heat table. */
 import { post } from "../api";
+import type { components } from "../api-schema";
 import { bars } from "../charts";
 import { card, clear, h } from "../dom";
 import { percent } from "../format";
 import { eventNames } from "./funnels";
 
-interface RetentionResult {
-  period: string;
-  cohorts: { cohort: string; users: number; returned: number[]; rates: number[] }[];
-}
+type RetentionResult = components["schemas"]["RetentionResult"];
 
 export function retentionPage(root: HTMLElement): void {
   const cohortEvent = h("input", { id: "cohort-event", list: "event-names", value: "Signed Up", "aria-label": "Cohort event" });

@@ -1,23 +1,13 @@
 /** Web analytics: visitors, sessions, bounce rate, pages, sources, devices and countries. */
 import { get, query } from "../api";
+import type { components } from "../api-schema";
 import { bars, timeChart } from "../charts";
 import { card, h, table } from "../dom";
 import { duration, percent } from "../format";
 
-interface Row {
-  value: string;
-  visitors: number;
-  sessions: number;
-  pageviews: number;
-  bounce_rate: number | null;
-}
-interface WebResult {
-  totals: { visitors: number; sessions: number; pageviews: number; bounce_rate: number | null; views_per_session: number | null; mean_session_seconds: number | null };
-  series: { t: string; visitors: number; pageviews: number }[];
-  pages: Row[];
-  breakdowns: Record<string, Row[]>;
-  method: string;
-}
+type Schemas = components["schemas"];
+type Row = Schemas["WebRow"];
+type WebResult = Schemas["WebResult"];
 
 const TITLES: Record<string, string> = { entry: "Entry pages", exit: "Exit pages", referrer: "Referrers", campaign: "UTM campaigns", source: "UTM sources", device: "Devices", country: "Countries" };
 

@@ -23,12 +23,15 @@ from sextant.core.service import add_operational_routes
 from sextant.processor.alerting import MetricAlertService
 from sextant.processor.catalog import ConfigCatalog
 from sextant.processor.faust_log import FaustProcessor
+from sextant.processor.forgetting import Forgetting
 from sextant.processor.metrics import ProcessorMetrics
 from sextant.processor.partition import DedupPolicy
 from sextant.processor.resolver import ResolverStage
 from sextant.processor.runner import StageRunner
 from sextant.processor.settings import ProcessorSettings
 from sextant.processor.stages import StageOne, StageTwo
+from sextant.schemas.identity import FIRST_STAGE, RESOLVER_STAGE
+from sextant.schemas.topics import TOPICS as REGISTRY
 from sextant.schemas.topics import Topic, topic_name
 
 log = get_logger(__name__)
@@ -43,6 +46,7 @@ TOPICS = (
     Topic.IDENTITIES,
     Topic.PERSON_OVERRIDES,
     Topic.IDENTITY_DECISIONS,
+    Topic.PERSON_DELETIONS,
 )
 Clock = Callable[[], float]
 
@@ -189,7 +193,12 @@ def create_app(settings: ProcessorSettings) -> Processor:
     partitions = len(end_offsets(settings, topic_name(Topic.EVENTS_RAW, settings.topic_prefix)))
     ensure_topic(settings, settings.partials_topic, partitions)
     # Created beside an events.raw of any size (an upgrade) with as many partitions.
-    ensure_topic(settings, topic_name(Topic.IDENTITIES, settings.topic_prefix), partitions)
+    ensure_topic(
+        settings,
+        topic_name(Topic.IDENTITIES, settings.topic_prefix),
+        partitions,
+        REGISTRY[Topic.IDENTITIES],
+    )
     board = ProgressBoard(settings.stall_seconds)
     follower = ConfigFollower(settings, progress=board.consumer("config"))
     catalog = ConfigCatalog(follower.state)
@@ -203,6 +212,7 @@ def create_app(settings: ProcessorSettings) -> Processor:
             "they must have as many"
         )
     faust_app = FaustProcessor(settings, partitions, identities)
+    deletions_topic = topic_name(Topic.PERSON_DELETIONS, settings.topic_prefix)
     stage_one = StageOne(
         topic=faust_app.events_topic_name,
         partials_topic=faust_app.partials_topic_name,
@@ -220,6 +230,10 @@ def create_app(settings: ProcessorSettings) -> Processor:
         if settings.processor_experiment_statistics
         else None,
         plans=catalog,
+        forgetting=Forgetting(
+            FIRST_STAGE, catalog.person_deletions, settings.processor_deletion_settle_seconds
+        ),
+        deletions_topic=deletions_topic,
     )
     stage_two = StageTwo(
         topic=faust_app.partials_topic_name,
@@ -243,6 +257,12 @@ def create_app(settings: ProcessorSettings) -> Processor:
         table=faust_app.persons,
         outputs=faust_app.outputs,
         metrics=metrics,
+        forgetting=Forgetting(
+            RESOLVER_STAGE,
+            catalog.person_deletions,
+            settings.processor_deletion_settle_seconds,
+        ),
+        deletions_topic=deletions_topic,
     )
     stages = (stage_one, stage_two, resolver)
     runner = StageRunner(

@@ -13,7 +13,13 @@ from collections import defaultdict
 from sextant.core.config_plane import ConfigState
 from sextant.processor.definitions import CompiledMetric, compile_metric
 from sextant.processor.experiment_stats import ExperimentPlan
-from sextant.schemas.config import ConfigDocument, Experiment, MetricDefinition, Project
+from sextant.schemas.config import (
+    ConfigDocument,
+    Experiment,
+    MetricDefinition,
+    PersonDeletion,
+    Project,
+)
 from sextant.schemas.experiment_stream import statistics_fingerprint, streamed_metrics
 
 DEFAULT_LATENESS_SECONDS: int = Project.model_fields["allowed_lateness_seconds"].default
@@ -33,6 +39,7 @@ class ConfigCatalog:
         self.generation = 0
         """Grows with every rebuild (the streamed statistics follow the plans by it)."""
         self._junk: dict[str, frozenset[str]] = {}
+        self._deletions: list[PersonDeletion] = []
         self.rebuild()
         state.subscribe(self._on_change)
 
@@ -61,6 +68,7 @@ class ConfigCatalog:
             (e.project_id, e.id): e.unit for e in self._state.of_kind(Experiment)
         }
         plans = _plans(self._state.of_kind(Experiment), self._state.of_kind(MetricDefinition))
+        deletions = sorted(self._state.of_kind(PersonDeletion), key=lambda d: d.requested_at)
         with self._lock:
             self._by_event = dict(by_event)
             self._metrics = dict(metrics)
@@ -68,6 +76,7 @@ class ConfigCatalog:
             self._units = units
             self._plans = plans
             self._junk = junk
+            self._deletions = deletions
             self.generation += 1
 
     def experiment_plans(self) -> dict[tuple[str, str], ExperimentPlan]:
@@ -92,6 +101,10 @@ class ConfigCatalog:
 
     def exposure_unit(self, project_id: str, experiment: str) -> str | None:
         return self._units.get((project_id, experiment))
+
+    def person_deletions(self) -> list[PersonDeletion]:
+        """Every person's deletion on the config plane, oldest first."""
+        return self._deletions
 
 
 def _plans(

@@ -27,13 +27,16 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
 
+from sextant.schemas.config import SURVEY_KINDS
 from sextant.schemas.events import EXPERIMENT_VIEWED, EventType
 from sextant.schemas.experiment_stream import Part, StreamedMetric, unit_of
 from sextant.schemas.filters import Predicate, compile_filters, number_of
+from sextant.schemas.metric_values import response_value
 from sextant.schemas.statistics import (
     MOMENT_FIELDS,
     ExperimentMetricStatistics,
@@ -72,13 +75,25 @@ class CompiledPart:
     aggregate: str
     property: str | None
     matches: Predicate
+    scorer: Callable[[float], float] | None = None
+    """A survey response's value from its score (NPS, CSAT); None: the number itself."""
 
     @classmethod
     def of(cls, part: Part) -> CompiledPart:
         metric = part.metric
         key = f"{metric.id}:{part.aggregate}"
+        scorer = None
+        if metric.metric_kind in SURVEY_KINDS:
+            scorer = partial(
+                response_value, metric.metric_kind, satisfied_from=metric.satisfied_from
+            )
         return cls(
-            key, metric.event, part.aggregate, metric.property, compile_filters(metric.filters)
+            key,
+            metric.event,
+            part.aggregate,
+            metric.property,
+            compile_filters(metric.filters),
+            scorer,
         )
 
     def contribution(self, properties: Any) -> float:
@@ -89,7 +104,9 @@ class CompiledPart:
             return 1.0
         number = None if self.property is None else number_of(properties.get(self.property))
         if self.aggregate == "value":
-            return 0.0 if number is None else number
+            if number is None:
+                return 0.0
+            return number if self.scorer is None else self.scorer(number)
         return 0.0 if number is None else 1.0
 
     def value(self, raw: float) -> float:
@@ -436,6 +453,24 @@ class ExperimentStatistics:
             project: tuple(sorted({t.plan.unit_field for t in experiments}))
             for project, experiments in self._by_project.items()
         }
+
+    def forget(self, project: str, names: Callable[[str], bool]) -> int:
+        """Remove the units of ``project`` that ``names`` picks (their totals leave their
+        variant's sums) and their waiting events. Returns the entries removed."""
+        removed = 0
+        for tracked in self._by_project.get(project, []):
+            key = (project, tracked.plan.experiment)
+            for unit in [u for u in tracked.units if names(u)]:
+                tracked.add(tracked.units.pop(unit), -1)
+                self._deleted.append(self._unit_key(project, tracked.plan.experiment, unit))
+                self._dirty_units.discard((*key, unit))
+                self._dirty.add(key)
+                removed += 1
+        for key in [k for k in self.buffers if k[0] == project and names(k[1])]:
+            del self.buffers[key]
+            self._dirty_buffers.add(key)
+            removed += 1
+        return removed
 
     # recovery ------------------------------------------------------------------------------
 

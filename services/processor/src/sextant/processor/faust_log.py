@@ -819,6 +819,7 @@ class FaustProcessor:
             app.topic(topic_name(Topic.EXPERIMENT_STATISTICS, prefix)),
             app.topic(topic_name(Topic.PERSON_OVERRIDES, prefix)),
             app.topic(topic_name(Topic.IDENTITY_DECISIONS, prefix)),
+            app.topic(topic_name(Topic.PERSON_DELETIONS, prefix)),
         ):
             self.outputs.add(topic)
         self.windows = KeyPartitionedTable(

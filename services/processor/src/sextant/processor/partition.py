@@ -24,7 +24,7 @@ Exactness after a crash rests on four rules, all in this module:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -323,6 +323,17 @@ class WindowState:
             user.tallied = now
         self.untallied.clear()
 
+    def forget_users(self, gone: set[str]) -> None:
+        """Take these users out of the window, and out of its tally."""
+        for user_id in gone:
+            user = self.users.pop(user_id)
+            if user.tallied is not None:
+                group = self.tally[user.tallied[0]]
+                group.denominator -= 1
+                group.count -= user.tallied[1]
+        self.changed_users -= gone
+        self.untallied -= gone
+
     def conversion_groups(self) -> dict[str, Group]:
         """Per breakdown value: users whose first A is here, and those of them converted."""
         self.retally()
@@ -479,6 +490,8 @@ class PartitionState:
         self._dirty_windows: set[tuple[str, str, int]] = set()
         self._new_exposures: list[tuple[tuple[str, str, str], Exposure]] = []
         self._orphans: list[str] = []
+        self._forgotten: list[str] = []
+        """Entries removed for a person's deletion: tombstoned first at the next flush."""
         self._newest_received = 0.0
         self._journeys: dict[tuple[str, str], dict[str, set[int]]] = {}
         """Per conversion metric, user → starts of the open windows holding the user."""
@@ -748,11 +761,48 @@ class PartitionState:
         state.offset = offset
         self._new_exposures.append((key, seen.model_copy(update={"multi_variant": True})))
 
+    # forgetting a person ----------------------------------------------------------------------
+
+    def forget(self, project: str, names: Callable[[str], bool]) -> int:
+        """Remove everything of ``project`` kept under an id ``names`` picks: first exposures,
+        conversion users (their windows' partials are sent again without them) and
+        experiment units. The next flush writes the tombstones. Returns the entries removed."""
+        removed = 0
+        for unit_key in [k for k in self.exposures if k[0] == project and names(k[2])]:
+            del self.exposures[unit_key]
+            self._forgotten.append(self._exposure_key(unit_key))
+            removed += 1
+        self._new_exposures = [e for e in self._new_exposures if e[0] in self.exposures]
+        for key, window in self.windows.items():
+            if key[0] != project or not window.users:
+                continue
+            gone = {user_id for user_id in window.users if names(user_id)}
+            if not gone:
+                continue
+            self._unindex_users(key, window)
+            window.forget_users(gone)
+            self._index_users(key, window)
+            # Older chunks hold the users' states: replace them all by one of the remaining.
+            self._forgotten.extend(window.user_chunks)
+            window.user_chunks.clear()
+            window.changed_users = set(window.users)
+            # The state covers every offset up to the last one applied: the window changed
+            # there, so its partial replaces the one stage two has (unless the person's event
+            # was the partition's last, when the window's next change carries the correction).
+            window.offset = max(window.offset, self.last_offset)
+            self._dirty_windows.add(key)
+            removed += len(gone)
+        if self.statistics is not None:
+            removed += self.statistics.forget(project, names)
+        return removed
+
     # flushing -------------------------------------------------------------------------------
 
     def flush(self, catalog: Catalog) -> FlushResult:
         """What to send, then what to persist (in this order) for everything since last flush."""
         result = FlushResult()
+        result.writes.extend((key, None) for key in self._forgotten)
+        self._forgotten.clear()
         for key in sorted(self._dirty_windows):
             window = self.windows.get(key)
             if window is not None:

@@ -148,6 +148,20 @@ class PersonsState:
             out.append((f"{self.partition}|c", orjson.dumps(self.last_offset)))
         return out
 
+    def forget(self, project: str, names: Callable[[str], bool]) -> int:
+        """Forget every person of ``project`` with an id ``names`` picks (the whole person:
+        the resolver may know ids the deletion request did not), so a later event under one
+        of those ids starts a fresh person. Returns how many persons were forgotten."""
+        persons = self.projects.get(project)
+        if persons is None:
+            return 0
+        gone = [pid for pid, person in persons.persons.items() if any(map(names, person.ids))]
+        for person_id in gone:
+            for member in persons.persons[person_id].ids:
+                persons.person_of.pop(member, None)
+            self._drop(project, person_id)
+        return len(gone)
+
     def person_ids(self, project: str, distinct_id: str) -> list[str]:
         """Every id of ``distinct_id``'s person."""
         return list(self.projects.get(project, ProjectPersons()).person(distinct_id)[1].ids)

@@ -17,6 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from sextant.core.logging import get_logger
+from sextant.processor.forgetting import Forgetting, Passes
 from sextant.processor.gaps import Sequenced
 from sextant.processor.log import LogRecord, Outputs, StateTable
 from sextant.processor.metrics import ProcessorMetrics
@@ -46,8 +47,13 @@ class ResolverStage:
         table: StateTable,
         outputs: Outputs,
         metrics: ProcessorMetrics,
+        forgetting: Forgetting | None = None,
+        deletions_topic: str = "",
     ) -> None:
         self.topic = topic
+        self.forgetting = forgetting
+        """With it, deleted persons are forgotten, reported to ``deletions_topic``."""
+        self.deletions_topic = deletions_topic
         self.overrides_topic = overrides_topic
         self.decisions_topic = decisions_topic
         self.partitions = partitions
@@ -69,11 +75,16 @@ class ResolverStage:
 
     def reload(self, partition: int) -> PersonsState:
         state = self.persons[partition] = self._load(partition)
+        if self.forgetting is not None:
+            self.forgetting.forget_partition(partition)
         return state
 
     def recovered(self, active: set[int]) -> None:
         self.table.forget_partitions(set(range(self.partitions)) - active)
         self.persons = {p: self._load(p) for p in sorted(active)}
+        if self.forgetting is not None:
+            for partition in range(self.partitions):
+                self.forgetting.forget_partition(partition)
 
     def take(
         self, records: Sequence[LogRecord], assigned: set[int]
@@ -93,8 +104,8 @@ class ResolverStage:
                 refused.append(record)
                 continue
             touched.add(partition)
-            if outcome is not Outcome.APPLIED:
-                continue
+            if outcome is not Outcome.APPLIED or record.value is None:
+                continue  # a tombstone (null value) says nothing about a person: passed over
             try:
                 edge = IdentityEdge.model_validate_json(record.value or b"")
             except ValidationError:
@@ -108,6 +119,12 @@ class ResolverStage:
 
     async def flush(self, taken: tuple[Applied, set[int]], still_valid: StillValid) -> bool:
         applied, touched = taken
+        forgotten: dict[int, Passes] = {}
+        if self.forgetting is not None:
+            for partition in sorted(touched):
+                forgotten[partition] = self.forgetting.apply(
+                    partition, self.persons[partition].forget
+                )
         send = self.outputs.send
         acknowledged: list[Awaitable[None]] = []
         for override in applied.overrides:
@@ -135,6 +152,9 @@ class ResolverStage:
             return False
         for partition in sorted(touched):
             self.table.write(self.persons[partition].writes())
+        if self.forgetting is not None:
+            for partition, done in forgotten.items():
+                await self.forgetting.persisted(partition, done, self.outputs, self.deletions_topic)
         return True
 
     async def tick(self, assigned: set[int], still_valid: StillValid) -> None:

@@ -49,6 +49,10 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     ``experiment_statistics``), so the gateway answers its results without the events table."""
     processor_person_max_ids: int = Field(default=1_000, ge=2)
     """A merge that would give one person more ids than this is refused (and recorded)."""
+    processor_deletion_settle_seconds: float = Field(default=60.0, ge=0)
+    """A person's deletion is applied to the state as soon as it is seen, and again this long
+    after it was requested (events in flight when it came have been applied by then); the
+    second pass reports each partition done."""
     processor_data_dir: Path = LOCAL_DIR / "processor"
     processor_group: str = ""
     """Consumer group (faust app id); default ``<topic_prefix>-processor``."""

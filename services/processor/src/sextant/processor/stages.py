@@ -29,6 +29,7 @@ import orjson
 from sextant.core.logging import get_logger
 from sextant.processor.aggregates import Partial
 from sextant.processor.experiment_stats import ExperimentStatistics, Plans
+from sextant.processor.forgetting import Forgetting, Passes
 from sextant.processor.gaps import Sequenced
 from sextant.processor.log import LogRecord, Outputs, StateTable
 from sextant.processor.merge import MergeState
@@ -107,8 +108,13 @@ class StageOne:
         wall_clock: Callable[[], float] = time.time,
         statistics_topic: str | None = None,
         plans: Plans | None = None,
+        forgetting: Forgetting | None = None,
+        deletions_topic: str = "",
     ) -> None:
         self.topic = topic
+        self.forgetting = forgetting
+        """With it, deleted persons are forgotten, reported to ``deletions_topic``."""
+        self.deletions_topic = deletions_topic
         self.statistics_topic = statistics_topic
         self.plans = plans
         """With both, the partitions stream experiment statistics to ``statistics_topic``."""
@@ -137,11 +143,16 @@ class StageOne:
 
     def reload(self, partition: int) -> PartitionState:
         state = self.partition_states[partition] = self._load(partition)
+        if self.forgetting is not None:
+            self.forgetting.forget_partition(partition)
         return state
 
     def recovered(self, active: set[int]) -> None:
         self.table.forget_partitions(set(range(self.partitions)) - active)
         self.partition_states = {p: self._load(p) for p in sorted(active)}
+        if self.forgetting is not None:
+            for partition in range(self.partitions):
+                self.forgetting.forget_partition(partition)
 
     def take(
         self, records: Sequence[LogRecord], assigned: set[int]
@@ -180,8 +191,11 @@ class StageOne:
 
     async def flush(self, taken: set[int], still_valid: StillValid) -> bool:
         results: list[FlushResult] = []
+        forgotten: dict[int, Passes] = {}
         for partition in sorted(taken):
             state = self.partition_states[partition]
+            if self.forgetting is not None:
+                forgotten[partition] = self.forgetting.apply(partition, state.forget)
             results.append(state.flush(self.catalog))
             counters = state.counters
             self.metrics.events.inc(counters.processed)
@@ -227,6 +241,11 @@ class StageOne:
             return False
         for result in results:
             self.table.write(result.writes)
+        if self.forgetting is not None:
+            for partition, applied in forgotten.items():
+                await self.forgetting.persisted(
+                    partition, applied, self.outputs, self.deletions_topic
+                )
         return True
 
     async def tick(self, assigned: set[int], still_valid: StillValid) -> None:

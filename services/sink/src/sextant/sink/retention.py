@@ -1,4 +1,5 @@
-"""Retention and deletion of persons, by the sink (the warehouse's only writer).
+"""Retention, deletion of persons and the person squash, by the sink (the warehouse's only
+writer).
 
 Each project's raw events older than its ``raw_event_retention_days`` are deleted on a
 schedule. Each person deletion on the config plane has its rows deleted from every table
@@ -9,7 +10,8 @@ The setting is followed from the config plane, so a change applies at the next r
 a rebuild or a restart. Metric windows, exposures and alert history are not touched: they
 are kept as long as the warehouse keeps them. Each round reports what it removed (rows per
 project and table) in the log, in ``sextant_sink_retention_rows_removed_total`` and in the
-sink's ``/status``.
+sink's ``/status``. Every ``sink_person_squash_interval_seconds`` the person overrides are
+written onto the events (:mod:`sextant.sink.squash`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sextant.core.persons import PERSON_COLUMNS, person_predicate
 from sextant.core.warehouse import Warehouse, connect
 from sextant.schemas.config import PersonDeletion, Project
 from sextant.sink.settings import SinkSettings
+from sextant.sink.squash import squash_persons
 
 log = get_logger(__name__)
 
@@ -57,7 +60,8 @@ class Removal:
 
 
 class RetentionService(BackgroundLoop):
-    """Deletes what outlived each project's retention, every ``sink_retention_interval_seconds``."""
+    """Deletes what outlived each project's retention, every ``sink_retention_interval_seconds``;
+    deletes requested persons; squashes person overrides into the events."""
 
     name = "retention"
 
@@ -96,7 +100,7 @@ class RetentionService(BackgroundLoop):
         try:
             self.follower.wait_caught_up(self.settings.config_wait_seconds)
             self.connected()
-            last_retention = float("-inf")
+            last_retention = last_squash = float("-inf")
             while not self.stopping.is_set():
                 self.forget_persons(warehouse)
                 if (
@@ -105,6 +109,12 @@ class RetentionService(BackgroundLoop):
                 ):
                     self.run_once(warehouse)
                     last_retention = time.monotonic()
+                if (
+                    time.monotonic() - last_squash
+                    >= self.settings.sink_person_squash_interval_seconds
+                ):
+                    squash_persons(warehouse)
+                    last_squash = time.monotonic()
                 if self.wait(self.settings.sink_deletion_interval_seconds):
                     return
         finally:

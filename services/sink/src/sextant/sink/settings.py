@@ -42,6 +42,9 @@ class SinkSettings(KafkaSection, ClickHouseSection, ServiceSection):
     """How often raw events past their project's ``raw_event_retention_days`` are deleted."""
     sink_deletion_interval_seconds: float = Field(default=10.0, gt=0)
     """How often requested deletions of persons are looked for and carried out."""
+    sink_person_squash_interval_seconds: float = Field(default=3600.0, gt=0)
+    """How often person overrides are written onto the events (``sextant.sink.squash``), so
+    person-aware queries join only the overrides newer than the last squash."""
     sink_migrate: bool = True
     """Apply pending warehouse migrations at start."""
 

@@ -1,0 +1,125 @@
+"""Person squash: every event's person written onto the event (``events.person_id``).
+
+Person-aware queries (:mod:`sextant.gateway.persons`) read an event's person as: its id's
+override when that override is not squashed yet or the row has no ``person_id`` yet (``''``),
+else ``person_id``. A squash round keeps that equal to applying every override at query
+time, at every moment, whatever else writes meanwhile:
+
+1. Copy ``person_overrides FINAL`` (each id's newest override) into a round table.
+2. One mutation writes each row's person (its override's, else the id itself) onto every
+   event that has none yet or whose id has an unsquashed override in the copy. Until step 3
+   those ids are unsquashed, so queries apply their overrides whatever the mutation has
+   reached; rows written during the mutation keep ``''`` and are looked up too.
+3. Mark the copied unsquashed overrides squashed (a copy with ``squashed = 1``, same key and
+   version, written later, so ``FINAL`` keeps it). An override newer than the copy is still
+   unsquashed and keeps applying; the same override sent again reads unsquashed again.
+
+The mutation reads the round's map through ``joinGet`` on a ``Join`` table, which the engine
+(embedded or a server) evaluates once per row without a join of the whole events table.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
+
+from sextant.core.logging import get_logger
+from sextant.core.warehouse import Warehouse
+
+log = get_logger(__name__)
+
+SQUASHED = Counter(
+    "sextant_sink_person_overrides_squashed_total",
+    "Person overrides written onto the events and marked squashed",
+)
+SQUASH_SECONDS = Histogram(
+    "sextant_sink_person_squash_seconds",
+    "How long a person squash round took",
+    buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900),
+)
+_OVERRIDE_COLUMNS = "project_id, distinct_id, person_id, version, updated_at"
+
+
+@dataclass(frozen=True)
+class SquashResult:
+    overrides: int
+    """Overrides written onto the events in this round (those not squashed before)."""
+    unstamped_events: int
+    """Event rows that had no person yet when the round began."""
+    seconds: float
+
+
+def squash_persons(warehouse: Warehouse) -> SquashResult:
+    """One squash round over every project (see the module's description)."""
+    started = time.perf_counter()
+    [[database]] = warehouse.query_rows("SELECT currentDatabase()")
+    tag = f"person_squash_{secrets.token_hex(6)}"
+    rows, person_map = f"`{database}`.{tag}_rows", f"`{database}`.{tag}_map"
+    try:
+        _copy_overrides(warehouse, rows, person_map)
+        [[overrides]] = warehouse.query_rows(f"SELECT count() FROM {rows} WHERE squashed = 0")
+        [[unstamped]] = warehouse.query_rows("SELECT count() FROM events WHERE empty(person_id)")
+        if overrides or unstamped:
+            _write_persons(warehouse, rows, person_map, database, tag)
+            _mark_squashed(warehouse, rows)
+    finally:
+        warehouse.command(f"DROP TABLE IF EXISTS {rows}")
+        warehouse.command(f"DROP TABLE IF EXISTS {person_map}")
+    seconds = time.perf_counter() - started
+    SQUASHED.inc(overrides)
+    SQUASH_SECONDS.observe(seconds)
+    log.info("persons squashed", overrides=overrides, events=unstamped, seconds=round(seconds, 2))
+    return SquashResult(int(overrides), int(unstamped), seconds)
+
+
+def _copy_overrides(warehouse: Warehouse, rows: str, person_map: str) -> None:
+    warehouse.command(
+        f"CREATE TABLE {rows} (project_id String, distinct_id String, person_id String,"
+        " version UInt64, updated_at DateTime64(3, 'UTC'), squashed UInt8)"
+        " ENGINE = MergeTree ORDER BY (project_id, distinct_id)"
+    )
+    warehouse.command(
+        f"INSERT INTO {rows} SELECT {_OVERRIDE_COLUMNS}, squashed FROM person_overrides FINAL"
+    )
+    warehouse.command(
+        f"CREATE TABLE {person_map} (project_id String, distinct_id String, person_id String)"
+        " ENGINE = Join(ANY, LEFT, project_id, distinct_id)"
+    )
+    warehouse.command(
+        f"INSERT INTO {person_map} SELECT project_id, distinct_id, person_id FROM {rows}"
+    )
+
+
+def _write_persons(
+    warehouse: Warehouse, rows: str, person_map: str, database: str, tag: str
+) -> None:
+    # Mutations run without a current database: every table is named with its database.
+    # joinGet answers '' for an id without an override (no person_id is ever '').
+    person = f"joinGet('{database}.{tag}_map', 'person_id', toString(project_id), distinct_id)"
+    try:
+        warehouse.command(
+            f"ALTER TABLE events UPDATE person_id = if(empty({person}), distinct_id, {person})"
+            " WHERE empty(person_id) OR (toString(project_id), distinct_id) IN"
+            f" (SELECT project_id, distinct_id FROM {rows} WHERE squashed = 0)"
+            " SETTINGS mutations_sync = 1, allow_nondeterministic_mutations = 1"
+        )
+    except Exception:
+        # A failed mutation stays queued and retried, holding up every later one: end it.
+        warehouse.command(
+            "KILL MUTATION WHERE database = currentDatabase() AND table = 'events'"
+            f" AND position(command, '{tag}') > 0"
+        )
+        raise
+
+
+def _mark_squashed(warehouse: Warehouse, rows: str) -> None:
+    # Not deduplicated: a later round may need to write the same marks again (the resolver
+    # sent the same override again in between).
+    warehouse.command(
+        f"INSERT INTO person_overrides ({_OVERRIDE_COLUMNS}, squashed)"
+        f" SELECT {_OVERRIDE_COLUMNS}, 1 FROM {rows} WHERE squashed = 0"
+        " SETTINGS insert_deduplicate = 0"
+    )
