@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from sextant.core.migrations import migrate
+from sextant.core.persons import PERSON_COLUMNS, person_predicate
 from sextant.core.warehouse import Warehouse, connect
+from sextant.core.warehouse_cluster import LAYOUTS, mutation
+from sextant.sink.retention import RAW_TABLES
 from tests.cluster_layout import cluster_form, migrate_standin
 
 FORM = cluster_form()
@@ -53,3 +56,35 @@ def test_standin_tables_have_the_single_server_names_and_columns(warehouse_url: 
         "AND name != 'schema_migrations' ORDER BY name"
     )
     assert standin.query_rows(keys) == single.query_rows(keys)
+
+
+_PARAMETERS = {"p": "acme", "hashes": ["0" * 64]}
+
+
+def _sink_mutations(cluster: str | None) -> list[str]:
+    """The deletions the sink runs: retention's per raw table, a person's per table."""
+    raw = [
+        mutation(table, f"DELETE WHERE project_id = {{p:String}} AND {column} < now()", cluster)
+        for table, column in RAW_TABLES.items()
+    ]
+    persons = [
+        mutation(table, f"DELETE WHERE {person_predicate(table)}", cluster)
+        for table in PERSON_COLUMNS
+    ]
+    return raw + persons
+
+
+@pytest.mark.parametrize("statement", _sink_mutations("sextant"))
+def test_the_sinks_deletions_parse_for_the_cluster(engine: Warehouse, statement: str) -> None:
+    ast = engine.query_rows(f"EXPLAIN AST {statement}", _PARAMETERS)
+    assert ast[0][0].split()[0] == "AlterQuery", ast[0]
+    # A Distributed table takes no mutation: sharded tables are changed on each node's own.
+    table = statement.split()[2]
+    assert table.endswith("_local") or LAYOUTS[table].sharding_key is None
+
+
+def test_the_sinks_deletions_run_on_a_single_node(warehouse_url: str) -> None:
+    single = connect(warehouse_url.replace("?database=t", "?database=m"))
+    migrate(single)
+    for statement in _sink_mutations(None):
+        single.command(statement, _PARAMETERS)

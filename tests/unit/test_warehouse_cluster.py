@@ -15,6 +15,7 @@ from sextant.core.warehouse_cluster import (
     UnknownStatement,
     cluster_statements,
     ledger_statement,
+    mutation,
 )
 
 CLUSTER = "sextant"
@@ -152,3 +153,17 @@ def test_the_cluster_name_is_an_identifier() -> None:
     assert ClickHouseSection(clickhouse_cluster="sextant").clickhouse_cluster == "sextant"
     with pytest.raises(ValidationError):
         ClickHouseSection(clickhouse_cluster="x; DROP TABLE events")
+
+
+def test_mutations_run_on_each_nodes_own_tables() -> None:
+    assert mutation("events", "DELETE WHERE 1", None) == (
+        "ALTER TABLE events DELETE WHERE 1 SETTINGS mutations_sync = 1"
+    )
+    assert mutation("events", "DELETE WHERE 1", "c") == (
+        "ALTER TABLE events_local ON CLUSTER c DELETE WHERE 1 SETTINGS mutations_sync = 2"
+    )
+    assert mutation("person_overrides", "DELETE WHERE 1", "c").startswith(
+        "ALTER TABLE person_overrides ON CLUSTER c "
+    )
+    with pytest.raises(UnknownStatement):
+        mutation("nowhere", "DELETE WHERE 1", "c")

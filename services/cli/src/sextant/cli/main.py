@@ -391,8 +391,15 @@ def persons_squash() -> None:
     SEXTANT_SINK_PERSON_SQUASH_INTERVAL_SECONDS), so person-aware queries read one column."""
     from sextant.core.warehouse import connect
 
+    settings = CliSettings()
+    if settings.clickhouse_cluster is not None:
+        console.print(
+            "[red]the squash runs on a single ClickHouse node; on a cluster person-aware "
+            "queries apply every override at query time[/red]"
+        )
+        raise typer.Exit(2)
     squash = importlib.import_module("sextant.sink.squash")
-    result = squash.squash_persons(connect(CliSettings().clickhouse_url))
+    result = squash.squash_persons(connect(settings.clickhouse_url))
     console.print(
         f"squashed {result.overrides} overrides; {result.unstamped_events} events had no person"
         f" yet ({result.seconds:.1f} s)"

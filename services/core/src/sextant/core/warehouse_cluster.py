@@ -71,6 +71,16 @@ def local_name(table: str) -> str:
     return f"{table}_local"
 
 
+def mutation(table: str, change: str, cluster: str | None) -> str:
+    """``ALTER TABLE <table> <change>`` (a ``DELETE`` or ``UPDATE``) where it runs: on a
+    cluster, on every node's local table (a ``Distributed`` table takes no mutation; a whole
+    copy is its own local table), waiting for every replica."""
+    if cluster is None:
+        return f"ALTER TABLE {table} {change} SETTINGS mutations_sync = 1"
+    name = table if _layout(table).sharding_key is None else local_name(table)
+    return f"ALTER TABLE {name} ON CLUSTER {cluster} {change} SETTINGS mutations_sync = 2"
+
+
 _CREATE_TABLE = re.compile(
     r"^CREATE TABLE IF NOT EXISTS (?P<name>\w+)\s*(?P<body>\(.*?\)\s*)"
     r"ENGINE = (?P<engine>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)$",

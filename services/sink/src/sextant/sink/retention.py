@@ -12,6 +12,10 @@ are kept as long as the warehouse keeps them. Each round reports what it removed
 project and table) in the log, in ``sextant_sink_retention_rows_removed_total`` and in the
 sink's ``/status``. Every ``sink_person_squash_interval_seconds`` the person overrides are
 written onto the events (:mod:`sextant.sink.squash`).
+
+On a ClickHouse cluster the deletions run on every node's local tables; the squash does not
+run there (its lookup table would have to be on every node), so person-aware queries apply
+every override at query time: the same answers, without the squash's speed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.logging import get_logger
 from sextant.core.persons import PERSON_COLUMNS, person_predicate
 from sextant.core.warehouse import Warehouse, connect
+from sextant.core.warehouse_cluster import mutation
 from sextant.schemas.config import PersonDeletion, Project
 from sextant.sink.settings import SinkSettings
 from sextant.sink.squash import squash_persons
@@ -110,7 +115,8 @@ class RetentionService(BackgroundLoop):
                     self.run_once(warehouse)
                     last_retention = time.monotonic()
                 if (
-                    time.monotonic() - last_squash
+                    self.settings.clickhouse_cluster is None
+                    and time.monotonic() - last_squash
                     >= self.settings.sink_person_squash_interval_seconds
                 ):
                     squash_persons(warehouse)
@@ -145,7 +151,7 @@ class RetentionService(BackgroundLoop):
                 if not rows:
                     continue
                 warehouse.command(
-                    f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 1",
+                    mutation(table, f"DELETE WHERE {where}", self.settings.clickhouse_cluster),
                     parameters,
                 )
                 PERSON_ROWS_DELETED.labels(table).inc(rows)
@@ -166,7 +172,7 @@ class RetentionService(BackgroundLoop):
             if not rows:
                 continue
             warehouse.command(
-                f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 1",
+                mutation(table, f"DELETE WHERE {where}", self.settings.clickhouse_cluster),
                 parameters,
             )
             ROWS_REMOVED.labels(project_id, table).inc(rows)
