@@ -288,3 +288,54 @@ def test_a_hash_with_old_parameters_is_replaced_at_sign_in(harness: Harness) -> 
     assert stored.password_hash != weak
     assert stored.password_hash.startswith("$argon2id$v=19$m=65536,t=3")
     sign_in(harness.client, "legacy@example.com")
+
+
+def test_a_person_changes_their_own_password_and_their_other_sessions_end(
+    harness: Harness, replica: httpx.Client
+) -> None:
+    c, base = harness.client, harness.base_url
+    harness.put_config(person("mia", {"acme": Role.VIEWER}))
+    here, elsewhere = sign_in(c, "mia@example.com"), sign_in(replica, "mia@example.com")
+    new = "a brand new passphrase"
+
+    wrong = c.post(
+        "/v1/auth/password",
+        json={"current_password": "not it", "new_password": new},
+        headers=as_person(base, here),
+    )
+    assert_problem(wrong, 401, "password")
+    short = c.post(
+        "/v1/auth/password",
+        json={"current_password": PASSWORD, "new_password": "short"},
+        headers=as_person(base, here),
+    )
+    assert_problem(short, 422, "new_password")
+    foreign = c.post(
+        "/v1/auth/password",
+        json={"current_password": PASSWORD, "new_password": new},
+        headers=as_person(base, here, origin=False) | {"Origin": "https://evil.example"},
+    )
+    assert_problem(foreign, 403)
+
+    changed = c.post(
+        "/v1/auth/password",
+        json={"current_password": PASSWORD, "new_password": new},
+        headers=as_person(base, here),
+    )
+    assert changed.status_code == 200, changed.text
+    renewed = changed.cookies[SESSION_COOKIE]
+    c.cookies.clear()
+    # This browser stays signed in with its new session; the other device's session ends.
+    assert c.get("/v1/auth/me", headers=as_person(base, renewed)).status_code == 200
+    wait_for(
+        lambda: replica.get("/v1/auth/me", headers=as_person(base, elsewhere)).status_code == 401,
+        10,
+        message="the other session ended on the replica",
+    )
+    assert_problem(c.get("/v1/auth/me", headers=as_person(base, here)), 401)
+    old = c.post("/v1/auth/login", json={"email": "mia@example.com", "password": PASSWORD})
+    assert_problem(old, 401)
+    sign_in(c, "mia@example.com", new)
+    entry = _audit(harness, action="password.changed", target="account:*:mia")[0]
+    assert entry["actor"]["id"] == "account:*:mia"
+    assert new not in str(entry) and PASSWORD not in str(entry)

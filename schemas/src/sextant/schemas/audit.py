@@ -39,6 +39,8 @@ class AuditAction(StrEnum):
     LOGIN_LOCKED = "login.locked"
     """Failed sign-ins for one account from one address reached the limit: locked out."""
     LOGOUT = "logout"
+    PASSWORD_CHANGED = "password.changed"
+    """A person changed their own password (their other sessions end)."""
 
 
 class Actor(BaseModel):

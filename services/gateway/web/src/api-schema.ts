@@ -631,6 +631,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/auth/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Change one's own password (every other session of the account ends) */
+        post: operations["change_password_v1_auth_password_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/auth/me": {
         parameters: {
             query?: never;
@@ -1875,7 +1892,7 @@ export interface components {
          * AuditAction
          * @enum {string}
          */
-        AuditAction: "config.created" | "config.changed" | "config.deleted" | "key.created" | "key.first_used" | "key.used" | "key.revoked" | "key.rotated" | "access.denied" | "auth.failures" | "person.deletion" | "person.export" | "person.merge" | "person.split" | "login.succeeded" | "login.failed" | "login.locked" | "logout";
+        AuditAction: "config.created" | "config.changed" | "config.deleted" | "key.created" | "key.first_used" | "key.used" | "key.revoked" | "key.rotated" | "access.denied" | "auth.failures" | "person.deletion" | "person.export" | "person.merge" | "person.split" | "login.succeeded" | "login.failed" | "login.locked" | "logout" | "password.changed";
         /** AuditEntry */
         AuditEntry: {
             /** Id */
@@ -3616,6 +3633,22 @@ export interface components {
              * @description Pass as `cursor` to get the next page
              */
             next_cursor?: string | null;
+        };
+        /**
+         * PasswordChange
+         * @example {
+         *       "current_password": "correct horse battery staple",
+         *       "new_password": "a longer and newer passphrase"
+         *     }
+         */
+        PasswordChange: {
+            /** Current Password */
+            current_password: string;
+            /**
+             * New Password
+             * @description Stored as an argon2 hash, never shown
+             */
+            new_password: string;
         };
         /** Person */
         Person: {
@@ -12753,6 +12786,139 @@ export interface operations {
                      *       "status": 422,
                      *       "detail": "what went wrong, in words",
                      *       "parameter": "from"
+                     *     }
+                     */
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    change_password_v1_auth_password_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: {
+                /** @description The session cookie `POST /v1/auth/login` set (the browser sends it) */
+                sextant_session?: string | null;
+            };
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordChange"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "ada",
+                     *       "email": "ada@example.com",
+                     *       "display_name": "Ada Lovelace",
+                     *       "org_admin": false,
+                     *       "projects": [
+                     *         {
+                     *           "id": "shop",
+                     *           "name": "Shop",
+                     *           "role": "editor"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Me"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "https://sextant.dev/problems/error",
+                     *       "title": "Unauthorized",
+                     *       "status": 401,
+                     *       "detail": "what went wrong, in words"
+                     *     }
+                     */
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "https://sextant.dev/problems/error",
+                     *       "title": "Forbidden",
+                     *       "status": 403,
+                     *       "detail": "what went wrong, in words"
+                     *     }
+                     */
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "https://sextant.dev/problems/invalid-parameter",
+                     *       "title": "Invalid request",
+                     *       "status": 422,
+                     *       "detail": "what went wrong, in words",
+                     *       "parameter": "from"
+                     *     }
+                     */
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "https://sextant.dev/problems/error",
+                     *       "title": "Too many requests",
+                     *       "status": 429,
+                     *       "detail": "what went wrong, in words"
+                     *     }
+                     */
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "type": "https://sextant.dev/problems/error",
+                     *       "title": "Service unavailable",
+                     *       "status": 503,
+                     *       "detail": "what went wrong, in words"
                      *     }
                      */
                     "application/problem+json": unknown;

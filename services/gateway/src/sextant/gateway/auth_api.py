@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sextant.gateway.accounts_api import end_sessions, new_account, store_account
 from sextant.gateway.audit import ACTOR, Caller
 from sextant.gateway.context import Gateway, GatewayDep
-from sextant.gateway.passwords import check_password, hash_password
+from sextant.gateway.passwords import check_password, hash_password, password_problem
 from sextant.gateway.people import (
     account_by_email,
     end_session,
@@ -26,7 +26,12 @@ from sextant.gateway.people import (
     signed_in,
     start_session,
 )
-from sextant.gateway.problems import ProblemError, example_response, problem_responses
+from sextant.gateway.problems import (
+    ProblemError,
+    example_response,
+    invalid,
+    problem_responses,
+)
 from sextant.gateway.sessions import (
     SESSION_COOKIE,
     clear_cookie,
@@ -83,6 +88,21 @@ class LogoutRequest(BaseModel):
 
     everywhere: bool = False
     """End every session of the account, on every device, not only this one."""
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "current_password": "correct horse battery staple",
+                "new_password": "a longer and newer passphrase",
+            }
+        },
+    )
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(max_length=1024, description="Stored as an argon2 hash, never shown")
 
 
 class ProjectRole(BaseModel):
@@ -247,6 +267,47 @@ async def logout(
         _audit(gateway, request, AuditAction.LOGOUT, _person(account), account.config_key(), detail)
     end_session(gateway, request, response)
     return response
+
+
+def _new_password(gateway: Gateway, account: Account, password: str) -> Account:
+    """``account`` with ``password``; its other sessions end on every gateway."""
+    why = password_problem(password)
+    if why is not None:
+        raise invalid(f"new_password: {why}", "new_password")
+    changes = {
+        "password_hash": hash_password(password),
+        "session_generation": account.session_generation + 1,
+    }
+    return store_account(gateway, account.model_copy(update=changes))
+
+
+@router.post(
+    "/password",
+    summary="Change one's own password (every other session of the account ends)",
+    responses=example_response(_ME_EXAMPLE) | problem_responses(401, 403, 422, 429, 503),
+)
+async def change_password(
+    body: PasswordChange,
+    request: Request,
+    response: Response,
+    gateway: GatewayDep,
+    session: SessionCookie = None,
+) -> Me:
+    account = signed_in(gateway, session) if session else None
+    if account is None:
+        raise ProblemError(401, "unauthorized", "not signed in (or the session has ended)")
+    if not same_origin(request, gateway.settings.public_url):
+        raise ProblemError(
+            403, "forbidden", "change the password from the workspace's own page (Origin header)"
+        )
+    checked = await anyio.to_thread.run_sync(
+        _check_login, gateway, request, account.email, body.current_password
+    )
+    ACTOR.set(Caller(_person(checked), _address(request)))
+    changed = await anyio.to_thread.run_sync(_new_password, gateway, checked, body.new_password)
+    start_session(gateway, request, response, changed)
+    _audit(gateway, request, AuditAction.PASSWORD_CHANGED, _person(changed), changed.config_key())
+    return Me.of(gateway, changed)
 
 
 @router.get(
