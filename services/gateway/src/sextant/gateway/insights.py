@@ -121,7 +121,8 @@ class FunnelQuery(_TimeRange):
     window_seconds: int = Field(default=86_400, ge=1, le=90 * 86_400)
     breakdown: BreakdownField | None = Field(
         default=None,
-        description=f"{BREAKDOWN_DESCRIPTION}; an event's: of each user's first step-1 event",
+        description=f"{BREAKDOWN_DESCRIPTION}; an event property is read from each user's"
+        " first step-1 event",
     )
     breakdown_limit: int = Field(default=10, ge=1, le=100)
 
