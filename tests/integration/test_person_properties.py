@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sextant.sink import squash
 from tests.integration.test_gateway_harness import Harness, make_harness
 
 DAY = datetime(2025, 3, 3, tzinfo=UTC)
@@ -338,3 +339,23 @@ def test_an_unknown_property_type_is_refused(
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["parameter"] == parameter
+
+
+def test_answers_are_the_same_after_a_squash(harness: Harness, world: World) -> None:
+    """Last in this module: the squash writes each event's person onto the event."""
+    by_person = {"property": "plan", "type": "person"}
+    queries = [
+        ("trends", {"event": "Viewed", "measure": "unique_users", "breakdown": by_person}),
+        (
+            "funnels",
+            {"steps": [{"event": "Viewed"}, {"event": "Paid"}], "breakdown": by_person},
+        ),
+    ]
+    before = [_post(harness, kind, body) for kind, body in queries]
+
+    squash.squash_persons(harness.warehouse)
+
+    assert harness.warehouse.query_rows("SELECT count() FROM events WHERE empty(person_id)") == [
+        (0,)
+    ]
+    assert [_post(harness, kind, body) for kind, body in queries] == before
