@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from sextant.gateway.persons import person_events
 from sextant.gateway.sql import Params, check_property, filter_on, property_text, property_value
-from sextant.schemas.config import PropertyFilter, PropertyName
+from sextant.schemas.config import PROPERTY_PATTERN, PropertyFilter, PropertyName
 
 PropertyType = Literal["event", "person"]
 _TYPE_DESCRIPTION = "Whose property: the event's (default) or the event's person's"
@@ -42,7 +43,15 @@ class Breakdown(BaseModel):
 
 
 def _named(value: Any) -> Any:
-    return {"property": value} if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    if not PROPERTY_PATTERN.fullmatch(value):  # refused as the plain name it always was
+        raise PydanticCustomError(
+            "string_pattern_mismatch",
+            "String should match pattern '{pattern}'",
+            {"pattern": PROPERTY_PATTERN.pattern},
+        )
+    return {"property": value}
 
 
 BreakdownField = Annotated[
