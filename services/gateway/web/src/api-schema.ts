@@ -1951,6 +1951,21 @@ export interface components {
             absolute: components["schemas"]["BayesianOut"] | null;
             relative: components["schemas"]["BayesianOut"] | null;
         };
+        /**
+         * Breakdown
+         * @description A breakdown by the event's property or by its person's.
+         */
+        Breakdown: {
+            /** Property */
+            property: string;
+            /**
+             * Type
+             * @description Whose property: the event's (default) or the event's person's
+             * @default event
+             * @enum {string}
+             */
+            type: "event" | "person";
+        };
         /** Comment */
         Comment: {
             /**
@@ -2730,11 +2745,8 @@ export interface components {
              * @default 86400
              */
             window_seconds: number;
-            /**
-             * Breakdown
-             * @description A property of each user's first step-1 event
-             */
-            breakdown?: string | null;
+            /** @description A property name (the event's), or {"property", "type": "event" | "person"}; an event property is read from each user's first step-1 event */
+            breakdown?: string | components["schemas"]["Breakdown"] | null;
             /**
              * Breakdown Limit
              * @default 10
@@ -2789,7 +2801,7 @@ export interface components {
             /** Event */
             event: string;
             /** Filters */
-            filters?: components["schemas"]["PropertyFilter"][];
+            filters?: components["schemas"]["QueryFilter"][];
         };
         /** FunnelStepResult */
         FunnelStepResult: {
@@ -3950,6 +3962,24 @@ export interface components {
             next_refresh_after: string;
         };
         /**
+         * QueryFilter
+         * @description A property filter of a query, on the event's property or on its person's.
+         */
+        QueryFilter: {
+            /** Property */
+            property: string;
+            op: components["schemas"]["FilterOp"];
+            /** Value */
+            value?: unknown;
+            /**
+             * Type
+             * @description Whose property: the event's (default) or the event's person's
+             * @default event
+             * @enum {string}
+             */
+            type: "event" | "person";
+        };
+        /**
          * RampStep
          * @description From ``at`` on, the rule covers ``coverage`` of the units (while its guardrails hold).
          */
@@ -4010,9 +4040,9 @@ export interface components {
             /** Return Event */
             return_event: string;
             /** Cohort Filters */
-            cohort_filters?: components["schemas"]["PropertyFilter"][];
+            cohort_filters?: components["schemas"]["QueryFilter"][];
             /** Return Filters */
-            return_filters?: components["schemas"]["PropertyFilter"][];
+            return_filters?: components["schemas"]["QueryFilter"][];
             /**
              * Period
              * @default day
@@ -4523,7 +4553,10 @@ export interface components {
          * TrendsQuery
          * @description Count (or unique users) of one event per interval, filtered, optionally broken down.
          * @example {
-         *       "breakdown": "plan",
+         *       "breakdown": {
+         *         "property": "plan",
+         *         "type": "person"
+         *       },
          *       "breakdown_limit": 5,
          *       "event": "Order Completed",
          *       "filters": [
@@ -4566,9 +4599,9 @@ export interface components {
             /** @default hour */
             interval: components["schemas"]["Interval"];
             /** Filters */
-            filters?: components["schemas"]["PropertyFilter"][];
-            /** Breakdown */
-            breakdown?: string | null;
+            filters?: components["schemas"]["QueryFilter"][];
+            /** @description A property name (the event's), or {"property", "type": "event" | "person"} */
+            breakdown?: string | components["schemas"]["Breakdown"] | null;
             /**
              * Breakdown Limit
              * @default 10

@@ -178,7 +178,7 @@ TRENDS_REQUEST: dict[str, Any] = {
     "to": "2025-03-02T00:00:00Z",
     "interval": "hour",
     "filters": [{"property": "currency", "op": "in", "value": ["EUR", "USD"]}],
-    "breakdown": "plan",
+    "breakdown": {"property": "plan", "type": "person"},
     "breakdown_limit": 5,
 }
 TRENDS_RESULT: dict[str, Any] = {

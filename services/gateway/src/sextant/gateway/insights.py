@@ -7,6 +7,9 @@ Every query is scoped to the key's project and to a time range; names and values
 bound parameters (see :mod:`sextant.gateway.sql`). A breakdown keeps its ``breakdown_limit``
 most frequent values (by events) and folds the rest into ``$other``; an event without the
 property is in the breakdown value ``null``.
+
+Filters and breakdowns name an event's property, or with ``"type": "person"`` a property of
+the event's person (:mod:`sextant.gateway.person_properties`).
 """
 
 from __future__ import annotations
@@ -18,25 +21,31 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sextant.gateway import examples
 from sextant.gateway.context import Gateway
+from sextant.gateway.person_properties import (
+    BREAKDOWN_DESCRIPTION,
+    BreakdownField,
+    PersonProperties,
+    QueryFilter,
+    breakdown_sql,
+    filters_sql,
+)
 from sextant.gateway.persons import person_events
 from sextant.gateway.series import Interval, bucket_starts
 from sextant.gateway.sql import (
     DATETIME,
     FINAL_PER_PARTITION,
     Params,
-    filters_sql,
     in_range_utc,
-    property_text,
     run_query,
     utc,
 )
-from sextant.schemas.config import EventName, PropertyFilter, PropertyName
+from sextant.schemas.config import EventName
 
 OTHER = "$other"
 MAX_FILTERS = 20
 MAX_FUNNEL_STEPS = 10
 MAX_RETENTION_PERIODS = 31  # ClickHouse's retention() takes at most 32 conditions
-Filters = Annotated[list[PropertyFilter], Field(max_length=MAX_FILTERS)]
+Filters = Annotated[list[QueryFilter], Field(max_length=MAX_FILTERS)]
 
 
 class _TimeRange(BaseModel):
@@ -68,7 +77,7 @@ class TrendsQuery(_TimeRange):
     measure: Literal["count", "unique_users"] = "count"
     interval: Interval = Interval.HOUR
     filters: Filters = Field(default_factory=list)
-    breakdown: PropertyName | None = None
+    breakdown: BreakdownField | None = Field(default=None, description=BREAKDOWN_DESCRIPTION)
     breakdown_limit: int = Field(default=10, ge=1, le=100)
 
 
@@ -110,8 +119,10 @@ class FunnelQuery(_TimeRange):
 
     steps: list[FunnelStep] = Field(min_length=2, max_length=MAX_FUNNEL_STEPS)
     window_seconds: int = Field(default=86_400, ge=1, le=90 * 86_400)
-    breakdown: PropertyName | None = Field(
-        default=None, description="A property of each user's first step-1 event"
+    breakdown: BreakdownField | None = Field(
+        default=None,
+        description=f"{BREAKDOWN_DESCRIPTION}; an event property is read from each user's"
+        " first step-1 event",
     )
     breakdown_limit: int = Field(default=10, ge=1, le=100)
 
@@ -178,12 +189,12 @@ def _scope(params: Params, project_id: str, start: datetime, end: datetime) -> s
 
 
 def _top_values(
-    gateway: Gateway, name: str, where: str, params: Params, value_sql: str, limit: int
+    gateway: Gateway, name: str, rows: str, params: Params, value_sql: str, limit: int
 ) -> list[str]:
-    """The ``limit`` most frequent values of ``value_sql`` among rows matching ``where``."""
+    """The ``limit`` most frequent values of ``value_sql`` among ``rows`` (what follows
+    ``FROM``)."""
     sql = f"""
-        SELECT {value_sql} AS value, count() AS n FROM events_unique
-        WHERE {where}
+        SELECT {value_sql} AS value, count() AS n FROM {rows}
         GROUP BY value ORDER BY n DESC, value LIMIT {int(limit)}
     """
     return [str(row[0]) for row in run_query(gateway, name, sql, params, FINAL_PER_PARTITION)]
@@ -203,17 +214,18 @@ def trends(gateway: Gateway, project_id: str, query: TrendsQuery) -> TrendsResul
         query.from_, query.to, query.interval, gateway.settings.max_series_buckets
     )
     params = Params()
+    persons = PersonProperties(params, project_id)
     where = (
         f"{_scope(params, project_id, buckets[0], query.to)}"
         f" AND event = {params.add(query.event, 'String')}"
-        f" AND {filters_sql(params, query.filters, 'filters')}"
+        f" AND {filters_sql(params, persons, query.filters, 'filters', of='event')}"
     )
-    value_sql = "''"
-    if query.breakdown is not None:
-        value_sql = property_text(params, query.breakdown, "breakdown")
+    of_person = filters_sql(params, persons, query.filters, "filters", of="person")
+    value_sql = breakdown_sql(params, persons, query.breakdown, "breakdown")
     unique = query.measure == "unique_users"
     state = ", uniqState(person_key) AS users" if unique else ""
-    source = person_events(params, project_id) if unique else "events_unique"
+    by_person = unique or persons.used
+    source = person_events(params, project_id) if by_person else "events_unique"
     measure = "uniqMerge(users)" if unique else "sum(n)"
     # One scan: counts (and mergeable unique-user states) per bucket and value; the values
     # ranked by their events over the whole range; beyond the limit, relabelled and merged.
@@ -230,8 +242,7 @@ def trends(gateway: Gateway, project_id: str, query: TrendsQuery) -> TrendsResul
                         SELECT toStartOfInterval(timestamp, INTERVAL 1 {query.interval.sql_unit})
                                    AS bucket,
                                {value_sql} AS value, count() AS n{state}
-                        FROM {source}
-                        WHERE {where}
+                        FROM {persons.scan(source, where, of_person)}
                         GROUP BY bucket, value
                     )
                 )
@@ -267,12 +278,12 @@ def trends(gateway: Gateway, project_id: str, query: TrendsQuery) -> TrendsResul
 # --- Funnels --------------------------------------------------------------------------------
 
 
-def _step_conditions(params: Params, query: FunnelQuery) -> list[str]:
+def _step_conditions(params: Params, persons: PersonProperties, query: FunnelQuery) -> list[str]:
     conditions = []
     for i, step in enumerate(query.steps):
         event = params.add(step.event, "String")
-        condition = f"event = {event} AND {filters_sql(params, step.filters, f'steps.{i}.filters')}"
-        conditions.append(f"toUInt8({condition})")
+        filters = filters_sql(params, persons, step.filters, f"steps.{i}.filters")
+        conditions.append(f"toUInt8(event = {event} AND {filters})")
     return conditions
 
 
@@ -293,9 +304,10 @@ def _chain_times(steps: int, window: int) -> str:
 def funnel(gateway: Gateway, project_id: str, query: FunnelQuery) -> FunnelResult:
     """Users per step (ClickHouse ``windowFunnel``), conversions and median times."""
     params = Params()
+    persons = PersonProperties(params, project_id)
     window = int(query.window_seconds)
     steps = len(query.steps)
-    conditions = _step_conditions(params, query)
+    conditions = _step_conditions(params, persons, query)
     end = params.add(query.to, DATETIME)
     # Step 1 must start inside the range; later steps may complete up to a window after it.
     conditions[0] = f"toUInt8({conditions[0]} AND timestamp < {end})"
@@ -304,14 +316,13 @@ def funnel(gateway: Gateway, project_id: str, query: FunnelQuery) -> FunnelResul
         f"{_scope(params, project_id, query.from_, query.to + timedelta(seconds=window))}"
         f" AND event IN {events}"
     )
-    value_sql = "''"
+    breakdown = query.breakdown
+    value_sql = breakdown_sql(params, persons, breakdown, "breakdown")
     label_sql = "''"
-    if query.breakdown is not None:
-        value_sql = property_text(params, query.breakdown, "breakdown")
-        top_where = f"{where} AND {conditions[0]} = 1"
-        top = _top_values(
-            gateway, "funnel_top", top_where, params, value_sql, query.breakdown_limit
-        )
+    if breakdown is not None:
+        source = person_events(params, project_id) if persons.used else "events_unique"
+        entered = persons.scan(source, where, f"{conditions[0]} = 1")
+        top = _top_values(gateway, "funnel_top", entered, params, value_sql, query.breakdown_limit)
         label_sql = (
             f"if(argMinIf(value, timestamp, c0 = 1) AS first_value"
             f" IN {params.add(top, 'Array(String)')}, first_value, '{OTHER}')"
@@ -341,8 +352,7 @@ def funnel(gateway: Gateway, project_id: str, query: FunnelQuery) -> FunnelResul
                 FROM (
                     SELECT person_key AS user, timestamp, {value_sql} AS value,
                            {flags}
-                    FROM {person_events(params, project_id)}
-                    WHERE {where}
+                    FROM {persons.scan(person_events(params, project_id), where)}
                 )
                 GROUP BY user
             )
@@ -399,19 +409,24 @@ def _funnel_steps(
 def retention(gateway: Gateway, project_id: str, query: RetentionQuery) -> RetentionResult:
     """Cohort sizes and returns per period (ClickHouse ``retention``)."""
     params = Params()
+    persons = PersonProperties(params, project_id)
     starts = "toDate" if query.period == "day" else "toMonday"  # UTC, the column's zone
     unit = query.period  # 'day' or 'week': a closed vocabulary, safe as SQL text
     span = timedelta(days=query.periods * (1 if query.period == "day" else 7))
     cohort_where = (
         f"{_scope(params, project_id, query.from_, query.to)}"
         f" AND event = {params.add(query.cohort_event, 'String')}"
-        f" AND {filters_sql(params, query.cohort_filters, 'cohort_filters')}"
+        f" AND {filters_sql(params, persons, query.cohort_filters, 'cohort_filters', 'event')}"
     )
+    cohort_persons = filters_sql(params, persons, query.cohort_filters, "cohort_filters", "person")
     return_where = (
         f"{_scope(params, project_id, query.from_, query.to + span)}"
         f" AND event = {params.add(query.return_event, 'String')}"
-        f" AND {filters_sql(params, query.return_filters, 'return_filters')}"
+        f" AND {filters_sql(params, persons, query.return_filters, 'return_filters', 'event')}"
     )
+    return_persons = filters_sql(params, persons, query.return_filters, "return_filters", "person")
+    returns_from = persons.scan(person_events(params, project_id), return_where, return_persons)
+    cohort_from = persons.scan(person_events(params, project_id), cohort_where, cohort_persons)
     returns = ", ".join(f"toUInt8(period = {k})" for k in range(1, query.periods + 1))
     sql = f"""
         SELECT cohort, count() AS users, sumForEach(returned) AS returned
@@ -422,11 +437,11 @@ def retention(gateway: Gateway, project_id: str, query: RetentionQuery) -> Reten
                        dateDiff('{unit}', c.cohort, {starts}(r.timestamp)) AS period
                 FROM (
                     SELECT person_key AS user, timestamp
-                    FROM {person_events(params, project_id)} WHERE {return_where}
+                    FROM {returns_from}
                 ) AS r
                 RIGHT JOIN (
                     SELECT person_key AS user, {starts}(min(timestamp)) AS cohort
-                    FROM {person_events(params, project_id)} WHERE {cohort_where}
+                    FROM {cohort_from}
                     GROUP BY user
                 ) AS c ON r.user = c.user
             )

@@ -169,8 +169,14 @@ def _check_filter(item: PropertyFilter, parameter: str) -> None:
 def filter_sql(params: Params, item: PropertyFilter, parameter: str) -> str:
     """One property filter as a boolean SQL expression that is never NULL, with the meaning
     every part gives it (:mod:`sextant.schemas.filters`: a string never equals a number)."""
+    return filter_on(params, item, _property_raw(params, item.property, parameter), parameter)
+
+
+def filter_on(params: Params, item: PropertyFilter, value: str, parameter: str) -> str:
+    """:func:`filter_sql` over ``value``, any ``Dynamic`` expression of the property (such as
+    a person's value of it)."""
     _check_filter(item, parameter)
-    return shared_filter_sql(item, _property_raw(params, item.property, parameter), params.add)
+    return shared_filter_sql(item, value, params.add)
 
 
 def filters_sql(params: Params, filters: Sequence[PropertyFilter], parameter: str) -> str:
