@@ -39,7 +39,7 @@ class AuditAction(StrEnum):
     LOGIN_LOCKED = "login.locked"
     """Failed sign-ins for one account from one address reached the limit: locked out."""
     LOGOUT = "logout"
-    PASSWORD_CHANGED = "password.changed"
+    PASSWORD_CHANGED = "password.changed"  # noqa: S105 - an action name, not a secret
     """A person changed their own password (their other sessions end)."""
 
 
