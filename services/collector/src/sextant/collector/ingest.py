@@ -125,12 +125,16 @@ class Ingestor:
         suppressed = 0
         index = 0
         extras = submission.extras
+        privacy = self._privacy
+        # Most projects forget no one and redact nothing: then neither is asked per event.
+        suppressing = privacy.suppresses(project.id)
+        redacting = bool(project.pii)
         try:
             for index, event in enumerate(submission.events):
-                if self._privacy.suppressed(project.id, event, received_at):
+                if suppressing and privacy.suppressed(project.id, event, received_at):
                     suppressed += 1
                     continue
-                raw = self._privacy.redact(project, event)
+                raw = privacy.redact(project, event) if redacting else event
                 checked = check_event(
                     raw,
                     max_bytes=self._max_event_bytes,
@@ -147,7 +151,7 @@ class Ingestor:
                         project_id=project.id,
                         received_at=received_at,
                         payload=orjson.dumps(
-                            self._privacy.redact(project, submission.originals[index])
+                            privacy.redact(project, submission.originals[index])
                         ).decode(),
                         errors=errors,
                         message_id=message_id,
