@@ -5,7 +5,8 @@ called straight through ASGI, as a server calls it, so the figures are the colle
 CPU (``time.process_time``) without the HTTP parsing of a server nor the cost of a client.
 Shapes, measured in alternate rounds in the same process because a shared machine is noisy:
 
-* ``batch``: ``POST /v1/batch`` with 100 track calls (µs per event);
+* ``batch``: ``POST /v1/batch`` with 100 track calls and the batch's ``sentAt``, as
+  ``bench.collector_throughput`` sends them (µs per event);
 * ``track``: ``POST /v1/track`` with one call, as a browser sends it (µs per request);
 * ``browser``: the same with an ``Origin`` the project allows (CORS on the answer);
 * ``bare``: a bare FastAPI endpoint that parses the same body and answers 200
@@ -154,8 +155,10 @@ def shapes() -> dict[str, tuple[Shape, int]]:
     """Each shape and its share of the requests of a round (a batch is 100 events)."""
     sink = DiscardingSink()
     app = collector_app(sink)
-    calls = [dict(TRACK, type="track", messageId=f"m{i}") for i in range(BATCH)]
-    batch = orjson.dumps({"batch": calls})
+    calls = [
+        dict(TRACK, type="track", userId=f"user-{i % 10}", messageId=f"m{i}") for i in range(BATCH)
+    ]
+    batch = orjson.dumps({"batch": calls, "sentAt": TRACK["timestamp"]})
     single = orjson.dumps(TRACK)
     return {
         "batch": (Shape(app, "/v1/batch", batch, BATCH, sink), 20),
