@@ -16,11 +16,12 @@ import orjson
 import pytest
 
 from sextant.collector.app import create_app
+from sextant.collector.models import BatchResult, Rejection, result_json
 from sextant.collector.settings import CollectorSettings
 from sextant.core.aio_kafka import OutgoingRecord, ProducerUnavailable
 from sextant.core.config_plane import ConfigState
 from sextant.schemas.config import ApiKey, KeyKind, Project, TrackingPlan, hash_key
-from sextant.schemas.events import Envelope, InvalidEvent
+from sextant.schemas.events import Envelope, FieldError, InvalidEvent
 from sextant.schemas.identity import EdgeKind, IdentityEdge
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -525,3 +526,18 @@ async def test_an_edge_kafka_did_not_take_is_sent_with_the_retry(
     response = await client.post("/v1/batch", json=body, headers=basic(WRITE_KEY))
     assert response.status_code == 200
     assert [r.topic for r in sink.records] == ["t.events.raw", "t.identities"]
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        BatchResult(accepted=0),
+        BatchResult(accepted=100),
+        BatchResult(
+            accepted=1,
+            rejected=[Rejection(index=1, errors=[FieldError(field="userId", message="x")])],
+        ),
+    ],
+)
+def test_result_json_is_the_models_dump(result: BatchResult) -> None:
+    assert result_json(result) == orjson.dumps(result.model_dump())

@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from starlette.datastructures import MutableHeaders
 
+from sextant.collector.cors import add_cors_headers, add_cors_raw_headers
 from sextant.core.config_plane import ConfigState
 from sextant.schemas.assignment import assign
 from sextant.schemas.config import Experiment, KeyKind, Project, Variant
@@ -450,3 +452,17 @@ async def test_a_project_may_limit_events_per_client_address(
     assert refused.status_code == 429
     assert refused.json()["where"] == "client address"
     assert int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "existing",
+    [[], [(b"retry-after", b"5")], [(b"vary", b"Accept-Encoding"), (b"allow", b"POST")]],
+)
+def test_cors_raw_headers_are_those_of_add_cors_headers(
+    existing: list[tuple[bytes, bytes]],
+) -> None:
+    raw = list(existing)
+    add_cors_raw_headers(raw, SHOP)
+    expected = list(existing)
+    add_cors_headers(MutableHeaders(raw=expected), SHOP)
+    assert raw == expected

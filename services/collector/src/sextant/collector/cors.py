@@ -70,6 +70,32 @@ def add_cors_headers(headers: MutableHeaders | dict[str, str], origin: str) -> N
     headers["Vary"] = "Origin"
 
 
+_CORS_NAMES = frozenset(
+    (
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-expose-headers",
+        b"vary",
+    )
+)
+_CONSTANT_CORS = (
+    (b"access-control-allow-credentials", b"true"),
+    (b"access-control-expose-headers", EXPOSED_HEADERS.encode("latin-1")),
+    (b"vary", b"Origin"),
+)
+
+
+def add_cors_raw_headers(raw_headers: list[tuple[bytes, bytes]], origin: str) -> None:
+    """:func:`add_cors_headers` on a response's raw header list: the same headers, appended
+    at once when the response has none of them yet (as nearly every answer), where each
+    ``MutableHeaders`` assignment searches and rebuilds the list."""
+    if any(name in _CORS_NAMES for name, _ in raw_headers):
+        add_cors_headers(MutableHeaders(raw=raw_headers), origin)
+        return
+    raw_headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
+    raw_headers.extend(_CONSTANT_CORS)
+
+
 def preflight_headers(origin: str, requested: str | None) -> dict[str, str]:
     """The answer to ``OPTIONS``: methods, headers (the standard ones and any the client asks
     for: a client's own header must never make its preflight fail) and how long to keep it."""

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sextant.collector.auth import Writer, authenticate, basic_username
-from sextant.collector.cors import OriginPolicy, add_cors_headers, preflight_headers
+from sextant.collector.cors import OriginPolicy, add_cors_raw_headers, preflight_headers
 from sextant.collector.errors import ApiError
 from sextant.collector.metrics import CollectorMetrics
 from sextant.core.config_plane import ConfigState
@@ -123,7 +123,7 @@ class Gate:
         if origin is None or not call.cors:
             return response
         if call.writer is not None or self.origins.known(origin):
-            add_cors_headers(response.headers, origin)
+            add_cors_raw_headers(response.raw_headers, origin)
         return response
 
     def preflight(self, request: Request) -> Response:

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sextant.core.aio_kafka import OutgoingRecord
 from sextant.schemas.events import IncomingEvent
-from sextant.schemas.identity import IdentityEdge, edge_of
+from sextant.schemas.identity import MERGE_DANGEROUSLY, IdentityEdge, edge_of
 
 EdgeKey = tuple[str, str, str, str]
 
@@ -33,8 +33,14 @@ class EdgeRecords:
     ) -> tuple[EdgeKey, OutgoingRecord] | None:
         """The edge record of ``event``, or None (no edge, or the same edge sent recently or
         ``pending`` in this request)."""
+        if (
+            event.anonymous_id is None
+            and event.previous_id is None
+            and event.event != MERGE_DANGEROUSLY
+        ):
+            return None  # the common event names one id: no edge (``edge_of``'s cases)
         found = edge_of(
-            call=event.type.value,
+            call=event.type,
             event=event.event,
             user_id=event.user_id,
             anonymous_id=event.anonymous_id,

@@ -17,8 +17,9 @@ from sextant.collector.metrics import CollectorMetrics
 from sextant.collector.models import BatchResult, Rejection
 from sextant.collector.privacy import Privacy
 from sextant.collector.ratelimit import RateLimiter, retry_after_header
-from sextant.collector.validation import TrackingPlans, check_event
+from sextant.collector.validation import Checked, TrackingPlans, check_event
 from sextant.core.aio_kafka import OutgoingRecord, ProducerUnavailable
+from sextant.schemas.config import Project
 from sextant.schemas.events import InvalidEvent, enriched_record
 
 MAX_WRITE_DEPTH = 254
@@ -125,12 +126,19 @@ class Ingestor:
         suppressed = 0
         index = 0
         extras = submission.extras
+        privacy = self._privacy
+        # Most projects forget no one and redact nothing: then neither is asked per event.
+        suppressing = privacy.suppresses(project.id)
+        redacting = bool(project.pii)
+        # What every event of the request shares, read once rather than for each event.
+        project_id, ip_policy, sent_at = project.id, project.ip_policy, submission.sent_at
+        raw_topic, edge_records, append = self._raw_topic, self._edges, records.append
         try:
             for index, event in enumerate(submission.events):
-                if self._privacy.suppressed(project.id, event, received_at):
+                if suppressing and privacy.suppressed(project_id, event, received_at):
                     suppressed += 1
                     continue
-                raw = self._privacy.redact(project, event)
+                raw = privacy.redact(project, event) if redacting else event
                 checked = check_event(
                     raw,
                     max_bytes=self._max_event_bytes,
@@ -138,45 +146,34 @@ class Ingestor:
                     names=submission.field_names,
                     plan=plan,
                 )
-                if checked.event is None:
-                    message_id = _message_id(raw)
-                    errors = list(checked.errors)
-                    rejected.append(Rejection(index=index, messageId=message_id, errors=errors))
+                incoming = checked.event
+                if incoming is None:
+                    original = submission.originals[index]
+                    rejection, dead = self._dead_letter(
+                        project, index, raw, original, checked, received_at
+                    )
+                    rejected.append(rejection)
                     reasons[checked.reason] = reasons.get(checked.reason, 0) + 1
-                    dead = InvalidEvent(
-                        project_id=project.id,
-                        received_at=received_at,
-                        payload=orjson.dumps(
-                            self._privacy.redact(project, submission.originals[index])
-                        ).decode(),
-                        errors=errors,
-                        message_id=message_id,
-                    )
-                    records.append(
-                        OutgoingRecord(
-                            self._invalid_topic,
-                            project.id.encode(),
-                            dead.model_dump_json().encode(),
-                        )
-                    )
+                    append(dead)
                     continue
-                flagged += bool(checked.violations)
+                violations = checked.violations
+                flagged += bool(violations)
                 key, value = enriched_record(
-                    checked.event,
-                    project_id=project.id,
+                    incoming,
+                    project_id=project_id,
                     received_at=received_at,
-                    batch_sent_at=submission.sent_at,
+                    batch_sent_at=sent_at,
                     client_ip=client_ip,
-                    ip_policy=project.ip_policy,
-                    plan_violations=list(checked.violations) if checked.violations else None,
+                    ip_policy=ip_policy,
+                    plan_violations=list(violations) if violations else None,
                     extra=extras[index] if extras else None,
                 )
-                records.append(OutgoingRecord(self._raw_topic, key, value))
-                if self._edges is not None:
-                    edge = self._edges.record(checked.event, project.id, received_at, edges)
+                append(OutgoingRecord(raw_topic, key, value))
+                if edge_records is not None:
+                    edge = edge_records.record(incoming, project_id, received_at, edges)
                     if edge is not None:
                         edges.add(edge[0])
-                        records.append(edge[1])
+                        append(edge[1])
         except orjson.JSONEncodeError as error:
             # orjson reads 1024 levels of nesting but writes only 254: an event in between
             # can be neither produced nor dead-lettered as it came, so the request is refused
@@ -194,6 +191,30 @@ class Ingestor:
         accepted = count - len(rejected)
         self._count(accepted, reasons, flagged)
         return BatchResult(accepted=accepted, rejected=rejected)
+
+    def _dead_letter(
+        self,
+        project: Project,
+        index: int,
+        raw: Any,
+        original: Any,
+        checked: Checked,
+        received_at: datetime,
+    ) -> tuple[Rejection, OutgoingRecord]:
+        """The answer's rejection of a refused event and its ``events.invalid`` record."""
+        message_id = _message_id(raw)
+        errors = list(checked.errors)
+        dead = InvalidEvent(
+            project_id=project.id,
+            received_at=received_at,
+            payload=orjson.dumps(self._privacy.redact(project, original)).decode(),
+            errors=errors,
+            message_id=message_id,
+        )
+        record = OutgoingRecord(
+            self._invalid_topic, project.id.encode(), dead.model_dump_json().encode()
+        )
+        return Rejection(index=index, messageId=message_id, errors=errors), record
 
     async def _produce(self, records: list[OutgoingRecord]) -> None:
         started = time.perf_counter()

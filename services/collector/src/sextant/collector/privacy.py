@@ -39,6 +39,11 @@ class Privacy:
                 )
         self._suppressed = suppressed
 
+    def suppresses(self, project_id: str) -> bool:
+        """Whether some person of the project is to be forgotten (else :meth:`suppressed`
+        is false for every event, and need not be asked)."""
+        return bool(self._suppressed.get(project_id))
+
     def suppressed(self, project_id: str, event: Any, now: datetime) -> bool:
         """Whether ``event`` names (as userId or anonymousId) a person whose events are not
         to be kept now."""

@@ -18,7 +18,7 @@ from sextant.collector.errors import ApiError, ErrorBody
 from sextant.collector.gate import Call, Gate, Head
 from sextant.collector.ingest import Ingestor
 from sextant.collector.metrics import CollectorMetrics
-from sextant.collector.models import BATCH_RESULT_EXAMPLE, BatchResult
+from sextant.collector.models import BATCH_RESULT_EXAMPLE, BatchResult, result_json
 from sextant.collector.openapi import request_body
 from sextant.core.turns import Turns
 from sextant.schemas.events import EventType
@@ -73,7 +73,7 @@ class Endpoints:
         try:
             self.gate.open(call)
             result = await self._handle(request, head, call, dialect, limit)
-            response = Response(orjson.dumps(result.model_dump()), media_type="application/json")
+            response = Response(result_json(result), media_type="application/json")
         except ApiError as error:
             response = error_response(error)
         finally:
