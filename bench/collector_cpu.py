@@ -33,12 +33,14 @@ from typing import Any
 import orjson
 
 from bench.bare_endpoint import app as bare_app
+from bench.common import Figure, report
 from sextant.collector.app import create_app
 from sextant.collector.settings import CollectorSettings
 from sextant.core.aio_kafka import OutgoingRecord
 from sextant.core.config_plane import ConfigState
 from sextant.schemas.config import ApiKey, KeyKind, Project, hash_key
 
+NAME = "collector_cpu"
 WRITE_KEY = "wk_bench_secret"
 ORIGIN = "https://app.example.com"
 BATCH = 100
@@ -193,6 +195,38 @@ def main() -> None:
         print(f"{name:8} {medians[name]:7.1f} µs/{unit}  (rounds: {spread})")
     print(f"track requests/s relative to bare: {medians['bare'] / medians['track']:.2f}")
     print(f"browser requests/s relative to bare: {medians['bare'] / medians['browser']:.2f}")
+    report(NAME, _figures(medians, f"python -m bench.{NAME} --rounds {args.rounds}"))
+
+
+def _figures(medians: dict[str, float], command: str) -> list[Figure]:
+    bare = "a bare FastAPI endpoint parsing the same body, µs/request"
+    return [
+        Figure(
+            NAME,
+            "batch of 100, CPU per event (in process, no Kafka)",
+            round(medians["batch"], 2),
+            "µs",
+            command=command,
+        ),
+        Figure(
+            NAME,
+            "one event a request (/v1/track), CPU per request",
+            round(medians["track"], 1),
+            "µs",
+            bare,
+            round(medians["bare"], 1),
+            command=command,
+        ),
+        Figure(
+            NAME,
+            "the same from an allowed Origin (CORS), CPU per request",
+            round(medians["browser"], 1),
+            "µs",
+            bare,
+            round(medians["bare"], 1),
+            command=command,
+        ),
+    ]
 
 
 if __name__ == "__main__":
