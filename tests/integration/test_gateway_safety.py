@@ -316,9 +316,30 @@ def _operations(h: Harness) -> set[tuple[str, str]]:
     return {(method, path) for path, ops in paths.items() for method in ops}
 
 
+def _auth_operations(h: Harness) -> set[tuple[str, str]]:
+    return {op for op in _operations(h) if op[1].startswith("/v1/auth/")}
+
+
 def test_every_endpoint_has_an_isolation_probe(harness: Harness) -> None:
     admin = {op for op in _operations(harness) if op[1].startswith("/v1/admin")}
-    assert _operations(harness) == set(READ_PROBES) | admin | OPERATIONS
+    auth = _auth_operations(harness)
+    assert _operations(harness) == set(READ_PROBES) | admin | auth | OPERATIONS
+
+
+def test_a_key_opens_no_persons_session(harness: Harness) -> None:
+    """The sign-in routes are a person's: a project key (of any project) signs nobody in and
+    reads no project through them."""
+    auth = sorted(_auth_operations(harness))
+    assert len(auth) >= 6
+    for method, path in auth:
+        for headers in (harness.foreign, harness.read):
+            response = harness.client.request(method, path, headers=headers, json={})
+            assert response.status_code < 500, (method, path, response.text)
+            assert "acme" not in response.text, (method, path, response.text)
+            if path == "/v1/auth/status":
+                assert response.json()["person"] is None
+            elif path != "/v1/auth/logout":
+                assert response.status_code in (401, 404, 422, 503), (method, path)
 
 
 @pytest.mark.parametrize("operation", sorted(READ_PROBES), ids=lambda op: f"{op[0]} {op[1]}")
