@@ -168,6 +168,9 @@ def test_streamed_results_equal_the_recomputation_after_a_kill(
                 ).json()
                 try:
                     assert stream.get("source") == "stream", stream.get("source_note")
+                    # Both can agree before every exposure has landed: wait for all units.
+                    units = sum(v["units"] for v in stream["variants"])
+                    assert units == UNITS - stream["multi_variant_units"], f"{units} units"
                     assert_equal(stream, warehouse)
                 except AssertionError as difference:
                     differences[:] = [str(difference)]
