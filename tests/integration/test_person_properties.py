@@ -25,13 +25,15 @@ PLANS = ("free", "pro", "team")
 
 @dataclass
 class Call:
-    """One identify call: ``kind`` is a Segment identify (traits), PostHog's $set or
-    $set_once."""
+    """One call that sets person properties: ``kind`` is a Segment identify (traits),
+    PostHog's $set or $set_once, with an identify or with any other event."""
 
     distinct_id: str
     at: datetime
     kind: str
     values: dict[str, Any]
+    on_event: bool = False
+    """$set or $set_once sent with a captured event (``posthog.capture(..., {$set})``)."""
 
 
 @dataclass
@@ -68,6 +70,8 @@ def _calls_and_events(world: World) -> None:
         Call("anon-ada", DAY + timedelta(days=1), "set_once", {"plan": "team"}),
         Call("bob", DAY - timedelta(days=1), "segment", {"plan": "team", "seats": 12}),
         Call("bob", DAY, "set_once", {"plan": "free", "seats": 1}),
+        # a captured event's $set sets as an identify's does
+        Call("bob", DAY + timedelta(hours=5), "set", {"seats": 30}, on_event=True),
     ]
     world.events += [
         ("anon-ada", "Viewed", DAY + timedelta(hours=1)),
@@ -85,7 +89,9 @@ def _calls_and_events(world: World) -> None:
             values = {"plan": rng.choice(PLANS)}
             if rng.random() < 0.5:
                 values["seats"] = rng.randrange(1, 20)
-            world.calls.append(Call(rng.choice(ids), DAY + timedelta(minutes=minute), kind, values))
+            on_event = kind != "segment" and rng.random() < 0.3
+            at = DAY + timedelta(minutes=minute)
+            world.calls.append(Call(rng.choice(ids), at, kind, values, on_event))
         for minute in rng.sample(range(5 * 1440), rng.randrange(1, 5)):
             event = rng.choice(("Viewed", "Viewed", "Paid"))
             world.events.append((rng.choice(ids), event, DAY + timedelta(minutes=minute)))
@@ -97,14 +103,13 @@ def _rows(world: World) -> list[dict[str, Any]]:
         properties = {"$set": call.values} if call.kind == "set" else {}
         if call.kind == "set_once":
             properties = {"$set_once": call.values}
+        if call.on_event:
+            # a track event: its traits (none are sent) would never be read
+            kind = {"type": "track", "event": "Clicked", "traits": {}}
+        else:
+            kind = {"type": "identify", "traits": call.values}
         rows.append(
-            {
-                "type": "identify",
-                "distinct_id": call.distinct_id,
-                "timestamp": call.at,
-                "traits": call.values,
-                "properties": properties,
-            }
+            kind | {"distinct_id": call.distinct_id, "timestamp": call.at, "properties": properties}
         )
     for distinct_id, event, at in world.events:
         rows.append(
@@ -177,6 +182,7 @@ def test_a_person_counts_under_their_current_value_for_events_under_every_id(
     assert _totals(ada) == {"pro": 2}  # the events as anon-ada and as ada, $set_once ignored
     assert world.value("ada", "plan") == "pro"
     assert world.value("bob", "plan") == "team"
+    assert world.value("bob", "seats") == 30
 
     everyone = _post(harness, "trends", trend)
     expected = Counter(

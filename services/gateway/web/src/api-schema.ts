@@ -3674,7 +3674,7 @@ export interface components {
             last_seen: string | null;
             /**
              * Properties
-             * @description From identify traits and PostHog's $set (last wins) and $set_once (first wins), in event time
+             * @description From identify traits and PostHog's $set (last wins) and $set_once (first wins), with an identify or any other event, in event time
              */
             properties: {
                 [key: string]: unknown;

@@ -3,12 +3,12 @@
 A filter or a breakdown of trends, funnels and retention names an event's property by
 default; with ``"type": "person"`` it names a property of the event's person, whatever id
 the event was sent under. A person's value is the one ``GET /v1/persons/{id}`` shows: over
-the identify calls of all the person's ids, in event time, the newest that sets it (PostHog's
-``$set``; a Segment identify's traits) wins, and PostHog's ``$set_once`` counts only when no
-call sets it (the earliest then). The values are computed in the warehouse per query, for
-the named properties only, grouped by the same ``person_key`` the query counts by, and joined
-to the events on it; an event whose person lacks the property reads it as missing (a
-breakdown's ``null``).
+the identify calls and the events with ``$set`` of all the person's ids, in event time, the
+newest that sets it (PostHog's ``$set``; a Segment identify's traits) wins, and PostHog's
+``$set_once`` counts only when no call sets it (the earliest then). The values are computed
+in the warehouse per query, for the named properties only, grouped by the same
+``person_key`` the query counts by, and joined to the events on it; an event whose person
+lacks the property reads it as missing (a breakdown's ``null``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from sextant.gateway.persons import person_events
+from sextant.gateway.persons import SETS_PERSON_PROPERTIES, person_events
 from sextant.gateway.sql import Params, check_property, filter_on, property_text, property_value
 from sextant.schemas.config import PROPERTY_PATTERN, PropertyFilter, PropertyName
 
@@ -63,13 +63,10 @@ BREAKDOWN_DESCRIPTION = (
 )
 
 
-# A person-aware call is an identify (PostHog's $identify, $set and $set_once arrive as
-# one) that carries $set or $set_once: its traits merge the two, so its $set alone says
-# what it sets; a Segment identify sets its traits.
-_POSTHOG_CALL = (
-    "arrayExists(p -> startsWith(p, '$set.') OR startsWith(p, '$set_once.'),"
-    " JSONAllPaths(properties))"
-)
+# PostHog's calls ($identify, $set, and $set or $set_once sent with any captured event)
+# carry $set or $set_once properties; an identify's traits merge the two, so its $set alone
+# says what it sets. A Segment identify sets its traits; other events set nothing else.
+_POSTHOG_CALL = f"(type != 'identify' OR {SETS_PERSON_PROPERTIES})"
 
 
 class PersonProperties:
@@ -106,6 +103,7 @@ class PersonProperties:
         add = self._params.add
         rows = [f"{_POSTHOG_CALL} AS _posthog"]
         values = []
+        sets_one = []  # an event other than an identify counts when it sets a named property
         for name, column in self._columns.items():
             set_path, once_path = add(f"$set.{name}", "String"), add(f"$set_once.{name}", "String")
             rows.append(
@@ -113,6 +111,10 @@ class PersonProperties:
                 f" getSubcolumn(traits, {add(name, 'String')})) AS {column}_set"
             )
             rows.append(f"getSubcolumn(properties, {once_path}) AS {column}_once")
+            sets_one += [
+                f"dynamicType(getSubcolumn(properties, {path})) != 'None'"
+                for path in (set_path, once_path)
+            ]
             values.append(
                 f"if(countIf(dynamicType({column}_set) != 'None') > 0,"
                 f" argMaxIf({column}_set, timestamp, dynamicType({column}_set) != 'None'),"
@@ -124,7 +126,7 @@ class PersonProperties:
             f"(SELECT person_key AS _pp_key, {', '.join(values)}"
             f" FROM (SELECT person_key, timestamp, {', '.join(rows)}"
             f" FROM {person_events(self._params, self._project_id)}"
-            f" WHERE project_id = {project} AND type = 'identify')"
+            f" WHERE project_id = {project} AND (type = 'identify' OR {' OR '.join(sets_one)}))"
             " GROUP BY person_key)"
         )
 

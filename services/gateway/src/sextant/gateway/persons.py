@@ -113,7 +113,7 @@ class Person(BaseModel):
     last_seen: datetime | None
     properties: dict[str, Any] = Field(
         description="From identify traits and PostHog's $set (last wins) and $set_once "
-        "(first wins), in event time"
+        "(first wins), with an identify or any other event, in event time"
     )
     merges: list[MergeRecord]
 
@@ -133,7 +133,12 @@ class PersonEventPage(BaseModel):
 
 
 MAX_PROPERTY_EVENTS = 1_000
-"""The newest identify calls a person's properties are built from."""
+"""The newest calls (identifies, events with $set) a person's properties are built from."""
+SETS_PERSON_PROPERTIES = (
+    "arrayExists(p -> startsWith(p, '$set.') OR startsWith(p, '$set_once.'),"
+    " JSONAllPaths(properties))"
+)
+"""SQL: the event carries PostHog's ``$set`` or ``$set_once`` (with any event)."""
 
 
 def person_id_of(gateway: Gateway, project_id: str, distinct_id: str) -> str:
@@ -215,16 +220,17 @@ def _merges(gateway: Gateway, project_id: str, ids: list[str]) -> list[MergeReco
 def _properties(gateway: Gateway, project_id: str, ids: list[str]) -> dict[str, Any]:
     params = Params()
     sql = f"""
-        SELECT toJSONString(traits), toJSONString(properties)
+        SELECT type, toJSONString(traits), toJSONString(properties)
         FROM events_unique
         WHERE project_id = {params.add(project_id, "String")}
-          AND distinct_id IN {params.add(ids, "Array(String)")} AND type = 'identify'
+          AND distinct_id IN {params.add(ids, "Array(String)")}
+          AND (type = 'identify' OR {SETS_PERSON_PROPERTIES})
         ORDER BY timestamp DESC
         LIMIT {MAX_PROPERTY_EVENTS}
     """
     rows = run_query(gateway, "person_properties", sql, params, FINAL_PER_PARTITION)
     found: dict[str, Any] = {}
-    for traits, properties in reversed(rows):
+    for kind, traits, properties in reversed(rows):
         given = _object(properties)
         once = given.get("$set_once")
         for key, value in (once if isinstance(once, dict) else {}).items():
@@ -232,7 +238,7 @@ def _properties(gateway: Gateway, project_id: str, ids: list[str]) -> dict[str, 
         always = given.get("$set")
         if isinstance(always, dict):
             found.update(always)
-        elif not isinstance(once, dict):  # a Segment identify: its traits are set
+        elif not isinstance(once, dict) and kind == "identify":  # a Segment identify's traits
             found.update(_object(traits))
     return found
 
