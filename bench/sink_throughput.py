@@ -48,9 +48,11 @@ from sextant.schemas.events import Envelope, EventType
 from sextant.schemas.topics import Topic, topic_name
 from sextant.sink.service import SinkService
 from sextant.sink.settings import SinkSettings
+from sextant.sink.tables import TABLES
 
 COMMAND = "python -m bench.sink_throughput"
-SINK_ONLY = (Topic.EVENTS_INVALID, Topic.EXPOSURES, Topic.METRIC_POINTS, Topic.ALERTS)
+SINK_ONLY = tuple(topic for topic in TABLES if topic is not Topic.EVENTS_RAW)
+"""The other topics the sink reads (it subscribes to them all)."""
 
 
 def sample_events(count: int) -> list[Envelope]:
