@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal, NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from sextant.core.kafka_cluster import replication
@@ -30,6 +30,7 @@ __all__ = [
     "consumer_group_offsets",
     "end_offsets",
     "ensure_topic",
+    "ensure_topic_config",
     "ensure_topics",
     "make_consumer",
     "make_producer",
@@ -140,6 +141,27 @@ def ensure_topic(
         with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics([NewTopic(name, partitions, replicas, topic_configs=config)])
         return True
+    finally:
+        admin.close()
+
+
+def ensure_topic_config(
+    settings: KafkaSection, name: str, partitions: int, config: dict[str, str]
+) -> None:
+    """Create one internal topic with ``config`` if missing, or set ``config`` on it (keys not
+    named keep their values), so an upgrade brings an existing topic's settings along."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id=settings.kafka_client_id
+    )
+    try:
+        if name not in set(admin.list_topics()):
+            brokers = len(admin.describe_cluster()["brokers"])
+            replicas, in_sync = replication(3, 2, brokers)
+            wanted = {"min.insync.replicas": str(in_sync)} | config
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, partitions, replicas, topic_configs=wanted)])
+                return
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=config)])
     finally:
         admin.close()
 

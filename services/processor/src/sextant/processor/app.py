@@ -16,7 +16,13 @@ from fastapi import FastAPI
 
 from sextant.core.config_plane import ConfigFollower
 from sextant.core.demo import guard_demo_keys
-from sextant.core.kafka import cluster_reachable, end_offsets, ensure_topic, ensure_topics
+from sextant.core.kafka import (
+    cluster_reachable,
+    end_offsets,
+    ensure_topic,
+    ensure_topic_config,
+    ensure_topics,
+)
 from sextant.core.logging import get_logger
 from sextant.core.progress import ProgressBoard, StallGuard
 from sextant.core.service import add_operational_routes
@@ -212,6 +218,9 @@ def create_app(settings: ProcessorSettings) -> Processor:
             "they must have as many"
         )
     faust_app = FaustProcessor(settings, partitions, identities)
+    for changelog, changelog_partitions in faust_app.changelogs().items():
+        # Before faust declares them: bounded replays on restart, for new and old topics.
+        ensure_topic_config(settings, changelog, changelog_partitions, settings.changelog_config())
     deletions_topic = topic_name(Topic.PERSON_DELETIONS, settings.topic_prefix)
     stage_one = StageOne(
         topic=faust_app.events_topic_name,

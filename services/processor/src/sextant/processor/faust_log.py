@@ -841,6 +841,13 @@ class FaustProcessor:
             note_use(changelog, "writes")  # its state
             note_use(changelog, "reads")  # its recovery
 
+    def changelogs(self) -> dict[str, int]:
+        """The tables' changelog topics and their partitions."""
+        return {
+            str(table.changelog_topic.get_topic_name()): int(table.partitions or 0)
+            for table in (self.windows, self.merges, self.persons)
+        }
+
     @property
     def events_topic_name(self) -> str:
         return str(self.events_topic.get_topic_name())

@@ -35,6 +35,10 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     once (exit code 1): with Kafka gone, faust's shutdown waits for the broker for ever. This
     is a crash as far as the data goes, and a crash loses nothing: what was not committed is
     read again by the next worker."""
+    processor_changelog_segment_seconds: float = Field(default=60.0, gt=0)
+    """The tables' changelogs start a new segment this often, and the broker's cleaner
+    compacts the closed ones: a restarting worker replays the tables' current entries plus at
+    most this long of writes, not everything written since the topic was created."""
     processor_fetch_min_bytes: int = Field(default=32 * 1024, ge=1)
     """The broker answers the worker's fetch once it has this many bytes ..."""
     processor_fetch_max_wait_ms: int = Field(default=25, ge=0)
@@ -60,6 +64,15 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     @property
     def app_id(self) -> str:
         return self.processor_group or processor_group(self.topic_prefix)
+
+    def changelog_config(self) -> dict[str, str]:
+        """Settings of the tables' changelog topics (compacted, as faust makes them)."""
+        return {
+            "cleanup.policy": "compact",
+            "segment.ms": str(int(self.processor_changelog_segment_seconds * 1000)),
+            "min.cleanable.dirty.ratio": "0.1",
+            "min.compaction.lag.ms": "0",
+        }
 
     @property
     def partials_topic(self) -> str:
