@@ -10,7 +10,8 @@ In one run, on one broker:
    ``--rate`` events/s with ``--workers`` workers sharing the consumer group's partitions,
    each for ``--seconds`` after a 10 s warm-up): freshness, from the broker's
    acknowledgement of a probe event (one every 0.7 s inside the load, each with its own
-   breakdown value) to the first metric point counting it, p50 and p95, twice: on the
+   breakdown value) to the first record counting it, p50 and p95, three times: on the
+   ``partials`` topic (stage one's output: where a delay comes from), on the
    ``metric_points`` topic (what the gateway's live stream follows) and in the warehouse,
    read through a ``sextant gateway`` process (it runs the sink with its default batching
    over the embedded engine) whose series API is polled every ``WAREHOUSE_POLL_S`` from the
@@ -41,7 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,7 +78,7 @@ from sextant.schemas.sketches import (
     hll_estimate,
     hll_pack,
 )
-from sextant.schemas.topics import Topic, topic_name
+from sextant.schemas.topics import Topic, internal_topic_name, processor_group, topic_name
 
 NAME = "processor_throughput"
 COMMAND = "python -m bench.processor_throughput"
@@ -291,27 +292,59 @@ PROBE_EVERY_S = 0.7  # at most ~86 probes a minute: under the breakdown limit of
 
 @dataclass
 class Freshness:
-    """Seconds from each probe's broker acknowledgement to its first metric point."""
+    """Seconds from each probe's broker acknowledgement to its first partial (stage one's
+    output), its first metric point, and its first appearance in the warehouse."""
 
+    partials: list[float]
     topic: list[float]
     warehouse: list[float]
 
 
-class PointTail:
-    """Arrival time of every metric point of one metric on the topic."""
+SeenIn = Callable[[bytes, bytes], Iterable[str]]
+"""A record's key and value → the breakdown values it counts (of the followed metric)."""
 
-    def __init__(self, settings: KafkaSection, project: str, metric: str) -> None:
-        self.settings, self.project, self.metric = settings, project, metric
-        self.arrivals: list[tuple[float, MetricPoint]] = []
+
+def in_points(project: str, metric: str) -> SeenIn:
+    wanted = f"{project}:{metric}".encode()
+
+    def seen(key: bytes, value: bytes) -> Iterable[str]:
+        if key != wanted:
+            return ()
+        point = MetricPoint.model_validate_json(value)
+        return (point.breakdown,) if point.count else ()
+
+    return seen
+
+
+def in_partials(project: str, metric: str) -> SeenIn:
+    prefix = f"{project}|{metric}|".encode()
+
+    def seen(key: bytes, value: bytes) -> Iterable[str]:
+        if not key.startswith(prefix):
+            return ()
+        groups: dict[str, dict[str, Any]] = orjson.loads(value)["g"]
+        return [name for name, group in groups.items() if group["c"]]
+
+    return seen
+
+
+class TopicTail:
+    """When each breakdown value of one metric first arrives on a topic of the processor's
+    (``partials``: stage one's output; ``metric_points``: stage two's)."""
+
+    def __init__(self, settings: KafkaSection, topic: str, seen_in: SeenIn) -> None:
+        """``topic``: the full name."""
+        self.settings, self.topic, self.seen_in = settings, topic, seen_in
+        self.seen: dict[str, float] = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
-            raise TimeoutError("metric_points could not be followed")
+            raise TimeoutError(f"{topic} could not be followed")
 
     def _run(self) -> None:
-        topic = topic_name(Topic.METRIC_POINTS, self.settings.topic_prefix)
+        topic = self.topic
         # The broker answers a fetch as soon as one record is there, whatever the longest
         # wait: a short wait only made it answer ~100 empty fetches a second.
         consumer = make_consumer(self.settings, None)
@@ -325,18 +358,13 @@ class PointTail:
             for records in consumer.poll(timeout_ms=50).values():
                 arrived = time.time()
                 for record in records:
-                    if f"{self.project}:{self.metric}".encode() != record.key:
-                        continue
-                    self.arrivals.append((arrived, MetricPoint.model_validate_json(record.value)))
+                    for name in self.seen_in(record.key or b"", record.value or b""):
+                        self.seen.setdefault(name, arrived)
         consumer.close()
 
     def first_seen(self) -> dict[str, float]:
-        """Breakdown value → when a point first counted it."""
-        seen: dict[str, float] = {}
-        for arrived, point in list(self.arrivals):
-            if point.count and point.breakdown not in seen:
-                seen[point.breakdown] = arrived
-        return seen
+        """Breakdown value → when a record first counted it."""
+        return dict(self.seen)
 
     def stop(self) -> None:
         self._stop.set()
@@ -418,8 +446,15 @@ def steady_load(
     unique value of the load's probe metric's breakdown: the first point with that value
     tells exactly when that event became visible.
     """
-    tail = PointTail(settings, project, probe_metric(load))
-    stored = WarehouseTail(gateway, probe_metric(load))
+    metric = probe_metric(load)
+    prefix = settings.topic_prefix
+    partials = TopicTail(
+        settings,
+        internal_topic_name(Topic.PARTIALS, processor_group(prefix)),
+        in_partials(project, metric),
+    )
+    tail = TopicTail(settings, topic_name(Topic.METRIC_POINTS, prefix), in_points(project, metric))
+    stored = WarehouseTail(gateway, metric)
     acked, achieved, sent = asyncio.run(send_steadily(settings, project, rate, seconds, load))
     probes = len(acked)
     deadline = time.monotonic() + 180
@@ -428,10 +463,11 @@ def steady_load(
         and min(len(tail.first_seen()), len(stored.first_seen())) < probes
     ):
         time.sleep(0.2)  # waiting for the last probes, with a deadline
-    tail.stop()
-    stored.stop()
-    on_topic, in_warehouse = tail.first_seen(), stored.first_seen()
+    for follower in (partials, tail, stored):
+        follower.stop()
+    in_stage_one, on_topic, in_warehouse = (f.first_seen() for f in (partials, tail, stored))
     freshness = Freshness(
+        [in_stage_one[name] - at for name, at in acked.items() if name in in_stage_one],
         [on_topic[name] - at for name, at in acked.items() if name in on_topic],
         [in_warehouse[name] - at for name, at in acked.items() if name in in_warehouse],
     )
@@ -583,6 +619,7 @@ def wait_ready(workers: Sequence[Worker | Gateway], timeout_s: float = 300) -> N
 def freshness_figures(label: str, freshness: Freshness, achieved: float, sent: int) -> list[Figure]:
     figures = []
     for where, values in (
+        ("partials topic (stage one)", freshness.partials),
         ("metric_points topic", freshness.topic),
         ("metric_points table (through the sink)", freshness.warehouse),
     ):

@@ -156,9 +156,7 @@ class Batch:
         if self.live_records == 0 or self.live_records == self.records:
             return False
         bulk_left = self.bulk_since + limits.seconds - now if self.bulk_since is not None else 0
-        return (
-            self.records < limits.rows and self.value_bytes < limits.bytes and bulk_left > 0
-        )
+        return self.records < limits.rows and self.value_bytes < limits.bytes and bulk_left > 0
 
     def take_live(self) -> Batch:
         """Move the live tables' rows, offsets and dead letters into a batch of their own.
