@@ -52,7 +52,7 @@ def test_registry_topics_get_three_replicas_two_in_sync(cluster: LocalCluster) -
 def test_fewer_replicas_are_raised(cluster: LocalCluster) -> None:
     settings = KafkaSection(kafka_bootstrap=cluster.bootstrap, topic_prefix="grow")
     single = KafkaSection(kafka_bootstrap=cluster.nodes[1].bootstrap, topic_prefix="grow")
-    # A topic as faust makes its changelogs: one replica.
+    # A changelog as faust made them before the processor created its own: one replica.
     create_topic(single, "grow-processor-windows-changelog", partitions=3, replicas=1)
     assert raise_replication(settings) == ["grow-processor-windows-changelog"]
     state = cluster.state(["grow-processor-windows-changelog"])
