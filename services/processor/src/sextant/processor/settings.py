@@ -39,11 +39,12 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     """The tables' changelogs start a new segment this often, and the broker's cleaner
     compacts the closed ones: a restarting worker replays the tables' current entries plus at
     most this long of writes, not everything written since the topic was created."""
-    processor_changelog_tombstone_seconds: float = Field(default=1800.0, gt=0)
+    processor_changelog_tombstone_seconds: float = Field(default=600.0, gt=0)
     """How long the cleaner keeps a deleted entry's tombstone. Every flush writes a key of
     its own (the ``messageId`` values it saw) and deletes it once the dedup window passed, so
     with Kafka's default (a day) a replay would read a day of tombstones. A restoring worker
-    must read the changelog from its start within this time (it takes seconds)."""
+    must read the changelog to its end within this time: twice the longest restore allowed
+    (``processor_max_rebalance_seconds``), after which the worker starts again anyway."""
     processor_fetch_min_bytes: int = Field(default=32 * 1024, ge=1)
     """The broker answers the worker's fetch once it has this many bytes ..."""
     processor_fetch_max_wait_ms: int = Field(default=25, ge=0)
