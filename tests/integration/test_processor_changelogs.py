@@ -56,7 +56,7 @@ def test_a_worker_gives_old_and_new_changelogs_closing_segments(
 
     worker = ProcessorProcess(kafka_settings, tmp_path)
     worker.env["SEXTANT_PROCESSOR_CHANGELOG_SEGMENT_SECONDS"] = "90"
-    worker.env["SEXTANT_PROCESSOR_CHANGELOG_TOMBSTONE_SECONDS"] = "600"
+    worker.env["SEXTANT_PROCESSOR_CHANGELOG_TOMBSTONE_SECONDS"] = "30"
     try:
         worker.start().wait_ready()
     finally:
@@ -67,7 +67,8 @@ def test_a_worker_gives_old_and_new_changelogs_closing_segments(
         assert config["cleanup.policy"] == "compact", table
         assert config["segment.ms"] == "90000", table
         assert config["min.compaction.lag.ms"] == "0", table
-        assert config["delete.retention.ms"] == "600000", table
+        # raised to twice the longest restore the worker allows (20 s here)
+        assert config["delete.retention.ms"] == "40000", table
 
 
 def test_the_cleaner_keeps_a_changelog_to_its_current_entries(
@@ -77,7 +78,9 @@ def test_the_cleaner_keeps_a_changelog_to_its_current_entries(
     overwritten values go, and so do deleted keys and, after their time, their tombstones
     (every flush writes a key of its own and deletes it later)."""
     settings = ProcessorSettings(
-        processor_changelog_segment_seconds=1.0, processor_changelog_tombstone_seconds=1.0
+        processor_changelog_segment_seconds=1.0,
+        processor_changelog_tombstone_seconds=1.0,
+        processor_max_rebalance_seconds=0.5,
     )
     name = f"{kafka_settings.topic_prefix}-changelog-{uuid.uuid4().hex[:6]}"
     ensure_topic_config(kafka_settings, name, 1, settings.changelog_config())

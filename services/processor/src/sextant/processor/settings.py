@@ -43,8 +43,9 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     """How long the cleaner keeps a deleted entry's tombstone. Every flush writes a key of
     its own (the ``messageId`` values it saw) and deletes it once the dedup window passed, so
     with Kafka's default (a day) a replay would read a day of tombstones. A restoring worker
-    must read the changelog to its end within this time: twice the longest restore allowed
-    (``processor_max_rebalance_seconds``), after which the worker starts again anyway."""
+    must read the changelog to its end within this time, so it is at least twice the longest
+    restore allowed (``processor_max_rebalance_seconds``, after which the worker starts
+    again)."""
     processor_fetch_min_bytes: int = Field(default=32 * 1024, ge=1)
     """The broker answers the worker's fetch once it has this many bytes ..."""
     processor_fetch_max_wait_ms: int = Field(default=25, ge=0)
@@ -71,6 +72,13 @@ class ProcessorSettings(KafkaSection, ServiceSection):
     def app_id(self) -> str:
         return self.processor_group or processor_group(self.topic_prefix)
 
+    @property
+    def tombstone_seconds(self) -> float:
+        """How long the changelogs keep tombstones (see the setting)."""
+        return max(
+            self.processor_changelog_tombstone_seconds, 2 * self.processor_max_rebalance_seconds
+        )
+
     def changelog_config(self) -> dict[str, str]:
         """Settings of the tables' changelog topics (compacted, as faust makes them)."""
         return {
@@ -78,7 +86,7 @@ class ProcessorSettings(KafkaSection, ServiceSection):
             "segment.ms": str(int(self.processor_changelog_segment_seconds * 1000)),
             "min.cleanable.dirty.ratio": "0.1",
             "min.compaction.lag.ms": "0",
-            "delete.retention.ms": str(int(self.processor_changelog_tombstone_seconds * 1000)),
+            "delete.retention.ms": str(int(self.tombstone_seconds * 1000)),
         }
 
     @property
