@@ -17,9 +17,10 @@ import httpx
 
 from bench.soak import Part
 from sextant.core.config_plane import ConfigPublisher
-from sextant.core.kafka import ensure_topics
+from sextant.core.kafka import consumer_group_lags, ensure_topics
 from sextant.core.settings import KafkaSection
 from sextant.schemas.config import ApiKey, ConfigDocument, KeyKind, Project, hash_key
+from sextant.schemas.topics import Topic, topic_name
 from tests.infra import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +36,15 @@ class Stack:
     collector: str
     gateway: str
     collector_part: Part
+    kafka: KafkaSection
+
+    def settled(self) -> bool:
+        """Every event on ``events.raw`` is committed by the sink, so in the warehouse."""
+        prefix = self.kafka.topic_prefix
+        lags = consumer_group_lags(
+            self.kafka, f"{prefix}.sink", topic_name(Topic.EVENTS_RAW, prefix)
+        )
+        return not any(lags.values())
 
     def count(self, event: str) -> int:
         """How many ``event`` events the warehouse holds (each message id once)."""
@@ -140,6 +150,7 @@ def running_stack(
             collector=parts["collector"].ready_url.removesuffix("/readyz"),
             gateway=parts["gateway"].ready_url.removesuffix("/readyz"),
             collector_part=parts["collector"],
+            kafka=kafka,
         )
     finally:
         for part in parts.values():

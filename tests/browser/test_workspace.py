@@ -137,6 +137,9 @@ def shop(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             return sum(series["total"] for series in trends["series"]) >= expected
 
         wait_for(stored, 300, 1.0, f"{expected} orders in the warehouse")
+        # The orders may land before the page views of the same visits: the pages and the
+        # API must read the same, settled numbers.
+        wait_for(stack.settled, 120, 0.5, "every event in the warehouse")
         yield stack
 
 
