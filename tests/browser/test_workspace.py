@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 from playwright.sync_api import Error as PlaywrightError
 
 from sextant.core.config_file import documents_from_file, load_config_file
@@ -269,50 +270,41 @@ def test_every_page_opens_at_both_sizes(page: Page, shop: Stack) -> None:
         page.screenshot(path=str(SHOTS / f"experiment-{size}.png"), full_page=True)
 
 
+def _opened(page: Page, url: str, path: str, selector: str) -> Request:
+    """Open ``url`` and wait for ``selector``; the page's first request to ``path``."""
+    with page.expect_request(lambda r: urlsplit(r.url).path == path) as asked:
+        page.goto(url)
+    _wait_rendered(page, selector)
+    return asked.value
+
+
+def _same_query(shop: Stack, request: Request) -> Any:
+    """The API's answer to the page's own request: the same range to the millisecond (the
+    page reads its clock later than the test, and ranges that end at "now" move)."""
+    parts = urlsplit(request.url)
+    if request.method == "POST":
+        return _api(shop, "POST", parts.path, json=request.post_data_json)
+    return _api(shop, "GET", parts.path, params=dict(parse_qsl(parts.query)))
+
+
 @pytest.mark.timeout(600)
 def test_numbers_shown_are_the_apis(page: Page, shop: Stack) -> None:
-    now = datetime.now(UTC)
     # Web: visitors over the last 24 hours.
-    page.goto(f"{shop.gateway}/#/web")
-    _wait_rendered(page, "[data-field=visitors]")
-    web = _api(
-        shop,
-        "GET",
-        "/v1/web",
-        params={
-            "from": (now - timedelta(days=1)).isoformat(),
-            "to": (now + timedelta(minutes=1)).isoformat(),
-        },
-    )
+    asked = _opened(page, f"{shop.gateway}/#/web", "/v1/web", "[data-field=visitors]")
+    assert "from" in asked.url
+    web = _same_query(shop, asked)
     assert page.inner_text("[data-field=visitors]") == f"{web['totals']['visitors']:,}"
     # Feedback: NPS over 30 days.
-    page.goto(f"{shop.gateway}/#/feedback")
-    _wait_rendered(page, "#score[data-value]")
-    nps = _api(
-        shop,
-        "GET",
-        "/v1/surveys/nps/results",
-        params={
-            "from": (now - timedelta(days=30)).isoformat(),
-            "to": (now + timedelta(minutes=1)).isoformat(),
-        },
+    asked = _opened(
+        page, f"{shop.gateway}/#/feedback", "/v1/surveys/nps/results", "#score[data-value]"
     )
+    nps = _same_query(shop, asked)
     assert _number(page, "#score") == pytest.approx(nps["overall"]["value"])
     # Funnel: users at each step, the page's default steps over 7 days.
-    page.goto(f"{shop.gateway}/#/funnels")
-    _wait_rendered(page, "[data-step='1']")
+    asked = _opened(page, f"{shop.gateway}/#/funnels", "/v1/insights/funnels", "[data-step='1']")
     steps = [page.input_value(f"#funnel-steps li:nth-child({i + 1}) input") for i in range(5)]
-    funnel = _api(
-        shop,
-        "POST",
-        "/v1/insights/funnels",
-        json={
-            "from": (now - timedelta(days=7)).isoformat(),
-            "to": (now + timedelta(minutes=1)).isoformat(),
-            "steps": [{"event": e} for e in steps],
-            "window_seconds": 86400,
-        },
-    )
+    assert [s["event"] for s in asked.post_data_json["steps"]] == steps
+    funnel = _same_query(shop, asked)
     for step in funnel["groups"][0]["steps"]:
         assert page.inner_text(f"[data-step='{step['step']}']") == f"{step['users']:,}"
     # Experiment: units per variant.
