@@ -117,10 +117,15 @@ def ensure_topics(
 
 
 def ensure_topic(
-    settings: KafkaSection, name: str, partitions: int, spec: TopicSpec | None = None
+    settings: KafkaSection,
+    name: str,
+    partitions: int,
+    spec: TopicSpec | None = None,
+    config: dict[str, str] | None = None,
 ) -> bool:
     """Create one topic with ``partitions`` (a part's internal topic, or a registered one
-    whose partitions follow another topic's: ``spec``'s settings then apply) if missing.
+    whose partitions follow another topic's: ``spec``'s settings then apply) if missing,
+    with ``config`` on top.
 
     Returns True when it was created now. A consumer subscribing to a topic that does not
     exist yet only notices it at its next metadata refresh (minutes), so parts create their
@@ -134,12 +139,13 @@ def ensure_topic(
             return False
         brokers = len(admin.describe_cluster()["brokers"])
         replicas, in_sync = replication(3, 2, brokers)
-        config = {"min.insync.replicas": str(in_sync)}
+        wanted = {"min.insync.replicas": str(in_sync)}
         if spec is not None:
             replicas = _replicas(spec, brokers)[0]
-            config = _topic_config(spec, brokers)
+            wanted = _topic_config(spec, brokers)
+        wanted |= config or {}
         with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics([NewTopic(name, partitions, replicas, topic_configs=config)])
+            admin.create_topics([NewTopic(name, partitions, replicas, topic_configs=wanted)])
         return True
     finally:
         admin.close()
@@ -150,17 +156,12 @@ def ensure_topic_config(
 ) -> None:
     """Create one internal topic with ``config`` if missing, or set ``config`` on it (keys not
     named keep their values), so an upgrade brings an existing topic's settings along."""
+    if ensure_topic(settings, name, partitions, config=config):
+        return
     admin = KafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, client_id=settings.kafka_client_id
     )
     try:
-        if name not in set(admin.list_topics()):
-            brokers = len(admin.describe_cluster()["brokers"])
-            replicas, in_sync = replication(3, 2, brokers)
-            wanted = {"min.insync.replicas": str(in_sync)} | config
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, partitions, replicas, topic_configs=wanted)])
-                return
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=config)])
     finally:
         admin.close()
