@@ -50,6 +50,11 @@ class Log:
         self.commit_fails = False
         self.on_revoked: Callable[[list[Partition]], None] = lambda _: None
         self.revoke_on_next_poll = False
+        self.revoke_inside: str | None = None
+        """The next call of this name (``commit``, ``pause_all``, ``resume_all``) hears of a
+        rebalance first, as every call of the real member may; a commit then fails."""
+        self.moves_away: Partition | None = None
+        """Goes to another member at the next poll, after that poll returned its records."""
         self.wedged = False
         """Return nothing while records wait, as a consumer that stopped fetching does."""
 
@@ -69,14 +74,27 @@ class Log:
             taken = self.records[partition][start : start + max_records - len(out)]
             out.extend(taken)
             self.position[partition] = start + len(taken)
+        if self.moves_away is not None:
+            del self.position[self.moves_away]
+            self.moves_away = None
         if not out:
             self.clock.now += timeout_s
         return out
 
+    def _revoke_inside(self, call: str) -> bool:
+        if self.revoke_inside != call:
+            return False
+        self.revoke_inside = None
+        self.on_revoked(sorted(self.position))
+        self.paused = set()  # the partitions come back unpaused, as a new assignment does
+        return True
+
     def pause_all(self) -> None:
-        self.paused = set(self.position)
+        self.paused = set(self.position)  # the assignment a rebalance is ending
+        self._revoke_inside("pause_all")
 
     def resume_all(self) -> None:
+        self._revoke_inside("resume_all")
         self.paused = set()
 
     def seek(self, partition: Partition, offset: int) -> None:
@@ -86,8 +104,12 @@ class Log:
         return set(self.position)
 
     def commit(self, next_offsets: Mapping[Partition, int]) -> None:
+        if self._revoke_inside("commit"):
+            raise KafkaError("CommitFailedError: the group is rebalancing")
         if self.commit_fails:
             raise KafkaError("coordinator not available")
+        if set(next_offsets) - set(self.position):
+            raise KafkaError("IllegalStateError: partition is not assigned")
         for partition, offset in next_offsets.items():
             assert offset >= self.committed.get(partition, 0), "commits never go back"
             self.committed[partition] = offset
@@ -299,6 +321,40 @@ def test_a_rebalance_during_an_outage_loses_nothing() -> None:
     rig.run(30)
     assert sorted(set(rig.warehouse.message_ids())) == sorted(ids)
     assert rig.caught_up()
+
+
+@pytest.mark.parametrize("call", ["commit", "pause_all", "resume_all"])
+def test_a_rebalance_heard_inside_any_call_to_the_consumer_loses_and_holds_back_nothing(
+    call: str,
+) -> None:
+    """The member serves a rebalance inside whichever of its calls is running; the loop must
+    come out of it reading, not waiting for a retry of a batch it dropped or paused."""
+    rig = Rig(rows=10)
+    ids = rig.produce(30)
+    if call != "commit":
+        rig.log.commit_fails = True  # a failed commit pauses, and its success resumes
+    rig.loop.step()
+    rig.log.revoke_inside = call
+    rig.run(2)
+    rig.log.commit_fails = False
+    ids += rig.produce(30, start=30)
+    rig.run(30)
+    assert rig.log.revoke_inside is None, "the rebalance happened"
+    assert sorted(set(rig.warehouse.message_ids())) == sorted(ids)
+    assert rig.caught_up()
+
+
+def test_records_of_a_partition_that_moved_away_are_not_committed_here() -> None:
+    rig = Rig(rows=100)
+    moved = (RAW, 2)
+    ids = rig.produce(30)
+    rig.log.moves_away = moved  # its records came with the poll that heard of the move
+    rig.run(5)
+    rig.produce(30, start=30)
+    rig.run(5)
+    assert moved not in rig.log.committed  # the new owner reads them again
+    assert all(rig.log.committed[p] == len(rig.log.records[p]) for p in rig.log.position)
+    assert set(ids) <= set(rig.warehouse.message_ids())
 
 
 @pytest.mark.parametrize("down", ["warehouse", "dead letters"])

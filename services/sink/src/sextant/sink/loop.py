@@ -240,10 +240,11 @@ class SinkLoop:
     def revoked(self, partitions: list[Partition]) -> None:
         """Rebalance: drop the uncommitted batches; they are read again from their first offsets.
 
-        Runs inside the source's poll, so it only records what to do; the next poll seeks
-        the partitions this member keeps back to where the dropped batches began. An insert
-        still running is left to finish: what it writes is read again, and a replay is
-        harmless (see :mod:`sextant.sink.batch`).
+        Runs inside whichever call to the source is under way (a poll, a commit, a pause...),
+        so it only records what to do, and each caller checks afterwards whether its batch is
+        still the one flushing; the next poll seeks the partitions this member keeps back to
+        where the dropped batches began. An insert still running is left to finish: what it
+        writes is read again, and a replay is harmless (see :mod:`sextant.sink.batch`).
         """
         self._forget_lag(partitions)  # the next owner reports these
         dropped = [b for b in (self._flushing, self._batch) if b is not None and b.records]
@@ -322,6 +323,8 @@ class SinkLoop:
             except KafkaError as error:
                 self._back_off(stage, error)
                 return
+            if self._flushing is not batch:
+                return  # a rebalance heard inside the call dropped it (see :meth:`revoked`)
         self._committed(batch)
 
     def _committed(self, batch: Batch) -> None:
@@ -337,10 +340,14 @@ class SinkLoop:
 
     def _back_off(self, stage: str, error: Exception) -> None:
         self._failed(stage, error)
+        if self._flushing is None:
+            return  # a rebalance heard inside the failed call dropped the batch: nothing to retry
         self._delay = self._backoff.next(self._delay)
         self._retry_at = self._clock() + self._delay
-        self._source.pause_all()
         self._paused = True
+        self._source.pause_all()
+        if self._flushing is None:  # dropped by a rebalance heard inside the pause
+            self._resume()
 
     def _resume(self) -> None:
         if self._paused:
@@ -394,7 +401,10 @@ class SinkLoop:
         batch.letters_sent = True
 
     def _commit(self, batch: Batch) -> None:
-        committed = batch.next_offsets()
+        # Records fetched while a rebalance was under way may be of partitions that went to
+        # another member: their rows are durable, and the new owner reads them again.
+        owned = self._source.assignment()
+        committed = {p: offset for p, offset in batch.next_offsets().items() if p in owned}
         self._source.commit(committed)
         self.health.kafka_ok = True
         self.health.last_error = None
