@@ -46,7 +46,7 @@ from rich.table import Table
 from bench import liveness
 from bench.common import Figure, write_results
 from sextant.core.config_plane import ConfigPublisher
-from sextant.core.kafka import consumer_group_lags, ensure_topics, read_all
+from sextant.core.kafka import consumer_group_offsets, end_offsets, ensure_topics, read_all
 from sextant.core.settings import KafkaSection
 from sextant.schemas.config import ApiKey, KeyKind, MetricDefinition, Project, hash_key
 from sextant.schemas.topics import Topic, internal_topic_name, processor_group, topic_name
@@ -415,17 +415,25 @@ class Account:
 
 
 def _wait_caught_up(kafka: KafkaSection, group: str, topics: tuple[str, ...]) -> None:
-    """Until ``group`` has committed every record of ``topics``; the lags say where if not."""
-    lags: dict[str, dict[int, int]] = {}
+    """Until ``group`` has committed every record that was in ``topics`` when the wait began.
+
+    Not "lag zero at one instant": the liveness heartbeat keeps writing a trickle meanwhile,
+    and a record that arrived a moment ago is rightly not committed yet.
+    """
+    marks = {topic: end_offsets(kafka, topic) for topic in topics}
+    behind: dict[str, dict[int, int]] = {}
 
     def caught_up() -> bool:
-        lags.update({topic: consumer_group_lags(kafka, group, topic) for topic in topics})
-        return not any(lag for per_topic in lags.values() for lag in per_topic.values())
+        for topic, ends in marks.items():
+            done = consumer_group_offsets(kafka, group, topic)
+            behind[topic] = {
+                p: end - done.get(p, 0) for p, end in ends.items() if done.get(p, 0) < end
+            }
+        return not any(behind.values())
 
     try:
         wait_for(caught_up, 180, 0.5, f"{group} caught up")
     except TimeoutError as exc:
-        behind = {t: {p: n for p, n in per.items() if n} for t, per in lags.items()}
         raise TimeoutError(f"{exc}; not committed, per topic and partition: {behind}") from exc
 
 
