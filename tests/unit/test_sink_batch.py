@@ -92,6 +92,49 @@ def test_a_metric_point_makes_its_batch_due_sooner() -> None:
     assert not Batch(SPECS).due(11.25, limits)
 
 
+def test_live_records_due_alone_leave_as_a_batch_of_their_own() -> None:
+    limits = BatchLimits(rows=1_000, bytes=10**9, seconds=2.0, live_seconds=0.25)
+    batch = Batch(SPECS)
+    batch.add(record(RAW, 0, 0, envelope("a")), now=10.0)
+    batch.add(record(POINTS, 1, 7, point(1, 5)), now=10.5)
+    batch.add(record(POINTS, 1, 8, b"not json"), now=10.5)
+    batch.add(record(RAW, 0, 1, envelope("b")), now=10.6)
+    assert batch.only_live_due(10.75, limits)
+    live = batch.take_live()
+    assert (live.records, list(live.tables), live.next_offsets()) == (
+        2,
+        ["metric_points"],
+        {(POINTS, 1): 9},
+    )
+    assert [letter.offset for letter in live.dead_letters] == [8]
+    # the same token as the same records read into a batch alone: a retry is still a no-op
+    alone = fill(
+        Batch(SPECS), [record(POINTS, 1, 7, point(1, 5)), record(POINTS, 1, 8, b"not json")]
+    )
+    assert live.token(POINTS) == alone.token(POINTS)
+    # the events stay, due at their own age counted from the first of them
+    assert (batch.records, list(batch.tables), batch.next_offsets()) == (
+        2,
+        ["events"],
+        {(RAW, 0): 2},
+    )
+    assert batch.dead_letters == []
+    assert not batch.due(11.9, limits)
+    assert batch.due(12.0, limits)
+    assert not batch.only_live_due(12.0, limits)
+
+
+def test_a_batch_due_by_its_events_age_is_written_whole() -> None:
+    limits = BatchLimits(rows=1_000, bytes=10**9, seconds=2.0, live_seconds=0.25)
+    batch = Batch(SPECS)
+    batch.add(record(RAW, 0, 0, envelope("a")), now=10.0)
+    batch.add(record(POINTS, 1, 7, point(1, 5)), now=11.9)
+    assert batch.due(12.0, limits)
+    assert not batch.only_live_due(12.0, limits)  # the events are due too: one flush
+    only_points = fill(Batch(SPECS), [record(POINTS, 0, 0, point(1, 5))])
+    assert not only_points.only_live_due(100.0, limits)  # nothing would be left to wait
+
+
 def test_a_message_repeated_within_a_batch_is_one_row_the_first_copy() -> None:
     batch = fill(
         Batch(SPECS),

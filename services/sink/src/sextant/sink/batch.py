@@ -27,8 +27,10 @@ class BatchLimits:
     bytes: int
     seconds: float
     live_seconds: float | None = None
-    """The age limit of a batch once it holds a record of a live table (metric points,
-    alerts: what dashboards and alert views read); ``seconds`` when None."""
+    """The age limit of a live table's records (metric points, alerts: what dashboards and
+    alert views read); ``seconds`` when None. When only they are due, they are written on
+    their own (:meth:`Batch.take_live`) and the other tables' records keep waiting, so a
+    trickle of events is inserted a few times a second, not at every live flush."""
 
 
 class TableRows:
@@ -94,8 +96,12 @@ class Batch:
     started_at: float | None = None
     live_since: float | None = None
     """When the first record of a live table came (see :attr:`BatchLimits.live_seconds`)."""
+    bulk_since: float | None = None
+    """When the first record of any other table came."""
     records: int = 0
     value_bytes: int = 0
+    live_records: int = 0
+    live_bytes: int = 0
     tables: dict[str, TableRows] = field(default_factory=dict)
     dead_letters: list[SinkDeadLetter] = field(default_factory=list)
     spans: dict[Partition, _Span] = field(default_factory=dict)
@@ -111,8 +117,13 @@ class Batch:
         self.value_bytes += len(value)
         self._track(record, value)
         spec = self.specs[record.topic]
-        if spec.live and self.live_since is None:
-            self.live_since = now
+        if spec.live:
+            self.live_records += 1
+            self.live_bytes += len(value)
+            if self.live_since is None:
+                self.live_since = now
+        elif self.bulk_since is None:
+            self.bulk_since = now
         try:
             row = spec.encode(record)
         except PoisonRecordError as error:
@@ -139,6 +150,42 @@ class Batch:
             or self.value_bytes >= limits.bytes
             or self.time_left(now, limits) <= 0
         )
+
+    def only_live_due(self, now: float, limits: BatchLimits) -> bool:
+        """Due because its live records waited their limit, while the others may wait on."""
+        if self.live_records == 0 or self.live_records == self.records:
+            return False
+        bulk_left = self.bulk_since + limits.seconds - now if self.bulk_since is not None else 0
+        return self.records < limits.rows and self.value_bytes < limits.bytes and bulk_left > 0
+
+    def take_live(self) -> Batch:
+        """Move the live tables' rows, offsets and dead letters into a batch of their own.
+
+        Live and other tables come from different topics, so each partition's records stay
+        in one batch and both batches commit in offset order.
+        """
+        live_topics = {topic for topic, spec in self.specs.items() if spec.live}
+        live_tables = {spec.table for spec in self.specs.values() if spec.live}
+        live = Batch(
+            self.specs,
+            started_at=self.live_since,
+            live_since=self.live_since,
+            records=self.live_records,
+            value_bytes=self.live_bytes,
+            live_records=self.live_records,
+            live_bytes=self.live_bytes,
+            tables={t: rows for t, rows in self.tables.items() if t in live_tables},
+            dead_letters=[d for d in self.dead_letters if d.source_topic in live_topics],
+            spans={p: s for p, s in self.spans.items() if p[0] in live_topics},
+        )
+        self.tables = {t: rows for t, rows in self.tables.items() if t not in live_tables}
+        self.dead_letters = [d for d in self.dead_letters if d.source_topic not in live_topics]
+        self.spans = {p: s for p, s in self.spans.items() if p[0] not in live_topics}
+        self.records -= self.live_records
+        self.value_bytes -= self.live_bytes
+        self.live_records = self.live_bytes = 0
+        self.started_at, self.live_since = self.bulk_since, None
+        return live
 
     def time_left(self, now: float, limits: BatchLimits) -> float:
         """Seconds until the batch is due by age (``limits.seconds`` while it is empty)."""

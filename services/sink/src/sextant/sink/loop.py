@@ -287,8 +287,12 @@ class SinkLoop:
         return self._flushing is None
 
     def _start_flush(self, *, block: bool = False) -> None:
-        """Hand the batch to the writer; the loop reads into a fresh one meanwhile."""
-        self._flushing, self._batch = self._batch, self._new_batch()
+        """Hand the batch to the writer (only its live records, when only they are due); the
+        loop reads into a fresh one (or on into the rest) meanwhile."""
+        if not block and self._batch.only_live_due(self._clock(), self._limits):
+            self._flushing = self._batch.take_live()
+        else:
+            self._flushing, self._batch = self._batch, self._new_batch()
         self._began = self._clock()
         self._writing = self._writer.submit(partial(self._write, self._flushing))
         self._advance_flush(block=block)

@@ -24,8 +24,9 @@ class SinkSettings(KafkaSection, ClickHouseSection, ServiceSection):
     sink_batch_seconds: float = Field(default=1.0, gt=0)
     """... or its first record has waited this long ..."""
     sink_live_batch_seconds: float = Field(default=0.1, gt=0)
-    """... or its first metric point or alert has waited this long (what dashboards read
-    live; the rest of the batch goes with it)."""
+    """Metric points, alerts and the other tables dashboards read live are written once the
+    first of them has waited this long, on their own: the events keep waiting for the limits
+    above, so a trickle of events is inserted about once a second, not at every live write."""
     sink_fetch_min_bytes: int = Field(default=64 * 1024, ge=1)
     """The broker answers a fetch once it has this many bytes for the sink ..."""
     sink_fetch_max_wait_ms: int = Field(default=50, ge=0)
