@@ -122,6 +122,36 @@ def test_a_partition_not_read_to_its_end_holds_the_watermark_back() -> None:
     assert fired[0].at == T0 + MINUTE
 
 
+def test_a_partition_not_read_at_all_yet_holds_every_watermark_back() -> None:
+    """A replay after a broker restart whose first fetches skip a partition (its leader not
+    known yet) must not close the windows whose points that partition holds."""
+    engine = MetricAlertEngine(config(lateness=0, pending_windows=1))
+    engine.set_lagging({1})
+    # Partition 0 is read up to minute 9 of another metric; nothing of partition 1 yet.
+    assert drive(engine, [point(m, 0.10, metric="views") for m in range(10)], partition=0) == []
+    # The drop was on partition 1: as it is read, it fires for its first window.
+    fired = drive(engine, [point(m, 0.02) for m in range(10)], partition=1)
+    engine.set_lagging(set())
+    fired += engine.close_windows()
+    assert [t.to_state for t in fired] == [AlertState.FIRING]
+    assert fired[0].at == T0 + MINUTE
+
+
+def test_a_partition_read_ahead_by_other_projects_bounds_what_it_may_still_hold() -> None:
+    """A lagging partition holds every project's watermark back to the latest window read on
+    it, whichever project that point was of."""
+    engine = MetricAlertEngine(config(lateness=0, pending_windows=1))
+    engine.set_lagging({1})
+    other = point(3, 0.1, metric="views").model_copy(update={"project_id": "elsewhere"})
+    drive(engine, [other], partition=1)
+    # Partition 0 is read up to minute 9; partition 1 only up to minute 3.
+    assert drive(engine, [point(m, 0.10) for m in range(10)], partition=0) == []
+    drive(engine, [point(3, 0.02, version=1)], partition=1)  # window 3's correction
+    engine.set_lagging(set())
+    fired = engine.close_windows()
+    assert (fired[0].to_state, fired[0].at) == (AlertState.FIRING, T0 + 4 * MINUTE)
+
+
 def test_a_point_from_a_wrong_clock_does_not_close_windows() -> None:
     engine = MetricAlertEngine(config(lateness=0, pending_windows=1))
     drive(engine, [point(0, 0.02)])

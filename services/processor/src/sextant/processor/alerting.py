@@ -58,21 +58,34 @@ DEFAULT_LATENESS_SECONDS = 300
 
 
 class Watermarks:
-    """Event-time progress per project: the latest window start seen on each partition.
+    """Event-time progress per project, held back by the partitions not read to their end.
 
-    ``watermark(project)`` is the latest start seen on any partition, held back to the latest
-    start seen on each partition that is still *lagging* (not read to its end).
+    ``watermark(project)`` is the latest start seen among the project's points, held back on
+    each partition that is still *lagging* (not read to its end): to the project's latest
+    start seen there, or, with none of its points read there yet, to the latest start read
+    there of any project. A lagging partition not read at all yet may hold anything, so it
+    holds every watermark back (a replay after a broker restart may fetch some partitions
+    before the others).
     """
 
     def __init__(self, future_tolerance: timedelta = timedelta(minutes=10)) -> None:
         self.future_tolerance = future_tolerance
         self._seen: dict[str, dict[int, datetime]] = {}
+        self._read: dict[int, datetime] = {}
         self._first: dict[str, datetime] = {}
         self._lagging: frozenset[int] = frozenset()
+
+    def read(self, point: MetricPoint, partition: int) -> None:
+        """Any point read from ``partition`` (of any window size): how far it has been read."""
+        if point.window_start > point.emitted_at + self.future_tolerance:
+            return
+        if partition not in self._read or point.window_start > self._read[partition]:
+            self._read[partition] = point.window_start
 
     def observe(self, point: MetricPoint, partition: int) -> None:
         if point.window_start > point.emitted_at + self.future_tolerance:
             return  # stamped by a wrong clock: never let it close windows
+        self.read(point, partition)
         seen = self._seen.setdefault(point.project_id, {})
         if partition not in seen or point.window_start > seen[partition]:
             seen[partition] = point.window_start
@@ -93,7 +106,12 @@ class Watermarks:
         seen = self._seen.get(project_id)
         if not seen:
             return None
-        held = [start for partition, start in seen.items() if partition in self._lagging]
+        held: list[datetime] = []
+        for partition in self._lagging:
+            start = seen.get(partition, self._read.get(partition))
+            if start is None:
+                return None
+            held.append(start)
         return min([max(seen.values()), *held])
 
 
@@ -185,6 +203,7 @@ class MetricAlertEngine:
     def observe(self, point: MetricPoint, partition: int = 0) -> None:
         """Take one ``metric_points`` record (any version, in any order)."""
         if point.window_seconds != self.point_seconds:
+            self.watermarks.read(point, partition)
             return
         series = self._series.setdefault((point.project_id, point.metric), _Series())
         if series.add(point):
