@@ -42,11 +42,12 @@ from typing import Any
 import httpx
 import orjson
 
+from bench import liveness
 from bench.common import Figure, write_results
 from bench.liveness import Watch
 from bench.soak import Part
 from sextant.core.config_plane import ConfigPublisher
-from sextant.core.kafka import consumer_group_offsets, end_offsets, ensure_topics
+from sextant.core.kafka import ensure_topics
 from sextant.core.secrets import generate_secret_key
 from sextant.core.settings import KafkaSection
 from sextant.schemas.config import (
@@ -310,30 +311,6 @@ def _read_by_group(kafka: KafkaSection) -> dict[str, list[str]]:
     }
 
 
-Marks = dict[tuple[str, str], dict[int, int]]
-
-
-def _end_marks(kafka: KafkaSection) -> Marks:
-    """Where each group's topics end now."""
-    return {
-        (group, topic): end_offsets(kafka, topic)
-        for group, topics in _read_by_group(kafka).items()
-        for topic in topics
-    }
-
-
-def _behind(kafka: KafkaSection, marks: Marks) -> dict[str, int]:
-    """Records before ``marks`` that a group has not committed. (With the load paused the
-    processor still writes points as windows close: "lag zero at one instant" would race them.)"""
-    behind: dict[str, int] = {}
-    for (group, topic), ends in marks.items():
-        done = consumer_group_offsets(kafka, group, topic)
-        for partition, end in ends.items():
-            if done.get(partition, 0) < end:
-                behind[f"{group} {topic}[{partition}]"] = end - done.get(partition, 0)
-    return behind
-
-
 def run_round(
     number: int, parts: list[Part], kafka: KafkaSection, load: Load, watch: Watch
 ) -> Round:
@@ -384,18 +361,18 @@ def run_round(
     load.paused.set()
     paused = time.monotonic()
     try:
-        behind: dict[str, int] = {}
-        marks = _end_marks(kafka)
+        late: dict[str, int] = {}
+        marks = liveness.end_marks(kafka, _read_by_group(kafka))
 
         def drained() -> bool:
-            behind.clear()
-            behind.update(_behind(kafka, marks))
-            return not behind
+            late.clear()
+            late.update(liveness.behind(kafka, marks))
+            return not late
 
         wait_for(drained, DRAIN_S, 1.0, "lags drained")
         result.drained_after_s = time.monotonic() - paused
     except TimeoutError:
-        result.problems.append(f"lags not drained: {behind}")
+        result.problems.append(f"lags not drained: {late}")
     finally:
         load.paused.clear()
     stalls = [s for p in parts for s in _stalls(p)]

@@ -46,7 +46,7 @@ from rich.table import Table
 from bench import liveness
 from bench.common import Figure, write_results
 from sextant.core.config_plane import ConfigPublisher
-from sextant.core.kafka import consumer_group_offsets, end_offsets, ensure_topics, read_all
+from sextant.core.kafka import ensure_topics, read_all
 from sextant.core.settings import KafkaSection
 from sextant.schemas.config import ApiKey, KeyKind, MetricDefinition, Project, hash_key
 from sextant.schemas.topics import Topic, internal_topic_name, processor_group, topic_name
@@ -415,26 +415,20 @@ class Account:
 
 
 def _wait_caught_up(kafka: KafkaSection, group: str, topics: tuple[str, ...]) -> None:
-    """Until ``group`` has committed every record that was in ``topics`` when the wait began.
-
-    Not "lag zero at one instant": the liveness heartbeat keeps writing a trickle meanwhile,
-    and a record that arrived a moment ago is rightly not committed yet.
-    """
-    marks = {topic: end_offsets(kafka, topic) for topic in topics}
-    behind: dict[str, dict[int, int]] = {}
+    """Until ``group`` has committed every record that was in ``topics`` when the wait began
+    (see :func:`bench.liveness.behind`)."""
+    marks = liveness.end_marks(kafka, {group: topics})
+    late: dict[str, int] = {}
 
     def caught_up() -> bool:
-        for topic, ends in marks.items():
-            done = consumer_group_offsets(kafka, group, topic)
-            behind[topic] = {
-                p: end - done.get(p, 0) for p, end in ends.items() if done.get(p, 0) < end
-            }
-        return not any(behind.values())
+        late.clear()
+        late.update(liveness.behind(kafka, marks))
+        return not late
 
     try:
         wait_for(caught_up, 180, 0.5, f"{group} caught up")
     except TimeoutError as exc:
-        raise TimeoutError(f"{exc}; not committed, per topic and partition: {behind}") from exc
+        raise TimeoutError(f"{exc}; not committed, per topic and partition: {late}") from exc
 
 
 def _supervised_ready(part: Part, tally: Tally) -> bool:
