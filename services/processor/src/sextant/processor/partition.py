@@ -869,9 +869,13 @@ class PartitionState:
                 del self.chunks[key]
                 yield key, None
         # ``seen`` is in arrival order: forget from the oldest end only, never copying it.
-        limit = self.dedup_policy.max_ids
-        while self.seen:
-            oldest = next(iter(self.seen))
-            if self.seen[oldest] >= horizon and len(self.seen) <= limit:
+        # One pass finds them all: each ``next(iter(seen))`` would walk past every slot
+        # deleted since the dict last resized, quadratic in the ids forgotten.
+        excess = len(self.seen) - self.dedup_policy.max_ids
+        stale: list[str] = []
+        for message_id, received in self.seen.items():
+            if received >= horizon and len(stale) >= excess:
                 break
-            del self.seen[oldest]
+            stale.append(message_id)
+        for message_id in stale:
+            del self.seen[message_id]
