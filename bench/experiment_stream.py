@@ -43,6 +43,7 @@ from bench.gateway_queries import PROJECT, START, gateway_over, load_events, loa
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import ensure_topics, make_producer
 from sextant.core.migrations import migrate
+from sextant.core.service import settle_heap
 from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import connect
 from sextant.gateway import experiments
@@ -322,6 +323,7 @@ def stage_one(args: argparse.Namespace) -> list[Figure]:
         views.append(EventView(PROJECT, EventType.TRACK, name, user, user, None, properties,
                                at, at, f"m{i}"))  # fmt: skip
     catalog = _Catalog()
+    settle_heap()  # the collector's settings of a worker process
 
     def run(with_statistics: bool) -> float:
         statistics_ = ExperimentStatistics(0, 12, _Plans()) if with_statistics else None

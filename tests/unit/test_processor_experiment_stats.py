@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -114,6 +116,13 @@ class Catalog:
 class Store(dict[str, bytes]):
     def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         return ((k, v) for k, v in list(self.items()) if k.startswith(prefix))
+
+    def write(self, writes: list[tuple[str, bytes | None]]) -> None:
+        for key, value in writes:
+            if value is None:
+                self.pop(key, None)
+            else:
+                self[key] = value
 
 
 def view(user: str, at: float, name: str, **properties: Any) -> EventView:
@@ -280,21 +289,14 @@ def run(
         if not crashed and crash is not None and offset == crash[0]:
             result = state.flush(catalog)
             records.extend(result.statistics)
-            store.update({k: v for k, v in result.writes[: crash[1]] if v is not None})
-            for k, v in result.writes[: crash[1]]:
-                if v is None:
-                    store.pop(k, None)
+            store.write(result.writes[: crash[1]])
             state = fresh()
             offset = state.expected_offset
             crashed = True
         elif offset % flush_every == 0 or offset == len(events):
             result = state.flush(catalog)
             records.extend(result.statistics)
-            for k, v in result.writes:
-                if v is None:
-                    store.pop(k, None)
-                else:
-                    store[k] = v
+            store.write(result.writes)
     records.extend(state.flush(catalog).statistics)
     return records
 
@@ -348,11 +350,61 @@ def test_a_changed_definition_starts_afresh_after_the_event_time_reached() -> No
 
 def test_old_buffered_events_are_forgotten_behind_the_lookback() -> None:
     exp = experiment(lookback=1)
-    stats = ExperimentStatistics(0, 1, Plans(exp), margin_seconds=DAY)
-    state = PartitionState(0, DedupPolicy(60, 1000), stats)
+    store = Store()
+
+    def fresh() -> tuple[ExperimentStatistics, PartitionState]:
+        stats = ExperimentStatistics(0, 1, Plans(exp), margin_seconds=DAY)
+        state = PartitionState(0, DedupPolicy(60, 1000), stats)
+        state.load(store)
+        return stats, state
+
+    stats, state = fresh()
     state.process(0, view("old", T0, "Order", amount=3), Catalog())
+    store.write(state.flush(Catalog()).writes)
+    assert set(fresh()[0].buffers) == {("p", "old")}
     state.process(1, view("new", T0 + 2 * DAY + 3600, "Order", amount=3), Catalog())
-    writes = dict(state.flush(Catalog()).writes)
-    assert writes["0|b|p|old"] is None
-    assert ("p", "new") in stats.buffers
-    assert ("p", "old") not in stats.buffers
+    store.write(state.flush(Catalog()).writes)
+    assert set(stats.buffers) == {("p", "new")}
+    assert set(fresh()[0].buffers) == {("p", "new")}
+
+
+def test_a_partition_of_one_entry_per_unit_moves_into_chunks() -> None:
+    """State persisted as an entry per unit and per buffer (as versions before chunks wrote
+    it) loads as it was, and the first flush moves it into chunks."""
+    exp, events = experiment(), scenario(random.Random(5), 60)
+    plans = Plans(exp)
+    stats = ExperimentStatistics(0, 1, plans, margin_seconds=60 * DAY)
+    state = PartitionState(0, DedupPolicy(60, 1000), stats)
+    for offset, event in enumerate(events):
+        state.process(offset, event, Catalog())
+    state.flush(Catalog())
+    tracked = stats.tracked[("p", "exp")]
+    legacy = Store({"0|t|p|exp": orjson.dumps({"f": plans.plan.fingerprint, "a": None})})
+    for name, unit in tracked.units.items():
+        legacy[f"0|s|p|exp|{name}"] = orjson.dumps([unit.offset, unit.exposures, unit.raw])
+    for (_, name), buffer in stats.buffers.items():
+        legacy[f"0|b|p|{name}"] = orjson.dumps([buffer.offset, buffer.entries])
+
+    def loaded(store: Store) -> ExperimentStatistics:
+        found = ExperimentStatistics(0, 1, plans, margin_seconds=60 * DAY)
+        PartitionState(0, DedupPolicy(60, 1000), found).load(store)
+        return found
+
+    def contents(found: ExperimentStatistics) -> tuple[dict[str, Any], dict[str, Any]]:
+        units = found.tracked[("p", "exp")].units
+        return (
+            {n: (u.offset, u.exposures, u.raw) for n, u in units.items()},
+            {k[1]: b.entries for k, b in found.buffers.items()},
+        )
+
+    assert len(tracked.units) > 30
+    assert len(stats.buffers) > 30
+    moving = loaded(legacy)
+    assert contents(moving) == contents(stats)
+    rebuilt = moving.tracked[("p", "exp")].sums
+    assert [v for row in rebuilt for v in row] == pytest.approx(
+        [v for r in tracked.sums for v in r]
+    )
+    legacy.write(moving.flush(0, {}, datetime.now(UTC))[1])
+    assert sorted({key.split("|")[1] for key in legacy}) == ["e", "t"]
+    assert contents(loaded(legacy)) == contents(stats)

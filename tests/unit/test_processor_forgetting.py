@@ -206,3 +206,9 @@ def test_forgotten_experiment_units_leave_their_variants_sums_and_their_buffers(
     kept = [e for e in events if e.distinct_id not in forgotten]
     stats.assert_close(stats.streamed(records), stats.reference(kept, stats.experiment()))
     assert not [k for k in store if k.split("|")[-1] in forgotten]
+    named = [f'"{unit}"'.encode() for unit in forgotten]
+    assert not [k for k, v in store.items() if any(name in v for name in named)]
+    restored = ExperimentStatistics(0, 1, plans, margin_seconds=60 * stats.DAY)
+    PartitionState(0, statistics=restored).load(store)
+    assert not [u for t in restored.tracked.values() for u in t.units if u in forgotten]
+    assert not [b for b in restored.buffers if b[1] in forgotten]

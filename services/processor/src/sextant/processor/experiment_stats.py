@@ -8,30 +8,38 @@ Per experiment and unit: the variations it was exposed to (the first timestamp o
 the ``exposures`` table keeps them), and per metric the raw totals of its ``x`` and ``y``
 parts after the exposure and in the look-back window before it. Each event changes a unit's
 values ``(x, y, x_pre, y_pre)``, and the variant's fourteen sums move by the difference of
-the products (``Σx² += x₁² − x₀²``, ...): O(1) per event. Events that arrive before their
-unit's exposure wait in a per-unit buffer (their time, offset and contributions), kept for
-the look-back window plus a margin behind the partition's event time: the exposure takes its
+the products (``Σx² += x₁² − x₀²``, ...), once per changed unit and flush (with numpy, over
+the flush's changed units at once): O(1) per event. Events that arrive before their unit's
+exposure wait in a per-unit buffer (their time, offset and contributions), kept for the
+look-back window plus a margin behind the partition's event time: the exposure takes its
 covariate and any earlier-arriving later events from there.
 
+Persisted as chunks (:mod:`sextant.processor.chunked`): a flush writes the units it changed
+and the entries its buffers gained as one table entry or a few, not one per unit; a buffer is
+written append-only, in segments.
+
 Exactness across restarts follows the first stage's rules (``sextant.processor.partition``):
-every persisted entry (a unit's totals, a unit's buffer) carries the offset of the last
-event applied to it and skips a replayed event at or below it; an exposure takes from the
-buffer only events at or below its own offset; the variant sums are not persisted but
-added up again from the restored units (``math.fsum``). A record's ``version`` is the
-partition's offset, so the newest record of a partition is its sums after that offset.
+every persisted unit and buffer carries the offset of the last event applied to it and skips
+a replayed event at or below it; an exposure takes from the buffer only events at or below
+its own offset; the variant sums are not persisted but added up again from the restored units
+(``math.fsum``). A record's ``version`` is the partition's offset, so the newest record of a
+partition is its sums after that offset.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
+from sextant.processor.chunked import ChunkedEntries
 from sextant.schemas.config import SURVEY_KINDS
 from sextant.schemas.events import EXPERIMENT_VIEWED, EventType
 from sextant.schemas.experiment_stream import Part, StreamedMetric, unit_of
@@ -214,20 +222,31 @@ class UnitTotals:
     def exposed_at(self) -> float:
         return min(self.exposures.values())
 
-    def values(self, plan: ExperimentPlan, i: int) -> tuple[float, float, float, float]:
+    def values(
+        self, plan: ExperimentPlan, i: int, raw: list[float] | None = None
+    ) -> tuple[float, float, float, float]:
+        """Metric ``i``'s ``(x, y, x_pre, y_pre)`` from the unit's raw totals (or ``raw``)."""
         _, x, y = plan.metrics[i]
-        raw = self.raw[4 * i : 4 * i + 4]
+        raw = (self.raw if raw is None else raw)[4 * i : 4 * i + 4]
         if y is None:
             return x.value(raw[0]), 0.0, x.value(raw[2]), 0.0
         return x.value(raw[0]), y.value(raw[1]), x.value(raw[2]), y.value(raw[3])
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps([self.offset, self.exposures, self.raw])
+    def to_json(self) -> list[Any]:
+        return [self.offset, self.exposures, self.raw]
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> UnitTotals:
-        offset, exposures, raw = orjson.loads(data)
+    def from_json(cls, value: list[Any]) -> UnitTotals:
+        offset, exposures, raw = value
         return cls({str(k): float(v) for k, v in exposures.items()}, int(offset), raw)
+
+
+def moment_columns(x: Any, y: Any, xp: Any, yp: Any) -> list[Any]:
+    """:func:`moments` of many units at once (numpy arrays in, one array per term out)."""
+    return [
+        x, x * x, y, y * y, x * y, xp, xp * xp, yp, yp * yp, xp * yp, x * xp, x * yp,
+        y * xp, y * yp, ((xp != 0) | (yp != 0)).astype(float),
+    ]  # fmt: skip
 
 
 def moments(x: float, y: float, xp: float, yp: float) -> tuple[float, ...]:
@@ -262,48 +281,73 @@ class Tracked:
     sums: list[list[float]] = field(default_factory=list)
     """Per variant: ``WIDTH`` numbers per metric."""
     multi: int = 0
+    pending: dict[str, list[float]] = field(default_factory=dict)
+    """Units changed since the sums last moved: their raw totals as the sums count them.
+    The sums move once per unit and flush (:meth:`settle`), not once per event."""
 
     def __post_init__(self) -> None:
         variants, width = len(self.plan.variants), WIDTH * len(self.plan.metrics)
         self.counts = [0] * variants
         self.sums = [[0.0] * width for _ in range(variants)]
 
-    def add(self, unit: UnitTotals, sign: int) -> None:
-        """Add (``sign`` 1) or take away (-1) a unit's terms."""
+    def add(self, unit: UnitTotals) -> None:
+        """Count a unit (new, or exposed anew) in its variant's sums."""
+        self._add(unit, 1, unit.raw)
+
+    def remove(self, name: str, unit: UnitTotals) -> None:
+        """Take a unit's terms out of the sums, as the sums count them."""
+        self._add(unit, -1, self.pending.pop(name, unit.raw))
+
+    def _add(self, unit: UnitTotals, sign: int, raw: list[float]) -> None:
         variant = unit.variant(self.plan)
         if variant < 0:
             if len(unit.exposures) > 1:
                 self.multi += sign
             return
         self.counts[variant] += sign
+        if not any(raw):
+            return  # a new unit: its terms are all zero
         row = self.sums[variant]
         for i in range(len(self.plan.metrics)):
             base = WIDTH * i
-            for j, term in enumerate(moments(*unit.values(self.plan, i))):
+            for j, term in enumerate(moments(*unit.values(self.plan, i, raw))):
                 if term:
                     row[base + j] += sign * term
 
-    def move(
-        self,
-        unit: UnitTotals,
-        changes: dict[int, tuple[tuple[float, float, float, float], tuple[float, ...]]],
-    ) -> None:
-        """A unit's values of some metrics changed (before, after): move its variant's sums
-        by the difference of its terms."""
-        variant = unit.variant(self.plan)
-        if variant < 0:
+    def settle(self) -> None:
+        """Move each variant's sums by the difference of its pending units' terms."""
+        if not self.pending:
             return
-        row = self.sums[variant]
-        for i, (old, new) in changes.items():
-            base = WIDTH * i
-            for j, (a, b) in enumerate(zip(moments(*old), moments(*new), strict=True)):
-                if a != b:
-                    row[base + j] += b - a
+        names = list(self.pending)
+        units = [self.units[name] for name in names]
+        variants = np.fromiter((u.variant(self.plan) for u in units), int, len(units))
+        before = np.array([self.pending[name] for name in names], dtype=float)
+        after = np.array([u.raw for u in units], dtype=float)
+        self.pending.clear()
+        masks = [(v, variants == v) for v in range(len(self.plan.variants))]
+        for i, (_, x, y) in enumerate(self.plan.metrics):
+            delta = np.array(self._columns(after, i, x, y)) - self._columns(before, i, x, y)
+            for v, mask in masks:
+                row, moved = self.sums[v], delta[:, mask].sum(axis=1).tolist()
+                for j, amount in enumerate(moved):
+                    row[WIDTH * i + j] += amount
+
+    @staticmethod
+    def _columns(raw: Any, i: int, x: CompiledPart, y: CompiledPart | None) -> list[Any]:
+        def value(part: CompiledPart, column: Any) -> Any:
+            return np.minimum(column, 1.0) if part.aggregate == "max" else column
+
+        xs, xps = value(x, raw[:, 4 * i]), value(x, raw[:, 4 * i + 2])
+        if y is None:
+            zeros = np.zeros(len(raw))
+            return moment_columns(xs, zeros, xps, zeros)
+        return moment_columns(xs, value(y, raw[:, 4 * i + 1]), xps, value(y, raw[:, 4 * i + 3]))
 
     def rebuild(self) -> None:
         """The sums added up afresh from the units (exactly rounded)."""
         self.__post_init__()
         self.multi = 0
+        self.pending.clear()
         terms: list[list[list[float]]] = [
             [[] for _ in range(WIDTH * len(self.plan.metrics))] for _ in self.plan.variants
         ]
@@ -359,20 +403,69 @@ class Tracked:
         return found
 
 
+Entry = tuple[float, int, dict[str, float]]
+
+
 @dataclass(slots=True)
 class Buffer:
-    """A unit's recent events that experiments read: ``[time, offset, {part: value}]``."""
+    """A unit's recent events that experiments read: ``(time, offset, {part: value})``.
+
+    Persisted append-only: each flush writes the entries added since the last one as a
+    *segment* (named by its first offset), so a flush costs what arrived, not the whole
+    buffer. A segment goes once every entry in it is pruned."""
 
     offset: int = -1
-    entries: list[tuple[float, int, dict[str, float]]] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    """The persisted segments' first and last offsets, oldest first."""
+    persisted: int = 0
+    """``entries[:persisted]`` are in segments."""
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps([self.offset, self.entries])
+    def new_segment(self) -> tuple[str, list[Entry]] | None:
+        """The entries to write as a new segment (marked written), None if there are none."""
+        fresh = self.entries[self.persisted :]
+        if not fresh:
+            return None
+        self.segments.append((fresh[0][1], fresh[-1][1]))
+        self.persisted = len(self.entries)
+        return str(fresh[0][1]), fresh
+
+    def segment(self, first: int) -> list[Entry] | None:
+        """The entries of the segment starting at ``first`` (None if it is gone)."""
+        for start, last in self.segments:
+            if start == first:
+                return [e for e in self.entries if start <= e[1] <= last]
+        return None
+
+    def prune(self, horizon: float) -> list[int]:
+        """Forget the entries before ``horizon``; the first offsets of segments left empty."""
+        self.entries = [e for e in self.entries if e[0] >= horizon]
+        offsets = [e[1] for e in self.entries]
+        kept, gone = [], []
+        for first, last in self.segments:
+            if bisect_right(offsets, last) > bisect_left(offsets, first):
+                kept.append((first, last))
+            else:
+                gone.append(first)
+        self.segments = kept
+        self.persisted = bisect_right(offsets, kept[-1][1]) if kept else 0
+        return gone
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Buffer:
-        offset, entries = orjson.loads(data)
-        return cls(int(offset), [(float(t), int(o), dict(c)) for t, o, c in entries])
+    def of_segments(cls, segments: dict[int, list[Any]]) -> Buffer:
+        buffer = cls()
+        for first in sorted(segments):
+            entries = [(float(t), int(o), dict(c)) for t, o, c in segments[first]]
+            buffer.segments.append((first, entries[-1][1]))
+            buffer.entries.extend(entries)
+        buffer.offset = buffer.entries[-1][1]
+        buffer.persisted = len(buffer.entries)
+        return buffer
+
+
+Item = tuple[str, ...]
+"""A persisted entry: ``("s", project, experiment, unit)`` a unit's totals,
+``("b", project, unit, first offset)`` a segment of a unit's buffer."""
 
 
 class ExperimentStatistics:
@@ -399,19 +492,16 @@ class ExperimentStatistics:
         self._dirty: set[tuple[str, str]] = set()
         self._dirty_units: set[tuple[str, str, str]] = set()
         self._dirty_buffers: set[tuple[str, str]] = set()
+        """Buffers with entries not yet in a segment."""
+        self._gone_segments: list[Item] = []
         self._deleted: list[str] = []
         self._swept: dict[str, float] = {}
+        self.entries: ChunkedEntries[Item] = ChunkedEntries(f"{partition}|e|", tuple)
 
     # keys ----------------------------------------------------------------------------------
 
     def _tracked_key(self, key: tuple[str, str]) -> str:
         return f"{self.partition}|t|{key[0]}|{key[1]}"
-
-    def _unit_key(self, project: str, experiment: str, unit: str) -> str:
-        return f"{self.partition}|s|{project}|{experiment}|{unit}"
-
-    def _buffer_key(self, key: tuple[str, str]) -> str:
-        return f"{self.partition}|b|{key[0]}|{key[1]}"
 
     # config --------------------------------------------------------------------------------
 
@@ -434,11 +524,12 @@ class ExperimentStatistics:
         self._index()
 
     def _forget(self, key: tuple[str, str]) -> None:
-        tracked = self.tracked.pop(key)
+        self.tracked.pop(key)
         self._deleted.append(self._tracked_key(key))
-        self._deleted.extend(self._unit_key(*key, unit) for unit in tracked.units)
         self._dirty.discard(key)
         self._dirty_units = {u for u in self._dirty_units if u[:2] != key}
+        # Its units go from the store with no tombstone naming them.
+        self.entries.rewrite_all()
 
     def _index(self) -> None:
         self._by_project = {}
@@ -461,25 +552,38 @@ class ExperimentStatistics:
         for tracked in self._by_project.get(project, []):
             key = (project, tracked.plan.experiment)
             for unit in [u for u in tracked.units if names(u)]:
-                tracked.add(tracked.units.pop(unit), -1)
-                self._deleted.append(self._unit_key(project, tracked.plan.experiment, unit))
+                tracked.remove(unit, tracked.units.pop(unit))
                 self._dirty_units.discard((*key, unit))
                 self._dirty.add(key)
                 removed += 1
         for key in [k for k in self.buffers if k[0] == project and names(k[1])]:
             del self.buffers[key]
-            self._dirty_buffers.add(key)
+            self._dirty_buffers.discard(key)
             removed += 1
+        self._gone_segments = [
+            i for i in self._gone_segments if not (i[1] == project and names(i[2]))
+        ]
+        if removed:
+            # No value of theirs, nor a tombstone naming them, stays in the store.
+            self.entries.rewrite_all()
         return removed
 
     # recovery ------------------------------------------------------------------------------
 
     def load(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Rebuild from the persisted entries (``t``, ``s``, ``b`` kinds of the partition)."""
+        """Rebuild from the persisted entries of the partition: ``t`` (an experiment
+        followed) and ``e`` (chunks of units and buffers) kinds, and the ``s`` and ``b``
+        entries of one entry per unit that earlier versions wrote (moved into chunks)."""
         plans = self.plans.experiment_plans()
-        units: list[tuple[tuple[str, str], str, bytes]] = []
+        items: dict[Item, Any] = {}
+        legacy_buffers: dict[tuple[str, str], Buffer] = {}
+        chunks = []
         for key, value in entries:
-            _, kind, project, rest = key.split("|", 3)
+            _, kind, rest = key.split("|", 2)
+            if kind == "e":
+                chunks.append((key, value))
+                continue
+            project, rest = rest.split("|", 1)
             if kind == "t":
                 raw = orjson.loads(value)
                 plan = plans.get((project, rest))
@@ -488,16 +592,32 @@ class ExperimentStatistics:
                     continue
                 self.tracked[(project, rest)] = Tracked(plan, raw["a"])
             elif kind == "s":
-                experiment, unit = rest.split("|", 1)
-                units.append(((project, experiment), unit, value))
+                items[("s", project, *rest.split("|", 1))] = orjson.loads(value)
+                self._deleted.append(key)
             elif kind == "b":
-                self.buffers[(project, rest)] = Buffer.from_bytes(value)
-        for owner, unit, value in units:
-            found = self.tracked.get(owner)
+                offset, waiting = orjson.loads(value)
+                waiting = [(float(t), int(o), dict(c)) for t, o, c in waiting]
+                legacy_buffers[(project, rest)] = Buffer(int(offset), waiting)
+                self._deleted.append(key)
+        legacy = set(items)
+        items.update(self.entries.load(chunks))
+        segments: dict[tuple[str, str], dict[int, list[Any]]] = {}
+        for item, value in items.items():
+            if item[0] == "b":
+                segments.setdefault((item[1], item[2]), {})[int(item[3])] = value
+                continue
+            found = self.tracked.get((item[1], item[2]))
             if found is None:
-                self._deleted.append(self._unit_key(*owner, unit))
+                self.entries.rewrite_all()
             else:
-                found.units[unit] = UnitTotals.from_bytes(value)
+                found.units[item[3]] = UnitTotals.from_json(value)
+                if item in legacy:
+                    self._dirty_units.add((item[1], item[2], item[3]))
+        self.buffers = {owner: Buffer.of_segments(parts) for owner, parts in segments.items()}
+        for owner, buffer in legacy_buffers.items():
+            if owner not in self.buffers:
+                self.buffers[owner] = buffer
+                self._dirty_buffers.add(owner)
         for tracked in self.tracked.values():
             tracked.rebuild()
         self._index()
@@ -568,9 +688,9 @@ class ExperimentStatistics:
     ) -> None:
         plan = experiment.plan
         exposed_at = totals.exposed_at
-        changed: set[int] = set()
         raw = totals.raw
-        before = {}
+        before = None if unit in experiment.pending else raw.copy()
+        changed = False
         for at, found in events:
             window = plan.window(at, exposed_at)
             if window < 0:
@@ -578,17 +698,15 @@ class ExperimentStatistics:
             for i, (_, x, y) in enumerate(plan.metrics):
                 dx = found.get(x.key)
                 dy = None if y is None else found.get(y.key)
-                if not dx and not dy:
-                    continue
-                if i not in before:
-                    before[i] = totals.values(plan, i)
-                    changed.add(i)
                 if dx:
                     raw[4 * i + window] += dx
+                    changed = True
                 if dy:
                     raw[4 * i + window + 1] += dy
+                    changed = True
         if changed:
-            experiment.move(totals, {i: (before[i], totals.values(plan, i)) for i in changed})
+            if before is not None:
+                experiment.pending[unit] = before
             self._dirty.add((plan.project_id, plan.experiment))
         totals.offset = offset
         self._dirty_units.add((plan.project_id, plan.experiment, unit))
@@ -610,15 +728,15 @@ class ExperimentStatistics:
         if totals is not None:
             if offset <= totals.offset or variation in totals.exposures:
                 return
-            experiment.add(totals, -1)
+            experiment.remove(unit, totals)
             totals.exposures[variation] = event.timestamp
             totals.offset = offset
-            experiment.add(totals, 1)
+            experiment.add(totals)
         else:
             totals = experiment.units[unit] = UnitTotals(
                 {variation: event.timestamp}, -1, [0.0] * (4 * len(plan.metrics))
             )
-            experiment.add(totals, 1)
+            experiment.add(totals)
             buffer = self.buffers.get((plan.project_id, unit))
             waiting = (
                 [] if buffer is None else [(t, c) for t, o, c in buffer.entries if o <= offset]
@@ -635,30 +753,46 @@ class ExperimentStatistics:
         """Records to send and table writes for everything changed since the last flush."""
         self.reconcile(watermarks)
         records = []
+        writes: list[tuple[str, bytes | None]] = []
         for key in sorted(self._dirty):
             tracked = self.tracked.get(key)
             if tracked is not None:
+                tracked.settle()
                 records.extend(tracked.records(self.partition, self.partitions, version, as_of))
-        writes: list[tuple[str, bytes | None]] = [(key, None) for key in self._deleted]
-        for project, experiment, unit in sorted(self._dirty_units):
-            tracked = self.tracked.get((project, experiment))
-            if tracked is not None and unit in tracked.units:
-                value = tracked.units[unit].to_bytes()
-                writes.append((self._unit_key(project, experiment, unit), value))
-        self._prune(watermarks)
-        for key in sorted(self._dirty_buffers):
-            buffer = self.buffers.get(key)
-            writes.append((self._buffer_key(key), None if buffer is None else buffer.to_bytes()))
-        for key in sorted(self._dirty):
-            tracked = self.tracked.get(key)
-            if tracked is not None:
                 value = orjson.dumps({"f": tracked.plan.fingerprint, "a": tracked.tracked_after})
                 writes.append((self._tracked_key(key), value))
+        self._prune(watermarks)
+        due = self.entries.due()
+        changed = [(item, self._current(item)) for item in due]
+        for project, experiment, unit in self._dirty_units:
+            item = ("s", project, experiment, unit)
+            tracked = self.tracked.get((project, experiment))
+            if item not in due and tracked is not None and unit in tracked.units:
+                changed.append((item, tracked.units[unit].to_json()))
+        for key in self._dirty_buffers:
+            buffer = self.buffers.get(key)
+            segment = None if buffer is None else buffer.new_segment()
+            if segment is not None:
+                changed.append((("b", *key, segment[0]), segment[1]))
+        changed.extend((item, None) for item in self._gone_segments if item not in due)
+        writes.extend(self.entries.flush(changed))
+        # Last: entries of earlier versions go once their chunk is written.
+        writes.extend((key, None) for key in self._deleted)
+        self._gone_segments.clear()
         self._dirty.clear()
         self._dirty_units.clear()
         self._dirty_buffers.clear()
         self._deleted.clear()
         return records, writes
+
+    def _current(self, item: Item) -> list[Any] | None:
+        """An entry's value now (None: gone)."""
+        if item[0] == "b":
+            buffer = self.buffers.get((item[1], item[2]))
+            return None if buffer is None else buffer.segment(int(item[3]))
+        tracked = self.tracked.get((item[1], item[2]))
+        totals = None if tracked is None else tracked.units.get(item[3])
+        return None if totals is None else totals.to_json()
 
     def _prune(self, watermarks: dict[str, float]) -> None:
         """Forget buffered events older than any exposure can still read: the look-back
@@ -681,12 +815,12 @@ class ExperimentStatistics:
             if buffer is None or horizon is None:
                 continue
             if buffer.entries and buffer.entries[0][0] < horizon:
-                buffer.entries = [e for e in buffer.entries if e[0] >= horizon]
-                self._dirty_buffers.add(key)
+                gone = buffer.prune(horizon)
+                self._gone_segments.extend(("b", *key, str(first)) for first in gone)
             if not buffer.entries:
                 # The offset stays with the unit's totals: an empty buffer holds nothing.
                 del self.buffers[key]
-                self._dirty_buffers.add(key)
+                self._dirty_buffers.discard(key)
 
 
 def _scalar_text(value: Any) -> str | None:
