@@ -134,6 +134,19 @@ class ExperimentPlan:
     start: float | None
     stop: float | None
     metrics: tuple[tuple[str, CompiledPart, CompiledPart | None], ...]
+    lookback: float = field(init=False)
+    slots: dict[str, tuple[int, ...]] = field(init=False)
+    """Per part key, where its values go in a unit's raw totals (plus 0 after the exposure,
+    2 before it)."""
+
+    def __post_init__(self) -> None:
+        slots: dict[str, list[int]] = {}
+        for i, (_, x, y) in enumerate(self.metrics):
+            slots.setdefault(x.key, []).append(4 * i)
+            if y is not None:
+                slots.setdefault(y.key, []).append(4 * i + 1)
+        object.__setattr__(self, "slots", {key: tuple(found) for key, found in slots.items()})
+        object.__setattr__(self, "lookback", self.lookback_days * DAY)
 
     @classmethod
     def of(
@@ -162,10 +175,6 @@ class ExperimentPlan:
                 for m in metrics
             ),
         )
-
-    @property
-    def lookback(self) -> float:
-        return self.lookback_days * DAY
 
     def parts(self) -> Iterator[CompiledPart]:
         for _, x, y in self.metrics:
@@ -207,6 +216,11 @@ class UnitTotals:
     exposures: dict[str, float]
     offset: int
     raw: list[float]
+    exposed_at: float = 0.0
+    """The first exposure's time (kept: every event reads it)."""
+
+    def __post_init__(self) -> None:
+        self.exposed_at = min(self.exposures.values())
 
     def variant(self, plan: ExperimentPlan) -> int:
         """The unit's variant (position in the plan), -1 if several or one not defined."""
@@ -217,10 +231,6 @@ class UnitTotals:
             return plan.variants.index(variation)
         except ValueError:
             return -1
-
-    @property
-    def exposed_at(self) -> float:
-        return min(self.exposures.values())
 
     def values(
         self, plan: ExperimentPlan, i: int, raw: list[float] | None = None
@@ -628,7 +638,8 @@ class ExperimentStatistics:
 
     def apply(self, offset: int, event: EventLike, watermarks: dict[str, float]) -> None:
         """Apply one (deduplicated) event at ``offset``."""
-        self.reconcile(watermarks)
+        if self.plans.generation != self._generation:
+            self.reconcile(watermarks)
         project = event.project_id
         tracked = self._by_project.get(project)
         if not tracked:
@@ -687,6 +698,7 @@ class ExperimentStatistics:
         events: list[tuple[float, dict[str, float]]],
     ) -> None:
         plan = experiment.plan
+        slots = plan.slots
         exposed_at = totals.exposed_at
         raw = totals.raw
         before = None if unit in experiment.pending else raw.copy()
@@ -695,14 +707,9 @@ class ExperimentStatistics:
             window = plan.window(at, exposed_at)
             if window < 0:
                 continue
-            for i, (_, x, y) in enumerate(plan.metrics):
-                dx = found.get(x.key)
-                dy = None if y is None else found.get(y.key)
-                if dx:
-                    raw[4 * i + window] += dx
-                    changed = True
-                if dy:
-                    raw[4 * i + window + 1] += dy
+            for key, value in found.items():
+                for slot in slots.get(key, ()):
+                    raw[slot + window] += value
                     changed = True
         if changed:
             if before is not None:
@@ -730,6 +737,7 @@ class ExperimentStatistics:
                 return
             experiment.remove(unit, totals)
             totals.exposures[variation] = event.timestamp
+            totals.exposed_at = min(totals.exposed_at, event.timestamp)
             totals.offset = offset
             experiment.add(totals)
         else:
