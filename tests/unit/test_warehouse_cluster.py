@@ -102,6 +102,14 @@ def test_views_and_alters_reach_every_node_and_both_tables() -> None:
         "DEFAULT '' CODEC(ZSTD(1)) AFTER distinct_id",
         "ALTER TABLE events ON CLUSTER sextant ADD COLUMN IF NOT EXISTS person_id String "
         "DEFAULT '' AFTER distinct_id",
+        "ALTER TABLE events_local ON CLUSTER sextant ADD COLUMN IF NOT EXISTS id_hash UInt64 "
+        "DEFAULT cityHash64(distinct_id) AFTER person_id",
+        "ALTER TABLE events ON CLUSTER sextant ADD COLUMN IF NOT EXISTS id_hash UInt64 "
+        "DEFAULT cityHash64(distinct_id) AFTER person_id",
+        "ALTER TABLE events_local ON CLUSTER sextant ADD COLUMN IF NOT EXISTS person_hash UInt64 "
+        "DEFAULT 0 AFTER id_hash",
+        "ALTER TABLE events ON CLUSTER sextant ADD COLUMN IF NOT EXISTS person_hash UInt64 "
+        "DEFAULT 0 AFTER id_hash",
     ]
     assert "DROP VIEW IF EXISTS events_unique ON CLUSTER sextant" in ALL
 

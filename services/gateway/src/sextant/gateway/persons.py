@@ -9,9 +9,9 @@ override is written.
 
 The sink's person squash (:mod:`sextant.sink.squash`) writes each event's person onto the
 event (``events.person_id``) and marks the overrides it wrote ``squashed``. An event's person
-is then its id's override when that override is not squashed yet or the row has no
-``person_id`` yet, else its ``person_id``: the same persons, with only the few overrides
-newer than the last squash joined.
+is then its id's override when that override is not squashed yet or the row has no person
+yet (``person_hash`` 0), else its ``person_hash``: the same persons, with only the few
+overrides newer than the last squash joined, and no string hashed per row.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def _unsquashed_map(params: Params, project_id: str) -> str:
     return (
         "(SELECT cityHash64(distinct_id) AS _mapped, cityHash64(person_id) AS _person"
         f" FROM person_overrides FINAL WHERE project_id = {project} AND (squashed = 0"
-        " OR cityHash64(distinct_id) IN (SELECT cityHash64(distinct_id) FROM events"
-        f" WHERE project_id = {project} AND empty(person_id))))"
+        " OR cityHash64(distinct_id) IN (SELECT id_hash FROM events"
+        f" WHERE project_id = {project} AND person_hash = 0)))"
     )
 
 
@@ -65,14 +65,15 @@ def with_person(params: Params, project_id: str, source: str, id_sql: str) -> st
     Ids and persons are joined and counted by their hash, as units and users are elsewhere:
     a join on integers costs a fraction of one on strings, and among a billion ids the chance
     that any two share a hash is below 3 in 100,000."""
-    return _joined(source, _map(params, project_id), id_sql, f"cityHash64({id_sql})")
+    id_key = f"cityHash64({id_sql})"
+    return _joined(source, _map(params, project_id), id_key, id_key)
 
 
-def _joined(source: str, person_map: str, id_sql: str, default_key: str) -> str:
+def _joined(source: str, person_map: str, id_key: str, default_key: str) -> str:
     return (
         f"(SELECT _src.*, if(_pm._person = 0, {default_key}, _pm._person) AS person_key"
         f" FROM {source} AS _src LEFT ANY JOIN {person_map} AS _pm"
-        f" ON cityHash64({id_sql}) = _pm._mapped)"
+        f" ON {id_key} = _pm._mapped)"
     )
 
 
@@ -82,10 +83,8 @@ def person_events(params: Params, project_id: str, id_sql: str | None = None) ->
     ``id_sql``, of that expression (through every override)."""
     if id_sql is not None:
         return with_person(params, project_id, "events_unique", id_sql)
-    squashed = "cityHash64(if(empty(_src.person_id), _src.distinct_id, _src.person_id))"
-    return _joined(
-        "events_unique", _unsquashed_map(params, project_id), "_src.distinct_id", squashed
-    )
+    squashed = "if(_src.person_hash = 0, _src.id_hash, _src.person_hash)"
+    return _joined("events_unique", _unsquashed_map(params, project_id), "_src.id_hash", squashed)
 
 
 # --- one person --------------------------------------------------------------------------------

@@ -1,15 +1,16 @@
-"""Person squash: every event's person written onto the event (``events.person_id``).
+"""Person squash: every event's person written onto the event (``events.person_id`` and its
+hash ``person_hash``).
 
 Person-aware queries (:mod:`sextant.gateway.persons`) read an event's person as: its id's
-override when that override is not squashed yet or the row has no ``person_id`` yet (``''``),
-else ``person_id``. A squash round keeps that equal to applying every override at query
-time, at every moment, whatever else writes meanwhile:
+override when that override is not squashed yet or the row has no person yet
+(``person_hash`` 0), else ``person_hash``. A squash round keeps that equal to applying every
+override at query time, at every moment, whatever else writes meanwhile:
 
 1. Copy ``person_overrides FINAL`` (each id's newest override) into a round table.
 2. One mutation writes each row's person (its override's, else the id itself) onto every
    event that has none yet or whose id has an unsquashed override in the copy. Until step 3
    those ids are unsquashed, so queries apply their overrides whatever the mutation has
-   reached; rows written during the mutation keep ``''`` and are looked up too.
+   reached; rows written during the mutation keep 0 and are looked up too.
 3. Mark the copied unsquashed overrides squashed (a copy with ``squashed = 1``, same key and
    version, written later, so ``FINAL`` keeps it). An override newer than the copy is still
    unsquashed and keeps applying; the same override sent again reads unsquashed again.
@@ -61,7 +62,7 @@ def squash_persons(warehouse: Warehouse) -> SquashResult:
     try:
         _copy_overrides(warehouse, rows, person_map)
         [[overrides]] = warehouse.query_rows(f"SELECT count() FROM {rows} WHERE squashed = 0")
-        [[unstamped]] = warehouse.query_rows("SELECT count() FROM events WHERE empty(person_id)")
+        [[unstamped]] = warehouse.query_rows("SELECT count() FROM events WHERE person_hash = 0")
         if overrides or unstamped:
             _write_persons(warehouse, rows, person_map, database, tag)
             _mark_squashed(warehouse, rows)
@@ -98,11 +99,12 @@ def _write_persons(
 ) -> None:
     # Mutations run without a current database: every table is named with its database.
     # joinGet answers '' for an id without an override (no person_id is ever '').
-    person = f"joinGet('{database}.{tag}_map', 'person_id', toString(project_id), distinct_id)"
+    found = f"joinGet('{database}.{tag}_map', 'person_id', toString(project_id), distinct_id)"
+    person = f"if(empty({found}), distinct_id, {found})"
     try:
         warehouse.command(
-            f"ALTER TABLE events UPDATE person_id = if(empty({person}), distinct_id, {person})"
-            " WHERE empty(person_id) OR (toString(project_id), distinct_id) IN"
+            f"ALTER TABLE events UPDATE person_id = {person}, person_hash = cityHash64({person})"
+            " WHERE person_hash = 0 OR (toString(project_id), distinct_id) IN"
             f" (SELECT project_id, distinct_id FROM {rows} WHERE squashed = 0)"
             " SETTINGS mutations_sync = 1, allow_nondeterministic_mutations = 1"
         )
