@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +25,12 @@ flushes = st.lists(
 )  # fmt: skip
 
 
-def fresh(store: dict[str, bytes]) -> tuple[ChunkedEntries[Key], dict[Key, Any]]:
-    entries: ChunkedEntries[Key] = ChunkedEntries("0|e|", tuple, max_items=4, slack=6)
+def fresh(
+    store: dict[str, bytes], max_bytes: int = 1 << 20
+) -> tuple[ChunkedEntries[Key], dict[Key, Any]]:
+    entries: ChunkedEntries[Key] = ChunkedEntries(
+        "0|e|", tuple, max_items=4, max_bytes=max_bytes, slack=6
+    )
     return entries, entries.load(store.items())
 
 
@@ -132,3 +137,14 @@ def test_dead_entries_do_not_pile_up() -> None:
     restored, values = fresh(store)
     assert values == current
     assert sum(c.written for c in restored.chunks.values()) <= 2 * len(current) + 6
+
+
+def test_a_chunk_stays_under_its_size_unless_one_item_is_larger() -> None:
+    store: dict[str, bytes] = {}
+    entries, current = fresh(store, max_bytes=200)
+    current.update({("s", "p", f"u{i}"): ["x" * 60] for i in range(4)})
+    current[("s", "p", "big")] = ["x" * 500]
+    write(store, flush(entries, current, set(current)))
+    oversized = [orjson.loads(v) for v in store.values() if len(v) > 200]
+    assert [[item[0] for item in chunk] for chunk in oversized] == [[["s", "p", "big"]]]
+    assert fresh(store, max_bytes=200)[1] == current

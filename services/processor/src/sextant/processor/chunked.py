@@ -45,11 +45,14 @@ class ChunkedEntries(Generic[K]):
         prefix: str,
         key_of: Callable[[list[Any]], K],
         max_items: int = 2_000,
+        max_bytes: int = 512 * 1024,
         slack: int = 10_000,
     ) -> None:
         self.prefix = prefix
         self.key_of = key_of
         self.max_items = max_items
+        self.max_bytes = max_bytes
+        """A chunk is one changelog record: kept under the broker's record size."""
         self.slack = slack
         self.chunks: dict[int, _Chunk[K]] = {}
         """In sequence order (the order they were made or loaded in)."""
@@ -124,10 +127,10 @@ class ChunkedEntries(Generic[K]):
                 self._leave(key)
             batch.append((key, value))
             if len(batch) == self.max_items:
-                writes.append(self._write(batch))
+                writes.extend(self._write(batch))
                 batch = []
         if batch:
-            writes.append(self._write(batch))
+            writes.extend(self._write(batch))
         if rewrite:
             newest = self.next_sequence - len(writes)
             writes.extend(self._drop(s) for s in list(self.chunks) if s < newest)
@@ -144,7 +147,11 @@ class ChunkedEntries(Generic[K]):
                 self._emptied.add(sequence)
         return sequence
 
-    def _write(self, batch: list[tuple[K, Any | None]]) -> tuple[str, bytes]:
+    def _write(self, batch: list[tuple[K, Any | None]]) -> list[tuple[str, bytes | None]]:
+        data = orjson.dumps(batch)
+        if len(data) > self.max_bytes and len(batch) > 1:
+            half = len(batch) // 2
+            return self._write(batch[:half]) + self._write(batch[half:])
         sequence = self.next_sequence
         self.next_sequence += 1
         chunk = self.chunks[sequence] = _Chunk(written=len(batch))
@@ -155,7 +162,7 @@ class ChunkedEntries(Generic[K]):
                 chunk.items.add(key)
                 self.home[key] = sequence
         self._stored += len(batch)
-        return self.chunk_key(sequence), orjson.dumps(batch)
+        return [(self.chunk_key(sequence), data)]
 
     def _unneeded(self) -> list[int]:
         """Chunks with nothing current: their tombstones hide older values, so those with
