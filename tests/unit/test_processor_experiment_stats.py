@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +25,7 @@ from sextant.schemas.statistics import (
     ExperimentMetricStatistics,
     SufficientStatistics,
 )
+from tests.unit.test_processor_partition import Store
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC).timestamp()
 DAY = 86_400.0
@@ -111,18 +111,6 @@ class Catalog:
 
     def exposure_unit(self, project_id: str, experiment: str) -> str | None:
         return "userId"
-
-
-class Store(dict[str, bytes]):
-    def items_with_prefix(self, prefix: str) -> Iterator[tuple[str, bytes]]:
-        return ((k, v) for k, v in list(self.items()) if k.startswith(prefix))
-
-    def write(self, writes: list[tuple[str, bytes | None]]) -> None:
-        for key, value in writes:
-            if value is None:
-                self.pop(key, None)
-            else:
-                self[key] = value
 
 
 def view(user: str, at: float, name: str, **properties: Any) -> EventView:
