@@ -804,20 +804,19 @@ class ExperimentStatistics:
 
     def _prune(self, watermarks: dict[str, float]) -> None:
         """Forget buffered events older than any exposure can still read: the look-back
-        window plus the margin behind the project's event time (every buffer once an hour
-        of event time, the changed ones at each flush)."""
+        window plus the margin behind the project's event time, in a sweep over the project's
+        buffers once an hour of its event time (a buffer is written append-only: pruning it
+        sooner saves no write)."""
+        sweep = [p for p, w in watermarks.items() if w - self._swept.get(p, 0.0) >= 3600]
+        if not sweep:
+            return
+        self._swept.update({p: watermarks[p] for p in sweep})
         horizons = {}
         for project, experiments in self._by_project.items():
-            watermark = watermarks.get(project)
-            if watermark is not None:
+            if project in sweep:
                 lookback = max(t.plan.lookback for t in experiments)
-                horizons[project] = watermark - lookback - self.margin
-        keys: Iterable[tuple[str, str]] = list(self._dirty_buffers)
-        sweep = [p for p, w in watermarks.items() if w - self._swept.get(p, 0.0) >= 3600]
-        if sweep:
-            keys = [k for k in self.buffers if k[0] in sweep] + list(keys)
-            self._swept.update({p: watermarks[p] for p in sweep})
-        for key in keys:
+                horizons[project] = watermarks[project] - lookback - self.margin
+        for key in [k for k in self.buffers if k[0] in horizons]:
             buffer = self.buffers.get(key)
             horizon = horizons.get(key[0])
             if buffer is None or horizon is None:
