@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -61,13 +61,15 @@ from sextant.core.settings import KafkaSection
 from sextant.processor.settings import ProcessorSettings
 from sextant.schemas.config import (
     ApiKey,
+    Experiment,
     KeyKind,
     MetricDefinition,
     Project,
     PropertyFilter,
+    Variant,
     hash_key,
 )
-from sextant.schemas.events import Envelope, EventType
+from sextant.schemas.events import EXPERIMENT_VIEWED, Envelope, EventType
 from sextant.schemas.records import MetricPoint
 from sextant.schemas.sketches import (
     HLL_PRECISION,
@@ -125,19 +127,48 @@ def definitions(project: str) -> list[MetricDefinition]:
     ]
 
 
-def envelope(project: str, i: int, at: datetime) -> Envelope:
-    return Envelope(
+USERS = 5000
+EXPOSURE_EVERY = 20
+"""With ``--experiment``: one event in this many is an exposure to it (each user's first
+event of every ``USERS * EXPOSURE_EVERY``)."""
+
+
+def experiment(project: str) -> Experiment:
+    """An experiment on every user of the load, judged on four of its metrics (with CUPED):
+    the processor streams its statistics."""
+    return Experiment(
         project_id=project,
-        type=EventType.TRACK,
-        event="Checkout Started" if i % 4 == 0 else "Order Completed",
-        distinct_id=f"user-{i % 5000}",
-        user_id=f"user-{i % 5000}",
-        properties={
+        id="checkout-flow",
+        variants=[Variant(id="control", weight=0.5), Variant(id="one-page", weight=0.5)],
+        primary_metric="revenue",
+        guardrail_metrics=["orders", "buyers", "basket"],
+    )
+
+
+def envelope(project: str, i: int, at: datetime, exposures: bool = False) -> Envelope:
+    user = f"user-{i % USERS}"
+    properties: dict[str, Any]
+    if exposures and i // USERS % EXPOSURE_EVERY == 0:
+        variation = ("control", "one-page")[i % USERS % 2]
+        name, properties = (
+            EXPERIMENT_VIEWED,
+            {"experiment_id": "checkout-flow", "variation_id": variation},
+        )
+    else:
+        name = "Checkout Started" if i % 4 == 0 else "Order Completed"
+        properties = {
             "amount": round((i % 97) * 1.37, 2),
             "plan": ("free", "pro", "team")[i % 3],
             "country": ("fr", "de", "us", "es", "it", "pl", "nl")[i % 7],
             "path": "/checkout/confirm",
-        },
+        }
+    return Envelope(
+        project_id=project,
+        type=EventType.TRACK,
+        event=name,
+        distinct_id=user,
+        user_id=user,
+        properties=properties,
         context={"library": {"name": "bench", "version": "1"}},
         timestamp=at,
         received_at=at,
@@ -234,12 +265,13 @@ class Worker:
         end(self.process, signal.SIGINT if self.profile is not None else signal.SIGTERM)
 
 
-def produce(settings: KafkaSection, project: str, count: int) -> None:
+def produce(settings: KafkaSection, project: str, count: int, exposures: bool = False) -> None:
     producer = make_producer(settings)
     topic = topic_name(Topic.EVENTS_RAW, settings.topic_prefix)
     now = datetime.now(UTC)
     for i in range(count):
-        key, value = encoded(envelope(project, i, now + timedelta(milliseconds=i % 30_000)))
+        at = now + timedelta(milliseconds=i % 30_000)
+        key, value = encoded(envelope(project, i, at, exposures))
         producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
@@ -436,6 +468,7 @@ def steady_load(
     rate: float,
     seconds: float,
     load: int,
+    exposures: bool = False,
 ) -> tuple[Freshness, float, int]:
     """Send ``rate`` events/s for ``WARM_UP_S`` + ``seconds``, with a probe every
     ``PROBE_EVERY_S`` after the warm-up; returns each probe's freshness (broker ack → first
@@ -455,7 +488,9 @@ def steady_load(
     )
     tail = TopicTail(settings, topic_name(Topic.METRIC_POINTS, prefix), in_points(project, metric))
     stored = WarehouseTail(gateway, metric)
-    acked, achieved, sent = asyncio.run(send_steadily(settings, project, rate, seconds, load))
+    acked, achieved, sent = asyncio.run(
+        send_steadily(settings, project, rate, seconds, load, exposures)
+    )
     probes = len(acked)
     deadline = time.monotonic() + 180
     while (
@@ -478,7 +513,12 @@ SEND_EVERY_S = 0.005
 
 
 async def send_steadily(
-    settings: KafkaSection, project: str, rate: float, seconds: float, load: int
+    settings: KafkaSection,
+    project: str,
+    rate: float,
+    seconds: float,
+    load: int,
+    exposures: bool = False,
 ) -> tuple[dict[str, float], float, int]:
     """The open loop of :func:`steady_load`, through the collector's own producer (what the
     collector's acknowledgement waits for), so the load generator costs the machine about
@@ -491,7 +531,8 @@ async def send_steadily(
     await producer.start()
     topic = topic_name(Topic.EVENTS_RAW, settings.topic_prefix)
     now = datetime.now(UTC)
-    templates = [envelope(project, i, now) for i in range(5000)]
+    cycle = USERS * (EXPOSURE_EVERY if exposures else 1)
+    templates = [envelope(project, i, now, exposures) for i in range(cycle)]
     keys = [e.kafka_key().encode() for e in templates]
     bodies = [e.model_dump(mode="json", by_alias=True) for e in templates]
     acked: dict[str, float] = {}
@@ -662,7 +703,22 @@ def main() -> None:
     parser.add_argument(
         "--profile-gateway", type=Path, help="record the gateway (and its sink) with py-spy"
     )
+    parser.add_argument(
+        "--experiment",
+        action="store_true",
+        help="an experiment on four of the metrics, one event in 20 an exposure: the worker "
+        "streams its statistics (figures in processor_throughput_experiment.json)",
+    )
+    parser.add_argument(
+        "--statistics-off",
+        action="store_true",
+        help="with --experiment: the workers stream no statistics, the rest the same "
+        "(figures in processor_throughput_experiment_off.json)",
+    )
     args = parser.parse_args()
+    if args.statistics_off:
+        # The workers' own setting, as a supervisor would set it for their processes.
+        os.environ["SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS"] = "false"
 
     figures: list[Figure] = []
     with broker(args.bootstrap) as bootstrap, tempfile.TemporaryDirectory() as tmp:
@@ -697,13 +753,14 @@ def main() -> None:
                 ),
                 *definitions("bench"),
                 *definitions("steady"),
+                *([experiment("bench"), experiment("steady")] if args.experiment else []),
                 *probes,
             ]
         )
         publisher.close()
         print(f"producing {args.events:,} events twice ({args.partitions} partitions)")
-        produce(loaded, "bench", args.events)
-        produce(empty, "bench", args.events)
+        produce(loaded, "bench", args.events, args.experiment)
+        produce(empty, "bench", args.events, args.experiment)
         base = baseline_read(loaded, args.events)
         print(f"  plain consumer + JSON parse: {base:,.0f} records/s")
         bare = Worker(empty, Path(tmp) / "empty")
@@ -724,14 +781,16 @@ def main() -> None:
             steady = []
             total = args.events
             for i, rate_of_load in enumerate(args.lower_rates):
-                measured = steady_load(loaded, gateway, "steady", rate_of_load, args.seconds, i)
+                measured = steady_load(
+                    loaded, gateway, "steady", rate_of_load, args.seconds, i, args.experiment
+                )
                 steady.append((rate_of_load, 1, measured))
                 total += measured[2]
                 wait_processed(workers, total)
             workers += [Worker(loaded, Path(tmp) / f"loaded-{i}") for i in range(1, args.workers)]
             wait_ready(workers)
             measured = steady_load(
-                loaded, gateway, "steady", args.rate, args.seconds, len(loads) - 1
+                loaded, gateway, "steady", args.rate, args.seconds, len(loads) - 1, args.experiment
             )
             steady.append((args.rate, len(workers), measured))
         finally:
@@ -797,7 +856,18 @@ def main() -> None:
             command=COMMAND,
         ),
     ]
-    print(write_results(NAME, figures))
+    if args.experiment:
+        off = args.statistics_off
+        streamed = "statistics off" if off else "statistics streamed"
+        figures = [
+            replace(
+                f,
+                benchmark=f"{NAME}_experiment{'_off' if off else ''}",
+                figure=f"{f.figure}; an experiment, {streamed}",
+            )
+            for f in figures
+        ]
+    print(write_results(figures[0].benchmark, figures))
 
 
 if __name__ == "__main__":
