@@ -105,13 +105,11 @@ class ChunkedEntries(Generic[K]):
             return set(self.home)
         moved: set[K] = set()
         live, stored = len(self.home), self._stored
-        for sequence in range(self._oldest, self.next_sequence):
+        for chunk in self.chunks.values():  # oldest first
             if stored <= 2 * live + self.slack:
                 break
-            chunk = self.chunks.get(sequence)
-            if chunk is not None:
-                moved |= chunk.items
-                stored -= chunk.written
+            moved |= chunk.items
+            stored -= chunk.written
         return moved
 
     def flush(self, changed: Iterable[tuple[K, Any | None]]) -> list[tuple[str, bytes | None]]:
