@@ -252,32 +252,17 @@ class UnitTotals:
 
 
 def moment_columns(x: Any, y: Any, xp: Any, yp: Any) -> list[Any]:
-    """:func:`moments` of many units at once (numpy arrays in, one array per term out)."""
+    """The terms of the fourteen sums (``MOMENT_FIELDS`` order) and the pre flag: of one unit
+    (floats in), or of many at once (numpy arrays in, one array per term out)."""
     return [
         x, x * x, y, y * y, x * y, xp, xp * xp, yp, yp * yp, xp * yp, x * xp, x * yp,
-        y * xp, y * yp, ((xp != 0) | (yp != 0)).astype(float),
+        y * xp, y * yp, ((xp != 0) | (yp != 0)) * 1.0,
     ]  # fmt: skip
 
 
 def moments(x: float, y: float, xp: float, yp: float) -> tuple[float, ...]:
-    """One unit's terms of the fourteen sums (``MOMENT_FIELDS`` order) and its pre flag."""
-    return (
-        x,
-        x * x,
-        y,
-        y * y,
-        x * y,
-        xp,
-        xp * xp,
-        yp,
-        yp * yp,
-        xp * yp,
-        x * xp,
-        x * yp,
-        y * xp,
-        y * yp,
-        1.0 if xp != 0 or yp != 0 else 0.0,
-    )
+    """One unit's terms (:func:`moment_columns`)."""
+    return tuple(moment_columns(x, y, xp, yp))
 
 
 @dataclass
