@@ -14,9 +14,12 @@ minute:
   rows, the inserts into ``metric_points`` a second, and the active parts of ``events`` at the
   end (what the engine's merges leave of the small inserts).
 
-A run with the metric points alone gives the sink's fixed cost a second (each live insert
-costs the embedded engine a few milliseconds whatever its size), and each rate's CPU an event
-beyond it is reported beside the whole.
+A run with the metric points alone gives the sink's fixed cost a second, and each rate's CPU
+an event beyond it is reported beside the whole. What that fixed cost is made of, measured in
+this process on the same engine beforehand (**the engine's floor**): the CPU of one insert of
+six metric points and of one ``SELECT 1``, each issued once every 0.1 s as the sink's live
+writes are (spaced calls cost more than back-to-back ones: the engine's threads go idle in
+between).
 
 Target: the trickle's CPU per event near the batched figure.
 
@@ -31,6 +34,7 @@ import multiprocessing
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Event as StopFlag
@@ -41,6 +45,7 @@ from prometheus_client import REGISTRY
 from bench.common import Figure, bootstrap_server, write_results
 from bench.sink_throughput import SINK_ONLY, produce, sample_events
 from sextant.core.kafka import ensure_topics, make_producer
+from sextant.core.migrations import migrate
 from sextant.core.service import settle_heap
 from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import connect
@@ -166,6 +171,43 @@ def send_trickle(settings: KafkaSection, rate: float, stop: StopFlag) -> None:
     producer.close()
 
 
+@dataclass(frozen=True)
+class Floor:
+    insert_ms: float
+    """CPU of one insert of six metric points."""
+    round_trip_ms: float
+    """CPU of one ``SELECT 1``."""
+
+
+def engine_floor(root: Path, seconds: float) -> Floor:
+    """CPU milliseconds per call of the embedded engine, one call every ``POINTS_EVERY_S``."""
+    warehouse = connect(f"chdb://{root}?database=floor{uuid.uuid4().hex[:8]}")
+    migrate(warehouse)
+    columns = tuple(MetricPoint.model_fields)
+    sent = 0
+
+    def insert_points() -> None:
+        nonlocal sent
+        window = int(time.time() // 60)
+        rows = b"\n".join(
+            point(window, m).model_dump_json().encode() for m in range(POINTS_EACH_TIME)
+        )
+        sent += 1
+        warehouse.insert_json("metric_points", rows, columns, f"floor-{sent}")
+
+    def spaced(call: Callable[[], object]) -> float:
+        calls, began, cpu = 0, time.monotonic(), time.process_time()
+        while time.monotonic() - began < seconds:
+            call()
+            calls += 1
+            time.sleep(POINTS_EVERY_S)
+        return (time.process_time() - cpu) / calls * 1e3
+
+    return Floor(
+        insert_ms=spaced(insert_points), round_trip_ms=spaced(lambda: warehouse.command("SELECT 1"))
+    )
+
+
 def settings_for(root: Path, bootstrap: str, prefix: str) -> SinkSettings:
     return SinkSettings(
         kafka_bootstrap=bootstrap,
@@ -236,8 +278,19 @@ def trickle(root: Path, bootstrap: str, rate: float, seconds: float) -> Trickle:
     return Trickle(rate=rate, seconds=seconds, counts=spent, parts=parts)
 
 
-def figures(baseline: float, live_only: Trickle, runs: list[Trickle], events: int) -> list[Figure]:
+def figures(
+    baseline: float, floor: Floor, live_only: Trickle, runs: list[Trickle], events: int
+) -> list[Figure]:
     out = [
+        Figure(
+            benchmark=NAME,
+            figure="embedded engine CPU an insert of six metric points, one every 0.1 s",
+            value=floor.insert_ms,
+            unit="ms",
+            baseline="a SELECT 1, one every 0.1 s, same process",
+            baseline_value=floor.round_trip_ms,
+            command=COMMAND,
+        ),
         Figure(
             benchmark=NAME,
             figure=f"sink CPU an event, batched (catching up on {events:,} events)",
@@ -302,12 +355,19 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[1_000, 2_500, 5_000])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--floor-seconds", type=float, default=10)
     args = parser.parse_args()
     with (
         bootstrap_server(args.bootstrap) as bootstrap,
         tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,
     ):
         root = Path(tmp) / "warehouse"
+        floor = engine_floor(root, args.floor_seconds)
+        print(
+            f"engine floor: {floor.insert_ms:.2f} ms CPU an insert of six points, "
+            f"{floor.round_trip_ms:.2f} ms a SELECT 1 (one every {POINTS_EVERY_S} s)",
+            flush=True,
+        )
         baseline = batched(root, bootstrap, args.events)
         print(f"batched: {baseline:.1f} µs CPU an event", flush=True)
         live_only = trickle(root, bootstrap, 0, args.seconds)
@@ -317,7 +377,7 @@ def main() -> None:
             runs.append(trickle(root, bootstrap, rate, args.seconds))
             print(f"trickle {runs[-1].describe()}", flush=True)
             print(f"  beyond the live points: {runs[-1].marginal_us_per_event(live_only):.1f} µs")
-    path = write_results(NAME, figures(baseline, live_only, runs, args.events))
+    path = write_results(NAME, figures(baseline, floor, live_only, runs, args.events))
     print(f"written to {path}")
 
 
