@@ -9,8 +9,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 packages=(sdk/js services/gateway/web tests/browser tests/oidc)
 
-chromium() {
-  if command -v chromium >/dev/null 2>&1; then return 0; fi
+install_chromium() {
+  # `type -P`, not `command -v`: only a program on PATH counts, never a shell function.
+  if type -P chromium >/dev/null 2>&1; then return 0; fi
   if [[ $(id -u) -ne 0 ]]; then
     echo "Chromium is missing: the browser tests need Debian's 'chromium' package" \
       "(sudo apt-get install chromium)" >&2
@@ -38,5 +39,5 @@ install_and_build() {
   fi
 }
 
-chromium
+install_chromium
 for package in "${packages[@]}"; do install_and_build "$package"; done
