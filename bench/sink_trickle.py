@@ -18,8 +18,7 @@ A run with the metric points alone gives the sink's fixed cost a second, and eac
 an event beyond it is reported beside the whole. What that fixed cost is made of, measured in
 this process on the same engine beforehand (**the engine's floor**): the CPU of one insert of
 six metric points and of one ``SELECT 1``, each issued once every 0.1 s as the sink's live
-writes are (spaced calls cost more than back-to-back ones: the engine's threads go idle in
-between).
+writes are (spaced calls cost more than back-to-back ones).
 
 Target: the trickle's CPU per event near the batched figure.
 
