@@ -260,11 +260,6 @@ def moment_columns(x: Any, y: Any, xp: Any, yp: Any) -> list[Any]:
     ]  # fmt: skip
 
 
-def moments(x: float, y: float, xp: float, yp: float) -> tuple[float, ...]:
-    """One unit's terms (:func:`moment_columns`)."""
-    return tuple(moment_columns(x, y, xp, yp))
-
-
 @dataclass
 class Tracked:
     """One experiment on this partition: its plan, since when, and its variants' sums."""
@@ -305,7 +300,7 @@ class Tracked:
         row = self.sums[variant]
         for i in range(len(self.plan.metrics)):
             base = WIDTH * i
-            for j, term in enumerate(moments(*unit.values(self.plan, i, raw))):
+            for j, term in enumerate(moment_columns(*unit.values(self.plan, i, raw))):
                 if term:
                     row[base + j] += sign * term
 
@@ -353,7 +348,7 @@ class Tracked:
                 continue
             self.counts[variant] += 1
             for i in range(len(self.plan.metrics)):
-                for j, term in enumerate(moments(*unit.values(self.plan, i))):
+                for j, term in enumerate(moment_columns(*unit.values(self.plan, i))):
                     terms[variant][WIDTH * i + j].append(term)
         self.sums = [[math.fsum(column) for column in variant] for variant in terms]
 
