@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sextant.core.metric_history import _Sql
 from sextant.core.migrations import migrate
 from sextant.core.warehouse import Warehouse, connect
 from sextant.gateway.sql import Params, filters_sql
-from sextant.processor.backfill import _Sql
 from sextant.processor.definitions import compile_metric
 from sextant.processor.partition import EventView
 from sextant.schemas.config import FilterOp, MetricDefinition, PropertyFilter

@@ -28,10 +28,11 @@ import pytest
 
 from sextant.core.config_plane import ConfigPublisher
 from sextant.core.kafka import TopicPartition, ensure_topics, make_consumer, make_producer
+from sextant.core.metric_history import BACKFILL_VERSION_BASE
 from sextant.core.migrations import migrate
 from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import Warehouse, connect
-from sextant.processor.backfill import BACKFILL_VERSION_BASE, backfill
+from sextant.processor.backfill import backfill
 from sextant.processor.partition import LATE_EVENTS_METRIC
 from sextant.schemas.config import (
     ConfigDocument,

@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
+from sextant.core.metric_history import window_groups
 from sextant.core.settings import KafkaSection
 from sextant.gateway.event_metrics import metric_values
 from sextant.gateway.series import Interval
-from sextant.processor.backfill import window_groups
 from sextant.schemas.config import MetricDefinition, MetricKind, PropertyFilter
 from tests.infra import wait_for
 from tests.integration.test_experiment_statistics_stream import sink

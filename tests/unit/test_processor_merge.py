@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sextant.processor.aggregates import Group, Partial
-from sextant.processor.merge import MergeState, top_groups
+from sextant.processor.merge import MergeState
 from sextant.processor.sequence import Outcome
 from sextant.schemas.config import MetricKind
+from sextant.schemas.windows import Group, Partial, top_groups
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -83,8 +83,8 @@ def test_old_windows_are_forgotten_once_far_behind() -> None:
 
 
 def test_registers_travel_sparse_between_the_stages() -> None:
-    from sextant.processor.aggregates import Group, decode_registers, encode_registers
     from sextant.schemas.sketches import HLL_REGISTERS, hll_add
+    from sextant.schemas.windows import Group, decode_registers, encode_registers
 
     group = Group(count=3000)
     registers = group.ensure_registers()
@@ -98,7 +98,7 @@ def test_registers_travel_sparse_between_the_stages() -> None:
 
 
 def test_state_with_the_former_dense_registers_restarts_the_sketch() -> None:
-    from sextant.processor.aggregates import Group
+    from sextant.schemas.windows import Group
 
     legacy = {"c": 4, "s": 0.0, "q": 0.0, "d": 0, "h": "eJzjYBgFo2AUjAIAAT8AAQ==", "t": []}
     group = Group.from_json(legacy)

@@ -21,10 +21,7 @@ import orjson
 from sextant.schemas.config import SURVEY_KINDS, MetricDefinition, MetricKind
 from sextant.schemas.filters import Predicate, compile_filters, number_of
 from sextant.schemas.metric_values import response_value
-
-NONE_VALUE = "(none)"
-OTHER_VALUE = "other"
-NO_BREAKDOWN = ""
+from sextant.schemas.windows import NO_BREAKDOWN, NONE_VALUE
 
 
 def render(value: Any) -> str:

@@ -18,32 +18,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 
-from sextant.processor.aggregates import WINDOW_SECONDS, Group, Partial
-from sextant.processor.definitions import OTHER_VALUE
 from sextant.processor.sequence import Outcome, admit
-from sextant.schemas.config import MetricKind
 from sextant.schemas.records import MetricPoint
-from sextant.schemas.sketches import compress, hll_pack
-
-
-def top_groups(groups: dict[str, Group], kind: MetricKind, limit: int) -> dict[str, Group]:
-    """The top ``limit`` breakdown values, the rest merged into ``other``."""
-    ranked = sorted(groups.items(), key=lambda item: (-item[1].rank_weight(kind), item[0]))
-    if len(ranked) <= limit:
-        return dict(ranked)
-    kept = dict(ranked[:limit])
-    other = Group()
-    for _, group in ranked[limit:]:
-        other.merge(group)
-    if OTHER_VALUE in kept:
-        kept[OTHER_VALUE].merge(other)
-    else:
-        kept[OTHER_VALUE] = other
-    return kept
+from sextant.schemas.windows import WINDOW_SECONDS, Group, Partial, WindowId, to_point, top_groups
 
 
 def merge_partials(partials: list[Partial]) -> dict[str, Group]:
@@ -53,40 +34,6 @@ def merge_partials(partials: list[Partial]) -> dict[str, Group]:
         for name, group in partial.groups.items():
             merged.setdefault(name, Group()).merge(group)
     return merged
-
-
-@dataclass(frozen=True)
-class WindowId:
-    """What names a window's points: project, metric and its kind, start (epoch seconds)."""
-
-    project_id: str
-    metric: str
-    kind: MetricKind
-    window_start: int
-
-
-def to_point(
-    window: WindowId, breakdown: str, group: Group, version: int, emitted_at: datetime
-) -> MetricPoint:
-    registers: list[int] = []
-    if window.kind is MetricKind.UNIQUE_USERS and group.registers is not None:
-        registers = hll_pack(group.registers)
-    digest = compress(group.centroids()) if window.kind is MetricKind.PERCENTILES else []
-    return MetricPoint(
-        project_id=window.project_id,
-        metric=window.metric,
-        window_start=datetime.fromtimestamp(window.window_start, UTC),
-        window_seconds=WINDOW_SECONDS,
-        breakdown=breakdown,
-        count=group.count,
-        sum=group.total,
-        sum_sq=group.total_sq,
-        denominator=group.denominator,
-        hll=registers,
-        digest=digest,
-        version=version,
-        emitted_at=emitted_at,
-    )
 
 
 def _content_digest(group: Group) -> str:

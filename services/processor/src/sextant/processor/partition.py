@@ -31,8 +31,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from sextant.processor.aggregates import WINDOW_SECONDS, Group, Partial, window_start
-from sextant.processor.definitions import NO_BREAKDOWN, CompiledMetric, render
+from sextant.processor.definitions import CompiledMetric, render
 from sextant.processor.experiment_stats import ExperimentStatistics
 from sextant.processor.sequence import Outcome, admit
 from sextant.schemas.config import MetricKind
@@ -40,6 +39,7 @@ from sextant.schemas.events import EXPERIMENT_VIEWED, Envelope, EventType
 from sextant.schemas.records import Exposure
 from sextant.schemas.sketches import hll_add
 from sextant.schemas.statistics import ExperimentMetricStatistics
+from sextant.schemas.windows import NO_BREAKDOWN, WINDOW_SECONDS, Group, Partial, window_start
 
 LATE_EVENTS_METRIC = "sextant.late_events"
 """Reserved metric key: per project and minute (of the watermark), events too late to count."""

@@ -27,7 +27,6 @@ from typing import Generic, Protocol, TypeVar
 import orjson
 
 from sextant.core.logging import get_logger
-from sextant.processor.aggregates import Partial
 from sextant.processor.experiment_stats import ExperimentStatistics, Plans
 from sextant.processor.forgetting import Forgetting, Passes
 from sextant.processor.gaps import Sequenced
@@ -36,6 +35,7 @@ from sextant.processor.merge import MergeState
 from sextant.processor.metrics import ProcessorMetrics
 from sextant.processor.partition import Catalog, DedupPolicy, EventView, FlushResult, PartitionState
 from sextant.processor.sequence import Outcome
+from sextant.schemas.windows import Partial
 
 log = get_logger(__name__)
 T = TypeVar("T")

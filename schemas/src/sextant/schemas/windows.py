@@ -11,23 +11,33 @@ from __future__ import annotations
 import base64
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import orjson
 
 from sextant.schemas.config import MetricKind
+from sextant.schemas.records import MetricPoint
 from sextant.schemas.sketches import (
     HLL_REGISTERS,
     Centroid,
     TDigest,
     compress,
     hll_merge,
+    hll_pack,
     hll_pack_array,
     hll_unpack,
 )
 
 WINDOW_SECONDS = 60
+
+NONE_VALUE = "(none)"
+"""The breakdown value of an event without the property."""
+OTHER_VALUE = "other"
+"""Where breakdown values beyond a metric's ``breakdown_limit`` are added up."""
+NO_BREAKDOWN = ""
+"""The one breakdown value of a metric without a breakdown."""
 
 
 def window_start(timestamp_s: float) -> int:
@@ -179,3 +189,53 @@ class Partial:
 
 def merged_digest(groups: list[Group]) -> list[Centroid]:
     return compress(c for group in groups for c in group.centroids())
+
+
+def top_groups(groups: dict[str, Group], kind: MetricKind, limit: int) -> dict[str, Group]:
+    """The top ``limit`` breakdown values, the rest merged into ``other``."""
+    ranked = sorted(groups.items(), key=lambda item: (-item[1].rank_weight(kind), item[0]))
+    if len(ranked) <= limit:
+        return dict(ranked)
+    kept = dict(ranked[:limit])
+    other = Group()
+    for _, group in ranked[limit:]:
+        other.merge(group)
+    if OTHER_VALUE in kept:
+        kept[OTHER_VALUE].merge(other)
+    else:
+        kept[OTHER_VALUE] = other
+    return kept
+
+
+@dataclass(frozen=True)
+class WindowId:
+    """What names a window's points: project, metric and its kind, start (epoch seconds)."""
+
+    project_id: str
+    metric: str
+    kind: MetricKind
+    window_start: int
+
+
+def to_point(
+    window: WindowId, breakdown: str, group: Group, version: int, emitted_at: datetime
+) -> MetricPoint:
+    registers: list[int] = []
+    if window.kind is MetricKind.UNIQUE_USERS and group.registers is not None:
+        registers = hll_pack(group.registers)
+    digest = compress(group.centroids()) if window.kind is MetricKind.PERCENTILES else []
+    return MetricPoint(
+        project_id=window.project_id,
+        metric=window.metric,
+        window_start=datetime.fromtimestamp(window.window_start, UTC),
+        window_seconds=WINDOW_SECONDS,
+        breakdown=breakdown,
+        count=group.count,
+        sum=group.total,
+        sum_sq=group.total_sq,
+        denominator=group.denominator,
+        hll=registers,
+        digest=digest,
+        version=version,
+        emitted_at=emitted_at,
+    )
