@@ -387,8 +387,10 @@ def metrics_backfill(
 
 @persons_app.command("squash")
 def persons_squash() -> None:
-    """Write every person override onto the events now (what the sink does every
+    """Write every person override onto the events now, and count the closed live windows
+    whose persons changed again by person (what the sink does every
     SEXTANT_SINK_PERSON_SQUASH_INTERVAL_SECONDS), so person-aware queries read one column."""
+    from sextant.core.config_plane import ConfigFollower
     from sextant.core.warehouse import connect
 
     settings = CliSettings()
@@ -398,11 +400,24 @@ def persons_squash() -> None:
             "queries apply every override at query time[/red]"
         )
         raise typer.Exit(2)
-    squash = importlib.import_module("sextant.sink.squash")
-    result = squash.squash_persons(connect(settings.clickhouse_url))
+    corrections = importlib.import_module("sextant.sink.corrections")
+    follower = ConfigFollower(settings).start()
+    points = corrections.PointSender(settings)
+    try:
+        if not follower.wait_caught_up(settings.config_wait_seconds):
+            console.print("[red]the config topic could not be read in time[/red]")
+            raise typer.Exit(1)
+        result, corrected = corrections.squash_and_correct(
+            connect(settings.clickhouse_url), follower.state, points, 0.0
+        )
+        points.flush()
+    finally:
+        points.close()
+        follower.stop()
     console.print(
         f"squashed {result.overrides} overrides; {result.unstamped_events} events had no person"
-        f" yet ({result.seconds:.1f} s)"
+        f" yet ({result.seconds:.1f} s); {corrected.windows} live windows counted again by"
+        f" person ({corrected.points} points)"
     )
 
 

@@ -11,11 +11,14 @@ a rebuild or a restart. Metric windows, exposures and alert history are not touc
 are kept as long as the warehouse keeps them. Each round reports what it removed (rows per
 project and table) in the log, in ``sextant_sink_retention_rows_removed_total`` and in the
 sink's ``/status``. Every ``sink_person_squash_interval_seconds`` the person overrides are
-written onto the events (:mod:`sextant.sink.squash`).
+written onto the events (:mod:`sextant.sink.squash`), and the live unique-users and
+conversion windows whose persons that changed are counted again by person
+(:mod:`sextant.sink.corrections`).
 
 On a ClickHouse cluster the deletions run on every node's local tables; the squash does not
 run there (its lookup table would have to be on every node), so person-aware queries apply
-every override at query time: the same answers, without the squash's speed.
+every override at query time: the same answers, without the squash's speed; live windows
+there keep counting ids.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from sextant.core.persons import PERSON_COLUMNS, person_predicate
 from sextant.core.warehouse import Warehouse, connect
 from sextant.core.warehouse_cluster import mutation
 from sextant.schemas.config import PersonDeletion, Project
+from sextant.sink.corrections import PointSender, squash_and_correct
 from sextant.sink.settings import SinkSettings
-from sextant.sink.squash import squash_persons
 
 log = get_logger(__name__)
 
@@ -86,6 +89,7 @@ class RetentionService(BackgroundLoop):
         self._lock = threading.Lock()
         self._report: list[Removal] = []
         self.rounds = 0
+        self._points = PointSender(settings)
 
     def start(self) -> None:
         self.follower.start()
@@ -94,6 +98,7 @@ class RetentionService(BackgroundLoop):
     def stop(self, timeout_s: float = 10.0) -> None:
         super().stop(timeout_s)
         self.follower.stop()
+        self._points.close()
 
     def report(self) -> list[dict[str, Any]]:
         """The latest removals (the last hundred), newest last."""
@@ -119,7 +124,7 @@ class RetentionService(BackgroundLoop):
                     and time.monotonic() - last_squash
                     >= self.settings.sink_person_squash_interval_seconds
                 ):
-                    squash_persons(warehouse)
+                    self.squash_and_correct(warehouse)
                     last_squash = time.monotonic()
                 if self.wait(self.settings.sink_deletion_interval_seconds):
                     return
@@ -137,6 +142,18 @@ class RetentionService(BackgroundLoop):
         with self._lock:
             self.rounds += 1
         return removed
+
+    def squash_and_correct(self, warehouse: Warehouse) -> None:
+        """A person squash round, then the live windows whose persons it changed counted
+        again by person (over two rounds' time, as a round may come late)."""
+        squash_and_correct(
+            warehouse,
+            self.state,
+            self._points,
+            2 * self.settings.sink_person_squash_interval_seconds,
+            self._clock(),
+        )
+        self._points.flush()
 
     def forget_persons(self, warehouse: Warehouse) -> int:
         """Delete the rows of every requested person still found; the rows deleted."""

@@ -17,13 +17,19 @@ override at query time, at every moment, whatever else writes meanwhile:
 
 The mutation reads the round's map through ``joinGet`` on a ``Join`` table, which the engine
 (embedded or a server) evaluates once per row without a join of the whole events table.
+
+The round also says which minutes hold events whose person may have changed: those of the
+ids with an override not squashed before, or updated since ``recheck_since``, and of their
+persons. The live windows of those minutes counted ids; :mod:`sextant.sink.corrections`
+counts them again by person.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from prometheus_client import Counter, Histogram
 
@@ -51,10 +57,14 @@ class SquashResult:
     unstamped_events: int
     """Event rows that had no person yet when the round began."""
     seconds: float
+    changed_windows: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    """(project, event) → the minutes (epoch seconds) holding events of the ids whose person
+    changed, or of their persons."""
 
 
-def squash_persons(warehouse: Warehouse) -> SquashResult:
-    """One squash round over every project (see the module's description)."""
+def squash_persons(warehouse: Warehouse, recheck_since: datetime | None = None) -> SquashResult:
+    """One squash round over every project (see the module's description); overrides
+    updated since ``recheck_since`` count as changed again for ``changed_windows``."""
     started = time.perf_counter()
     [[database]] = warehouse.query_rows("SELECT currentDatabase()")
     tag = f"person_squash_{secrets.token_hex(6)}"
@@ -65,6 +75,8 @@ def squash_persons(warehouse: Warehouse) -> SquashResult:
         [[unstamped]] = warehouse.query_rows("SELECT count() FROM events WHERE person_hash = 0")
         if overrides or unstamped:
             _write_persons(warehouse, rows, person_map, database, tag)
+        changed = _changed_windows(warehouse, rows, recheck_since)
+        if overrides or unstamped:
             _mark_squashed(warehouse, rows)
     finally:
         warehouse.command(f"DROP TABLE IF EXISTS {rows}")
@@ -73,7 +85,7 @@ def squash_persons(warehouse: Warehouse) -> SquashResult:
     SQUASHED.inc(overrides)
     SQUASH_SECONDS.observe(seconds)
     log.info("persons squashed", overrides=overrides, events=unstamped, seconds=round(seconds, 2))
-    return SquashResult(int(overrides), int(unstamped), seconds)
+    return SquashResult(int(overrides), int(unstamped), seconds, changed)
 
 
 def _copy_overrides(warehouse: Warehouse, rows: str, person_map: str) -> None:
@@ -115,6 +127,30 @@ def _write_persons(
             f" AND position(command, '{tag}') > 0"
         )
         raise
+
+
+def _changed_windows(
+    warehouse: Warehouse, rows: str, recheck_since: datetime | None
+) -> dict[tuple[str, str], list[int]]:
+    changed = "squashed = 0"
+    parameters = {}
+    if recheck_since is not None:
+        changed += " OR updated_at >= {since:DateTime64(3, 'UTC')}"
+        parameters["since"] = recheck_since
+    [[found]] = warehouse.query_rows(f"SELECT count() FROM {rows} WHERE {changed}", parameters)
+    if not found:
+        return {}
+    minute = "toUInt32(toUnixTimestamp(toStartOfMinute(timestamp)))"
+    result = warehouse.query_rows(
+        f"SELECT toString(project_id), event, groupUniqArray({minute}) FROM events"
+        f" WHERE (toString(project_id), distinct_id) IN"
+        f" (SELECT project_id, distinct_id FROM {rows} WHERE {changed})"
+        f" OR (toString(project_id), person_id) IN"
+        f" (SELECT project_id, person_id FROM {rows} WHERE {changed})"
+        " GROUP BY project_id, event",
+        parameters,
+    )
+    return {(str(p), str(e)): sorted(int(m) for m in minutes) for p, e, minutes in result}
 
 
 def _mark_squashed(warehouse: Warehouse, rows: str) -> None:

@@ -1,0 +1,173 @@
+"""Live windows counted again by person once an identify links their ids.
+
+The processor counts unique users and conversions per minute by ``distinct_id``: an
+anonymous visitor's events are counted under the anonymous id, and a HyperLogLog register
+cannot give that id back when an identify later names its person. So after each person
+squash round, the minutes holding events whose person changed
+(:attr:`~sextant.sink.squash.SquashResult.changed_windows`) are recomputed from the events
+table by person (:mod:`sextant.core.metric_history`, the backfill's SQL) for every unique-users
+and conversion metric on their events, and sent to ``metric_points`` versioned above live.
+
+Only minutes the live processor has closed are recomputed (the project's lateness, and a
+conversion's window, behind now); an override stays *changed* for ``recheck`` after its
+update, so minutes still open in one round are recomputed in a later one. Recomputing a minute
+again gives the same points with a higher version: rounds may repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+
+from sextant.core.config_plane import ConfigState
+from sextant.core.kafka import make_producer, note_use
+from sextant.core.logging import get_logger
+from sextant.core.metric_history import (
+    BACKFILL_VERSION_BASE,
+    closed_until,
+    points_for,
+    window_groups,
+)
+from sextant.core.settings import KafkaSection
+from sextant.core.warehouse import Warehouse
+from sextant.schemas.config import MetricDefinition, MetricKind, Project
+from sextant.schemas.records import MetricPoint
+from sextant.schemas.topics import Topic, topic_name
+from sextant.schemas.windows import WINDOW_SECONDS
+from sextant.sink.squash import SquashResult, squash_persons
+
+log = get_logger(__name__)
+
+CORRECTED = Counter(
+    "sextant_sink_person_corrected_windows_total",
+    "Minute windows of unique-users and conversion metrics counted again by person",
+)
+PERSON_KINDS = (MetricKind.UNIQUE_USERS, MetricKind.CONVERSION)
+"""The metric kinds whose windows depend on who an event's person is."""
+RUN_GAP_SECONDS = 3600
+"""Changed minutes closer than this are recomputed by one query over the span between."""
+
+
+@dataclass(frozen=True)
+class Correction:
+    windows: int
+    points: int
+
+
+def squash_and_correct(
+    warehouse: Warehouse,
+    config: ConfigState,
+    send: Callable[[MetricPoint], None],
+    recheck_extra_s: float,
+    now: datetime | None = None,
+) -> tuple[SquashResult, Correction]:
+    """A person squash round, then the closed windows whose persons it changed counted again
+    by person. An override is looked at again for ``recheck_extra_s`` beyond the time its
+    windows take to close."""
+    now = now or datetime.now(UTC)
+    definitions = [d for d in config.of_kind(MetricDefinition) if d.metric_kind in PERSON_KINDS]
+    default: int = Project.model_fields["allowed_lateness_seconds"].default
+    lateness = {p.id: p.allowed_lateness_seconds for p in config.of_kind(Project)}
+
+    def lateness_of(project_id: str) -> int:
+        return lateness.get(project_id, default)
+
+    delay = max((closing_delay(d, lateness_of) for d in definitions), default=0)
+    since = now - timedelta(seconds=recheck_extra_s + delay + WINDOW_SECONDS)
+    result = squash_persons(warehouse, since if definitions else None)
+    correction = correct_windows(
+        warehouse, definitions, lateness_of, result.changed_windows, send, now
+    )
+    return result, correction
+
+
+class PointSender:
+    """Sends points to ``metric_points`` (the producer made at the first one)."""
+
+    def __init__(self, kafka: KafkaSection) -> None:
+        self._kafka = kafka
+        self._topic = topic_name(Topic.METRIC_POINTS, kafka.topic_prefix)
+        self._producer: Any = None
+
+    def __call__(self, point: MetricPoint) -> None:
+        if self._producer is None:
+            self._producer = make_producer(self._kafka)
+            note_use(self._topic, "writes")
+        self._producer.send(
+            self._topic,
+            key=point.kafka_key().encode(),
+            value=orjson.dumps(point.model_dump(mode="json")),
+        )
+
+    def flush(self) -> None:
+        if self._producer is not None:
+            self._producer.flush()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+
+def correct_windows(
+    warehouse: Warehouse,
+    definitions: Iterable[MetricDefinition],
+    lateness: Callable[[str], int],
+    changed: dict[tuple[str, str], list[int]],
+    send: Callable[[MetricPoint], None],
+    now: datetime | None = None,
+) -> Correction:
+    """Recompute, by person, the closed ``changed`` minutes of every metric they concern."""
+    now = now or datetime.now(UTC)
+    version = BACKFILL_VERSION_BASE + int(now.timestamp() * 1000)
+    windows = points = 0
+    for definition in definitions:
+        minutes = changed.get((definition.project_id, definition.event))
+        if definition.metric_kind not in PERSON_KINDS or not minutes:
+            continue
+        until = closed_until(closing_delay(definition, lateness), now).timestamp()
+        due = {m for m in minutes if m < until}
+        for start, end in _runs(sorted(due)):
+            groups = window_groups(warehouse, definition, start, end)
+            found = {m: g for m, g in groups.items() if m in due}
+            windows += len(found)
+            for point in points_for(definition, found, version, now):
+                send(point)
+                points += 1
+    CORRECTED.inc(windows)
+    if windows:
+        log.info("windows counted again by person", windows=windows, points=points)
+    return Correction(windows, points)
+
+
+def closing_delay(definition: MetricDefinition, lateness: Callable[[str], int]) -> int:
+    """Seconds behind now after which live emits nothing more for a window of ``definition``."""
+    delay = lateness(definition.project_id)
+    if definition.metric_kind is MetricKind.CONVERSION:
+        delay += definition.conversion_window_seconds
+    return delay
+
+
+def _runs(minutes: list[int]) -> Iterator[tuple[datetime, datetime]]:
+    """[start, end) spans covering sorted ``minutes``, split where they are far apart."""
+    if not minutes:
+        return
+    first = last = minutes[0]
+    for minute in minutes[1:]:
+        if minute - last > RUN_GAP_SECONDS:
+            yield _span(first, last)
+            first = minute
+        last = minute
+    yield _span(first, last)
+
+
+def _span(first: int, last: int) -> tuple[datetime, datetime]:
+    return (
+        datetime.fromtimestamp(first, UTC),
+        datetime.fromtimestamp(last + WINDOW_SECONDS, UTC),
+    )
