@@ -16,6 +16,11 @@ same queries by id.
    queries reading ``distinct_id`` as the person (what they were before persons): p50 latency
    over ``--rounds`` rounds after a warm-up, alternating. Target: person-aware within 1.5x of
    id-based.
+3. *Live windows counted again by person.* Last, a squash round takes the overrides written
+   after the first one (spread over the 30 days: every minute holds events of a moved id, the
+   worst case), finds the minutes they changed, and ``sextant.sink.corrections`` recomputes
+   a unique-users metric's windows of those minutes by person, as the sink does after each
+   round; its time beside the squash round's own (finding the minutes included).
 
 Run: ``python -m bench.persons [--edges N] [--events N] [--users N] [--rounds R]``.
 """
@@ -40,7 +45,9 @@ from sextant.core.warehouse import Warehouse, connect
 from sextant.gateway import insights
 from sextant.processor.metrics import ProcessorMetrics
 from sextant.processor.resolver import ResolverStage
+from sextant.schemas.config import MetricDefinition
 from sextant.schemas.identity import EdgeKind, IdentityEdge
+from sextant.sink.corrections import correct_windows
 from sextant.sink.squash import squash_persons
 
 COMMAND = "python -m bench.persons"
@@ -140,7 +147,7 @@ def squash(warehouse: Warehouse, users: int) -> float:
     """Squash the loaded overrides into the events, then write the overrides that arrive
     before the next squash (a tenth of the linked users' anonymous ids move to another
     user); the squash's seconds."""
-    squashed = squash_persons(warehouse)
+    squashed = squash_persons(warehouse, find_changed=False)
     warehouse.command(
         f"""
         INSERT INTO person_overrides (project_id, distinct_id, person_id, version, updated_at)
@@ -152,6 +159,18 @@ def squash(warehouse: Warehouse, users: int) -> float:
     # What the background merges do between squashes.
     warehouse.command("OPTIMIZE TABLE person_overrides FINAL")
     return squashed.seconds
+
+
+def correction(warehouse: Warehouse) -> tuple[float, float, int, int]:
+    """A squash round and the correction after it: each one's seconds, the overrides the
+    round squashed and the windows counted again."""
+    viewers = MetricDefinition(
+        id="viewers", project_id=PROJECT, metric_kind="unique_users", event="Page Viewed"
+    )
+    squashed = squash_persons(warehouse)
+    started = time.perf_counter()
+    corrected = correct_windows(warehouse, [viewers], {}, squashed.changed_windows, lambda _: None)
+    return squashed.seconds, time.perf_counter() - started, squashed.overrides, corrected.windows
 
 
 def by_id(params: Any, project_id: str, id_sql: str = "") -> str:
@@ -248,6 +267,23 @@ def main() -> None:
                     COMMAND,
                 )
             )
+        squash_s, correct_s, overrides, windows = correction(warehouse)
+        print(
+            f"squash round with {overrides:,} new overrides {squash_s:.1f} s;"
+            f" {windows:,} unique-users windows counted again by person in {correct_s:.1f} s"
+        )
+        figures.append(
+            Figure(
+                "persons",
+                f"{windows:,} unique-users windows counted again by person after a squash"
+                f" round of {overrides:,} overrides ({loaded / 1e6:.0f}M events)",
+                round(correct_s, 1),
+                "s",
+                "the squash round itself",
+                round(squash_s, 1),
+                command=COMMAND,
+            )
+        )
     report("persons", figures)
 
 

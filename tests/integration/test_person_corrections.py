@@ -13,7 +13,7 @@ import pytest
 
 from sextant.core.metric_history import BACKFILL_VERSION_BASE, window_groups
 from sextant.core.warehouse import Warehouse
-from sextant.schemas.config import MetricDefinition
+from sextant.schemas.config import MetricDefinition, Project
 from sextant.schemas.metric_values import unique_users_of
 from sextant.schemas.records import MetricPoint
 from sextant.schemas.sketches import hll_pack, hll_unpack
@@ -24,6 +24,7 @@ from sextant.sink.squash import squash_persons
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 HOUR_AGO = NOW - timedelta(hours=1)
 LATENESS = 300
+PROJECTS = {"acme": Project(id="acme", project_id="acme", name="Acme")}
 VISITORS = MetricDefinition(
     id="visitors", project_id="acme", metric_kind="unique_users", event="Viewed"
 )
@@ -60,10 +61,13 @@ def _link(warehouse: Warehouse, distinct_id: str, person_id: str, version: int) 
 
 
 def _correct(
-    warehouse: Warehouse, changed: dict[tuple[str, str], list[int]], now: datetime = NOW
+    warehouse: Warehouse,
+    changed: dict[tuple[str, str], list[int]],
+    now: datetime = NOW,
+    projects: dict[str, Project] = PROJECTS,
 ) -> list[MetricPoint]:
     sent: list[MetricPoint] = []
-    correct_windows(warehouse, [VISITORS, BUYERS], lambda _: LATENESS, changed, sent.append, now)
+    correct_windows(warehouse, [VISITORS, BUYERS], projects, changed, sent.append, now)
     return sent
 
 
@@ -142,3 +146,22 @@ def test_a_minute_still_open_is_counted_again_in_a_later_round(warehouse: Wareho
     visitors = [p for p in _correct(warehouse, again, later) if p.metric == "visitors"]
     assert len(visitors) == 1
     assert _users(visitors) == 1
+
+
+def test_minutes_retention_may_have_cut_into_are_left_as_they_were(
+    warehouse: Warehouse,
+) -> None:
+    old = NOW - timedelta(days=3)
+    _send(warehouse, "anon-3", "Viewed", old)
+    _send(warehouse, "user-3", "Viewed", old)
+    _link(warehouse, "anon-3", "user-3", 100)
+    changed = squash_persons(warehouse).changed_windows
+
+    def keeping(days: int) -> dict[str, Project]:
+        return {"acme": PROJECTS["acme"].model_copy(update={"raw_event_retention_days": days})}
+
+    assert _correct(warehouse, changed, projects=keeping(2)) == []
+    [point] = [
+        p for p in _correct(warehouse, changed, projects=keeping(4)) if p.metric == "visitors"
+    ]
+    assert _users([point]) == 1

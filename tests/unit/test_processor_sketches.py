@@ -21,12 +21,14 @@ from sextant.schemas.sketches import (
     digest_quantile,
     hash64,
     hll_add,
+    hll_add_hashes,
     hll_estimate,
     hll_histogram,
     hll_is_sparse,
     hll_merge,
     hll_merge_sparse,
     hll_pack,
+    hll_position,
     hll_unpack,
 )
 
@@ -164,3 +166,27 @@ def test_small_digest_keeps_every_value() -> None:
     assert digest.centroids() == [(1.0, 1.0), (3.0, 1.0), (5.0, 1.0)]
     assert digest.quantile(0.5) == 3.0
     assert digest_quantile([], 0.5) != digest_quantile([], 0.5)  # NaN for an empty digest
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(0, 2**64 - 1),
+            # the edges of the rank: a low part of 0, of one bit, of every bit
+            st.integers(0, 2**16 - 1).map(lambda i: i << 48),
+            st.integers(0, 47).map(lambda bit: 1 << bit),
+            st.integers(0, 2**16 - 1).map(lambda i: i << 48 | (2**48 - 1)),
+        ),
+        max_size=200,
+    )
+)
+def test_many_hashes_added_at_once_set_the_registers_one_at_a_time_would(
+    hashes: list[int],
+) -> None:
+    one_by_one = bytearray(HLL_REGISTERS)
+    for hashed in hashes:
+        index, rank = hll_position(hashed)
+        one_by_one[index] = max(one_by_one[index], rank)
+    at_once = bytearray(HLL_REGISTERS)
+    hll_add_hashes(at_once, hashes)
+    assert at_once == one_by_one

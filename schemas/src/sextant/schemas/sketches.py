@@ -74,6 +74,18 @@ def hll_position(hashed: int) -> tuple[int, int]:
     return hashed >> _HLL_Q, _HLL_Q + 1 - low.bit_length()
 
 
+def hll_add_hashes(registers: bytearray, hashes: Sequence[int]) -> None:
+    """Add many 64-bit hashes to dense ``registers`` in place (:func:`hll_position` of each,
+    vectorised: the bit length from the float exponent, exact below 2**53)."""
+    hashed = np.asarray(hashes, dtype=np.uint64)
+    if not hashed.size:
+        return
+    index = (hashed >> np.uint64(_HLL_Q)).astype(np.intp)
+    _, bit_length = np.frexp((hashed & np.uint64(_HLL_LOW_MASK)).astype(np.float64))
+    ranks = (_HLL_Q + 1 - bit_length).astype(np.uint8)
+    np.maximum.at(np.frombuffer(registers, dtype=np.uint8), index, ranks)
+
+
 def hll_add(registers: bytearray, value: str) -> bool:
     """Add ``value`` to dense ``registers`` in place; True when a register changed."""
     index, rank = hll_position(hash64(value))

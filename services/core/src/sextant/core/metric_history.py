@@ -28,7 +28,7 @@ from sextant.schemas.config import SURVEY_KINDS, MetricDefinition, MetricKind
 from sextant.schemas.filters import filters_sql, number_sql
 from sextant.schemas.metric_values import response_value_sql
 from sextant.schemas.records import MetricPoint
-from sextant.schemas.sketches import hll_hash_sql, hll_position
+from sextant.schemas.sketches import hll_add_hashes, hll_hash_sql
 from sextant.schemas.windows import (
     NO_BREAKDOWN,
     NONE_VALUE,
@@ -166,10 +166,7 @@ def window_groups(
             continue
         group.count = int(row[2])
         if kind is MetricKind.UNIQUE_USERS:
-            registers = group.ensure_registers()
-            for hashed in row[3]:
-                index, rank = hll_position(int(hashed))
-                registers[index] = max(registers[index], rank)
+            hll_add_hashes(group.ensure_registers(), row[3])
         elif kind is not MetricKind.COUNT:
             group.total, group.total_sq = float(row[3]), float(row[4])
             if kind is MetricKind.PERCENTILES:

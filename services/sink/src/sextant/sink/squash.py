@@ -62,9 +62,12 @@ class SquashResult:
     changed, or of their persons."""
 
 
-def squash_persons(warehouse: Warehouse, recheck_since: datetime | None = None) -> SquashResult:
+def squash_persons(
+    warehouse: Warehouse, recheck_since: datetime | None = None, *, find_changed: bool = True
+) -> SquashResult:
     """One squash round over every project (see the module's description); overrides
-    updated since ``recheck_since`` count as changed again for ``changed_windows``."""
+    updated since ``recheck_since`` count as changed again for ``changed_windows``, which
+    is left empty (and costs nothing) without ``find_changed``."""
     started = time.perf_counter()
     [[database]] = warehouse.query_rows("SELECT currentDatabase()")
     tag = f"person_squash_{secrets.token_hex(6)}"
@@ -75,7 +78,7 @@ def squash_persons(warehouse: Warehouse, recheck_since: datetime | None = None) 
         [[unstamped]] = warehouse.query_rows("SELECT count() FROM events WHERE person_hash = 0")
         if overrides or unstamped:
             _write_persons(warehouse, rows, person_map, database, tag)
-        changed = _changed_windows(warehouse, rows, recheck_since)
+        changed = _changed_windows(warehouse, rows, recheck_since) if find_changed else {}
         if overrides or unstamped:
             _mark_squashed(warehouse, rows)
     finally:
