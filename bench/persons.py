@@ -20,7 +20,10 @@ same queries by id.
    after the first one (spread over the 30 days: every minute holds events of a moved id, the
    worst case), finds the minutes they changed, and ``sextant.sink.corrections`` recomputes
    a unique-users metric's windows of those minutes by person, as the sink does after each
-   round; its time beside the squash round's own (finding the minutes included).
+   round; its time beside the squash round's own (finding the minutes included). Then the
+   steady state: ten minutes of traffic after the data's end (``STEADY_EVENTS`` page views,
+   a tenth of them by ``STEADY_LINKS`` new anonymous visitors who then sign up as existing
+   users) and the next round over them, squash and correction.
 
 Run: ``python -m bench.persons [--edges N] [--events N] [--users N] [--rounds R]``.
 """
@@ -161,7 +164,7 @@ def squash(warehouse: Warehouse, users: int) -> float:
     return squashed.seconds
 
 
-def correction(warehouse: Warehouse) -> tuple[float, float, int, int]:
+def correction(warehouse: Warehouse, now: datetime | None = None) -> tuple[float, float, int, int]:
     """A squash round and the correction after it: each one's seconds, the overrides the
     round squashed and the windows counted again."""
     viewers = MetricDefinition(
@@ -169,8 +172,46 @@ def correction(warehouse: Warehouse) -> tuple[float, float, int, int]:
     )
     squashed = squash_persons(warehouse)
     started = time.perf_counter()
-    corrected = correct_windows(warehouse, [viewers], {}, squashed.changed_windows, lambda _: None)
+    changed = squashed.changed_windows
+    corrected = correct_windows(warehouse, [viewers], {}, changed, lambda _: None, now)
     return squashed.seconds, time.perf_counter() - started, squashed.overrides, corrected.windows
+
+
+STEADY_EVENTS = 100_000
+STEADY_LINKS = 2_000
+
+
+def steady_round(warehouse: Warehouse, users: int) -> tuple[float, float, int, int]:
+    """The round after ten minutes of traffic with new sign-ups: as :func:`correction`."""
+    [[end]] = warehouse.query_rows(
+        f"SELECT toUnixTimestamp(max(timestamp)) FROM events WHERE project_id = '{PROJECT}'"
+    )
+    anonymous = STEADY_EVENTS // 10
+    warehouse.command(
+        f"""
+        INSERT INTO events (project_id, event, timestamp, distinct_id, message_id, type,
+                            properties, received_at)
+        SELECT '{PROJECT}', 'Page Viewed', ts, uid, concat('steady-', toString(number)),
+               'track', CAST('{{}}', 'JSON'), ts
+        FROM (
+            SELECT number,
+                   toDateTime64({end}, 3, 'UTC') + toIntervalMillisecond(number * 6) AS ts,
+                   if(number < {anonymous}, concat('new-anon-', toString(number % {STEADY_LINKS})),
+                      concat('user-', toString(cityHash64(number) % {users}))) AS uid
+            FROM numbers({STEADY_EVENTS})
+        )
+        """
+    )
+    warehouse.command(
+        f"""
+        INSERT INTO person_overrides (project_id, distinct_id, person_id, version, updated_at)
+        SELECT '{PROJECT}', concat('new-anon-', toString(number)),
+               concat('user-', toString(number * 7 % {users})), {3 * users} + number, now64(3)
+        FROM numbers({STEADY_LINKS})
+        """
+    )
+    closed = datetime.fromtimestamp(int(end), UTC) + timedelta(hours=1)
+    return correction(warehouse, now=closed)
 
 
 def by_id(params: Any, project_id: str, id_sql: str = "") -> str:
@@ -281,6 +322,23 @@ def main() -> None:
                 "s",
                 "the squash round itself",
                 round(squash_s, 1),
+                command=COMMAND,
+            )
+        )
+        squash_s, correct_s, overrides, windows = steady_round(warehouse, args.users)
+        print(
+            f"steady round: {overrides:,} new overrides squashed in {squash_s:.1f} s;"
+            f" {windows:,} windows counted again by person in {correct_s:.2f} s"
+        )
+        figures.append(
+            Figure(
+                "persons",
+                f"the next round after {STEADY_EVENTS:,} more events and {overrides:,} new"
+                f" links: {windows:,} unique-users windows counted again by person",
+                round(correct_s, 2),
+                "s",
+                "the squash round itself",
+                round(squash_s, 2),
                 command=COMMAND,
             )
         )

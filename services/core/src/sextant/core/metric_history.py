@@ -10,8 +10,9 @@ emits (same breakdown top-N, same HyperLogLog registers for the same users).
 Two parts use it: the processor's backfill (``sextant metrics backfill``) and the sink's
 correction of windows whose persons changed (``sextant.sink.corrections``). Both send points
 versioned ``BACKFILL_VERSION_BASE`` + their run's start in milliseconds, above any live
-version (a sum of offsets), and a later run above an earlier one; both cover only windows
-the live processor has closed (:func:`closed_until`), where no live point can follow.
+version (a sum of offsets), and a later run above an earlier one. The corrections cover
+only windows the live processor has closed (:func:`closed_until`), where no live point can
+follow, and so does the backfill unless told otherwise.
 
 Users are persons: an event counts for ``PERSON_SQL``, the person the squash wrote onto it,
 else its own id (before the squash has run, and on a cluster, where it does not).
