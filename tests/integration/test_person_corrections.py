@@ -19,7 +19,7 @@ from sextant.schemas.records import MetricPoint
 from sextant.schemas.sketches import hll_pack, hll_unpack
 from sextant.schemas.windows import WindowId, to_point
 from sextant.sink.corrections import correct_windows
-from sextant.sink.squash import squash_persons
+from sextant.sink.squash import ChangedMinutes, squash_persons
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 HOUR_AGO = NOW - timedelta(hours=1)
@@ -106,7 +106,8 @@ def visits(warehouse: Warehouse) -> Warehouse:
 def test_unique_users_and_conversions_count_persons_after_the_squash(
     visits: Warehouse,
 ) -> None:
-    assert _users(_id_counted(visits)) == 3  # anon-1, anon-9 and user-1 apart
+    live = _id_counted(visits)
+    assert _users(live) == 3  # anon-1, anon-9 and user-1 apart
     first_minute = window_groups(visits, BUYERS, HOUR_AGO, HOUR_AGO + timedelta(minutes=1))
     [by_id] = first_minute.values()
     assert (by_id[""].denominator, by_id[""].count) == (2, 0)  # anon-1 never paid as anon-1
@@ -114,13 +115,18 @@ def test_unique_users_and_conversions_count_persons_after_the_squash(
 
     changed = squash_persons(visits, recheck_since=None).changed_windows
     first, later = int(HOUR_AGO.timestamp()), int((HOUR_AGO + timedelta(minutes=10)).timestamp())
-    assert changed == {("acme", "Viewed"): [first, later], ("acme", "Paid"): [later + 60]}
+    assert changed == {
+        ("acme", "Viewed"): ChangedMinutes(of_ids=[first], of_persons=[first, later]),
+        ("acme", "Paid"): ChangedMinutes(of_ids=[], of_persons=[later + 60]),
+    }
     points = _correct(visits, changed)
 
-    visitors = [p for p in points if p.metric == "visitors"]
-    assert {int(p.window_start.timestamp()) for p in visitors} == {first, later}
+    # Only anon-1's minute: user-1's own minute counted user-1 already.
+    [visitors] = [p for p in points if p.metric == "visitors"]
+    assert int(visitors.window_start.timestamp()) == first
     assert all(p.version > BACKFILL_VERSION_BASE for p in points)
-    assert _users(visitors) == 2  # user-1 (both ids) and anon-9
+    [kept] = [p for p in live if int(p.window_start.timestamp()) == later]
+    assert _users([visitors, kept]) == 2  # user-1 (both ids) and anon-9 over both minutes
     # The first minute's viewers: user-1 (as anon-1), who paid 11 minutes later, and anon-9.
     [conversion] = [
         p for p in points if p.metric == "buyers" and p.window_start.timestamp() == first
@@ -135,7 +141,8 @@ def test_a_minute_still_open_is_counted_again_in_a_later_round(warehouse: Wareho
     _link(warehouse, "anon-2", "user-2", 100)
 
     changed = squash_persons(warehouse).changed_windows
-    assert changed == {("acme", "Viewed"): [int(recent.timestamp())]}
+    minute = int(recent.timestamp())
+    assert changed == {("acme", "Viewed"): ChangedMinutes([minute], [minute])}
     assert _correct(warehouse, changed) == []  # not closed yet: left to live for now
 
     # The next round: nothing new to squash, but the override is recent enough to look at.

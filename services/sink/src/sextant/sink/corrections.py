@@ -3,7 +3,7 @@
 The processor counts unique users and conversions per minute by ``distinct_id``: an
 anonymous visitor's events are counted under the anonymous id, and a HyperLogLog register
 cannot give that id back when an identify later names its person. So after each person
-squash round, the minutes holding events whose person changed
+squash round, the minutes whose persons changed
 (:attr:`~sextant.sink.squash.SquashResult.changed_windows`) are recomputed from the events
 table by person (:mod:`sextant.core.metric_history`, the backfill's SQL) for every unique-users
 and conversion metric on their events, and sent to ``metric_points`` versioned above live.
@@ -41,7 +41,7 @@ from sextant.schemas.config import MetricDefinition, MetricKind, Project
 from sextant.schemas.records import MetricPoint
 from sextant.schemas.topics import Topic, topic_name
 from sextant.schemas.windows import WINDOW_SECONDS
-from sextant.sink.squash import SquashResult, squash_persons
+from sextant.sink.squash import ChangedMinutes, SquashResult, squash_persons
 
 log = get_logger(__name__)
 
@@ -119,7 +119,7 @@ def correct_windows(
     warehouse: Warehouse,
     definitions: Iterable[MetricDefinition],
     projects: Mapping[str, Project],
-    changed: dict[tuple[str, str], list[int]],
+    changed: dict[tuple[str, str], ChangedMinutes],
     send: Callable[[MetricPoint], None],
     now: datetime | None = None,
 ) -> Correction:
@@ -128,9 +128,13 @@ def correct_windows(
     version = BACKFILL_VERSION_BASE + int(now.timestamp() * 1000)
     windows = points = 0
     for definition in definitions:
-        minutes = changed.get((definition.project_id, definition.event))
-        if definition.metric_kind not in PERSON_KINDS or not minutes:
+        moved = changed.get((definition.project_id, definition.event))
+        if definition.metric_kind not in PERSON_KINDS or moved is None:
             continue
+        # A person's users are counted under their surviving name before and after: only a
+        # moved id's minutes change. A conversion of any of the person's ids may change.
+        is_conversion = definition.metric_kind is MetricKind.CONVERSION
+        minutes = moved.of_persons if is_conversion else moved.of_ids
         until = closed_until(closing_delay(definition, projects), now).timestamp()
         kept = _whole_since(projects.get(definition.project_id), now)
         due = {m for m in minutes if kept <= m < until}

@@ -18,10 +18,10 @@ override at query time, at every moment, whatever else writes meanwhile:
 The mutation reads the round's map through ``joinGet`` on a ``Join`` table, which the engine
 (embedded or a server) evaluates once per row without a join of the whole events table.
 
-The round also says which minutes hold events whose person may have changed: those of the
-ids with an override not squashed before, or updated since ``recheck_since``, and of their
-persons. The live windows of those minutes counted ids; :mod:`sextant.sink.corrections`
-counts them again by person.
+The round also says which minutes hold events whose person may have changed (those of the
+ids with an override not squashed before, or updated since ``recheck_since``) and which
+hold events of those ids' persons. The live windows of those minutes counted ids;
+:mod:`sextant.sink.corrections` counts them again by person.
 """
 
 from __future__ import annotations
@@ -51,15 +51,24 @@ _OVERRIDE_COLUMNS = "project_id, distinct_id, person_id, version, updated_at"
 
 
 @dataclass(frozen=True)
+class ChangedMinutes:
+    """Minutes (epoch seconds) of one project's event, sorted."""
+
+    of_ids: list[int]
+    """Holding events of ids whose person changed: their unique users changed."""
+    of_persons: list[int]
+    """Holding events of those ids' persons, by any id: where a conversion may have."""
+
+
+@dataclass(frozen=True)
 class SquashResult:
     overrides: int
     """Overrides written onto the events in this round (those not squashed before)."""
     unstamped_events: int
     """Event rows that had no person yet when the round began."""
     seconds: float
-    changed_windows: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-    """(project, event) → the minutes (epoch seconds) holding events of the ids whose person
-    changed, or of their persons."""
+    changed_windows: dict[tuple[str, str], ChangedMinutes] = field(default_factory=dict)
+    """(project, event) → the minutes whose persons the round changed."""
 
 
 def squash_persons(
@@ -134,7 +143,7 @@ def _write_persons(
 
 def _changed_windows(
     warehouse: Warehouse, rows: str, recheck_since: datetime | None
-) -> dict[tuple[str, str], list[int]]:
+) -> dict[tuple[str, str], ChangedMinutes]:
     changed = "squashed = 0"
     parameters = {}
     if recheck_since is not None:
@@ -144,16 +153,20 @@ def _changed_windows(
     if not found:
         return {}
     minute = "toUInt32(toUnixTimestamp(toStartOfMinute(timestamp)))"
+    ids = f"(SELECT project_id, distinct_id FROM {rows} WHERE {changed})"
+    persons = f"(SELECT project_id, person_id FROM {rows} WHERE {changed})"
+    linked = f"(toString(project_id), distinct_id) IN {ids}"
     result = warehouse.query_rows(
-        f"SELECT toString(project_id), event, groupUniqArray({minute}) FROM events"
-        f" WHERE (toString(project_id), distinct_id) IN"
-        f" (SELECT project_id, distinct_id FROM {rows} WHERE {changed})"
-        f" OR (toString(project_id), person_id) IN"
-        f" (SELECT project_id, person_id FROM {rows} WHERE {changed})"
+        f"SELECT toString(project_id), event, groupUniqArrayIf({minute}, {linked}),"
+        f" groupUniqArray({minute}) FROM events"
+        f" WHERE {linked} OR (toString(project_id), person_id) IN {persons}"
         " GROUP BY project_id, event",
         parameters,
     )
-    return {(str(p), str(e)): sorted(int(m) for m in minutes) for p, e, minutes in result}
+    return {
+        (str(p), str(e)): ChangedMinutes(sorted(map(int, of_ids)), sorted(map(int, of_persons)))
+        for p, e, of_ids, of_persons in result
+    }
 
 
 def _mark_squashed(warehouse: Warehouse, rows: str) -> None:
