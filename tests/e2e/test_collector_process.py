@@ -77,7 +77,12 @@ def running_collector(
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
-        assert process.poll() is None, log_path.read_text()
+        log = log_path.read_text()
+        assert process.poll() is None, log
+        # Every worker, not only the first to answer: one still starting when the test
+        # stops the collector would never log its shutdown.
+        if log.count("Application startup complete") < workers:
+            return False
         try:
             return httpx.get(f"{url}/readyz").status_code == 200
         except httpx.TransportError:
