@@ -5,10 +5,8 @@ minute still open in one round is recomputed in a later one."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import pytest
 
 from sextant.core.metric_history import BACKFILL_VERSION_BASE, window_groups
@@ -20,6 +18,7 @@ from sextant.schemas.sketches import hll_pack, hll_unpack
 from sextant.schemas.windows import WindowId, to_point
 from sextant.sink.corrections import correct_windows
 from sextant.sink.squash import ChangedMinutes, squash_persons
+from tests.integration.persons_support import insert_event, insert_override
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 HOUR_AGO = NOW - timedelta(hours=1)
@@ -36,28 +35,6 @@ BUYERS = MetricDefinition(
     conversion_event="Paid",
     conversion_window_seconds=1200,
 )
-
-
-def _send(warehouse: Warehouse, distinct_id: str, event: str, at: datetime) -> None:
-    row = {
-        "project_id": "acme",
-        "type": "track",
-        "event": event,
-        "distinct_id": distinct_id,
-        "message_id": str(uuid.uuid4()),
-        "properties": {},
-        "timestamp": at.isoformat(),
-        "received_at": at.isoformat(),
-    }
-    warehouse.insert_json("events", orjson.dumps(row), tuple(row))
-
-
-def _link(warehouse: Warehouse, distinct_id: str, person_id: str, version: int) -> None:
-    warehouse.insert(
-        "person_overrides",
-        [["acme", distinct_id, person_id, version, datetime.now(UTC)]],
-        ["project_id", "distinct_id", "person_id", "version", "updated_at"],
-    )
 
 
 def _correct(
@@ -96,10 +73,10 @@ def _id_counted(warehouse: Warehouse) -> list[MetricPoint]:
 def visits(warehouse: Warehouse) -> Warehouse:
     """anon-1 views an hour ago, signs up as user-1, views and pays ten minutes later;
     anon-9 views and is never linked."""
-    _send(warehouse, "anon-1", "Viewed", HOUR_AGO)
-    _send(warehouse, "anon-9", "Viewed", HOUR_AGO + timedelta(seconds=5))
-    _send(warehouse, "user-1", "Viewed", HOUR_AGO + timedelta(minutes=10))
-    _send(warehouse, "user-1", "Paid", HOUR_AGO + timedelta(minutes=11))
+    insert_event(warehouse, "anon-1", "Viewed", HOUR_AGO)
+    insert_event(warehouse, "anon-9", "Viewed", HOUR_AGO + timedelta(seconds=5))
+    insert_event(warehouse, "user-1", "Viewed", HOUR_AGO + timedelta(minutes=10))
+    insert_event(warehouse, "user-1", "Paid", HOUR_AGO + timedelta(minutes=11))
     return warehouse
 
 
@@ -111,7 +88,7 @@ def test_unique_users_and_conversions_count_persons_after_the_squash(
     first_minute = window_groups(visits, BUYERS, HOUR_AGO, HOUR_AGO + timedelta(minutes=1))
     [by_id] = first_minute.values()
     assert (by_id[""].denominator, by_id[""].count) == (2, 0)  # anon-1 never paid as anon-1
-    _link(visits, "anon-1", "user-1", 100)
+    insert_override(visits, "anon-1", "user-1", 100)
 
     changed = squash_persons(visits, recheck_since=None).changed_windows
     first, later = int(HOUR_AGO.timestamp()), int((HOUR_AGO + timedelta(minutes=10)).timestamp())
@@ -136,9 +113,9 @@ def test_unique_users_and_conversions_count_persons_after_the_squash(
 
 def test_a_minute_still_open_is_counted_again_in_a_later_round(warehouse: Warehouse) -> None:
     recent = NOW - timedelta(minutes=2)  # within the lateness: live may still count it
-    _send(warehouse, "anon-2", "Viewed", recent)
-    _send(warehouse, "user-2", "Viewed", recent)
-    _link(warehouse, "anon-2", "user-2", 100)
+    insert_event(warehouse, "anon-2", "Viewed", recent)
+    insert_event(warehouse, "user-2", "Viewed", recent)
+    insert_override(warehouse, "anon-2", "user-2", 100)
 
     changed = squash_persons(warehouse).changed_windows
     minute = int(recent.timestamp())
@@ -159,9 +136,9 @@ def test_minutes_retention_may_have_cut_into_are_left_as_they_were(
     warehouse: Warehouse,
 ) -> None:
     old = NOW - timedelta(days=3)
-    _send(warehouse, "anon-3", "Viewed", old)
-    _send(warehouse, "user-3", "Viewed", old)
-    _link(warehouse, "anon-3", "user-3", 100)
+    insert_event(warehouse, "anon-3", "Viewed", old)
+    insert_event(warehouse, "user-3", "Viewed", old)
+    insert_override(warehouse, "anon-3", "user-3", 100)
     changed = squash_persons(warehouse).changed_windows
 
     def keeping(days: int) -> dict[str, Project]:

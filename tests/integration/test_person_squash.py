@@ -4,7 +4,6 @@ split; the squashed events carry their persons."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +26,7 @@ from sextant.sink import squash
 from sextant.sink.retention import RetentionService
 from sextant.sink.settings import SinkSettings
 from tests.infra import wait_for
+from tests.integration.persons_support import insert_event, insert_override
 
 DAY = datetime(2025, 3, 3, tzinfo=UTC)
 RANGE = {"from": DAY.isoformat(), "to": (DAY + timedelta(days=3)).isoformat()}
@@ -52,26 +52,12 @@ class World:
 
     def send(self, distinct_id: str, event: str, day: int) -> None:
         at = DAY + timedelta(days=day, hours=1)
-        row = {
-            "project_id": "acme",
-            "type": "track",
-            "event": event,
-            "distinct_id": distinct_id,
-            "message_id": str(uuid.uuid4()),
-            "properties": {},
-            "timestamp": at.isoformat(),
-            "received_at": at.isoformat(),
-        }
-        self.warehouse.insert_json("events", orjson.dumps(row), tuple(row))
+        insert_event(self.warehouse, distinct_id, event, at)
         self.events.append((distinct_id, event, at))
 
     def link(self, distinct_id: str, person_id: str) -> None:
         version = len(self.overrides) + 100
-        self.warehouse.insert(
-            "person_overrides",
-            [["acme", distinct_id, person_id, version, datetime.now(UTC)]],
-            ["project_id", "distinct_id", "person_id", "version", "updated_at"],
-        )
+        insert_override(self.warehouse, distinct_id, person_id, version)
         self.overrides[distinct_id] = (version, person_id)
 
     def person(self, distinct_id: str) -> str:

@@ -391,6 +391,7 @@ def persons_squash() -> None:
     whose persons changed again by person (what the sink does every
     SEXTANT_SINK_PERSON_SQUASH_INTERVAL_SECONDS), so person-aware queries read one column."""
     from sextant.core.config_plane import ConfigFollower
+    from sextant.core.metric_history import PointSender
     from sextant.core.warehouse import connect
 
     settings = CliSettings()
@@ -402,7 +403,7 @@ def persons_squash() -> None:
         raise typer.Exit(2)
     corrections = importlib.import_module("sextant.sink.corrections")
     follower = ConfigFollower(settings).start()
-    points = corrections.PointSender(settings)
+    points = PointSender(settings)
     try:
         if not follower.wait_caught_up(settings.config_wait_seconds):
             console.print("[red]the config topic could not be read in time[/red]")

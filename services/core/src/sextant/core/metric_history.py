@@ -24,12 +24,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
+from sextant.core.kafka import make_producer, note_use
+from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import Warehouse
 from sextant.schemas.config import SURVEY_KINDS, MetricDefinition, MetricKind
 from sextant.schemas.filters import filters_sql, number_sql
 from sextant.schemas.metric_values import response_value_sql
 from sextant.schemas.records import MetricPoint
 from sextant.schemas.sketches import hll_add_hashes, hll_hash_sql
+from sextant.schemas.topics import Topic, topic_name
 from sextant.schemas.windows import (
     NO_BREAKDOWN,
     NONE_VALUE,
@@ -195,3 +200,42 @@ def closed_until(lateness_seconds: int, now: datetime | None = None) -> datetime
     """The end of the last minute the live processor has closed."""
     moment = (now or datetime.now(UTC)) - timedelta(seconds=lateness_seconds + WINDOW_SECONDS)
     return moment.replace(second=0, microsecond=0)
+
+
+class PointSender:
+    """Sends points to ``metric_points``; :meth:`flush` returns once the broker has every
+    point sent so far, and raises ``KafkaError`` when it does not (the producer is made at
+    the first point)."""
+
+    def __init__(self, kafka: KafkaSection, timeout_s: float = 30.0) -> None:
+        self._kafka = kafka
+        self._topic = topic_name(Topic.METRIC_POINTS, kafka.topic_prefix)
+        self._timeout_s = timeout_s
+        self._producer: Any = None
+        self._pending: list[Any] = []
+
+    def __call__(self, point: MetricPoint) -> None:
+        if self._producer is None:
+            self._producer = make_producer(self._kafka)
+            note_use(self._topic, "writes")
+        self._pending.append(
+            self._producer.send(
+                self._topic,
+                key=point.kafka_key().encode(),
+                value=orjson.dumps(point.model_dump(mode="json")),
+            )
+        )
+
+    def flush(self) -> None:
+        if self._producer is None:
+            return
+        self._producer.flush(timeout=self._timeout_s)
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.get(timeout=self._timeout_s)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+            self._pending = []

@@ -15,11 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import orjson
-
-from sextant.core.kafka import make_producer, note_use
 from sextant.core.metric_history import (
     BACKFILL_VERSION_BASE,
+    PointSender,
     closed_until,
     points_for,
     window_groups,
@@ -27,7 +25,6 @@ from sextant.core.metric_history import (
 from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import Warehouse
 from sextant.schemas.config import MetricDefinition
-from sextant.schemas.topics import Topic, topic_name
 
 Progress = Callable[[datetime, datetime, int], None]
 """Called after each chunk with (chunk start, chunk end, points produced so far)."""
@@ -54,9 +51,7 @@ def backfill(
     until = until.astimezone(UTC)
     version = BACKFILL_VERSION_BASE + int(time.time() * 1000)
     emitted_at = datetime.now(UTC)
-    producer = make_producer(kafka)
-    topic = topic_name(Topic.METRIC_POINTS, kafka.topic_prefix)
-    note_use(topic, "writes")
+    send = PointSender(kafka)
     windows = points = 0
     try:
         start = since
@@ -65,18 +60,14 @@ def backfill(
             groups = window_groups(warehouse, definition, start, end)
             windows += len(groups)
             for point in points_for(definition, groups, version, emitted_at):
-                producer.send(
-                    topic,
-                    key=point.kafka_key().encode(),
-                    value=orjson.dumps(point.model_dump(mode="json")),
-                )
+                send(point)
                 points += 1
-            producer.flush()
+            send.flush()
             if progress is not None:
                 progress(start, end, points)
             start = end
     finally:
-        producer.close(timeout=10)
+        send.close()
     return BackfillReport(windows=windows, points=points, version=version)
 
 

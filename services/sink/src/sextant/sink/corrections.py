@@ -21,13 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import orjson
 from prometheus_client import Counter
 
 from sextant.core.config_plane import ConfigState
-from sextant.core.kafka import make_producer, note_use
 from sextant.core.logging import get_logger
 from sextant.core.metric_history import (
     BACKFILL_VERSION_BASE,
@@ -35,11 +32,9 @@ from sextant.core.metric_history import (
     points_for,
     window_groups,
 )
-from sextant.core.settings import KafkaSection
 from sextant.core.warehouse import Warehouse
 from sextant.schemas.config import MetricDefinition, MetricKind, Project
 from sextant.schemas.records import MetricPoint
-from sextant.schemas.topics import Topic, topic_name
 from sextant.schemas.windows import WINDOW_SECONDS
 from sextant.sink.squash import ChangedMinutes, SquashResult, squash_persons
 
@@ -85,34 +80,6 @@ def squash_and_correct(
         warehouse, definitions, projects, result.changed_windows, send, now
     )
     return result, correction
-
-
-class PointSender:
-    """Sends points to ``metric_points`` (the producer made at the first one)."""
-
-    def __init__(self, kafka: KafkaSection) -> None:
-        self._kafka = kafka
-        self._topic = topic_name(Topic.METRIC_POINTS, kafka.topic_prefix)
-        self._producer: Any = None
-
-    def __call__(self, point: MetricPoint) -> None:
-        if self._producer is None:
-            self._producer = make_producer(self._kafka)
-            note_use(self._topic, "writes")
-        self._producer.send(
-            self._topic,
-            key=point.kafka_key().encode(),
-            value=orjson.dumps(point.model_dump(mode="json")),
-        )
-
-    def flush(self) -> None:
-        if self._producer is not None:
-            self._producer.flush()
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=5)
-            self._producer = None
 
 
 def correct_windows(

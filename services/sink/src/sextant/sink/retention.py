@@ -35,11 +35,12 @@ from prometheus_client import Counter
 from sextant.core.background import BackgroundLoop
 from sextant.core.config_plane import ConfigFollower, ConfigState
 from sextant.core.logging import get_logger
+from sextant.core.metric_history import PointSender
 from sextant.core.persons import PERSON_COLUMNS, person_predicate
 from sextant.core.warehouse import Warehouse, connect
 from sextant.core.warehouse_cluster import mutation
 from sextant.schemas.config import PersonDeletion, Project
-from sextant.sink.corrections import PointSender, squash_and_correct
+from sextant.sink.corrections import squash_and_correct
 from sextant.sink.settings import SinkSettings
 
 log = get_logger(__name__)
