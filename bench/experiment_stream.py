@@ -15,12 +15,14 @@
    broker's acknowledgement to the first answer that counts it, p50 and p95 of
    ``--probes``. Target: p95 under 1 s.
 3. The processor's cost: a worker catching up on ``--worker-events`` waiting events with
-   the statistics off, then on (each its own consumer group); and stage one's state
+   the statistics off, then on (each its own consumer group), ``--worker-rounds`` times,
+   the medians compared; and stage one's state
    (``PartitionState``) applying ``--apply-events`` events (one in ten an exposure, the
    others purchases or page views of 20,000 users) and flushing every 5,000, with and
    without the streamed statistics, alternating rounds in this process: events/s, ratio.
 
-Run: ``python -m bench.experiment_stream [--users N] [--events N] [--rounds R]``.
+Run: ``python -m bench.experiment_stream [--users N] [--events N] [--rounds R]``, or some
+parts alone: ``--only stage_one worker``.
 """
 
 from __future__ import annotations
@@ -383,21 +385,28 @@ def worker_rate(args: argparse.Namespace) -> list[Figure]:
             producer.send(topic, key=envelope.kafka_key().encode(), value=value)
         producer.flush()
         producer.close()
-        rates = {}
-        for on in ("false", "true"):
-            # The worker's own settings, as a supervisor would set them for the process.
-            os.environ["SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS"] = on
-            os.environ["SEXTANT_PROCESSOR_GROUP"] = f"{kafka.topic_prefix}-{on}"
-            worker = Worker(kafka, Path(folder) / on)
-            try:
-                rates[on] = catch_up(worker, args.worker_events)
-            finally:
-                worker.stop()
+        rates: dict[str, list[float]] = {"false": [], "true": []}
+        for round_ in range(args.worker_rounds):
+            for on in ("false", "true"):
+                # The worker's own settings, as a supervisor would set them for the process.
+                os.environ["SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS"] = on
+                os.environ["SEXTANT_PROCESSOR_GROUP"] = f"{kafka.topic_prefix}-{on}-{round_}"
+                worker = Worker(kafka, Path(folder) / f"{on}-{round_}")
+                try:
+                    rates[on].append(catch_up(worker, args.worker_events))
+                finally:
+                    worker.stop()
+            print(f"round {round_}: {rates['true'][-1]:,.0f} events/s with the statistics, "
+                  f"{rates['false'][-1]:,.0f} without")  # fmt: skip
         for name in ("SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS", "SEXTANT_PROCESSOR_GROUP"):
             os.environ.pop(name, None)
-    a, b = rates["true"], rates["false"]
-    print(f"worker: {a:,.0f} events/s with the statistics, {b:,.0f} without ({a / b:.2f})")
-    label = f"processor worker catching up on {args.worker_events:,} events, events/s"
+    a, b = statistics.median(rates["true"]), statistics.median(rates["false"])
+    print(f"worker (medians): {a:,.0f} events/s with the statistics, {b:,.0f} without "
+          f"({a / b:.2f})")  # fmt: skip
+    label = (
+        f"processor worker catching up on {args.worker_events:,} events, events/s"
+        f" (median of {args.worker_rounds} alternating rounds)"
+    )
     return [Figure(NAME, f"{label} with the streamed statistics", round(a), "events/s",
                    "the same worker without them (SEXTANT_PROCESSOR_EXPERIMENT_STATISTICS=false)",
                    round(b), "", COMMAND)]  # fmt: skip
@@ -412,10 +421,11 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=40)
     parser.add_argument("--apply-events", type=int, default=200_000)
     parser.add_argument("--rounds-apply", type=int, default=3)
-    parser.add_argument("--worker-events", type=int, default=100_000)
+    parser.add_argument("--worker-events", type=int, default=200_000)
+    parser.add_argument("--worker-rounds", type=int, default=3)
     parser.add_argument("--bootstrap", default=None)
     parser.add_argument(
-        "--only", choices=["latency", "freshness", "stage_one", "worker"], default=None
+        "--only", nargs="+", choices=["latency", "freshness", "stage_one", "worker"], default=[]
     )
     args = parser.parse_args()
     figures: list[Figure] = []
@@ -426,7 +436,7 @@ def main() -> None:
         ("freshness", freshness),
     )
     for name, part in parts:
-        if args.only in (None, name):
+        if not args.only or name in args.only:
             figures += part(args)
     report(NAME, figures)
 

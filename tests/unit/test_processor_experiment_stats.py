@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sextant.processor.chunked import ChunkedEntries
 from sextant.processor.experiment_stats import ExperimentPlan, ExperimentStatistics
 from sextant.processor.partition import DedupPolicy, EventView, PartitionState
 from sextant.schemas.config import Experiment, MetricDefinition, MetricKind, Variant
@@ -394,5 +395,48 @@ def test_a_partition_of_one_entry_per_unit_moves_into_chunks() -> None:
         [v for r in tracked.sums for v in r]
     )
     legacy.write(moving.flush(0, {}, datetime.now(UTC))[1])
-    assert sorted({key.split("|")[1] for key in legacy}) == ["e", "t"]
+    assert sorted({key.split("|")[1] for key in legacy}) == ["e", "l", "t"]
     assert contents(loaded(legacy)) == contents(stats)
+
+    # Versions that kept each buffer's segments in the chunks: they move into the log.
+    chunked = Store({"0|t|p|exp": legacy["0|t|p|exp"]})
+    writer: ChunkedEntries[tuple[str, ...]] = ChunkedEntries("0|e|", tuple)
+    items: list[tuple[tuple[str, ...], Any]] = [
+        (("s", "p", "exp", name), unit.to_json()) for name, unit in tracked.units.items()
+    ]
+    for (_, name), buffer in stats.buffers.items():
+        half = len(buffer.entries) // 2
+        for part in (buffer.entries[:half], buffer.entries[half:]):
+            if part:
+                items.append((("b", "p", name, str(part[0][1])), part))
+    chunked.write(writer.flush(items))
+    moving = loaded(chunked)
+    assert contents(moving) == contents(stats)
+    chunked.write(moving.flush(0, {}, datetime.now(UTC))[1])
+    again = loaded(chunked)
+    assert contents(again) == contents(stats)
+    assert not again.entries.home.keys() - {("s", "p", "exp", n) for n in tracked.units}
+    assert sorted({key.split("|")[1] for key in chunked}) == ["e", "l", "t"]
+
+
+def test_a_crash_inside_a_rewrite_of_the_buffer_log_keeps_each_event_once() -> None:
+    """A rewrite writes the buffers anew before deleting the old segments: loaded between
+    the two, each buffered event is there once."""
+    exp, events = experiment(), scenario(random.Random(8), 40)
+    stats = ExperimentStatistics(0, 1, Plans(exp), margin_seconds=60 * DAY)
+    state = PartitionState(0, DedupPolicy(60, 1000), stats)
+    store = Store()
+    for offset, event in enumerate(events):
+        state.process(offset, event, Catalog())
+        if offset % 7 == 6:
+            store.write(state.flush(Catalog()).writes)
+    store.write(state.flush(Catalog()).writes)
+    before = {k: list(b.entries) for k, b in stats.buffers.items()}
+    assert before
+    stats.log.rewrite_all()
+    writes = stats.flush(0, {}, datetime.now(UTC))[1]
+    assert any(value is None for _, value in writes)
+    store.write([(key, value) for key, value in writes if value is not None])
+    found = ExperimentStatistics(0, 1, Plans(exp), margin_seconds=60 * DAY)
+    PartitionState(0, DedupPolicy(60, 1000), found).load(store)
+    assert {k: b.entries for k, b in found.buffers.items()} == before

@@ -14,9 +14,9 @@ exposure wait in a per-unit buffer (their time, offset and contributions), kept 
 look-back window plus a margin behind the partition's event time: the exposure takes its
 covariate and any earlier-arriving later events from there.
 
-Persisted as chunks (:mod:`sextant.processor.chunked`): a flush writes the units it changed
-and the entries its buffers gained as one table entry or a few, not one per unit; a buffer is
-written append-only, in segments.
+Persisted in a few table entries a flush, not one per unit: the units a flush changed as
+chunks (:mod:`sextant.processor.chunked`), the events the buffers gained as a segment of the
+partition's append-only buffer log (:mod:`sextant.processor.buffer_log`).
 
 Exactness across restarts follows the first stage's rules (``sextant.processor.partition``):
 every persisted unit and buffer carries the offset of the last event applied to it and skips
@@ -29,16 +29,17 @@ partition is its sums after that offset.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from itertools import chain
 from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
+from sextant.processor.buffer_log import BufferLog, Entry
 from sextant.processor.chunked import ChunkedEntries
 from sextant.schemas.config import SURVEY_KINDS
 from sextant.schemas.events import EXPERIMENT_VIEWED, EventType
@@ -85,6 +86,8 @@ class CompiledPart:
     matches: Predicate
     scorer: Callable[[float], float] | None = None
     """A survey response's value from its score (NPS, CSAT); None: the number itself."""
+    always_one: bool = False
+    """Every event adds 1 (a count or a unique user with no filter)."""
 
     @classmethod
     def of(cls, part: Part) -> CompiledPart:
@@ -102,6 +105,7 @@ class CompiledPart:
             metric.property,
             compile_filters(metric.filters),
             scorer,
+            always_one=part.aggregate in ("count", "max") and not metric.filters,
         )
 
     def contribution(self, properties: Any) -> float:
@@ -218,6 +222,8 @@ class UnitTotals:
     raw: list[float]
     exposed_at: float = 0.0
     """The first exposure's time (kept: every event reads it)."""
+    variant_at: int = -1
+    """:meth:`variant`, as its experiment last counted the unit."""
 
     def __post_init__(self) -> None:
         self.exposed_at = min(self.exposures.values())
@@ -260,6 +266,15 @@ def moment_columns(x: Any, y: Any, xp: Any, yp: Any) -> list[Any]:
     ]  # fmt: skip
 
 
+_FEW_UNITS = 8
+"""Below this many changed units, the sums move unit by unit: numpy's set-up costs more."""
+
+
+def _matrix(rows: Iterable[list[float]], count: int, width: int) -> Any:
+    """``count`` rows of ``width`` floats as one array (faster than ``np.array`` of lists)."""
+    return np.fromiter(chain.from_iterable(rows), float, count * width).reshape(count, width)
+
+
 @dataclass
 class Tracked:
     """One experiment on this partition: its plan, since when, and its variants' sums."""
@@ -274,11 +289,21 @@ class Tracked:
     pending: dict[str, list[float]] = field(default_factory=dict)
     """Units changed since the sums last moved: their raw totals as the sums count them.
     The sums move once per unit and flush (:meth:`settle`), not once per event."""
+    dirty: bool = True
+    """Its records are to be sent with the next flush."""
+    changed: set[str] = field(default_factory=set)
+    """Units whose totals (or offset) the next flush writes."""
 
     def __post_init__(self) -> None:
         variants, width = len(self.plan.variants), WIDTH * len(self.plan.metrics)
         self.counts = [0] * variants
         self.sums = [[0.0] * width for _ in range(variants)]
+        metrics = self.plan.metrics
+        # The metrics whose x (and y) count a unit once, however many events: min(·, 1).
+        self._capped = (
+            [i for i, (_, x, _) in enumerate(metrics) if x.aggregate == "max"],
+            [i for i, (_, _, y) in enumerate(metrics) if y is not None and y.aggregate == "max"],
+        )
 
     def add(self, unit: UnitTotals) -> None:
         """Count a unit (new, or exposed anew) in its variant's sums."""
@@ -289,7 +314,7 @@ class Tracked:
         self._add(unit, -1, self.pending.pop(name, unit.raw))
 
     def _add(self, unit: UnitTotals, sign: int, raw: list[float]) -> None:
-        variant = unit.variant(self.plan)
+        variant = unit.variant_at = unit.variant(self.plan)
         if variant < 0:
             if len(unit.exposures) > 1:
                 self.multi += sign
@@ -306,32 +331,40 @@ class Tracked:
 
     def settle(self) -> None:
         """Move each variant's sums by the difference of its pending units' terms."""
-        if not self.pending:
+        if len(self.pending) < _FEW_UNITS:
+            for name, before in self.pending.items():
+                unit = self.units[name]
+                self._add(unit, -1, before)
+                self._add(unit, 1, unit.raw)
+            self.pending.clear()
             return
-        names = list(self.pending)
-        units = [self.units[name] for name in names]
-        variants = np.fromiter((u.variant(self.plan) for u in units), int, len(units))
-        before = np.array([self.pending[name] for name in names], dtype=float)
-        after = np.array([u.raw for u in units], dtype=float)
+        units = [self.units[name] for name in self.pending]
+        count, width = len(units), 4 * len(self.plan.metrics)
+        variants = np.fromiter((u.variant_at for u in units), int, count)
+        before = _matrix(self.pending.values(), count, width)
+        after = _matrix((u.raw for u in units), count, width)
         self.pending.clear()
-        masks = [(v, variants == v) for v in range(len(self.plan.variants))]
-        for i, (_, x, y) in enumerate(self.plan.metrics):
-            delta = np.array(self._columns(after, i, x, y)) - self._columns(before, i, x, y)
-            for v, mask in masks:
-                row, moved = self.sums[v], delta[:, mask].sum(axis=1).tolist()
-                for j, amount in enumerate(moved):
-                    row[WIDTH * i + j] += amount
+        delta = self._terms(after) - self._terms(before)
+        for v in range(len(self.plan.variants)):
+            mask = variants == v
+            if mask.any():
+                # (term, unit, metric) summed over units, then metric by metric.
+                moved = delta[:, mask, :].sum(axis=1).T.ravel().tolist()
+                self.sums[v] = [a + b for a, b in zip(self.sums[v], moved, strict=True)]
 
-    @staticmethod
-    def _columns(raw: Any, i: int, x: CompiledPart, y: CompiledPart | None) -> list[Any]:
-        def value(part: CompiledPart, column: Any) -> Any:
-            return np.minimum(column, 1.0) if part.aggregate == "max" else column
-
-        xs, xps = value(x, raw[:, 4 * i]), value(x, raw[:, 4 * i + 2])
-        if y is None:
-            zeros = np.zeros(len(raw))
-            return moment_columns(xs, zeros, xps, zeros)
-        return moment_columns(xs, value(y, raw[:, 4 * i + 1]), xps, value(y, raw[:, 4 * i + 3]))
+    def _terms(self, raw: Any) -> Any:
+        """The fifteen terms of every unit and metric, as an array (term, unit, metric)."""
+        x, y, xp, yp = raw[:, 0::4], raw[:, 1::4], raw[:, 2::4], raw[:, 3::4]
+        capped_x, capped_y = self._capped
+        if capped_x:
+            x, xp = x.copy(), xp.copy()
+            x[:, capped_x] = np.minimum(x[:, capped_x], 1.0)
+            xp[:, capped_x] = np.minimum(xp[:, capped_x], 1.0)
+        if capped_y:
+            y, yp = y.copy(), yp.copy()
+            y[:, capped_y] = np.minimum(y[:, capped_y], 1.0)
+            yp[:, capped_y] = np.minimum(yp[:, capped_y], 1.0)
+        return np.stack(moment_columns(x, y, xp, yp))
 
     def rebuild(self) -> None:
         """The sums added up afresh from the units (exactly rounded)."""
@@ -342,7 +375,7 @@ class Tracked:
             [[] for _ in range(WIDTH * len(self.plan.metrics))] for _ in self.plan.variants
         ]
         for unit in self.units.values():
-            variant = unit.variant(self.plan)
+            variant = unit.variant_at = unit.variant(self.plan)
             if variant < 0:
                 self.multi += len(unit.exposures) > 1
                 continue
@@ -393,69 +426,63 @@ class Tracked:
         return found
 
 
-Entry = tuple[float, int, dict[str, float]]
-
-
 @dataclass(slots=True)
 class Buffer:
-    """A unit's recent events that experiments read: ``(time, offset, {part: value})``.
-
-    Persisted append-only: each flush writes the entries added since the last one as a
-    *segment* (named by its first offset), so a flush costs what arrived, not the whole
-    buffer. A segment goes once every entry in it is pruned."""
+    """A unit's recent events that experiments read: ``(time, offset, {part: value})``,
+    persisted in the partition's :class:`~sextant.processor.buffer_log.BufferLog`."""
 
     offset: int = -1
     entries: list[Entry] = field(default_factory=list)
-    segments: list[tuple[int, int]] = field(default_factory=list)
-    """The persisted segments' first and last offsets, oldest first."""
-    persisted: int = 0
-    """``entries[:persisted]`` are in segments."""
 
-    def new_segment(self) -> tuple[str, list[Entry]] | None:
-        """The entries to write as a new segment (marked written), None if there are none."""
-        fresh = self.entries[self.persisted :]
-        if not fresh:
-            return None
-        self.segments.append((fresh[0][1], fresh[-1][1]))
-        self.persisted = len(self.entries)
-        return str(fresh[0][1]), fresh
-
-    def segment(self, first: int) -> list[Entry] | None:
-        """The entries of the segment starting at ``first`` (None if it is gone)."""
-        for start, last in self.segments:
-            if start == first:
-                return [e for e in self.entries if start <= e[1] <= last]
-        return None
-
-    def prune(self, horizon: float) -> list[int]:
-        """Forget the entries before ``horizon``; the first offsets of segments left empty."""
+    def prune(self, horizon: float) -> None:
+        """Forget the entries before ``horizon``."""
         self.entries = [e for e in self.entries if e[0] >= horizon]
-        offsets = [e[1] for e in self.entries]
-        kept, gone = [], []
-        for first, last in self.segments:
-            if bisect_right(offsets, last) > bisect_left(offsets, first):
-                kept.append((first, last))
-            else:
-                gone.append(first)
-        self.segments = kept
-        self.persisted = bisect_right(offsets, kept[-1][1]) if kept else 0
-        return gone
 
     @classmethod
-    def of_segments(cls, segments: dict[int, list[Any]]) -> Buffer:
-        buffer = cls()
-        for first in sorted(segments):
-            entries = [(float(t), int(o), dict(c)) for t, o, c in segments[first]]
-            buffer.segments.append((first, entries[-1][1]))
-            buffer.entries.extend(entries)
-        buffer.offset = buffer.entries[-1][1]
-        buffer.persisted = len(buffer.entries)
-        return buffer
+    def of(cls, entries: list[Entry]) -> Buffer:
+        return cls(entries[-1][1], entries)
+
+
+@dataclass(frozen=True)
+class Route:
+    """What an event of one name in one project does: the parts it may add to, and per unit
+    field the experiments those parts belong to, each with its ``(part key, slot)`` pairs."""
+
+    always: dict[str, float]
+    """The parts every such event adds 1 to (shared by the events: never changed)."""
+    computed: tuple[CompiledPart, ...]
+    targets: tuple[tuple[str, tuple[tuple[Tracked, tuple[tuple[str, int], ...]], ...]], ...]
+
+    def contributions(self, properties: Any) -> dict[str, float]:
+        """What the event adds, per part key (empty: nothing)."""
+        if not self.computed:
+            return self.always
+        found = dict(self.always)
+        for part in self.computed:
+            value = part.contribution(properties)
+            if value:
+                found[part.key] = value
+        return found
+
+    @classmethod
+    def of(cls, parts: Iterable[CompiledPart], experiments: Iterable[Tracked]) -> Route:
+        by_key = {part.key: part for part in parts}
+        targets: dict[str, list[tuple[Tracked, tuple[tuple[str, int], ...]]]] = {}
+        for tracked in experiments:
+            slots = tracked.plan.slots
+            pairs = tuple((key, slot) for key in by_key for slot in slots.get(key, ()))
+            if pairs:
+                targets.setdefault(tracked.plan.unit_field, []).append((tracked, pairs))
+        return cls(
+            {key: 1.0 for key, part in by_key.items() if part.always_one},
+            tuple(part for part in by_key.values() if not part.always_one),
+            tuple((field, tuple(found)) for field, found in sorted(targets.items())),
+        )
 
 
 Item = tuple[str, ...]
-"""A persisted entry: ``("s", project, experiment, unit)`` a unit's totals,
-``("b", project, unit, first offset)`` a segment of a unit's buffer."""
+"""A persisted entry: ``("s", project, experiment, unit)`` a unit's totals (and, written by
+earlier versions, ``("b", project, unit, first offset)`` a segment of a unit's buffer)."""
 
 
 class ExperimentStatistics:
@@ -476,17 +503,16 @@ class ExperimentStatistics:
         self.tracked: dict[tuple[str, str], Tracked] = {}
         self.buffers: dict[tuple[str, str], Buffer] = {}
         self._by_project: dict[str, list[Tracked]] = {}
-        self._unit_fields: dict[str, tuple[str, ...]] = {}
-        self._parts: dict[tuple[str, str], list[CompiledPart]] = {}
+        self._routes: dict[str, dict[str, Route]] = {}
+        """Per project and event name."""
         self._generation: int | None = None
-        self._dirty: set[tuple[str, str]] = set()
-        self._dirty_units: set[tuple[str, str, str]] = set()
-        self._dirty_buffers: set[tuple[str, str]] = set()
-        """Buffers with entries not yet in a segment."""
-        self._gone_segments: list[Item] = []
+        self._legacy_segments: list[Item] = []
+        """Buffer segments earlier versions kept in the chunks, to delete there."""
         self._deleted: list[str] = []
         self._swept: dict[str, float] = {}
+        self._horizons: dict[str, float] = {}
         self.entries: ChunkedEntries[Item] = ChunkedEntries(f"{partition}|e|", tuple)
+        self.log = BufferLog(f"{partition}|l|")
 
     # keys ----------------------------------------------------------------------------------
 
@@ -510,68 +536,66 @@ class ExperimentStatistics:
         for key, plan in plans.items():
             if key not in self.tracked:
                 self.tracked[key] = Tracked(plan, watermarks.get(plan.project_id))
-                self._dirty.add(key)
         self._index()
 
     def _forget(self, key: tuple[str, str]) -> None:
         self.tracked.pop(key)
         self._deleted.append(self._tracked_key(key))
-        self._dirty.discard(key)
-        self._dirty_units = {u for u in self._dirty_units if u[:2] != key}
         # Its units go from the store with no tombstone naming them.
         self.entries.rewrite_all()
 
     def _index(self) -> None:
         self._by_project = {}
-        parts: dict[tuple[str, str], dict[str, CompiledPart]] = {}
+        parts: dict[tuple[str, str], list[CompiledPart]] = {}
         for tracked in self.tracked.values():
             plan = tracked.plan
             self._by_project.setdefault(plan.project_id, []).append(tracked)
             for part in plan.parts():
-                parts.setdefault((plan.project_id, part.event), {})[part.key] = part
-        self._parts = {key: list(found.values()) for key, found in parts.items()}
-        self._unit_fields = {
-            project: tuple(sorted({t.plan.unit_field for t in experiments}))
-            for project, experiments in self._by_project.items()
-        }
+                parts.setdefault((plan.project_id, part.event), []).append(part)
+        self._routes = {project: {} for project in self._by_project}
+        for (project, event), found in parts.items():
+            self._routes[project][event] = Route.of(found, self._by_project[project])
 
     def forget(self, project: str, names: Callable[[str], bool]) -> int:
         """Remove the units of ``project`` that ``names`` picks (their totals leave their
         variant's sums) and their waiting events. Returns the entries removed."""
         removed = 0
         for tracked in self._by_project.get(project, []):
-            key = (project, tracked.plan.experiment)
             for unit in [u for u in tracked.units if names(u)]:
                 tracked.remove(unit, tracked.units.pop(unit))
-                self._dirty_units.discard((*key, unit))
-                self._dirty.add(key)
+                tracked.changed.discard(unit)
+                tracked.dirty = True
                 removed += 1
         for key in [k for k in self.buffers if k[0] == project and names(k[1])]:
             del self.buffers[key]
-            self._dirty_buffers.discard(key)
             removed += 1
-        self._gone_segments = [
-            i for i in self._gone_segments if not (i[1] == project and names(i[2]))
+        self._legacy_segments = [
+            i for i in self._legacy_segments if not (i[1] == project and names(i[2]))
         ]
         if removed:
             # No value of theirs, nor a tombstone naming them, stays in the store.
             self.entries.rewrite_all()
+            self.log.rewrite_all()
         return removed
 
     # recovery ------------------------------------------------------------------------------
 
     def load(self, entries: Iterable[tuple[str, bytes]]) -> None:
         """Rebuild from the persisted entries of the partition: ``t`` (an experiment
-        followed) and ``e`` (chunks of units and buffers) kinds, and the ``s`` and ``b``
-        entries of one entry per unit that earlier versions wrote (moved into chunks)."""
+        followed), ``e`` (chunks of units) and ``l`` (the buffer log) kinds; and what earlier
+        versions wrote, moved into the chunks and the log: the ``s`` and ``b`` entries of one
+        entry per unit, and buffer segments in the chunks."""
         plans = self.plans.experiment_plans()
         items: dict[Item, Any] = {}
         legacy_buffers: dict[tuple[str, str], Buffer] = {}
-        chunks = []
+        chunks, log = [], []
         for key, value in entries:
             _, kind, rest = key.split("|", 2)
             if kind == "e":
                 chunks.append((key, value))
+                continue
+            if kind == "l":
+                log.append((key, value))
                 continue
             project, rest = rest.split("|", 1)
             if kind == "t":
@@ -595,6 +619,7 @@ class ExperimentStatistics:
         for item, value in items.items():
             if item[0] == "b":
                 segments.setdefault((item[1], item[2]), {})[int(item[3])] = value
+                self._legacy_segments.append(item)
                 continue
             found = self.tracked.get((item[1], item[2]))
             if found is None:
@@ -602,17 +627,21 @@ class ExperimentStatistics:
             else:
                 found.units[item[3]] = UnitTotals.from_json(value)
                 if item in legacy:
-                    self._dirty_units.add((item[1], item[2], item[3]))
-        self.buffers = {owner: Buffer.of_segments(parts) for owner, parts in segments.items()}
+                    found.changed.add(item[3])
+        self.buffers = {owner: Buffer.of(entries) for owner, entries in self.log.load(log).items()}
+        for owner, parts in segments.items():
+            waiting = [(float(t), int(o), dict(c)) for f in sorted(parts) for t, o, c in parts[f]]
+            legacy_buffers[owner] = Buffer.of(waiting)
         for owner, buffer in legacy_buffers.items():
-            if owner not in self.buffers:
-                self.buffers[owner] = buffer
-                self._dirty_buffers.add(owner)
+            self.buffers.setdefault(owner, buffer)
+        if legacy_buffers:
+            self.log.rewrite_all()
         for tracked in self.tracked.values():
             tracked.rebuild()
         self._index()
         # Records of restored experiments may not have reached the topic before a crash.
-        self._dirty.update(self.tracked)
+        for tracked in self.tracked.values():
+            tracked.dirty = True
 
     # the hot path --------------------------------------------------------------------------
 
@@ -620,43 +649,63 @@ class ExperimentStatistics:
         """Apply one (deduplicated) event at ``offset``."""
         if self.plans.generation != self._generation:
             self.reconcile(watermarks)
-        project = event.project_id
-        tracked = self._by_project.get(project)
-        if not tracked:
+        routes = self._routes.get(event.project_id)
+        if routes is None:
             return
-        parts = self._parts.get((project, event.event))
-        if parts:
-            properties = event.properties
-            found = {}
-            for part in parts:
-                value = part.contribution(properties)
-                if value:
-                    found[part.key] = value
+        name = event.event
+        route = routes.get(name)
+        if route is not None:
+            found = route.contributions(event.properties)
             if found:
-                self._contribute(offset, event, found, tracked)
-        if event.type is EventType.TRACK and event.event == EXPERIMENT_VIEWED:
+                self._contribute(offset, event, found, route)
+        if name == EXPERIMENT_VIEWED and event.type is EventType.TRACK:
             self._expose(offset, event)
 
     def _contribute(
-        self, offset: int, event: EventLike, found: dict[str, float], tracked: list[Tracked]
+        self, offset: int, event: EventLike, found: dict[str, float], route: Route
     ) -> None:
-        project, at = event.project_id, event.timestamp
-        for unit_field in self._unit_fields[project]:
+        at = event.timestamp
+        for unit_field, experiments in route.targets:
             unit = unit_of(event.user_id, event.anonymous_id, unit_field)
             if unit is None:
                 continue
             waiting = False
-            for experiment in tracked:
-                if experiment.plan.unit_field != unit_field:
-                    continue
+            for experiment, pairs in experiments:
                 totals = experiment.units.get(unit)
                 if totals is None:
                     waiting = True
                 elif offset > totals.offset:
-                    self._update(experiment, unit, totals, offset, [(at, found)])
+                    self._add(experiment, unit, totals, offset, at, found, pairs)
             if waiting:
                 # Kept only while an experiment may still expose the unit.
-                self._buffer(offset, (project, unit), at, found)
+                self._buffer(offset, (event.project_id, unit), at, found)
+
+    @staticmethod
+    def _add(
+        experiment: Tracked,
+        unit: str,
+        totals: UnitTotals,
+        offset: int,
+        at: float,
+        found: dict[str, float],
+        pairs: tuple[tuple[str, int], ...],
+    ) -> None:
+        """One event's contributions to an exposed unit's totals (``_update``, for one)."""
+        window = experiment.plan.window(at, totals.exposed_at)
+        if window >= 0:
+            raw, changed = totals.raw, False
+            for key, slot in pairs:
+                value = found.get(key)
+                if value:
+                    if not changed:
+                        changed = True
+                        if unit not in experiment.pending:
+                            experiment.pending[unit] = raw.copy()
+                    raw[slot + window] += value
+            if changed:
+                experiment.dirty = True
+        totals.offset = offset
+        experiment.changed.add(unit)
 
     def _buffer(
         self, offset: int, key: tuple[str, str], at: float, found: dict[str, float]
@@ -665,9 +714,10 @@ class ExperimentStatistics:
         if buffer is None:
             buffer = self.buffers[key] = Buffer()
         if offset > buffer.offset:
-            buffer.entries.append((at, offset, found))
+            entry = (at, offset, found)
+            buffer.entries.append(entry)
             buffer.offset = offset
-            self._dirty_buffers.add(key)
+            self.log.append(key, entry)
 
     def _update(
         self,
@@ -694,9 +744,9 @@ class ExperimentStatistics:
         if changed:
             if before is not None:
                 experiment.pending[unit] = before
-            self._dirty.add((plan.project_id, plan.experiment))
+            experiment.dirty = True
         totals.offset = offset
-        self._dirty_units.add((plan.project_id, plan.experiment, unit))
+        experiment.changed.add(unit)
 
     def _expose(self, offset: int, event: EventLike) -> None:
         properties = event.properties
@@ -730,8 +780,8 @@ class ExperimentStatistics:
                 [] if buffer is None else [(t, c) for t, o, c in buffer.entries if o <= offset]
             )
             self._update(experiment, unit, totals, offset, waiting)
-        self._dirty.add((plan.project_id, plan.experiment))
-        self._dirty_units.add((plan.project_id, plan.experiment, unit))
+        experiment.dirty = True
+        experiment.changed.add(unit)
 
     # flushing ------------------------------------------------------------------------------
 
@@ -742,72 +792,64 @@ class ExperimentStatistics:
         self.reconcile(watermarks)
         records = []
         writes: list[tuple[str, bytes | None]] = []
-        for key in sorted(self._dirty):
-            tracked = self.tracked.get(key)
-            if tracked is not None:
-                tracked.settle()
-                records.extend(tracked.records(self.partition, self.partitions, version, as_of))
-                value = orjson.dumps({"f": tracked.plan.fingerprint, "a": tracked.tracked_after})
-                writes.append((self._tracked_key(key), value))
-        self._prune(watermarks)
+        for key in sorted(k for k, t in self.tracked.items() if t.dirty):
+            tracked = self.tracked[key]
+            tracked.dirty = False
+            tracked.settle()
+            records.extend(tracked.records(self.partition, self.partitions, version, as_of))
+            value = orjson.dumps({"f": tracked.plan.fingerprint, "a": tracked.tracked_after})
+            writes.append((self._tracked_key(key), value))
+        swept = self._prune(watermarks)
         due = self.entries.due()
         changed = [(item, self._current(item)) for item in due]
-        for project, experiment, unit in self._dirty_units:
-            item = ("s", project, experiment, unit)
-            tracked = self.tracked.get((project, experiment))
-            if item not in due and tracked is not None and unit in tracked.units:
-                changed.append((item, tracked.units[unit].to_json()))
-        for key in self._dirty_buffers:
-            buffer = self.buffers.get(key)
-            segment = None if buffer is None else buffer.new_segment()
-            if segment is not None:
-                changed.append((("b", *key, segment[0]), segment[1]))
-        changed.extend((item, None) for item in self._gone_segments if item not in due)
+        for (project, experiment), tracked in self.tracked.items():
+            units = tracked.units
+            for unit in tracked.changed:
+                item = ("s", project, experiment, unit)
+                if item not in due and unit in units:
+                    changed.append((item, units[unit].to_json()))
+            tracked.changed.clear()
+        changed.extend((item, None) for item in self._legacy_segments if item not in due)
         writes.extend(self.entries.flush(changed))
-        # Last: entries of earlier versions go once their chunk is written.
+        if swept:
+            writes.extend(self.log.prune(self._horizons))
+        writes.extend(self.log.flush(self.buffers))
+        # Last: entries of earlier versions go once their chunk (or the log) is written.
         writes.extend((key, None) for key in self._deleted)
-        self._gone_segments.clear()
-        self._dirty.clear()
-        self._dirty_units.clear()
-        self._dirty_buffers.clear()
+        self._legacy_segments.clear()
         self._deleted.clear()
         return records, writes
 
     def _current(self, item: Item) -> list[Any] | None:
-        """An entry's value now (None: gone)."""
+        """An entry's value now (None: gone; buffers are in the log now)."""
         if item[0] == "b":
-            buffer = self.buffers.get((item[1], item[2]))
-            return None if buffer is None else buffer.segment(int(item[3]))
+            return None
         tracked = self.tracked.get((item[1], item[2]))
         totals = None if tracked is None else tracked.units.get(item[3])
         return None if totals is None else totals.to_json()
 
-    def _prune(self, watermarks: dict[str, float]) -> None:
+    def _prune(self, watermarks: dict[str, float]) -> bool:
         """Forget buffered events older than any exposure can still read: the look-back
         window plus the margin behind the project's event time, in a sweep over the project's
-        buffers once an hour of its event time (a buffer is written append-only: pruning it
-        sooner saves no write)."""
+        buffers once an hour of its event time (the log is append-only: pruning sooner saves
+        no write). Whether a sweep ran."""
         sweep = [p for p, w in watermarks.items() if w - self._swept.get(p, 0.0) >= 3600]
         if not sweep:
-            return
+            return False
         self._swept.update({p: watermarks[p] for p in sweep})
         horizons = {}
         for project, experiments in self._by_project.items():
             if project in sweep:
                 lookback = max(t.plan.lookback for t in experiments)
                 horizons[project] = watermarks[project] - lookback - self.margin
+        self._horizons.update(horizons)
         for key in [k for k in self.buffers if k[0] in horizons]:
-            buffer = self.buffers.get(key)
-            horizon = horizons.get(key[0])
-            if buffer is None or horizon is None:
-                continue
-            if buffer.entries and buffer.entries[0][0] < horizon:
-                gone = buffer.prune(horizon)
-                self._gone_segments.extend(("b", *key, str(first)) for first in gone)
+            buffer = self.buffers[key]
+            buffer.prune(horizons[key[0]])
             if not buffer.entries:
                 # The offset stays with the unit's totals: an empty buffer holds nothing.
                 del self.buffers[key]
-                self._dirty_buffers.discard(key)
+        return True
 
 
 def _scalar_text(value: Any) -> str | None:

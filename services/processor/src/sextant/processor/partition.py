@@ -521,7 +521,7 @@ class PartitionState:
         statistics: list[tuple[str, bytes]] = []
         for key, value in store.items_with_prefix(self.prefix):
             kind = key.split("|", 2)[1]
-            if kind in ("t", "s", "b", "e"):
+            if kind in ("t", "s", "b", "e", "l"):
                 statistics.append((key, value))
             elif kind == "u":
                 user_chunks.append((int(key.rsplit("|", 1)[1]), key, value))

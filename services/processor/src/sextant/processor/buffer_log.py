@@ -1,0 +1,167 @@
+"""The events waiting for their units' exposures, persisted as one append-only log a partition.
+
+The streamed statistics keep, per unit not yet exposed, the recent events experiments will
+read once it is (:class:`~sextant.processor.experiment_stats.Buffer`). Most such units gain
+one event between two flushes, so persisting each unit's additions on their own costs one
+item per event. Here a flush writes every event buffered since the last one, of all units,
+as one table entry (a *segment*, keyed by a sequence number); the units' buffers are rebuilt
+from the segments on load.
+
+Flushes come several times a second, each with few events, so small segments are merged as
+they come, like a binary counter: the newest two are written again as one when the newer
+holds at least as many events as the older, up to ``max_entries``. An event is written again
+about log₂(``max_entries`` / events per flush) times, and the segments number at most about
+2 × events kept / ``max_entries`` (a merged segment holds at least half of it) plus that
+logarithm.
+
+A segment goes once every event in it is older than its project's horizon (the look-back
+window plus a margin behind the project's event time). :meth:`BufferLog.rewrite_all` writes
+the buffers' current entries as new segments and deletes every older one, so no entry of a
+forgotten unit stays behind. New segments are written before the ones they replace are
+deleted; loaded between the two, an event is in two segments, and loading keeps one copy per
+unit and offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+Entry = tuple[float, int, dict[str, float]]
+"""A buffered event: its time, offset and contributions (part key → value)."""
+Owner = tuple[str, str]
+"""A buffer's project and unit."""
+Row = tuple[Owner, Entry]
+Writes = list[tuple[str, bytes | None]]
+
+
+@dataclass
+class _Segment:
+    newest: dict[str, float] = field(default_factory=dict)
+    """Per project, its newest event's time."""
+
+
+class BufferLog:
+    """The persisted side of a partition's buffers, under ``{prefix}{sequence}``."""
+
+    def __init__(self, prefix: str, max_entries: int = 2_000, max_bytes: int = 512 * 1024) -> None:
+        self.prefix = prefix
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        """A segment is one changelog record: kept under the broker's record size."""
+        self.segments: dict[int, _Segment] = {}
+        self.next_sequence = 0
+        self._fresh: list[Row] = []
+        self._tail: list[tuple[int, list[Row]]] = []
+        """The newest segments still to be merged, oldest first, with their rows."""
+        self._rewrite = False
+
+    def key(self, sequence: int) -> str:
+        return f"{self.prefix}{sequence:012d}"
+
+    def append(self, owner: Owner, entry: Entry) -> None:
+        """Persist ``entry`` of ``owner``'s buffer with the next flush."""
+        self._fresh.append((owner, entry))
+
+    def rewrite_all(self) -> None:
+        """The next flush writes the buffers' entries anew and deletes every older segment."""
+        self._rewrite = True
+
+    def load(self, entries: Iterable[tuple[str, bytes]]) -> dict[Owner, list[Entry]]:
+        """Every owner's entries, in offset order, from the segments found."""
+        found: dict[Owner, dict[int, Entry]] = {}
+        for key, data in sorted(entries):
+            sequence = int(key[len(self.prefix) :])
+            segment = self.segments[sequence] = _Segment()
+            for (project, unit), (at, offset, contributions) in orjson.loads(data):
+                entry = (float(at), int(offset), dict(contributions))
+                found.setdefault((project, unit), {})[entry[1]] = entry
+                segment.newest[project] = max(segment.newest.get(project, at), at)
+            self.next_sequence = sequence + 1
+        return {owner: [e[o] for o in sorted(e)] for owner, e in found.items()}
+
+    def flush(self, buffers: Mapping[Owner, Any]) -> Writes:
+        """Writes of the entries appended since the last flush (or, after
+        :meth:`rewrite_all`, of every entry of ``buffers``), then deletions of the segments
+        they replace."""
+        fresh, self._fresh = self._fresh, []
+        if self._rewrite:
+            self._rewrite = False
+            replaced = list(self.segments)
+            self._tail = []
+            rows = [(owner, e) for owner, b in buffers.items() for e in b.entries]
+            return self._append(rows) + self._delete(replaced)
+        if not fresh:
+            return []
+        writes = self._append(fresh)
+        while len(self._tail) >= 2 and len(self._tail[-1][1]) >= len(self._tail[-2][1]):
+            (first, older), (second, newer) = self._tail[-2:]
+            if len(older) + len(newer) > self.max_entries:
+                del self._tail[:-1]  # the older ones are as full as they get
+                break
+            del self._tail[-2:]
+            newest = self._newest_of([first, second])
+            writes += self._append(older + newer, newest) + self._delete([first, second])
+        return writes
+
+    def prune(self, horizons: Mapping[str, float]) -> Writes:
+        """Deletions of the segments whose every event is older than its project's horizon
+        (a project with no horizon keeps its segments); the older events of the segments
+        still to be merged are left out of the merges."""
+
+        def kept(row: Row) -> bool:
+            return row[1][0] >= horizons.get(row[0][0], float("-inf"))
+
+        gone = self._delete(
+            [
+                sequence
+                for sequence, segment in self.segments.items()
+                if all(t < horizons.get(p, float("-inf")) for p, t in segment.newest.items())
+            ]
+        )
+        self._tail = [(s, [row for row in rows if kept(row)]) for s, rows in self._tail]
+        return gone
+
+    def _append(self, rows: list[Row], newest: dict[str, float] | None = None) -> Writes:
+        """``rows`` as new segments; one that is not full joins the tail. ``newest``: their
+        newest times per project, when known."""
+        if not rows:
+            return []
+        written = self._write(rows, newest)
+        if len(written) == 1 and len(rows) < self.max_entries:
+            self._tail.append((self.next_sequence - 1, rows))
+        else:  # full, or split for its bytes: merged no more
+            self._tail = []
+        return written
+
+    def _write(self, rows: list[Row], newest: dict[str, float] | None = None) -> Writes:
+        data = orjson.dumps(rows)
+        if len(data) > self.max_bytes and len(rows) > 1:
+            half = len(rows) // 2
+            return self._write(rows[:half]) + self._write(rows[half:])
+        sequence = self.next_sequence
+        self.next_sequence += 1
+        if newest is None:
+            newest = {}
+            for (project, _), (at, _, _) in rows:
+                if at > newest.get(project, float("-inf")):
+                    newest[project] = at
+        self.segments[sequence] = _Segment(newest)
+        return [(self.key(sequence), data)]
+
+    def _newest_of(self, sequences: list[int]) -> dict[str, float]:
+        newest: dict[str, float] = {}
+        for sequence in sequences:
+            for project, at in self.segments[sequence].newest.items():
+                newest[project] = max(at, newest.get(project, at))
+        return newest
+
+    def _delete(self, sequences: list[int]) -> Writes:
+        gone = set(sequences)
+        self._tail = [(s, rows) for s, rows in self._tail if s not in gone]
+        for sequence in sequences:
+            del self.segments[sequence]
+        return [(self.key(sequence), None) for sequence in sequences]
