@@ -25,7 +25,7 @@ from sextant.core.kafka import (
 )
 from sextant.core.logging import get_logger
 from sextant.core.progress import ProgressBoard, StallGuard
-from sextant.core.service import add_operational_routes
+from sextant.core.service import add_operational_routes, settle_heap
 from sextant.processor.alerting import MetricAlertService
 from sextant.processor.catalog import ConfigCatalog
 from sextant.processor.faust_log import FaustProcessor
@@ -174,6 +174,7 @@ class Processor:
         self.start_http()
         self.alerts.start()
         self.stall_guard.start()
+        settle_heap()
 
         def watch(worker: Any) -> None:
             self.watchdog.watch(lambda: self.faust.log.rebalancing, lambda: worker.should_stop)

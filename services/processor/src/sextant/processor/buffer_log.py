@@ -103,8 +103,7 @@ class BufferLog:
                 del self._tail[:-1]  # the older ones are as full as they get
                 break
             del self._tail[-2:]
-            newest = self._newest_of([first, second])
-            writes += self._append(older + newer, newest) + self._delete([first, second])
+            writes += self._merge(first, older + newer, second)
         return writes
 
     def prune(self, horizons: Mapping[str, float]) -> Writes:
@@ -152,12 +151,20 @@ class BufferLog:
         self.segments[sequence] = _Segment(newest)
         return [(self.key(sequence), data)]
 
-    def _newest_of(self, sequences: list[int]) -> dict[str, float]:
-        newest: dict[str, float] = {}
-        for sequence in sequences:
-            for project, at in self.segments[sequence].newest.items():
-                newest[project] = max(at, newest.get(project, at))
-        return newest
+    def _merge(self, first: int, rows: list[Row], second: int) -> Writes:
+        """Segment ``first`` written again with ``rows`` (its own and ``second``'s), then
+        ``second`` deleted: one write and one deletion (the changelog's records)."""
+        data = orjson.dumps(rows)
+        if len(data) > self.max_bytes:  # too big as one: left as they are, merged no more
+            return []
+        newest = self.segments[first].newest
+        for project, at in self.segments[second].newest.items():
+            newest[project] = max(at, newest.get(project, at))
+        if len(rows) < self.max_entries:
+            self._tail.append((first, rows))
+        else:
+            self._tail = []
+        return [(self.key(first), data), *self._delete([second])]
 
     def _delete(self, sequences: list[int]) -> Writes:
         gone = set(sequences)

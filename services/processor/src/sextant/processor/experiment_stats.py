@@ -291,6 +291,8 @@ class Tracked:
     The sums move once per unit and flush (:meth:`settle`), not once per event."""
     dirty: bool = True
     """Its records are to be sent with the next flush."""
+    persisted: bool = False
+    """Its own entry (the fingerprint, since when) is in the table."""
     changed: set[str] = field(default_factory=set)
     """Units whose totals (or offset) the next flush writes."""
 
@@ -604,7 +606,7 @@ class ExperimentStatistics:
                 if plan is None or plan.fingerprint != raw["f"]:
                     self._deleted.append(key)
                     continue
-                self.tracked[(project, rest)] = Tracked(plan, raw["a"])
+                self.tracked[(project, rest)] = Tracked(plan, raw["a"], persisted=True)
             elif kind == "s":
                 items[("s", project, *rest.split("|", 1))] = orjson.loads(value)
                 self._deleted.append(key)
@@ -797,8 +799,10 @@ class ExperimentStatistics:
             tracked.dirty = False
             tracked.settle()
             records.extend(tracked.records(self.partition, self.partitions, version, as_of))
-            value = orjson.dumps({"f": tracked.plan.fingerprint, "a": tracked.tracked_after})
-            writes.append((self._tracked_key(key), value))
+            if not tracked.persisted:
+                value = orjson.dumps({"f": tracked.plan.fingerprint, "a": tracked.tracked_after})
+                writes.append((self._tracked_key(key), value))
+                tracked.persisted = True
         swept = self._prune(watermarks)
         due = self.entries.due()
         changed = [(item, self._current(item)) for item in due]
