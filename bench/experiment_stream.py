@@ -18,7 +18,8 @@
    the statistics off, then on (each its own consumer group), ``--worker-rounds`` times,
    the medians compared; and stage one's state
    (``PartitionState``) applying ``--apply-events`` events (one in ten an exposure, the
-   others purchases or page views of 20,000 users) and flushing every 5,000, with and
+   others purchases or page views of 20,000 users) and flushing every
+   ``--apply-flush-every`` (5,000), with and
    without the streamed statistics, alternating rounds in this process: events/s, ratio.
 
 Run: ``python -m bench.experiment_stream [--users N] [--events N] [--rounds R]``, or some
@@ -334,7 +335,7 @@ def stage_one(args: argparse.Namespace) -> list[Figure]:
         started = time.perf_counter()
         for offset, view in enumerate(views):
             state.process(offset, view, catalog)
-            if offset % 5000 == 4999:
+            if offset % args.apply_flush_every == args.apply_flush_every - 1:
                 state.flush(catalog)
         state.flush(catalog)
         return len(views) / (time.perf_counter() - started)
@@ -445,6 +446,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=40)
     parser.add_argument("--apply-events", type=int, default=200_000)
     parser.add_argument("--rounds-apply", type=int, default=3)
+    parser.add_argument("--apply-flush-every", type=int, default=5_000)
     parser.add_argument("--worker-events", type=int, default=200_000)
     parser.add_argument("--worker-rounds", type=int, default=3)
     parser.add_argument("--bootstrap", default=None)
