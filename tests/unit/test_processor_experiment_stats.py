@@ -337,6 +337,28 @@ def test_a_changed_definition_starts_afresh_after_the_event_time_reached() -> No
     assert after[0].lookback_days == 3
 
 
+def test_a_changed_definition_is_followed_after_a_restart() -> None:
+    """The new definition's own entry replaces the old one's: reloaded, the experiment and
+    the units exposed under the new definition are there."""
+    plans, store = Plans(experiment()), Store()
+    stats = ExperimentStatistics(0, 1, plans)
+    state = PartitionState(0, DedupPolicy(60, 1000), stats)
+    state.process(0, exposure("u1", T0, "a"), Catalog())
+    store.write(state.flush(Catalog()).writes)
+    plans.plan = Plans(experiment(lookback=3)).plan
+    plans.generation += 1
+    state.process(1, exposure("u2", T0 + 5, "b"), Catalog())
+    store.write(state.flush(Catalog()).writes)
+    state.process(2, view("u2", T0 + 6, "Order", amount=3), Catalog())
+    store.write(state.flush(Catalog()).writes)
+    reloaded = ExperimentStatistics(0, 1, plans)
+    PartitionState(0, DedupPolicy(60, 1000), reloaded).load(store)
+    tracked = reloaded.tracked[("p", "exp")]
+    assert tracked.plan.fingerprint == plans.plan.fingerprint
+    assert set(tracked.units) == {"u2"}
+    assert tracked.counts == stats.tracked[("p", "exp")].counts
+
+
 def test_old_buffered_events_are_forgotten_behind_the_lookback() -> None:
     exp = experiment(lookback=1)
     store = Store()

@@ -794,6 +794,7 @@ class ExperimentStatistics:
         self.reconcile(watermarks)
         records = []
         writes: list[tuple[str, bytes | None]] = []
+        followed: list[tuple[str, bytes | None]] = []
         for key in sorted(k for k, t in self.tracked.items() if t.dirty):
             tracked = self.tracked[key]
             tracked.dirty = False
@@ -801,7 +802,7 @@ class ExperimentStatistics:
             records.extend(tracked.records(self.partition, self.partitions, version, as_of))
             if not tracked.persisted:
                 value = orjson.dumps({"f": tracked.plan.fingerprint, "a": tracked.tracked_after})
-                writes.append((self._tracked_key(key), value))
+                followed.append((self._tracked_key(key), value))
                 tracked.persisted = True
         swept = self._prune(watermarks)
         due = self.entries.due()
@@ -818,8 +819,13 @@ class ExperimentStatistics:
         if swept:
             writes.extend(self.log.prune(self._horizons))
         writes.extend(self.log.flush(self.buffers))
+        # An experiment's own entry after its units: one whose definition changed has its
+        # old units gone first. Written once, so never deleted after (the same key, when an
+        # experiment ended and began again with a new definition).
+        writes.extend(followed)
+        rewritten = {key for key, _ in followed}
         # Last: entries of earlier versions go once their chunk (or the log) is written.
-        writes.extend((key, None) for key in self._deleted)
+        writes.extend((key, None) for key in self._deleted if key not in rewritten)
         self._legacy_segments.clear()
         self._deleted.clear()
         return records, writes
