@@ -8,8 +8,9 @@ as one table entry (a *segment*, keyed by a sequence number); the units' buffers
 from the segments on load.
 
 Flushes come several times a second, each with few events, so small segments are merged as
-they come, like a binary counter: the newest two are written again as one when the newer
-holds at least as many events as the older, up to ``max_entries``. An event is written again
+they come, like a binary counter: when the newer of the newest two holds at least as many
+events as the older, the older is written again holding both (up to ``max_entries``) and the
+newer deleted. An event is written again
 about log₂(``max_entries`` / events per flush) times, and the segments number at most about
 2 × events kept / ``max_entries`` (a merged segment holds at least half of it) plus that
 logarithm.
