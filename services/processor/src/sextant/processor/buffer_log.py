@@ -31,6 +31,8 @@ from typing import Any
 
 import orjson
 
+from sextant.processor.chunked import encoded_parts
+
 Entry = tuple[float, int, dict[str, float]]
 """A buffered event: its time, offset and contributions (part key → value)."""
 Owner = tuple[str, str]
@@ -125,32 +127,29 @@ class BufferLog:
         self._tail = [(s, [row for row in rows if kept(row)]) for s, rows in self._tail]
         return gone
 
-    def _append(self, rows: list[Row], newest: dict[str, float] | None = None) -> Writes:
-        """``rows`` as new segments; one that is not full joins the tail. ``newest``: their
-        newest times per project, when known."""
+    def _append(self, rows: list[Row]) -> Writes:
+        """``rows`` as new segments; one that is not full joins the tail."""
         if not rows:
             return []
-        written = self._write(rows, newest)
+        written = self._write(rows)
         if len(written) == 1 and len(rows) < self.max_entries:
             self._tail.append((self.next_sequence - 1, rows))
         else:  # full, or split for its bytes: merged no more
             self._tail = []
         return written
 
-    def _write(self, rows: list[Row], newest: dict[str, float] | None = None) -> Writes:
-        data = orjson.dumps(rows)
-        if len(data) > self.max_bytes and len(rows) > 1:
-            half = len(rows) // 2
-            return self._write(rows[:half]) + self._write(rows[half:])
-        sequence = self.next_sequence
-        self.next_sequence += 1
-        if newest is None:
-            newest = {}
-            for (project, _), (at, _, _) in rows:
+    def _write(self, rows: list[Row]) -> Writes:
+        writes: Writes = []
+        for part, data in encoded_parts(rows, self.max_bytes):
+            sequence = self.next_sequence
+            self.next_sequence += 1
+            newest: dict[str, float] = {}
+            for (project, _), (at, _, _) in part:
                 if at > newest.get(project, float("-inf")):
                     newest[project] = at
-        self.segments[sequence] = _Segment(newest)
-        return [(self.key(sequence), data)]
+            self.segments[sequence] = _Segment(newest)
+            writes.append((self.key(sequence), data))
+        return writes
 
     def _merge(self, first: int, rows: list[Row], second: int) -> Writes:
         """Segment ``first`` written again with ``rows`` (its own and ``second``'s), then

@@ -27,6 +27,17 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+def encoded_parts(items: list[T], max_bytes: int) -> list[tuple[list[T], bytes]]:
+    """``items`` as JSON, halved until each part is under ``max_bytes`` (one changelog
+    record each; a part of one item is what it is)."""
+    data = orjson.dumps(items)
+    if len(data) > max_bytes and len(items) > 1:
+        half = len(items) // 2
+        return encoded_parts(items[:half], max_bytes) + encoded_parts(items[half:], max_bytes)
+    return [(items, data)]
 
 
 @dataclass
@@ -146,21 +157,20 @@ class ChunkedEntries(Generic[K]):
         return sequence
 
     def _write(self, batch: list[tuple[K, Any | None]]) -> list[tuple[str, bytes | None]]:
-        data = orjson.dumps(batch)
-        if len(data) > self.max_bytes and len(batch) > 1:
-            half = len(batch) // 2
-            return self._write(batch[:half]) + self._write(batch[half:])
-        sequence = self.next_sequence
-        self.next_sequence += 1
-        chunk = self.chunks[sequence] = _Chunk(written=len(batch))
-        for key, value in batch:
-            if value is None:
-                chunk.tombstones += 1
-            else:
-                chunk.items.add(key)
-                self.home[key] = sequence
-        self._stored += len(batch)
-        return [(self.chunk_key(sequence), data)]
+        writes: list[tuple[str, bytes | None]] = []
+        for part, data in encoded_parts(batch, self.max_bytes):
+            sequence = self.next_sequence
+            self.next_sequence += 1
+            chunk = self.chunks[sequence] = _Chunk(written=len(part))
+            for key, value in part:
+                if value is None:
+                    chunk.tombstones += 1
+                else:
+                    chunk.items.add(key)
+                    self.home[key] = sequence
+            self._stored += len(part)
+            writes.append((self.chunk_key(sequence), data))
+        return writes
 
     def _unneeded(self) -> list[int]:
         """Chunks with nothing current: their tombstones hide older values, so those with
