@@ -123,14 +123,16 @@ def deployment_topics(settings: KafkaSection) -> list[str]:
         admin.close()
 
 
-def min_insync_replicas(settings: KafkaSection, topic: str) -> int:
-    """The ``min.insync.replicas`` in force for ``topic``."""
+def min_insync_replicas(settings: KafkaSection, topic: str) -> int | None:
+    """The ``min.insync.replicas`` in force for ``topic``; ``None`` while the node asked does
+    not know the topic yet (a new topic's metadata reaches the nodes asynchronously)."""
     admin = _admin(settings)
     try:
         found = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic, ["min.insync.replicas"])]
         )
-        return int(found["topic"][topic]["min.insync.replicas"]["value"])
+        entry = found["topic"].get(topic, {}).get("min.insync.replicas")
+        return None if entry is None else int(entry["value"])
     finally:
         admin.close()
 
