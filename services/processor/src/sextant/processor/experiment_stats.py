@@ -142,6 +142,8 @@ class ExperimentPlan:
     slots: dict[str, tuple[int, ...]] = field(init=False)
     """Per part key, where its values go in a unit's raw totals (plus 0 after the exposure,
     2 before it)."""
+    pairs: tuple[tuple[str, int], ...] = field(init=False)
+    """``slots`` as ``(part key, slot)`` pairs."""
 
     def __post_init__(self) -> None:
         slots: dict[str, list[int]] = {}
@@ -150,6 +152,8 @@ class ExperimentPlan:
             if y is not None:
                 slots.setdefault(y.key, []).append(4 * i + 1)
         object.__setattr__(self, "slots", {key: tuple(found) for key, found in slots.items()})
+        pairs = tuple((key, slot) for key, found in slots.items() for slot in found)
+        object.__setattr__(self, "pairs", pairs)
         object.__setattr__(self, "lookback", self.lookback_days * DAY)
 
     @classmethod
@@ -692,7 +696,8 @@ class ExperimentStatistics:
         found: dict[str, float],
         pairs: tuple[tuple[str, int], ...],
     ) -> None:
-        """One event's contributions to an exposed unit's totals (``_update``, for one)."""
+        """One event's contributions to an exposed unit's totals, through ``pairs`` (the
+        route's, or for a buffered event the plan's)."""
         window = experiment.plan.window(at, totals.exposed_at)
         if window >= 0:
             raw, changed = totals.raw, False
@@ -721,35 +726,6 @@ class ExperimentStatistics:
             buffer.offset = offset
             self.log.append(key, entry)
 
-    def _update(
-        self,
-        experiment: Tracked,
-        unit: str,
-        totals: UnitTotals,
-        offset: int,
-        events: list[tuple[float, dict[str, float]]],
-    ) -> None:
-        plan = experiment.plan
-        slots = plan.slots
-        exposed_at = totals.exposed_at
-        raw = totals.raw
-        before = None if unit in experiment.pending else raw.copy()
-        changed = False
-        for at, found in events:
-            window = plan.window(at, exposed_at)
-            if window < 0:
-                continue
-            for key, value in found.items():
-                for slot in slots.get(key, ()):
-                    raw[slot + window] += value
-                    changed = True
-        if changed:
-            if before is not None:
-                experiment.pending[unit] = before
-            experiment.dirty = True
-        totals.offset = offset
-        experiment.changed.add(unit)
-
     def _expose(self, offset: int, event: EventLike) -> None:
         properties = event.properties
         experiment_id = _scalar_text(properties.get("experiment_id"))
@@ -774,14 +750,13 @@ class ExperimentStatistics:
             experiment.add(totals)
         else:
             totals = experiment.units[unit] = UnitTotals(
-                {variation: event.timestamp}, -1, [0.0] * (4 * len(plan.metrics))
+                {variation: event.timestamp}, offset, [0.0] * (4 * len(plan.metrics))
             )
             experiment.add(totals)
             buffer = self.buffers.get((plan.project_id, unit))
-            waiting = (
-                [] if buffer is None else [(t, c) for t, o, c in buffer.entries if o <= offset]
-            )
-            self._update(experiment, unit, totals, offset, waiting)
+            for at, waited, found in [] if buffer is None else buffer.entries:
+                if waited <= offset:
+                    self._add(experiment, unit, totals, offset, at, found, plan.pairs)
         experiment.dirty = True
         experiment.changed.add(unit)
 
