@@ -70,6 +70,16 @@ class LocalCluster:
     def state(self, topics: list[str] | None = None) -> ClusterState:
         return cluster_state(KafkaSection(kafka_bootstrap=self.bootstrap), topics or [])
 
+    def state_once_known(self, topics: list[str]) -> ClusterState:
+        """:meth:`state` once the node asked lists every topic of ``topics`` (a topic made a
+        moment ago reaches the nodes' metadata asynchronously; its partitions come at once)."""
+
+        def known() -> ClusterState | None:
+            state = self.state(topics)
+            return state if {p.topic for p in state.partitions} >= set(topics) else None
+
+        return wait_for(known, 60, 0.2, f"{topics} known")
+
     def kill(self, node_id: int) -> None:
         """``kill -9`` one node."""
         self.nodes[node_id].stop(kill=True)

@@ -48,7 +48,7 @@ def test_registry_topics_get_three_replicas_two_in_sync(cluster: LocalCluster) -
     settings = KafkaSection(kafka_bootstrap=cluster.bootstrap, topic_prefix="rf")
     ensure_topics(settings, partitions=3)
     names = [topic_name(t, "rf") for t in PUBLIC_TOPICS]  # the processor makes its own
-    state = cluster.state(names)
+    state = cluster.state_once_known(names)
     assert {p.topic for p in state.partitions} == set(names)
     assert all(len(p.replicas) == 3 for p in state.partitions)
     assert {TOPICS[t].min_insync_replicas for t in PUBLIC_TOPICS} == {2}
@@ -76,7 +76,7 @@ def test_writes_go_on_while_one_node_is_down(cluster: LocalCluster) -> None:
     raw = topic_name(Topic.EVENTS_RAW, "down")
     ensure_topic(settings, "down-internal", 3)
     assert _in_sync_once_known(settings, "down-internal") == 2
-    victim = cluster.state([raw]).leaders(raw)[0]
+    victim = cluster.state_once_known([raw]).leaders(raw)[0]
     cluster.kill(victim)
     try:
         producer = make_producer(settings)
