@@ -23,7 +23,7 @@ class _Buffer:
 def _fill(log: BufferLog, buffers: dict[Owner, _Buffer], offset: int, count: int) -> int:
     for _ in range(count):
         owner = ("p", f"u{offset % 7}")
-        entry = (1000.0 + offset, offset, {"m:count": 1.0})
+        entry = (1000.0 + offset, offset, (("m:count", 1.0),))
         buffers.setdefault(owner, _Buffer()).entries.append(entry)
         log.append(owner, entry)
         offset += 1

@@ -394,7 +394,9 @@ def test_a_partition_of_one_entry_per_unit_moves_into_chunks() -> None:
     for name, unit in tracked.units.items():
         legacy[f"0|s|p|exp|{name}"] = orjson.dumps([unit.offset, unit.exposures, unit.raw])
     for (_, name), buffer in stats.buffers.items():
-        legacy[f"0|b|p|{name}"] = orjson.dumps([buffer.offset, buffer.entries])
+        # Earlier versions kept each event's contributions as an object.
+        entries = [(at, offset, dict(found)) for at, offset, found in buffer.entries]
+        legacy[f"0|b|p|{name}"] = orjson.dumps([buffer.offset, entries])
 
     def loaded(store: Store) -> ExperimentStatistics:
         found = ExperimentStatistics(0, 1, plans, margin_seconds=60 * DAY)
@@ -430,7 +432,8 @@ def test_a_partition_of_one_entry_per_unit_moves_into_chunks() -> None:
         half = len(buffer.entries) // 2
         for part in (buffer.entries[:half], buffer.entries[half:]):
             if part:
-                items.append((("b", "p", name, str(part[0][1])), part))
+                old_form = [(at, offset, dict(found)) for at, offset, found in part]
+                items.append((("b", "p", name, str(part[0][1])), old_form))
     chunked.write(writer.flush(items))
     moving = loaded(chunked)
     assert contents(moving) == contents(stats)

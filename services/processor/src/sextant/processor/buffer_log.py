@@ -33,12 +33,22 @@ import orjson
 
 from sextant.processor.chunked import encoded_parts
 
-Entry = tuple[float, int, dict[str, float]]
-"""A buffered event: its time, offset and contributions (part key → value)."""
+Contributions = tuple[tuple[str, float], ...]
+"""What an event adds, as (part key, value) pairs. Pairs, not a dict: the garbage collector
+never stops tracking a tuple that holds a dict, and the buffers hold an entry for every event
+of the look-back window; tuples of strings and floats leave its lists at its next pass."""
+Entry = tuple[float, int, Contributions]
+"""A buffered event: its time, offset and contributions."""
 Owner = tuple[str, str]
 """A buffer's project and unit."""
 Row = tuple[Owner, Entry]
 Writes = list[tuple[str, bytes | None]]
+
+
+def contributions_of(persisted: Any) -> Contributions:
+    """Contributions as stored: (key, value) pairs, or (earlier versions) a JSON object."""
+    pairs = persisted.items() if isinstance(persisted, dict) else persisted
+    return tuple((str(key), float(value)) for key, value in pairs)
 
 
 @dataclass
@@ -80,7 +90,7 @@ class BufferLog:
             sequence = int(key[len(self.prefix) :])
             segment = self.segments[sequence] = _Segment()
             for (project, unit), (at, offset, contributions) in orjson.loads(data):
-                entry = (float(at), int(offset), dict(contributions))
+                entry = (float(at), int(offset), contributions_of(contributions))
                 found.setdefault((project, unit), {})[entry[1]] = entry
                 segment.newest[project] = max(segment.newest.get(project, at), at)
             self.next_sequence = sequence + 1

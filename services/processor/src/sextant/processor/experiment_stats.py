@@ -39,7 +39,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from sextant.processor.buffer_log import BufferLog, Entry
+from sextant.processor.buffer_log import BufferLog, Contributions, Entry, contributions_of
 from sextant.processor.chunked import ChunkedEntries
 from sextant.schemas.config import SURVEY_KINDS
 from sextant.schemas.events import EXPERIMENT_VIEWED, EventType
@@ -456,6 +456,7 @@ class Route:
 
     always: dict[str, float]
     """The parts every such event adds 1 to (shared by the events: never changed)."""
+    always_items: Contributions
     computed: tuple[CompiledPart, ...]
     targets: tuple[tuple[str, tuple[tuple[Tracked, tuple[tuple[str, int], ...]], ...]], ...]
 
@@ -479,8 +480,10 @@ class Route:
             pairs = tuple((key, slot) for key in by_key for slot in slots.get(key, ()))
             if pairs:
                 targets.setdefault(tracked.plan.unit_field, []).append((tracked, pairs))
+        always = {key: 1.0 for key, part in by_key.items() if part.always_one}
         return cls(
-            {key: 1.0 for key, part in by_key.items() if part.always_one},
+            always,
+            tuple(always.items()),
             tuple(part for part in by_key.values() if not part.always_one),
             tuple((field, tuple(found)) for field, found in sorted(targets.items())),
         )
@@ -616,7 +619,7 @@ class ExperimentStatistics:
                 self._deleted.append(key)
             elif kind == "b":
                 offset, waiting = orjson.loads(value)
-                waiting = [(float(t), int(o), dict(c)) for t, o, c in waiting]
+                waiting = [(float(t), int(o), contributions_of(c)) for t, o, c in waiting]
                 legacy_buffers[(project, rest)] = Buffer(int(offset), waiting)
                 self._deleted.append(key)
         legacy = set(items)
@@ -636,7 +639,8 @@ class ExperimentStatistics:
                     found.changed.add(item[3])
         self.buffers = {owner: Buffer.of(entries) for owner, entries in self.log.load(log).items()}
         for owner, parts in segments.items():
-            waiting = [(float(t), int(o), dict(c)) for f in sorted(parts) for t, o, c in parts[f]]
+            ordered = (entry for first in sorted(parts) for entry in parts[first])
+            waiting = [(float(t), int(o), contributions_of(c)) for t, o, c in ordered]
             legacy_buffers[owner] = Buffer.of(waiting)
         for owner, buffer in legacy_buffers.items():
             self.buffers.setdefault(owner, buffer)
@@ -684,7 +688,8 @@ class ExperimentStatistics:
                     self._add(experiment, unit, totals, offset, at, found, pairs)
             if waiting:
                 # Kept only while an experiment may still expose the unit.
-                self._buffer(offset, (event.project_id, unit), at, found)
+                items = route.always_items if found is route.always else tuple(found.items())
+                self._buffer(offset, (event.project_id, unit), at, items)
 
     @staticmethod
     def _add(
@@ -714,9 +719,7 @@ class ExperimentStatistics:
         totals.offset = offset
         experiment.changed.add(unit)
 
-    def _buffer(
-        self, offset: int, key: tuple[str, str], at: float, found: dict[str, float]
-    ) -> None:
+    def _buffer(self, offset: int, key: tuple[str, str], at: float, found: Contributions) -> None:
         buffer = self.buffers.get(key)
         if buffer is None:
             buffer = self.buffers[key] = Buffer()
@@ -756,7 +759,7 @@ class ExperimentStatistics:
             buffer = self.buffers.get((plan.project_id, unit))
             for at, waited, found in [] if buffer is None else buffer.entries:
                 if waited <= offset:
-                    self._add(experiment, unit, totals, offset, at, found, plan.pairs)
+                    self._add(experiment, unit, totals, offset, at, dict(found), plan.pairs)
         experiment.dirty = True
         experiment.changed.add(unit)
 
