@@ -21,14 +21,20 @@
    others purchases or page views of 20,000 users) and flushing every
    ``--apply-flush-every`` (5,000), with and
    without the streamed statistics, alternating rounds in this process: events/s, ratio.
+4. The heap a long look-back leaves (``heap``): ``--heap-events`` events of 200,000 users
+   never exposed, which the statistics keep waiting (every such event, for the look-back
+   window and a margin), then the objects the garbage collector tracks and the CPU of one
+   full collection (the least of five): what every full collection of a worker holding them
+   costs.
 
 Run: ``python -m bench.experiment_stream [--users N] [--events N] [--rounds R]``, or some
-parts alone: ``--only stage_one worker``.
+parts alone: ``--only stage_one worker heap``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import tempfile
@@ -424,6 +430,37 @@ def worker_rate(args: argparse.Namespace) -> list[Figure]:
     ]  # fmt: skip
 
 
+def heap(args: argparse.Namespace) -> list[Figure]:
+    """Tracked objects and a full collection's CPU with ``--heap-events`` waiting events."""
+    settle_heap()
+    state = ExperimentStatistics(0, 12, _Plans())
+    rng, t0 = random.Random(1), START.timestamp()
+    for i in range(args.heap_events):
+        user, at = f"user-{rng.randrange(200_000)}", t0 + i * 0.001
+        name = "Order Completed" if i % 2 else "Page Viewed"
+        view = EventView(PROJECT, EventType.TRACK, name, user, user, None, {"revenue": 12.5},
+                         at, at, f"m{i}")  # fmt: skip
+        state.apply(i, view, {})
+        if i % 5_000 == 4_999:
+            state.flush(i, {}, START)
+    waiting = sum(len(b.entries) for b in state.buffers.values())
+    gc.collect()
+    tracked = len(gc.get_objects())
+    spent = []
+    for _ in range(5):
+        began = time.process_time()
+        gc.collect()
+        spent.append(time.process_time() - began)
+    print(f"heap: {waiting:,} waiting events, {tracked:,} tracked objects, "
+          f"a full collection {min(spent) * 1000:.0f} ms")  # fmt: skip
+    return [
+        Figure(NAME, f"objects the garbage collector tracks with {waiting:,} waiting events",
+               tracked, "objects", command=COMMAND),
+        Figure(NAME, f"CPU of a full garbage collection with {waiting:,} waiting events",
+               round(min(spent) * 1000), "ms", command=COMMAND),
+    ]  # fmt: skip
+
+
 def _catch_up_with_cpu(worker: Any, count: int) -> tuple[float, float]:
     """Events/s of the catch-up, and the worker's CPU µs an event over it."""
     from bench.collector_throughput import cpu_seconds
@@ -449,15 +486,16 @@ def main() -> None:
     parser.add_argument("--apply-flush-every", type=int, default=5_000)
     parser.add_argument("--worker-events", type=int, default=200_000)
     parser.add_argument("--worker-rounds", type=int, default=3)
+    parser.add_argument("--heap-events", type=int, default=1_000_000)
     parser.add_argument("--bootstrap", default=None)
-    parser.add_argument(
-        "--only", nargs="+", choices=["latency", "freshness", "stage_one", "worker"], default=[]
-    )
+    parts_named = ["latency", "freshness", "stage_one", "worker", "heap"]
+    parser.add_argument("--only", nargs="+", choices=parts_named, default=[])
     args = parser.parse_args()
     figures: list[Figure] = []
     parts = (
         ("stage_one", stage_one),
         ("worker", worker_rate),
+        ("heap", heap),
         ("latency", latency),
         ("freshness", freshness),
     )
