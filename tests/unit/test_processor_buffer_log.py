@@ -3,9 +3,11 @@ wherever a flush's writes stop; small segments merge, so segments and rewrites s
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, field
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,3 +103,20 @@ def test_a_segment_goes_once_all_of_its_events_are_behind_the_horizon() -> None:
     assert len(store) == 1
     store.write(log.prune({"p": 1013.0}))
     assert not store
+
+
+def test_contributions_load_as_pairs_whichever_form_was_written() -> None:
+    store = Store()
+    owner = ["p", "u1"]
+    # An earlier version wrote each event's contributions as an object.
+    store[f"{PREFIX}{0:012d}"] = orjson.dumps([[owner, [1000.0, 1, {"m:count": 1.0}]]])
+    store[f"{PREFIX}{1:012d}"] = orjson.dumps([[owner, [1001.0, 2, [["m:sum", 2.5]]]]])
+    loaded = _loaded(store)
+    assert loaded == {
+        ("p", "u1"): [(1000.0, 1, (("m:count", 1.0),)), (1001.0, 2, (("m:sum", 2.5),))]
+    }
+    # Of atoms and tuples only: the garbage collector stops tracking them (a collection per
+    # level of nesting), however many are kept. A tuple holding a dict it tracks for good.
+    for _ in range(3):
+        gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in loaded[("p", "u1")])

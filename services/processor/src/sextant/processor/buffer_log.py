@@ -36,7 +36,8 @@ from sextant.processor.chunked import encoded_parts
 Contributions = tuple[tuple[str, float], ...]
 """What an event adds, as (part key, value) pairs. Pairs, not a dict: the garbage collector
 never stops tracking a tuple that holds a dict, and the buffers hold an entry for every event
-of the look-back window; tuples of strings and floats leave its lists at its next pass."""
+of the look-back window; a tuple of strings, numbers and such tuples leaves its lists once it
+has survived a collection of its generation after its contents did (a few passes)."""
 Entry = tuple[float, int, Contributions]
 """A buffered event: its time, offset and contributions."""
 Owner = tuple[str, str]
