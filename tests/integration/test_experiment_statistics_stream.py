@@ -30,6 +30,7 @@ from sextant.schemas.statistics import (
 from sextant.sink.service import SinkService
 from sextant.sink.settings import SinkSettings
 from tests.infra import wait_for
+from tests.integration.persons_support import insert_override
 from tests.integration.test_gateway_harness import Harness, make_harness
 from tests.integration.test_processor_pipeline import ProcessorProcess, Sender
 
@@ -190,43 +191,65 @@ def test_streamed_results_equal_the_recomputation_after_a_kill(
         first.stop()
 
 
-def test_the_warehouse_answers_when_the_stream_does_not_cover_the_experiment(
-    harness: Harness,
-) -> None:
+def define(harness: Harness, experiment: str) -> tuple[datetime, str]:
+    """An experiment of variants ``a`` and ``b`` on ``purchases`` with a two-day look-back:
+    its start and its statistics' fingerprint."""
     start = datetime(2026, 1, 10, tzinfo=UTC)
-    experiment = Experiment(
-        id="cov", project_id="acme", variants=[Variant(id="a", weight=0.5),
+    defined = Experiment(
+        id=experiment, project_id="acme", variants=[Variant(id="a", weight=0.5),
         Variant(id="b", weight=0.5)], primary_metric="purchases", cuped_lookback_days=2,
         start=start,
     )  # fmt: skip
-    harness.put_config(*METRICS, experiment)
-    metrics = {m.id: m for m in METRICS}
-    fingerprint = statistics_fingerprint(experiment, metrics)
+    harness.put_config(*METRICS, defined)
+    return start, statistics_fingerprint(defined, {m.id: m for m in METRICS})
+
+
+def write_statistics(
+    harness: Harness,
+    experiment: str,
+    partitions: int,
+    fingerprint: str,
+    tracked_after: datetime | None,
+    version: int,
+) -> None:
+    """Records of ``partitions`` of two, as the processor writes them: five units a variant
+    per partition, and ``purchases`` sums."""
+    rows = []
+    for partition in range(partitions):
+        for metric in ("", "purchases"):
+            sums = {"sum_x": 7.0, "sum_x_sq": 11.0} if metric else {}
+            for variant in ("a", "b"):
+                record = ExperimentMetricStatistics(
+                    project_id="acme", experiment=experiment, metric=metric, variant=variant,
+                    lookback_days=2, statistics=SufficientStatistics(n=5, **sums),
+                    as_of=datetime.now(UTC), source_partition=partition, partitions=2,
+                    version=version, fingerprint=fingerprint, tracked_after=tracked_after,
+                )  # fmt: skip
+                rows.append(orjson.dumps(record.to_row()))
+    harness.warehouse.insert_json("experiment_statistics", b"\n".join(rows), STATISTICS_COLUMNS)
+
+
+def results(harness: Harness, experiment: str) -> dict[str, Any]:
+    found: dict[str, Any] = harness.client.get(
+        f"/v1/experiments/{experiment}/results", headers=harness.read
+    ).json()
+    return found
+
+
+def test_the_warehouse_answers_when_the_stream_does_not_cover_the_experiment(
+    harness: Harness,
+) -> None:
+    start, fingerprint = define(harness, "cov")
+    written = 0
 
     def write(partitions: int, fingerprint: str, tracked_after: datetime | None) -> None:
-        rows = []
-        for partition in range(partitions):
-            for metric in ("", "purchases"):
-                sums = {"sum_x": 7.0, "sum_x_sq": 11.0} if metric else {}
-                for variant in ("a", "b"):
-                    record = ExperimentMetricStatistics(
-                        project_id="acme", experiment="cov", metric=metric, variant=variant,
-                        lookback_days=2, statistics=SufficientStatistics(n=5, **sums),
-                        as_of=datetime.now(UTC),
-                        source_partition=partition, partitions=2, version=len(written),
-                        fingerprint=fingerprint, tracked_after=tracked_after,
-                    )  # fmt: skip
-                    rows.append(orjson.dumps(record.to_row()))
-        written.append(1)
-        harness.warehouse.insert_json("experiment_statistics", b"\n".join(rows), STATISTICS_COLUMNS)
+        nonlocal written
+        write_statistics(harness, "cov", partitions, fingerprint, tracked_after, written)
+        written += 1
 
     def answer() -> dict[str, Any]:
-        found: dict[str, Any] = harness.client.get(
-            "/v1/experiments/cov/results", headers=harness.read
-        ).json()
-        return found
+        return results(harness, "cov")
 
-    written: list[int] = []
     assert answer()["source_note"] == "no streamed statistics yet"
     write(1, fingerprint, None)
     assert "1 of 2 partitions" in answer()["source_note"]
@@ -240,3 +263,37 @@ def test_the_warehouse_answers_when_the_stream_does_not_cover_the_experiment(
     assert streamed["source"] == "stream"
     assert [v["units"] for v in streamed["variants"]] == [10, 10]
     assert streamed["metrics"][0]["variants"][0]["mean"] == pytest.approx(14 / 10)
+
+
+def test_the_warehouse_answers_once_an_exposed_unit_has_other_ids(harness: Harness) -> None:
+    """The stream counts ids, the events table persons: the stream answers while no unit
+    exposed to the experiment belongs to a person of several ids, whatever other persons
+    the project has."""
+    start, fingerprint = define(harness, "ids")
+    write_statistics(harness, "ids", 2, fingerprint, start - timedelta(days=3), 0)
+    for unit in ("user-1", "user-2", "anon-9"):
+        harness.warehouse.insert(
+            "exposures",
+            [["acme", "ids", unit, "a", start + timedelta(hours=1), f"m-{unit}", False]],
+            ["project_id", "experiment", "unit_id", "variation_id", "timestamp", "message_id",
+             "multi_variant"],
+        )  # fmt: skip
+    assert results(harness, "ids")["source"] == "stream"
+
+    # A person of two ids, neither of them exposed: the stream still answers.
+    insert_override(harness.warehouse, "anon-1", "user-7", 1)
+    assert results(harness, "ids")["source"] == "stream"
+
+    # An exposed unit is the id a person is named by.
+    insert_override(harness.warehouse, "anon-2", "user-2", 2)
+    answer = results(harness, "ids")
+    assert answer["source"] == "warehouse"
+    assert "other ids" in answer["source_note"]
+
+    # Split again (each id its own person): the stream answers again.
+    insert_override(harness.warehouse, "anon-2", "anon-2", 3)
+    assert results(harness, "ids")["source"] == "stream"
+
+    # An exposed unit joined to another id's person.
+    insert_override(harness.warehouse, "anon-9", "user-8", 4)
+    assert results(harness, "ids")["source"] == "warehouse"

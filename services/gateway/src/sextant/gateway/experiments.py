@@ -975,8 +975,10 @@ def _streamed_sums(
     streamed = streamed_metrics(experiment, metrics)
     if isinstance(streamed, str):
         return streamed
-    if _has_merged_persons(gateway, project_id):
-        return "the project has persons of several ids, and the stream counts ids"
+    if _has_merged_persons(gateway, project_id) and _exposed_merged_ids(
+        gateway, project_id, experiment.id
+    ):
+        return "units of the experiment have other ids in their persons; the stream counts ids"
     params = Params()
     columns = ", ".join(STATISTICS_COLUMNS)
     rows = run_query(
@@ -998,8 +1000,8 @@ def _streamed_sums(
 
 
 def _has_merged_persons(gateway: Gateway, project_id: str) -> bool:
-    """Whether the identity resolver has joined ids of the project into persons. The stream's
-    units are ids; the events table counts persons, so it answers for such a project."""
+    """Whether the identity resolver has joined ids of the project into persons (a cheap
+    first look: most projects without identify calls stop here)."""
     params = Params()
     rows = run_query(
         gateway,
@@ -1007,6 +1009,30 @@ def _has_merged_persons(gateway: Gateway, project_id: str) -> bool:
         "SELECT 1 FROM person_overrides"
         f" WHERE project_id = {params.add(project_id, 'String')}"
         " AND person_id != distinct_id LIMIT 1",
+        params,
+    )
+    return bool(rows)
+
+
+def _exposed_merged_ids(gateway: Gateway, project_id: str, experiment_id: str) -> bool:
+    """Whether a unit exposed to the experiment is an id of a person of several ids (as a
+    joined id, or as the id the person is named by). The stream's units are ids and the
+    events table counts persons; they count the same where no exposed unit has another id,
+    so only then does the stream answer. Newest overrides (``FINAL``): a split person's ids
+    are their own persons again."""
+    params = Params()
+    project = params.add(project_id, "String")
+    merged = (
+        f"SELECT distinct_id, person_id FROM person_overrides FINAL WHERE project_id = {project}"
+        " AND person_id != distinct_id"
+    )
+    rows = run_query(
+        gateway,
+        "exposed_merged_ids",
+        f"SELECT 1 FROM exposures WHERE project_id = {project}"
+        f" AND experiment = {params.add(experiment_id, 'String')}"
+        f" AND (unit_id IN (SELECT distinct_id FROM ({merged}))"
+        f" OR unit_id IN (SELECT person_id FROM ({merged}))) LIMIT 1",
         params,
     )
     return bool(rows)
