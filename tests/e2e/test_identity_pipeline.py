@@ -106,9 +106,10 @@ def parts(
         "SEXTANT_TOPIC_PREFIX": kafka.topic_prefix,
         "SEXTANT_CLICKHOUSE_URL": f"chdb://{tmp_path / 'warehouse'}",
         "SEXTANT_PROCESSOR_DATA_DIR": str(tmp_path / "processor"),
-        # The sink's person squash, and the live windows it counts again by person, within
-        # the test's time.
-        "SEXTANT_SINK_PERSON_SQUASH_INTERVAL_SECONDS": "10",
+        # The live windows counted again by person between squash rounds (the first round
+        # runs at start, the next after the test), within the test's time.
+        "SEXTANT_SINK_PERSON_SQUASH_INTERVAL_SECONDS": "3600",
+        "SEXTANT_SINK_PERSON_RECOUNT_INTERVAL_SECONDS": "5",
     }
     found = {
         name: Part(
@@ -357,7 +358,7 @@ def _funnel_buyers(gateway: str, run: str, start: datetime) -> int:
 
 def _check_scenario(gateway: str, visitors: Visitors, run: str, start: datetime) -> None:
     """Results, the unique-users trend, the funnel and (once their minute has closed, at the
-    sink's next squash round) the live windows count persons."""
+    sink's next recount, with no squash round) the live windows count persons."""
     results = wait_for(_results_when(gateway, visitors), 180, 1.0, f"{run}: every conversion")
     _assert_results(results, visitors)
     users = wait_for(

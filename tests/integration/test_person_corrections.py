@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sextant.core.config_plane import ConfigState
 from sextant.core.metric_history import BACKFILL_VERSION_BASE, window_groups
 from sextant.core.warehouse import Warehouse
 from sextant.schemas.config import MetricDefinition, Project
@@ -16,8 +17,8 @@ from sextant.schemas.metric_values import unique_users_of
 from sextant.schemas.records import MetricPoint
 from sextant.schemas.sketches import hll_pack, hll_unpack
 from sextant.schemas.windows import WindowId, to_point
-from sextant.sink.corrections import correct_windows
-from sextant.sink.squash import ChangedMinutes, squash_persons
+from sextant.sink.corrections import correct_windows, recount
+from sextant.sink.squash import ChangedMinutes, changed_since, squash_persons
 from tests.integration.persons_support import insert_event, insert_override
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -109,6 +110,41 @@ def test_unique_users_and_conversions_count_persons_after_the_squash(
         p for p in points if p.metric == "buyers" and p.window_start.timestamp() == first
     ]
     assert (conversion.denominator, conversion.count) == (2, 1)
+
+
+def test_between_squash_rounds_the_linked_ids_windows_are_counted_again(
+    visits: Warehouse,
+) -> None:
+    """The same minutes and points as after a squash, with nothing written onto the events:
+    user-1's own events are not stamped with their person, and are found by their id."""
+    assert _users(_id_counted(visits)) == 3
+    insert_override(visits, "anon-1", "user-1", 100)
+    first, later = int(HOUR_AGO.timestamp()), int((HOUR_AGO + timedelta(minutes=10)).timestamp())
+    viewed = [("acme", "Viewed")]
+    since = NOW - timedelta(minutes=5)
+    assert changed_since(visits, since, viewed) == {
+        ("acme", "Viewed"): ChangedMinutes(of_ids=[first], of_persons=[first, later])
+    }
+    # Only the metrics' own events are read, and only overrides updated since.
+    assert changed_since(visits, since, [("acme", "Paid")]) == {
+        ("acme", "Paid"): ChangedMinutes(of_ids=[], of_persons=[later + 60])
+    }
+    assert changed_since(visits, NOW + timedelta(minutes=5), viewed) == {}
+
+    config = ConfigState()
+    for document in (PROJECTS["acme"], VISITORS, BUYERS):
+        config.apply(document.config_key(), document)
+    sent: list[MetricPoint] = []
+    correction = recount(visits, config, sent.append, 120, NOW)
+    assert (correction.windows, correction.points) == (3, len(sent))
+    [visitors] = [p for p in sent if p.metric == "visitors"]
+    assert int(visitors.window_start.timestamp()) == first
+    [kept] = [p for p in _id_counted(visits) if int(p.window_start.timestamp()) == later]
+    assert _users([visitors, kept]) == 2  # user-1 (both ids) and anon-9, as after a squash
+    [conversion] = [p for p in sent if p.metric == "buyers" and p.window_start.timestamp() == first]
+    assert (conversion.denominator, conversion.count) == (2, 1)
+    [[unstamped]] = visits.query_rows("SELECT count() FROM events WHERE person_hash = 0")
+    assert unstamped == 4
 
 
 def test_a_minute_still_open_is_counted_again_in_a_later_round(warehouse: Warehouse) -> None:

@@ -15,7 +15,9 @@ only windows the live processor has closed (:func:`closed_until`), where no live
 follow, and so does the backfill unless told otherwise.
 
 Users are persons: an event counts for ``PERSON_SQL``, the person the squash wrote onto it,
-else its own id (before the squash has run, and on a cluster, where it does not).
+else its own id (before the squash has run, and on a cluster, where it does not); or, asked
+``by_overrides``, for its id's newest override read at query time, as the gateway's
+person-aware queries count (the corrections between squash rounds).
 """
 
 from __future__ import annotations
@@ -49,16 +51,33 @@ BACKFILL_VERSION_BASE = 1 << 62
 PERSON_SQL = "if(person_hash = 0, distinct_id, person_id)"
 """An event's person as the person squash stamped it (``sextant.sink.squash``), else its id:
 windows recomputed from the events count persons wherever the squash has run."""
-_HASH = hll_hash_sql(PERSON_SQL)
 
 
 class _Sql:
     """Builds one definition's SQL with every user-supplied value as a bound parameter."""
 
-    def __init__(self, definition: MetricDefinition) -> None:
+    def __init__(self, definition: MetricDefinition, by_overrides: bool = False) -> None:
         self.definition = definition
+        self.by_overrides = by_overrides
+        self.person = "person" if by_overrides else PERSON_SQL
+        """An event's person, over :meth:`source`'s columns."""
         self.params: dict[str, Any] = {}
         self.text = ""
+
+    def source(self, scope: str) -> str:
+        """The events to read (``FINAL``; a query filters them by ``scope`` too): with
+        ``by_overrides``, those in ``scope`` with a ``person`` column, its id's newest
+        override (``person_overrides FINAL``) or else as :data:`PERSON_SQL` reads it."""
+        if not self.by_overrides:
+            return "events FINAL"
+        project = self.bind(self.definition.project_id, "String")
+        stamped = "if(_e.person_hash = 0, _e.distinct_id, _e.person_id)"
+        return (
+            f"(SELECT _e.*, if(_o.person_id = '', {stamped}, _o.person_id) AS person"
+            f" FROM (SELECT * FROM events FINAL WHERE {scope}) AS _e LEFT ANY JOIN"
+            " (SELECT distinct_id, person_id FROM person_overrides FINAL"
+            f" WHERE project_id = {project}) AS _o ON _e.distinct_id = _o.distinct_id)"
+        )
 
     def bind(self, value: Any, type_name: str) -> str:
         name = f"p{len(self.params)}"
@@ -100,17 +119,22 @@ class _Sql:
 _MINUTE = "toUInt32(toUnixTimestamp(toStartOfMinute(timestamp)))"
 
 
-def _simple_query(definition: MetricDefinition, start: datetime, end: datetime) -> _Sql:
-    sql = _Sql(definition)
+def _simple_query(
+    definition: MetricDefinition, start: datetime, end: datetime, by_overrides: bool
+) -> _Sql:
+    sql = _Sql(definition, by_overrides)
     kind = definition.metric_kind
     scope = sql.scope(start, end, [definition.event])
     matches, breakdown = sql.matches(), sql.breakdown()
+    source = "events FINAL"
     if kind is MetricKind.COUNT:
         body = f"SELECT {_MINUTE} AS w, {breakdown} AS b, count() AS c"
         where = f"{scope} AND {matches}"
     elif kind is MetricKind.UNIQUE_USERS:
-        body = f"SELECT {_MINUTE} AS w, {breakdown} AS b, count() AS c, groupUniqArray({_HASH})"
+        users = hll_hash_sql(sql.person)
+        body = f"SELECT {_MINUTE} AS w, {breakdown} AS b, count() AS c, groupUniqArray({users})"
         where = f"{scope} AND {matches}"
+        source = sql.source(scope)
     else:
         assert definition.property is not None
         value = sql.number(sql.prop(definition.property))
@@ -125,14 +149,16 @@ def _simple_query(definition: MetricDefinition, start: datetime, end: datetime) 
         )
         sql.text = body
         return sql
-    sql.text = f"{body} FROM events FINAL WHERE {where} GROUP BY w, b"
+    sql.text = f"{body} FROM {source} WHERE {where} GROUP BY w, b"
     return sql
 
 
-def _conversion_query(definition: MetricDefinition, start: datetime, end: datetime) -> _Sql:
+def _conversion_query(
+    definition: MetricDefinition, start: datetime, end: datetime, by_overrides: bool
+) -> _Sql:
     """Per minute of A: the persons whose first A of the minute is there, and how many of them
     did B within the conversion window after it (B in any later minute too)."""
-    sql = _Sql(definition)
+    sql = _Sql(definition, by_overrides)
     assert definition.conversion_event is not None
     window_s = definition.conversion_window_seconds
     a_scope = sql.scope(start, end, [definition.event])
@@ -144,26 +170,32 @@ def _conversion_query(definition: MetricDefinition, start: datetime, end: dateti
         "SELECT w, b, count() AS users,"
         f" countIf(arrayExists(t -> t >= first_a AND t <= first_a + {window_ms}, times))"
         " AS converted FROM ("
-        f" SELECT {_MINUTE} AS w, {PERSON_SQL} AS unit, min({millis}) AS first_a,"
+        f" SELECT {_MINUTE} AS w, {sql.person} AS unit, min({millis}) AS first_a,"
         f" argMin({breakdown}, timestamp) AS b"
-        f" FROM events FINAL WHERE {a_scope} AND {sql.matches()} GROUP BY w, unit"
+        f" FROM {sql.source(a_scope)} WHERE {a_scope} AND {sql.matches()} GROUP BY w, unit"
         ") AS a LEFT JOIN ("
-        f" SELECT {PERSON_SQL} AS unit, groupArray({millis}) AS times"
-        f" FROM events FINAL WHERE {b_scope} GROUP BY unit"
+        f" SELECT {sql.person} AS unit, groupArray({millis}) AS times"
+        f" FROM {sql.source(b_scope)} WHERE {b_scope} GROUP BY unit"
         ") AS c USING unit GROUP BY w, b"
     )
     return sql
 
 
 def window_groups(
-    warehouse: Warehouse, definition: MetricDefinition, start: datetime, end: datetime
+    warehouse: Warehouse,
+    definition: MetricDefinition,
+    start: datetime,
+    end: datetime,
+    *,
+    by_overrides: bool = False,
 ) -> dict[int, dict[str, Group]]:
-    """Window start → breakdown value → components, for events in [start, end)."""
+    """Window start → breakdown value → components, for events in [start, end); persons
+    read through the overrides with ``by_overrides`` (see the module's description)."""
     kind = definition.metric_kind
     if kind is MetricKind.CONVERSION:
-        sql = _conversion_query(definition, start, end)
+        sql = _conversion_query(definition, start, end, by_overrides)
     else:
-        sql = _simple_query(definition, start, end)
+        sql = _simple_query(definition, start, end, by_overrides)
     windows: dict[int, dict[str, Group]] = {}
     for row in warehouse.query_rows(sql.text, sql.params):
         group = windows.setdefault(int(row[0]), {}).setdefault(str(row[1]), Group())

@@ -8,6 +8,10 @@ squash round, the minutes whose persons changed
 table by person (:mod:`sextant.core.metric_history`, the backfill's SQL) for every unique-users
 and conversion metric on their events, and sent to ``metric_points`` versioned above live.
 
+Between squash rounds, :func:`recount` does the same for the overrides updated lately
+(every ``sink_person_recount_interval_seconds``, a minute by default): a window counts ids
+for about that long after it closes, not until the next squash.
+
 Only minutes the live processor has closed are recomputed (the project's lateness, and a
 conversion's window, behind now); an override stays *changed* for a while after its update
 (see :func:`squash_and_correct`), so minutes still open in one round are recomputed in a
@@ -36,7 +40,7 @@ from sextant.core.warehouse import Warehouse
 from sextant.schemas.config import MetricDefinition, MetricKind, Project
 from sextant.schemas.records import MetricPoint
 from sextant.schemas.windows import WINDOW_SECONDS
-from sextant.sink.squash import ChangedMinutes, SquashResult, squash_persons
+from sextant.sink.squash import ChangedMinutes, SquashResult, changed_since, squash_persons
 
 log = get_logger(__name__)
 
@@ -71,15 +75,41 @@ def squash_and_correct(
     by person. An override is looked at again for ``recheck_extra_s`` beyond the time its
     windows take to close."""
     now = now or datetime.now(UTC)
-    definitions = [d for d in config.of_kind(MetricDefinition) if d.metric_kind in PERSON_KINDS]
-    projects = {p.id: p for p in config.of_kind(Project)}
-    delay = max((closing_delay(d, projects) for d in definitions), default=0)
-    since = now - timedelta(seconds=recheck_extra_s + delay + WINDOW_SECONDS)
+    definitions, projects, since = _scope(config, recheck_extra_s, now)
     result = squash_persons(warehouse, since, find_changed=bool(definitions))
     correction = correct_windows(
         warehouse, definitions, projects, result.changed_windows, send, now
     )
     return result, correction
+
+
+def recount(
+    warehouse: Warehouse,
+    config: ConfigState,
+    send: Callable[[MetricPoint], None],
+    recheck_extra_s: float,
+    now: datetime | None = None,
+) -> Correction:
+    """Between squash rounds: the closed windows of the ids linked in the last
+    ``recheck_extra_s`` (and the time windows take to close) counted again by person,
+    without writing persons onto the events, so that a live window counts ids for minutes
+    after it closes, not until the next squash."""
+    now = now or datetime.now(UTC)
+    definitions, projects, since = _scope(config, recheck_extra_s, now)
+    events = sorted({(d.project_id, d.event) for d in definitions})
+    changed = changed_since(warehouse, since, events)
+    return correct_windows(warehouse, definitions, projects, changed, send, now, by_overrides=True)
+
+
+def _scope(
+    config: ConfigState, recheck_extra_s: float, now: datetime
+) -> tuple[list[MetricDefinition], dict[str, Project], datetime]:
+    """The metrics whose windows count persons, the projects, and since when an override
+    may still change a window not yet counted again."""
+    definitions = [d for d in config.of_kind(MetricDefinition) if d.metric_kind in PERSON_KINDS]
+    projects = {p.id: p for p in config.of_kind(Project)}
+    delay = max((closing_delay(d, projects) for d in definitions), default=0)
+    return definitions, projects, now - timedelta(seconds=recheck_extra_s + delay + WINDOW_SECONDS)
 
 
 def correct_windows(
@@ -89,8 +119,11 @@ def correct_windows(
     changed: dict[tuple[str, str], ChangedMinutes],
     send: Callable[[MetricPoint], None],
     now: datetime | None = None,
+    *,
+    by_overrides: bool = False,
 ) -> Correction:
-    """Recompute, by person, the closed ``changed`` minutes of every metric they concern."""
+    """Recompute, by person, the closed ``changed`` minutes of every metric they concern
+    (persons as squashed, or as the newest overrides say with ``by_overrides``)."""
     now = now or datetime.now(UTC)
     version = BACKFILL_VERSION_BASE + int(now.timestamp() * 1000)
     windows = points = 0
@@ -106,7 +139,7 @@ def correct_windows(
         kept = _whole_since(projects.get(definition.project_id), now)
         due = {m for m in minutes if kept <= m < until}
         for start, end in _spans(sorted(due)):
-            groups = window_groups(warehouse, definition, start, end)
+            groups = window_groups(warehouse, definition, start, end, by_overrides=by_overrides)
             found = {m: g for m, g in groups.items() if m in due}
             windows += len(found)
             for point in points_for(definition, found, version, now):

@@ -13,7 +13,8 @@ project and table) in the log, in ``sextant_sink_retention_rows_removed_total`` 
 sink's ``/status``. Every ``sink_person_squash_interval_seconds`` the person overrides are
 written onto the events (:mod:`sextant.sink.squash`), and the live unique-users and
 conversion windows whose persons that changed are counted again by person
-(:mod:`sextant.sink.corrections`).
+(:mod:`sextant.sink.corrections`); in between, every ``sink_person_recount_interval_seconds``,
+the closed windows of ids linked since are counted again by person without a squash.
 
 On a ClickHouse cluster the deletions run on every node's local tables; the squash does not
 run there (its lookup table would have to be on every node), so person-aware queries apply
@@ -40,7 +41,7 @@ from sextant.core.persons import PERSON_COLUMNS, person_predicate
 from sextant.core.warehouse import Warehouse, connect
 from sextant.core.warehouse_cluster import mutation
 from sextant.schemas.config import PersonDeletion, Project
-from sextant.sink.corrections import squash_and_correct
+from sextant.sink.corrections import recount, squash_and_correct
 from sextant.sink.settings import SinkSettings
 
 log = get_logger(__name__)
@@ -111,7 +112,7 @@ class RetentionService(BackgroundLoop):
         try:
             self.follower.wait_caught_up(self.settings.config_wait_seconds)
             self.connected()
-            last_retention = last_squash = float("-inf")
+            last_retention = last_squash = last_recount = float("-inf")
             while not self.stopping.is_set():
                 self.forget_persons(warehouse)
                 if (
@@ -120,13 +121,19 @@ class RetentionService(BackgroundLoop):
                 ):
                     self.run_once(warehouse)
                     last_retention = time.monotonic()
-                if (
-                    self.settings.clickhouse_cluster is None
-                    and time.monotonic() - last_squash
-                    >= self.settings.sink_person_squash_interval_seconds
-                ):
-                    self.squash_and_correct(warehouse)
-                    last_squash = time.monotonic()
+                if self.settings.clickhouse_cluster is None:
+                    if (
+                        time.monotonic() - last_squash
+                        >= self.settings.sink_person_squash_interval_seconds
+                    ):
+                        self.squash_and_correct(warehouse)
+                        last_squash = last_recount = time.monotonic()
+                    elif (
+                        time.monotonic() - last_recount
+                        >= self.settings.sink_person_recount_interval_seconds
+                    ):
+                        self.recount_persons(warehouse)
+                        last_recount = time.monotonic()
                 if self.wait(self.settings.sink_deletion_interval_seconds):
                     return
         finally:
@@ -146,14 +153,19 @@ class RetentionService(BackgroundLoop):
 
     def squash_and_correct(self, warehouse: Warehouse) -> None:
         """A person squash round, then the live windows whose persons it changed counted
-        again by person (over two rounds' time, as a round may come late)."""
-        squash_and_correct(
-            warehouse,
-            self.state,
-            self._points,
-            2 * self.settings.sink_person_squash_interval_seconds,
-            self._clock(),
-        )
+        again by person."""
+        interval = self.settings.sink_person_squash_interval_seconds
+        self._count_again(warehouse, squash_and_correct, interval)
+
+    def recount_persons(self, warehouse: Warehouse) -> None:
+        """The closed windows of ids linked lately counted again by person, no squash."""
+        self._count_again(warehouse, recount, self.settings.sink_person_recount_interval_seconds)
+
+    def _count_again(
+        self, warehouse: Warehouse, round_: Callable[..., object], interval_s: float
+    ) -> None:
+        # Overrides are looked at over two rounds' time: a round may come late.
+        round_(warehouse, self.state, self._points, 2 * interval_s, self._clock())
         self._points.flush()
 
     def forget_persons(self, warehouse: Warehouse) -> int:

@@ -46,6 +46,9 @@ class SinkSettings(KafkaSection, ClickHouseSection, ServiceSection):
     sink_person_squash_interval_seconds: float = Field(default=3600.0, gt=0)
     """How often person overrides are written onto the events (``sextant.sink.squash``), so
     person-aware queries join only the overrides newer than the last squash."""
+    sink_person_recount_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often, between squash rounds, the closed unique-users and conversion windows of
+    ids linked lately are counted again by person (``sextant.sink.corrections.recount``)."""
     sink_migrate: bool = True
     """Apply pending warehouse migrations at start."""
 

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -145,21 +147,58 @@ def _changed_windows(
     warehouse: Warehouse, rows: str, recheck_since: datetime | None
 ) -> dict[tuple[str, str], ChangedMinutes]:
     changed = "squashed = 0"
-    parameters = {}
+    parameters: dict[str, Any] = {}
     if recheck_since is not None:
         changed += " OR updated_at >= {since:DateTime64(3, 'UTC')}"
         parameters["since"] = recheck_since
-    [[found]] = warehouse.query_rows(f"SELECT count() FROM {rows} WHERE {changed}", parameters)
+    return _minutes_of(warehouse, rows, changed, parameters)
+
+
+def changed_since(
+    warehouse: Warehouse, since: datetime, events: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], ChangedMinutes]:
+    """The minutes of ``events`` (project, event name) whose persons the overrides updated
+    since ``since`` changed, between squash rounds: read from the newest overrides, with
+    the events of ids not squashed yet found by their ids."""
+    if not events:
+        return {}
+    overrides = (
+        "(SELECT toString(project_id) AS project_id, distinct_id, person_id, updated_at"
+        " FROM person_overrides FINAL)"
+    )
+    parameters = {"since": since, "events": [tuple(e) for e in events]}
+    changed = "updated_at >= {since:DateTime64(3, 'UTC')}"
+    among = "(toString(project_id), event) IN {events:Array(Tuple(String, String))}"
+    return _minutes_of(warehouse, overrides, changed, parameters, among)
+
+
+def _minutes_of(
+    warehouse: Warehouse,
+    overrides: str,
+    changed: str,
+    parameters: dict[str, Any],
+    among: str = "1",
+) -> dict[tuple[str, str], ChangedMinutes]:
+    """Per project and event, the minutes of the ids of ``overrides`` (a table or a
+    subquery) matching ``changed``, and of every id of their persons: the persons' names,
+    the ids whose newest override names them, and the events stamped with them."""
+    [[found]] = warehouse.query_rows(f"SELECT count() FROM {overrides} WHERE {changed}", parameters)
     if not found:
         return {}
     minute = "toUInt32(toUnixTimestamp(toStartOfMinute(timestamp)))"
-    ids = f"(SELECT project_id, distinct_id FROM {rows} WHERE {changed})"
-    persons = f"(SELECT project_id, person_id FROM {rows} WHERE {changed})"
+    ids = f"(SELECT project_id, distinct_id FROM {overrides} WHERE {changed})"
+    persons = f"(SELECT project_id, person_id FROM {overrides} WHERE {changed})"
+    members = (
+        f"(SELECT project_id, distinct_id FROM {overrides}"
+        f" WHERE (project_id, person_id) IN {persons})"
+    )
     linked = f"(toString(project_id), distinct_id) IN {ids}"
     result = warehouse.query_rows(
         f"SELECT toString(project_id), event, groupUniqArrayIf({minute}, {linked}),"
-        f" groupUniqArray({minute}) FROM events"
-        f" WHERE {linked} OR (toString(project_id), person_id) IN {persons}"
+        f" groupUniqArray({minute}) FROM events WHERE ({among}) AND ({linked}"
+        f" OR (toString(project_id), person_id) IN {persons}"
+        f" OR (toString(project_id), distinct_id) IN {persons}"
+        f" OR (toString(project_id), distinct_id) IN {members})"
         " GROUP BY project_id, event",
         parameters,
     )
