@@ -335,6 +335,11 @@ class _Catalog:
         return "userId"
 
 
+def _track(i: int, name: str, user: str, properties: dict[str, Any], at: float) -> EventView:
+    """The ``i``-th event: a track event of the bench project by ``user``, received at once."""
+    return EventView(PROJECT, EventType.TRACK, name, user, user, None, properties, at, at, f"m{i}")
+
+
 def stage_one(args: argparse.Namespace) -> list[Figure]:
     """Events/s of stage one's state with and without the statistics, alternating."""
     rng = random.Random(1)
@@ -352,8 +357,7 @@ def stage_one(args: argparse.Namespace) -> list[Figure]:
             )
         else:
             name, properties = rng.choice(["Order Completed", "Page Viewed"]), {"revenue": 12.5}
-        views.append(EventView(PROJECT, EventType.TRACK, name, user, user, None, properties,
-                               at, at, f"m{i}"))  # fmt: skip
+        views.append(_track(i, name, user, properties, at))
     catalog = _Catalog()
     settle_heap()  # the collector's settings of a worker process
 
@@ -460,9 +464,7 @@ def heap(args: argparse.Namespace) -> list[Figure]:
     for i in range(args.heap_events):
         user, at = f"user-{rng.randrange(200_000)}", t0 + i * 0.001
         name = "Order Completed" if i % 2 else "Page Viewed"
-        view = EventView(PROJECT, EventType.TRACK, name, user, user, None, {"revenue": 12.5},
-                         at, at, f"m{i}")  # fmt: skip
-        state.apply(i, view, {})
+        state.apply(i, _track(i, name, user, {"revenue": 12.5}, at), {})
         if i % 5_000 == 4_999:
             state.flush(i, {}, START)
     waiting = sum(len(b.entries) for b in state.buffers.values())

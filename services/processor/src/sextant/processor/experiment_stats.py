@@ -457,6 +457,8 @@ class Route:
     always: dict[str, float]
     """The parts every such event adds 1 to (shared by the events: never changed)."""
     always_items: Contributions
+    """``always`` as the pairs a waiting event keeps: one tuple shared by every such event of
+    a route with no computed part."""
     computed: tuple[CompiledPart, ...]
     targets: tuple[tuple[str, tuple[tuple[Tracked, tuple[tuple[str, int], ...]], ...]], ...]
 
