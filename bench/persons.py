@@ -24,8 +24,9 @@ same queries by id.
    steady state: ten minutes of traffic after the data's end (``STEADY_EVENTS`` page views,
    a tenth of them by ``STEADY_LINKS`` new anonymous visitors who then sign up as existing
    users) and the next round over them, squash and correction; before it, the recount the
-   sink runs every minute between squash rounds over the same new links (the minutes found
-   from the newest overrides, counted again reading each event's person through them).
+   sink runs every minute between squash rounds over the same new links (the minutes of the
+   last day found from the newest overrides, counted again reading each event's person
+   through them).
 
 Run: ``python -m bench.persons [--edges N] [--events N] [--users N] [--rounds R]``.
 """
@@ -52,7 +53,7 @@ from sextant.processor.metrics import ProcessorMetrics
 from sextant.processor.resolver import ResolverStage
 from sextant.schemas.config import MetricDefinition
 from sextant.schemas.identity import EdgeKind, IdentityEdge
-from sextant.sink.corrections import correct_windows
+from sextant.sink.corrections import RECOUNT_SPAN, correct_windows
 from sextant.sink.squash import changed_since, squash_persons
 
 COMMAND = "python -m bench.persons"
@@ -191,7 +192,8 @@ def recount_round(warehouse: Warehouse, since: datetime, now: datetime) -> tuple
     the minutes of the overrides updated since ``since`` found, and counted again by person
     through the overrides at query time. Its seconds and the windows counted again."""
     started = time.perf_counter()
-    changed = changed_since(warehouse, since, [(PROJECT, VIEWERS.event)])
+    minutes_from = now - RECOUNT_SPAN
+    changed = changed_since(warehouse, since, [(PROJECT, VIEWERS.event)], minutes_from)
     corrected = correct_windows(
         warehouse, [VIEWERS], {}, changed, lambda _: None, now, by_overrides=True
     )

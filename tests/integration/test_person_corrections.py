@@ -118,18 +118,24 @@ def test_between_squash_rounds_the_linked_ids_windows_are_counted_again(
     """The same minutes and points as after a squash, with nothing written onto the events:
     user-1's own events are not stamped with their person, and are found by their id."""
     assert _users(_id_counted(visits)) == 3
+    two_days_ago = NOW - timedelta(days=2)
+    insert_event(visits, "anon-1", "Viewed", two_days_ago)  # left to the next squash round
     insert_override(visits, "anon-1", "user-1", 100)
     first, later = int(HOUR_AGO.timestamp()), int((HOUR_AGO + timedelta(minutes=10)).timestamp())
     viewed = [("acme", "Viewed")]
-    since = NOW - timedelta(minutes=5)
-    assert changed_since(visits, since, viewed) == {
+    since, day_ago = NOW - timedelta(minutes=5), NOW - timedelta(days=1)
+    assert changed_since(visits, since, viewed, day_ago) == {
         ("acme", "Viewed"): ChangedMinutes(of_ids=[first], of_persons=[first, later])
     }
     # Only the metrics' own events are read, and only overrides updated since.
-    assert changed_since(visits, since, [("acme", "Paid")]) == {
+    assert changed_since(visits, since, [("acme", "Paid")], day_ago) == {
         ("acme", "Paid"): ChangedMinutes(of_ids=[], of_persons=[later + 60])
     }
-    assert changed_since(visits, NOW + timedelta(minutes=5), viewed) == {}
+    assert changed_since(visits, NOW + timedelta(minutes=5), viewed, day_ago) == {}
+    old = int(two_days_ago.timestamp())
+    assert changed_since(visits, since, viewed, two_days_ago) == {
+        ("acme", "Viewed"): ChangedMinutes(of_ids=[old, first], of_persons=[old, first, later])
+    }
 
     config = ConfigState()
     for document in (PROJECTS["acme"], VISITORS, BUYERS):
@@ -144,7 +150,7 @@ def test_between_squash_rounds_the_linked_ids_windows_are_counted_again(
     [conversion] = [p for p in sent if p.metric == "buyers" and p.window_start.timestamp() == first]
     assert (conversion.denominator, conversion.count) == (2, 1)
     [[unstamped]] = visits.query_rows("SELECT count() FROM events WHERE person_hash = 0")
-    assert unstamped == 4
+    assert unstamped == 5
 
 
 def test_a_minute_still_open_is_counted_again_in_a_later_round(warehouse: Warehouse) -> None:

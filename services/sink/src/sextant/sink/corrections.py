@@ -58,6 +58,13 @@ for one, on one million events), but hold the embedded engine, which the sink's 
 share, longer each."""
 
 
+RECOUNT_SPAN = timedelta(days=1)
+"""How far back a recount between squash rounds looks: the minutes live dashboards show. An
+anonymous visitor's older minutes are counted again at the next squash round; reading only
+the last day's events (the table's sort key has the day after the event name) keeps a
+recount's cost that of a day's events, not of the whole history's."""
+
+
 @dataclass(frozen=True)
 class Correction:
     windows: int
@@ -90,14 +97,14 @@ def recount(
     recheck_extra_s: float,
     now: datetime | None = None,
 ) -> Correction:
-    """Between squash rounds: the closed windows of the ids linked in the last
-    ``recheck_extra_s`` (and the time windows take to close) counted again by person,
-    without writing persons onto the events, so that a live window counts ids for minutes
-    after it closes, not until the next squash."""
+    """Between squash rounds: the closed windows of the last :data:`RECOUNT_SPAN` holding
+    events of the ids linked in the last ``recheck_extra_s`` (and the time windows take to
+    close) counted again by person, without writing persons onto the events, so that a live
+    window counts ids for minutes after it closes, not until the next squash."""
     now = now or datetime.now(UTC)
     definitions, projects, since = _scope(config, recheck_extra_s, now)
     events = sorted({(d.project_id, d.event) for d in definitions})
-    changed = changed_since(warehouse, since, events)
+    changed = changed_since(warehouse, since, events, now - RECOUNT_SPAN)
     return correct_windows(warehouse, definitions, projects, changed, send, now, by_overrides=True)
 
 

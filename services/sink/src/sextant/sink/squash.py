@@ -155,20 +155,30 @@ def _changed_windows(
 
 
 def changed_since(
-    warehouse: Warehouse, since: datetime, events: Sequence[tuple[str, str]]
+    warehouse: Warehouse,
+    since: datetime,
+    events: Sequence[tuple[str, str]],
+    minutes_from: datetime,
 ) -> dict[tuple[str, str], ChangedMinutes]:
-    """The minutes of ``events`` (project, event name) whose persons the overrides updated
-    since ``since`` changed, between squash rounds: read from the newest overrides, with
-    the events of ids not squashed yet found by their ids."""
+    """The minutes from ``minutes_from`` on of ``events`` (project, event name) whose persons
+    the overrides updated since ``since`` changed, between squash rounds: read from the
+    newest overrides, with the events of ids not squashed yet found by their ids."""
     if not events:
         return {}
     overrides = (
         "(SELECT toString(project_id) AS project_id, distinct_id, person_id, updated_at"
         " FROM person_overrides FINAL)"
     )
-    parameters = {"since": since, "events": [tuple(e) for e in events]}
+    parameters = {
+        "since": since,
+        "from": minutes_from,
+        "events": [tuple(e) for e in events],
+    }
     changed = "updated_at >= {since:DateTime64(3, 'UTC')}"
-    among = "(toString(project_id), event) IN {events:Array(Tuple(String, String))}"
+    among = (
+        "(toString(project_id), event) IN {events:Array(Tuple(String, String))}"
+        " AND timestamp >= {from:DateTime64(3, 'UTC')}"
+    )
     return _minutes_of(warehouse, overrides, changed, parameters, among)
 
 
@@ -177,29 +187,32 @@ def _minutes_of(
     overrides: str,
     changed: str,
     parameters: dict[str, Any],
-    among: str = "1",
+    among: str | None = None,
 ) -> dict[tuple[str, str], ChangedMinutes]:
     """Per project and event, the minutes of the ids of ``overrides`` (a table or a
-    subquery) matching ``changed``, and of every id of their persons: the persons' names,
-    the ids whose newest override names them, and the events stamped with them."""
+    subquery) matching ``changed``, and of every id of their persons: the events stamped
+    with those persons; and, for events not squashed yet (``among`` given: between squash
+    rounds), the persons' names and the ids whose newest override names them."""
     [[found]] = warehouse.query_rows(f"SELECT count() FROM {overrides} WHERE {changed}", parameters)
     if not found:
         return {}
     minute = "toUInt32(toUnixTimestamp(toStartOfMinute(timestamp)))"
     ids = f"(SELECT project_id, distinct_id FROM {overrides} WHERE {changed})"
     persons = f"(SELECT project_id, person_id FROM {overrides} WHERE {changed})"
-    members = (
-        f"(SELECT project_id, distinct_id FROM {overrides}"
-        f" WHERE (project_id, person_id) IN {persons})"
-    )
     linked = f"(toString(project_id), distinct_id) IN {ids}"
+    where = f"{linked} OR (toString(project_id), person_id) IN {persons}"
+    if among is not None:
+        members = (
+            f"(SELECT project_id, distinct_id FROM {overrides}"
+            f" WHERE (project_id, person_id) IN {persons})"
+        )
+        where = (
+            f"({among}) AND ({where} OR (toString(project_id), distinct_id) IN {persons}"
+            f" OR (toString(project_id), distinct_id) IN {members})"
+        )
     result = warehouse.query_rows(
         f"SELECT toString(project_id), event, groupUniqArrayIf({minute}, {linked}),"
-        f" groupUniqArray({minute}) FROM events WHERE ({among}) AND ({linked}"
-        f" OR (toString(project_id), person_id) IN {persons}"
-        f" OR (toString(project_id), distinct_id) IN {persons}"
-        f" OR (toString(project_id), distinct_id) IN {members})"
-        " GROUP BY project_id, event",
+        f" groupUniqArray({minute}) FROM events WHERE {where} GROUP BY project_id, event",
         parameters,
     )
     return {
