@@ -25,10 +25,17 @@ def insert_event(warehouse: Warehouse, distinct_id: str, event: str, at: datetim
     warehouse.insert_json("events", orjson.dumps(row), tuple(row))
 
 
-def insert_override(warehouse: Warehouse, distinct_id: str, person_id: str, version: int) -> None:
-    """``distinct_id`` of project ``acme`` belongs to ``person_id`` from ``version`` on."""
+def insert_override(
+    warehouse: Warehouse,
+    distinct_id: str,
+    person_id: str,
+    version: int,
+    updated_at: datetime | None = None,
+) -> None:
+    """``distinct_id`` of project ``acme`` belongs to ``person_id`` from ``version`` on
+    (linked at ``updated_at``, by default now)."""
     warehouse.insert(
         "person_overrides",
-        [["acme", distinct_id, person_id, version, datetime.now(UTC)]],
+        [["acme", distinct_id, person_id, version, updated_at or datetime.now(UTC)]],
         ["project_id", "distinct_id", "person_id", "version", "updated_at"],
     )

@@ -153,6 +153,36 @@ def test_between_squash_rounds_the_linked_ids_windows_are_counted_again(
     assert unstamped == 5
 
 
+def test_a_recount_counts_again_the_minutes_closed_since_the_last_one(
+    warehouse: Warehouse,
+) -> None:
+    """An id linked while its minutes were open, four minutes ago: each recount counts
+    again the minutes that closed since the round before, not those it counted then."""
+    early, late = NOW - timedelta(minutes=8), NOW - timedelta(minutes=6)
+    for at in (early, late):
+        insert_event(warehouse, "anon-4", "Viewed", at)
+        insert_event(warehouse, "user-4", "Viewed", at)
+    insert_override(warehouse, "anon-4", "user-4", 100, updated_at=NOW - timedelta(minutes=4))
+    config = ConfigState()
+    for document in (PROJECTS["acme"], VISITORS):
+        config.apply(document.config_key(), document)
+
+    def recount_at(now: datetime, previous: datetime | None) -> list[MetricPoint]:
+        sent: list[MetricPoint] = []
+        recount(warehouse, config, sent.append, 120, now, previous)
+        return sent
+
+    # The minute of `late` closed (lateness and a minute behind) since the last round; the
+    # minute of `early` had closed before it, and was counted again then.
+    [point] = recount_at(NOW + timedelta(minutes=1), previous=NOW - timedelta(seconds=30))
+    assert point.window_start == late
+    assert _users([point]) == 1
+    assert recount_at(NOW + timedelta(minutes=2), previous=NOW + timedelta(minutes=1)) == []
+    # Without the last round's time, two intervals back stand for it.
+    [point] = recount_at(NOW + timedelta(minutes=1), previous=None)
+    assert point.window_start == late
+
+
 def test_a_minute_still_open_is_counted_again_in_a_later_round(warehouse: Warehouse) -> None:
     recent = NOW - timedelta(minutes=2)  # within the lateness: live may still count it
     insert_event(warehouse, "anon-2", "Viewed", recent)

@@ -96,16 +96,36 @@ def recount(
     send: Callable[[MetricPoint], None],
     recheck_extra_s: float,
     now: datetime | None = None,
+    previous: datetime | None = None,
 ) -> Correction:
-    """Between squash rounds: the closed windows of the last :data:`RECOUNT_SPAN` holding
-    events of the ids linked in the last ``recheck_extra_s`` (and the time windows take to
-    close) counted again by person, without writing persons onto the events, so that a live
-    window counts ids for minutes after it closes, not until the next squash."""
+    """Between squash rounds, without writing persons onto the events: the windows of the
+    last :data:`RECOUNT_SPAN` counted again by person where an id was linked lately, so that
+    a live window counts ids for a minute or so after it closes, not until the next squash.
+
+    Two passes, so a round repeats little of the last one (``previous``, when that round ran;
+    None: ``recheck_extra_s`` ago): every closed minute of the ids linked since the last
+    round (the links of the last ``recheck_extra_s``, in case one came late), and the
+    minutes that closed since the last round of the ids linked while they were open (the
+    links of the last ``recheck_extra_s`` and the time windows take to close)."""
     now = now or datetime.now(UTC)
     definitions, projects, since = _scope(config, recheck_extra_s, now)
     events = sorted({(d.project_id, d.event) for d in definitions})
-    changed = changed_since(warehouse, since, events, now - RECOUNT_SPAN)
-    return correct_windows(warehouse, definitions, projects, changed, send, now, by_overrides=True)
+    lately = now - timedelta(seconds=recheck_extra_s)
+    linked = changed_since(warehouse, lately, events, now - RECOUNT_SPAN)
+    first = correct_windows(warehouse, definitions, projects, linked, send, now, by_overrides=True)
+    since -= timedelta(seconds=WINDOW_SECONDS)  # a window closes up to a minute after its delay
+    closing = changed_since(warehouse, since, events, since)
+    second = correct_windows(
+        warehouse,
+        definitions,
+        projects,
+        closing,
+        send,
+        now,
+        by_overrides=True,
+        closed_after=previous or lately,
+    )
+    return Correction(first.windows + second.windows, first.points + second.points)
 
 
 def _scope(
@@ -128,9 +148,11 @@ def correct_windows(
     now: datetime | None = None,
     *,
     by_overrides: bool = False,
+    closed_after: datetime | None = None,
 ) -> Correction:
     """Recompute, by person, the closed ``changed`` minutes of every metric they concern
-    (persons as squashed, or as the newest overrides say with ``by_overrides``)."""
+    (persons as squashed, or as the newest overrides say with ``by_overrides``); with
+    ``closed_after``, only the minutes closed since that moment."""
     now = now or datetime.now(UTC)
     version = BACKFILL_VERSION_BASE + int(now.timestamp() * 1000)
     windows = points = 0
@@ -142,8 +164,11 @@ def correct_windows(
         # moved id's minutes change. A conversion of any of the person's ids may change.
         is_conversion = definition.metric_kind is MetricKind.CONVERSION
         minutes = moved.of_persons if is_conversion else moved.of_ids
-        until = closed_until(closing_delay(definition, projects), now).timestamp()
+        delay = closing_delay(definition, projects)
+        until = closed_until(delay, now).timestamp()
         kept = _whole_since(projects.get(definition.project_id), now)
+        if closed_after is not None:
+            kept = max(kept, closed_until(delay, closed_after).timestamp())
         due = {m for m in minutes if kept <= m < until}
         for start, end in _spans(sorted(due)):
             groups = window_groups(warehouse, definition, start, end, by_overrides=by_overrides)

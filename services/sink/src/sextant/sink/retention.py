@@ -92,6 +92,8 @@ class RetentionService(BackgroundLoop):
         self._report: list[Removal] = []
         self.rounds = 0
         self._points = PointSender(settings)
+        self._counted_at: datetime | None = None
+        """When the last squash round or recount counted windows again."""
 
     def start(self) -> None:
         self.follower.start()
@@ -153,20 +155,20 @@ class RetentionService(BackgroundLoop):
 
     def squash_and_correct(self, warehouse: Warehouse) -> None:
         """A person squash round, then the live windows whose persons it changed counted
-        again by person."""
+        again by person (overrides looked at over two rounds' time: a round may come late)."""
+        now = self._clock()
         interval = self.settings.sink_person_squash_interval_seconds
-        self._count_again(warehouse, squash_and_correct, interval)
+        squash_and_correct(warehouse, self.state, self._points, 2 * interval, now)
+        self._points.flush()
+        self._counted_at = now
 
     def recount_persons(self, warehouse: Warehouse) -> None:
         """The closed windows of ids linked lately counted again by person, no squash."""
-        self._count_again(warehouse, recount, self.settings.sink_person_recount_interval_seconds)
-
-    def _count_again(
-        self, warehouse: Warehouse, round_: Callable[..., object], interval_s: float
-    ) -> None:
-        # Overrides are looked at over two rounds' time: a round may come late.
-        round_(warehouse, self.state, self._points, 2 * interval_s, self._clock())
+        now = self._clock()
+        interval = self.settings.sink_person_recount_interval_seconds
+        recount(warehouse, self.state, self._points, 2 * interval, now, self._counted_at)
         self._points.flush()
+        self._counted_at = now
 
     def forget_persons(self, warehouse: Warehouse) -> int:
         """Delete the rows of every requested person still found; the rows deleted."""
