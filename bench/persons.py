@@ -188,9 +188,11 @@ STEADY_LINKS = 2_000
 
 
 def recount_round(warehouse: Warehouse, since: datetime, now: datetime) -> tuple[float, int]:
-    """What the sink does every minute between squash rounds (``corrections.recount``):
-    the minutes of the overrides updated since ``since`` found, and counted again by person
-    through the overrides at query time. Its seconds and the windows counted again."""
+    """What the sink does every minute between squash rounds (``corrections.recount``), its
+    first pass (the second reads only the minutes closed since the round before): the
+    minutes of the last day holding ids of the overrides updated since ``since`` found, and
+    counted again by person through the overrides at query time. Its seconds and the
+    windows counted again."""
     started = time.perf_counter()
     minutes_from = now - RECOUNT_SPAN
     changed = changed_since(warehouse, since, [(PROJECT, VIEWERS.event)], minutes_from)
@@ -375,7 +377,7 @@ def main() -> None:
             Figure(
                 "persons",
                 f"the same {overrides:,} links counted again between squash rounds (the"
-                f" sink's recount, every minute): {recounted:,} unique-users windows, finding"
+                f" sink's recount's first pass): {recounted:,} unique-users windows, finding"
                 " them included",
                 round(recount_s, 2),
                 "s",
