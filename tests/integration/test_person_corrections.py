@@ -120,7 +120,7 @@ def test_between_squash_rounds_the_linked_ids_windows_are_counted_again(
     assert _users(_id_counted(visits)) == 3
     two_days_ago = NOW - timedelta(days=2)
     insert_event(visits, "anon-1", "Viewed", two_days_ago)  # left to the next squash round
-    insert_override(visits, "anon-1", "user-1", 100)
+    insert_override(visits, "anon-1", "user-1", 100, updated_at=NOW)  # linked "now"
     first, later = int(HOUR_AGO.timestamp()), int((HOUR_AGO + timedelta(minutes=10)).timestamp())
     viewed = [("acme", "Viewed")]
     since, day_ago = NOW - timedelta(minutes=5), NOW - timedelta(days=1)
