@@ -1022,17 +1022,17 @@ def _exposed_merged_ids(gateway: Gateway, project_id: str, experiment_id: str) -
     are their own persons again."""
     params = Params()
     project = params.add(project_id, "String")
+    # Both ids of every merged override, from one read of the overrides.
     merged = (
-        f"SELECT distinct_id, person_id FROM person_overrides FINAL WHERE project_id = {project}"
-        " AND person_id != distinct_id"
+        "SELECT arrayJoin([distinct_id, person_id]) FROM person_overrides FINAL"
+        f" WHERE project_id = {project} AND person_id != distinct_id"
     )
     rows = run_query(
         gateway,
         "exposed_merged_ids",
         f"SELECT 1 FROM exposures WHERE project_id = {project}"
         f" AND experiment = {params.add(experiment_id, 'String')}"
-        f" AND (unit_id IN (SELECT distinct_id FROM ({merged}))"
-        f" OR unit_id IN (SELECT person_id FROM ({merged}))) LIMIT 1",
+        f" AND unit_id IN ({merged}) LIMIT 1",
         params,
     )
     return bool(rows)
